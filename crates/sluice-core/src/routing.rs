@@ -1,0 +1,196 @@
+//! What the gateway needs to route, as plain data: the table the control plane publishes, the
+//! traffic figures the gateway reports back, request-target parsing (host form and path form,
+//! R1.9) and worker choice (R3.1). All pure.
+use serde::{Deserialize, Serialize};
+
+use crate::{EndpointId, EndpointStatus, LoadBalancing, Millis, WorkerId, ids::is_id_label};
+
+/// The routing table: every endpoint and its ready workers. Control replaces it wholesale.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RouteTable {
+    pub version: u64,
+    pub endpoints: Vec<EndpointRoute>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EndpointRoute {
+    pub id: EndpointId,
+    pub status: EndpointStatus,
+    pub load_balancing: LoadBalancing,
+    /// Whole-request deadline (R3.3).
+    pub execution_timeout_ms: u64,
+    /// How long a request may wait for a first ready worker before it is refused.
+    pub wait_timeout_ms: u64,
+    /// Ready workers, in a stable order.
+    pub workers: Vec<WorkerRoute>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerRoute {
+    pub id: WorkerId,
+    /// `host:port` on loopback (or a pod address in a cluster).
+    pub addr: String,
+}
+
+/// What one gateway saw of one endpoint, reported to the control plane.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EndpointTraffic {
+    pub endpoint: Option<EndpointId>,
+    /// Requests being served by a worker now.
+    pub in_flight: u64,
+    /// Requests waiting for a worker now.
+    pub waiting: u64,
+    pub requests_total: u64,
+    pub last_request_at: Option<Millis>,
+    /// In-flight requests per worker (only workers with any).
+    pub per_worker: Vec<(WorkerId, u64)>,
+}
+
+impl EndpointTraffic {
+    pub fn worker_in_flight(&self, id: &WorkerId) -> u64 {
+        self.per_worker.iter().find(|(w, _)| w == id).map_or(0, |(_, n)| *n)
+    }
+}
+
+/// Finds the endpoint id in a `Host` (or `:authority`) of the form
+/// `{endpoint_id}.{data_center}.{domain}[:port]`. Case-insensitive; a trailing dot is allowed.
+pub fn endpoint_from_host<'a>(host: &'a str, domain: &str) -> Option<(&'a str, &'a str)> {
+    let host = strip_port(host).trim_end_matches('.');
+    if host.len() <= domain.len() + 1 {
+        return None;
+    }
+    let (prefix, suffix) = host.split_at(host.len() - domain.len());
+    if !suffix.eq_ignore_ascii_case(domain) {
+        return None;
+    }
+    let prefix = prefix.strip_suffix('.')?;
+    let (id, dc) = prefix.split_once('.')?;
+    if dc.contains('.') || dc.is_empty() || !is_id_label(id) {
+        return None;
+    }
+    Some((id, dc))
+}
+
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host; // IPv6 literal: never an endpoint host.
+    }
+    match host.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    }
+}
+
+/// Path form for local use: `/e/{endpoint_id}/rest…` → (`endpoint_id`, `/rest…`). The prefix
+/// is stripped; `/e/{id}` alone maps to `/`.
+pub fn endpoint_from_path(path: &str) -> Option<(&str, &str)> {
+    let rest = path.strip_prefix("/e/")?;
+    let (id, tail) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    is_id_label(id).then_some((id, tail))
+}
+
+/// Round-robin over `len` ready workers with a shared, ever-increasing counter.
+pub fn pick_round_robin(len: usize, counter: usize) -> Option<usize> {
+    (len > 0).then(|| counter % len)
+}
+
+/// The worker with the fewest outstanding requests; ties are broken by rotating from `start`,
+/// so equal workers share load instead of the first one taking it all.
+pub fn pick_least_outstanding(outstanding: &[u64], start: usize) -> Option<usize> {
+    let len = outstanding.len();
+    (0..len).map(|k| (start + k) % len).min_by_key(|&i| outstanding[i])
+}
+
+/// Picks a worker index for the endpoint's policy; `exclude` (a worker that already failed this
+/// request) is skipped when another is available.
+pub fn pick(policy: LoadBalancing, outstanding: &[u64], counter: usize, exclude: Option<usize>) -> Option<usize> {
+    let len = outstanding.len();
+    let first = match policy {
+        LoadBalancing::RoundRobin => pick_round_robin(len, counter)?,
+        LoadBalancing::LeastOutstandingRequests => pick_least_outstanding(outstanding, counter % len.max(1))?,
+    };
+    match exclude {
+        Some(x) if x == first && len > 1 => match policy {
+            LoadBalancing::RoundRobin => Some((first + 1) % len),
+            LoadBalancing::LeastOutstandingRequests => (0..len)
+                .map(|k| (counter + k) % len)
+                .filter(|&i| i != x)
+                .min_by_key(|&i| outstanding[i]),
+        },
+        Some(x) if x == first => None,
+        _ => Some(first),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_form() {
+        let d = "localhost";
+        for (host, want) in [
+            ("abc123.local.localhost", Some(("abc123", "local"))),
+            ("abc123.local.localhost:8080", Some(("abc123", "local"))),
+            ("abc123.local.localhost.", Some(("abc123", "local"))),
+            ("ABC123.local.LOCALHOST", None), // ids are lowercase; hosts are sent lowercase by clients
+            ("abc123.localhost", None),
+            ("x.abc123.local.localhost", None),
+            ("localhost", None),
+            (".local.localhost", None),
+            ("abc.local.notlocalhost", None),
+            ("abc..localhost", None),
+            ("127.0.0.1:8080", None),
+            ("[::1]:8080", None),
+            ("", None),
+        ] {
+            assert_eq!(endpoint_from_host(host, d), want, "{host}");
+        }
+        assert_eq!(endpoint_from_host("ep1.eu-1.sluice.example.com", "sluice.example.com"), Some(("ep1", "eu-1")));
+        assert_eq!(endpoint_from_host("ep1.eu-1.SLUICE.example.com:443", "sluice.example.com"), Some(("ep1", "eu-1")));
+    }
+
+    #[test]
+    fn path_form() {
+        for (path, want) in [
+            ("/e/abc/v1/chat", Some(("abc", "/v1/chat"))),
+            ("/e/abc", Some(("abc", "/"))),
+            ("/e/abc/", Some(("abc", "/"))),
+            ("/e/", None),
+            ("/e//x", None),
+            ("/e/ABC/x", None),
+            ("/x/abc", None),
+            ("/", None),
+        ] {
+            assert_eq!(endpoint_from_path(path), want, "{path}");
+        }
+    }
+
+    #[test]
+    fn round_robin_spreads_evenly() {
+        let mut hits = [0; 3];
+        for c in 0..300 {
+            hits[pick(LoadBalancing::RoundRobin, &[0, 0, 0], c, None).unwrap()] += 1;
+        }
+        assert_eq!(hits, [100, 100, 100]);
+        assert_eq!(pick(LoadBalancing::RoundRobin, &[], 5, None), None);
+    }
+
+    #[test]
+    fn least_outstanding() {
+        let p = LoadBalancing::LeastOutstandingRequests;
+        assert_eq!(pick(p, &[3, 1, 2], 0, None), Some(1));
+        assert_eq!(pick(p, &[3, 1, 2], 7, None), Some(1));
+        // Ties rotate with the counter.
+        assert_eq!(pick(p, &[0, 0, 0], 0, None), Some(0));
+        assert_eq!(pick(p, &[0, 0, 0], 1, None), Some(1));
+        assert_eq!(pick(p, &[0, 0, 0], 5, None), Some(2));
+        // Exclusion picks the next best.
+        assert_eq!(pick(p, &[3, 1, 2], 0, Some(1)), Some(2));
+        assert_eq!(pick(LoadBalancing::RoundRobin, &[0, 0], 0, Some(0)), Some(1));
+        assert_eq!(pick(LoadBalancing::RoundRobin, &[0], 0, Some(0)), None);
+    }
+}

@@ -1,1 +1,223 @@
+//! Wire types of the `/v1` control API: request bodies, responses and the error body. Only these
+//! types are serialized to clients. Validation lives in `sluice-core`; this crate only maps
+//! shapes, with `deny_unknown_fields` on every input.
 #![forbid(unsafe_code)]
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use sluice_core::{EndpointDraft, NetworkVolume};
+use utoipa::ToSchema;
+
+/// `{"error": {"code": .., "message": .., "field": ..}}`: the body of every 4xx/5xx answer of the
+/// control API and the gateway.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Machine-readable code, e.g. `invalid_field`, `not_found`, `conflict`, `unauthorized`.
+    pub code: String,
+    pub message: String,
+    /// The offending field, for validation errors (`name`, `env.FOO`, `network_volume.mount_path`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+impl ErrorBody {
+    pub fn new(code: impl Into<String>, message: impl Into<String>, field: Option<String>) -> Self {
+        ErrorBody { error: ErrorDetail { code: code.into(), message: message.into(), field } }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkVolumeDto {
+    /// Volume name: lowercase letters, digits, `-` and `_`.
+    pub name: String,
+    /// Absolute path at which workers see the volume.
+    pub mount_path: String,
+}
+
+/// Body of `POST /v1/endpoints` and `PATCH /v1/endpoints/{id}` (and the CLI's `-f endpoint.toml`).
+/// On create, omitted fields take their defaults; on update, omitted fields keep their values.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointInput {
+    /// 1–128 characters, unique per account.
+    pub name: Option<String>,
+    /// Container image (required by container runtimes).
+    pub image: Option<String>,
+    /// Command run as `shell -c start_command` (required by the process runtime).
+    pub start_command: Option<String>,
+    /// Shell for the start command; default `/bin/sh`.
+    pub shell: Option<String>,
+    /// Data center from the configured list; default the first.
+    pub data_center: Option<String>,
+    /// The one HTTP port the worker listens on (containers); 1–65535, default 8000.
+    pub http_port: Option<i64>,
+    /// Environment variables; names `[A-Za-z_][A-Za-z0-9_]*`. Replaces the whole map on update.
+    pub env: Option<BTreeMap<String, String>>,
+    /// Persistent storage mounted into every worker.
+    pub network_volume: Option<NetworkVolumeDto>,
+    /// Path that must answer 200 before a worker gets traffic; default `/health`.
+    pub health_check_path: Option<String>,
+    /// Seconds an autoscaled worker may stay idle; 1–3600, default 10.
+    pub idle_timeout_secs: Option<i64>,
+    /// Seconds a request may run; 1–86400, default 600.
+    pub execution_timeout_secs: Option<i64>,
+    /// Seconds a worker may take to become healthy; 1–3600, default 600.
+    pub startup_timeout_secs: Option<i64>,
+    /// Workers always running; ≥ 0, default 1.
+    pub active_workers: Option<i64>,
+    /// Upper bound on workers; ≥ max(1, active_workers), ≤ account quota; default 3.
+    pub max_workers: Option<i64>,
+    /// Whole GPUs per worker; 1–8, default 1.
+    pub gpus_per_worker: Option<i64>,
+    /// GPU type from the catalog; default the first.
+    pub gpu_type: Option<String>,
+    /// `round_robin` (default) or `least_outstanding_requests`.
+    pub load_balancing: Option<String>,
+}
+
+impl From<EndpointInput> for EndpointDraft {
+    fn from(i: EndpointInput) -> EndpointDraft {
+        EndpointDraft {
+            name: i.name,
+            image: i.image,
+            start_command: i.start_command,
+            shell: i.shell,
+            data_center: i.data_center,
+            http_port: i.http_port,
+            env: i.env,
+            network_volume: i.network_volume.map(|v| NetworkVolume { name: v.name, mount_path: v.mount_path }),
+            health_check_path: i.health_check_path,
+            idle_timeout_secs: i.idle_timeout_secs,
+            execution_timeout_secs: i.execution_timeout_secs,
+            startup_timeout_secs: i.startup_timeout_secs,
+            active_workers: i.active_workers,
+            max_workers: i.max_workers,
+            gpus_per_worker: i.gpus_per_worker,
+            gpu_type: i.gpu_type,
+            load_balancing: i.load_balancing,
+        }
+    }
+}
+
+/// Worker counts of an endpoint by state, plus the reconciler's target.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct WorkerCounts {
+    pub desired: u32,
+    pub pending: u32,
+    pub starting: u32,
+    pub ready: u32,
+    pub draining: u32,
+}
+
+/// An endpoint as the API shows it. Secret-looking env values are masked.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct EndpointView {
+    pub id: String,
+    pub name: String,
+    /// `running` or `stopped`.
+    pub status: String,
+    /// Host-form URL: `http://{id}.{data_center}.{domain}:{port}/`.
+    pub url: String,
+    /// Path-form URL: `http://{gateway}/e/{id}/`.
+    pub path_url: String,
+    pub image: Option<String>,
+    pub start_command: Option<String>,
+    pub shell: String,
+    pub data_center: String,
+    pub http_port: u16,
+    pub env: BTreeMap<String, String>,
+    pub network_volume: Option<NetworkVolumeDto>,
+    pub health_check_path: String,
+    pub idle_timeout_secs: u32,
+    pub execution_timeout_secs: u32,
+    pub startup_timeout_secs: u32,
+    pub active_workers: u32,
+    pub max_workers: u32,
+    pub gpus_per_worker: u32,
+    pub gpu_type: String,
+    pub load_balancing: String,
+    pub workers: WorkerCounts,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct EndpointList {
+    pub endpoints: Vec<EndpointView>,
+}
+
+/// A worker: one process or container with its GPUs.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct WorkerView {
+    pub id: String,
+    pub endpoint_id: String,
+    /// pending, starting, ready, draining, stopped or failed.
+    pub state: String,
+    /// Why the worker is pending or failed (or how it stopped).
+    pub reason: Option<String>,
+    pub node: Option<String>,
+    pub gpus: Vec<u32>,
+    /// `host:port` the gateway sends traffic to.
+    pub address: Option<String>,
+    pub pid: Option<u32>,
+    pub created_at: String,
+    pub ready_at: Option<String>,
+    pub stopped_at: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct WorkerList {
+    pub workers: Vec<WorkerView>,
+}
+
+/// Where the platform listens (also written to `DATA_DIR/addresses.json`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Addresses {
+    pub api: String,
+    pub gateway: String,
+    pub domain: String,
+}
+
+/// Parses a JSON body into `T`, reporting the path of the offending field on failure.
+/// Returns (field, message).
+pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, (Option<String>, String)> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    match serde_path_to_error::deserialize::<_, T>(de) {
+        Ok(v) => Ok(v),
+        Err(e) => {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            let msg = inner.to_string();
+            let field = (path != "." && path != "?" && !path.is_empty()).then_some(path);
+            Err((field, msg))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_errors_name_the_field() {
+        let e = parse_json::<EndpointInput>(br#"{"name":"x","bogus":1}"#).unwrap_err();
+        assert_eq!(e.0.as_deref(), Some("bogus"), "{e:?}");
+        let e = parse_json::<EndpointInput>(br#"{"name":"x","max_workers":"3"}"#).unwrap_err();
+        assert_eq!(e.0.as_deref(), Some("max_workers"), "{e:?}");
+        let e = parse_json::<EndpointInput>(br#"{"network_volume":{"name":"v","mount":"/x"}}"#).unwrap_err();
+        assert_eq!(e.0.as_deref(), Some("network_volume.mount"), "{e:?}");
+        let e = parse_json::<EndpointInput>(br#"{"env":{"A":1}}"#).unwrap_err();
+        assert_eq!(e.0.as_deref(), Some("env.A"), "{e:?}");
+        let e = parse_json::<EndpointInput>(b"{not json").unwrap_err();
+        assert_eq!(e.0, None);
+        let ok = parse_json::<EndpointInput>(br#"{"name":"x","max_workers":3}"#).unwrap();
+        assert_eq!(ok.max_workers, Some(3));
+    }
+}

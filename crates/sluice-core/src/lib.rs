@@ -38,3 +38,38 @@ impl Millis {
         self.plus_ms(secs.saturating_mul(1000))
     }
 }
+
+/// Formats a Unix time in milliseconds as an RFC 3339 UTC timestamp (`2026-11-23T19:54:53.123Z`).
+pub fn rfc3339(t: Millis) -> String {
+    let secs = t.0 / 1000;
+    let (days, sod) = (secs / 86_400, secs % 86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        sod / 3600,
+        sod / 60 % 60,
+        sod % 60,
+        t.0 % 1000
+    )
+}
+
+#[cfg(test)]
+mod time_tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_known_points() {
+        assert_eq!(rfc3339(Millis(0)), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(Millis(951_782_400_000)), "2000-02-29T00:00:00.000Z");
+        assert_eq!(rfc3339(Millis(1_795_463_693_123)), "2026-11-23T19:54:53.123Z");
+    }
+}

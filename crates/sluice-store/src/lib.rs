@@ -1,1 +1,353 @@
+//! Persistent state in SQLite (PostgreSQL later, through the same code): endpoints (intent),
+//! workers (the reconciler's records), API keys and instance identity.
+//!
+//! **This crate knows SQL and nothing of HTTP or processes.** All writes go through a
+//! one-connection writer pool, reads through a separate pool, so SQLite never answers `BUSY` to
+//! a transaction that upgrades to a writer.
 #![forbid(unsafe_code)]
+
+mod error;
+
+use std::{path::Path, str::FromStr, time::Duration};
+
+pub use error::Error;
+use sluice_core::{EndpointId, EndpointSpec, EndpointStatus, Millis, WorkerId, WorkerState};
+use sqlx::{
+    Row,
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous},
+};
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An endpoint as stored: the validated spec plus ownership and lifecycle.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EndpointRecord {
+    pub id: EndpointId,
+    pub account: String,
+    pub spec: EndpointSpec,
+    pub status: EndpointStatus,
+    /// Bumped when what workers run changes; workers of an older generation are replaced.
+    pub generation: u64,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+}
+
+/// A worker as stored by the reconciler.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkerRecord {
+    pub id: WorkerId,
+    pub endpoint_id: EndpointId,
+    pub generation: u64,
+    pub state: WorkerState,
+    pub reason: Option<String>,
+    pub node: Option<String>,
+    pub gpus: Vec<u32>,
+    pub port: Option<u16>,
+    pub pid: Option<u32>,
+    pub created_at: Millis,
+    pub launched_at: Option<Millis>,
+    pub ready_at: Option<Millis>,
+    pub stopped_at: Option<Millis>,
+}
+
+/// A stored API key (only its digest).
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyRecord {
+    pub prefix: String,
+    pub account: String,
+    pub role: String,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+fn ms(v: Option<i64>) -> Option<Millis> {
+    v.map(|x| Millis(x.max(0) as u64))
+}
+
+fn corrupt(table: &'static str, message: impl ToString) -> Error {
+    Error::Corrupt { table, message: message.to_string() }
+}
+
+fn endpoint_from_row(r: &SqliteRow) -> Result<EndpointRecord> {
+    let id: String = r.try_get("id")?;
+    let spec: String = r.try_get("spec")?;
+    let status: String = r.try_get("status")?;
+    Ok(EndpointRecord {
+        id: EndpointId::parse(&id).map_err(|e| corrupt("endpoints", e))?,
+        account: r.try_get("account")?,
+        spec: serde_json::from_str(&spec).map_err(|e| corrupt("endpoints", e))?,
+        status: EndpointStatus::parse(&status).ok_or_else(|| corrupt("endpoints", format!("status {status}")))?,
+        generation: r.try_get::<i64, _>("generation")? as u64,
+        created_at: Millis(r.try_get::<i64, _>("created_at")? as u64),
+        updated_at: Millis(r.try_get::<i64, _>("updated_at")? as u64),
+    })
+}
+
+fn worker_from_row(r: &SqliteRow) -> Result<WorkerRecord> {
+    let id: String = r.try_get("id")?;
+    let ep: String = r.try_get("endpoint_id")?;
+    let state: String = r.try_get("state")?;
+    let gpus: String = r.try_get("gpus")?;
+    Ok(WorkerRecord {
+        id: WorkerId::parse(&id).map_err(|e| corrupt("workers", e))?,
+        endpoint_id: EndpointId::parse(&ep).map_err(|e| corrupt("workers", e))?,
+        generation: r.try_get::<i64, _>("generation")? as u64,
+        state: WorkerState::parse(&state).ok_or_else(|| corrupt("workers", format!("state {state}")))?,
+        reason: r.try_get("reason")?,
+        node: r.try_get("node")?,
+        gpus: serde_json::from_str(&gpus).map_err(|e| corrupt("workers", e))?,
+        port: r.try_get::<Option<i64>, _>("port")?.map(|p| p as u16),
+        pid: r.try_get::<Option<i64>, _>("pid")?.map(|p| p as u32),
+        created_at: Millis(r.try_get::<i64, _>("created_at")? as u64),
+        launched_at: ms(r.try_get("launched_at")?),
+        ready_at: ms(r.try_get("ready_at")?),
+        stopped_at: ms(r.try_get("stopped_at")?),
+    })
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+/// The migrations, embedded in the binary (`migrations/NNNN_name.sql`).
+fn migrator() -> sqlx::migrate::Migrator {
+    use sqlx::{SqlSafeStr, migrate::{Migration, MigrationType}};
+    const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "init", include_str!("../migrations/0001_init.sql"))];
+    sqlx::migrate::Migrator::with_migrations(
+        MIGRATIONS
+            .iter()
+            .map(|(v, d, sql)| Migration::new(*v, (*d).into(), MigrationType::Simple, sql.into_sql_str(), false))
+            .collect(),
+    )
+}
+
+impl Store {
+    /// Opens (creating if needed) the SQLite database at `path` and applies migrations.
+    pub async fn open_sqlite(path: &Path) -> Result<Store> {
+        let opts = SqliteConnectOptions::from_str("sqlite://")?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        let writer = SqlitePoolOptions::new().max_connections(1).connect_with(opts.clone()).await?;
+        migrator().run(&writer).await?;
+        let reader = SqlitePoolOptions::new().max_connections(4).connect_with(opts.read_only(true)).await?;
+        Ok(Store { writer, reader })
+    }
+
+    pub async fn close(&self) {
+        self.reader.close().await;
+        self.writer.close().await;
+    }
+
+    /// This installation's identity, created on first use with `fresh` (random, from the caller).
+    /// Worker processes carry it so that a restarted platform recognises exactly its own.
+    pub async fn instance_id(&self, fresh: &str) -> Result<String> {
+        sqlx::query("INSERT INTO meta (key, value) VALUES ('instance_id', $1) ON CONFLICT (key) DO NOTHING")
+            .bind(fresh)
+            .execute(&self.writer)
+            .await?;
+        let row = sqlx::query("SELECT value FROM meta WHERE key = 'instance_id'").fetch_one(&self.writer).await?;
+        Ok(row.try_get("value")?)
+    }
+
+    // ---- API keys ----
+
+    pub async fn put_key(&self, digest: &str, prefix: &str, account: &str, role: &str, label: Option<&str>, now: Millis) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO api_keys (digest, prefix, account, role, label, created_at) VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (digest) DO UPDATE SET revoked_at = NULL",
+        )
+        .bind(digest)
+        .bind(prefix)
+        .bind(account)
+        .bind(role)
+        .bind(label)
+        .bind(now.0 as i64)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    /// Revokes every admin key except `keep` (the admin key file is the source of truth).
+    pub async fn revoke_other_admin_keys(&self, keep: &str, now: Millis) -> Result<()> {
+        sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE role = 'admin' AND digest <> $2 AND revoked_at IS NULL")
+            .bind(now.0 as i64)
+            .bind(keep)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn find_key(&self, digest: &str) -> Result<Option<KeyRecord>> {
+        let row = sqlx::query("SELECT prefix, account, role FROM api_keys WHERE digest = $1 AND revoked_at IS NULL")
+            .bind(digest)
+            .fetch_optional(&self.reader)
+            .await?;
+        row.map(|r| Ok(KeyRecord { prefix: r.try_get("prefix")?, account: r.try_get("account")?, role: r.try_get("role")? }))
+            .transpose()
+    }
+
+    // ---- endpoints ----
+
+    pub async fn create_endpoint(&self, e: &EndpointRecord) -> Result<()> {
+        let spec = serde_json::to_string(&e.spec).map_err(|x| corrupt("endpoints", x))?;
+        sqlx::query(
+            "INSERT INTO endpoints (id, account, name, status, spec, generation, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(e.id.as_str())
+        .bind(&e.account)
+        .bind(&e.spec.name)
+        .bind(e.status.as_str())
+        .bind(spec)
+        .bind(e.generation as i64)
+        .bind(e.created_at.0 as i64)
+        .bind(e.updated_at.0 as i64)
+        .execute(&self.writer)
+        .await
+        .map_err(|x| {
+            if is_unique_violation(&x) {
+                Error::Conflict(format!("an endpoint named {:?} already exists", e.spec.name))
+            } else {
+                x.into()
+            }
+        })?;
+        Ok(())
+    }
+
+    /// Replaces spec, status and generation of an existing endpoint.
+    pub async fn update_endpoint(&self, e: &EndpointRecord) -> Result<()> {
+        let spec = serde_json::to_string(&e.spec).map_err(|x| corrupt("endpoints", x))?;
+        let r = sqlx::query(
+            "UPDATE endpoints SET name = $2, status = $3, spec = $4, generation = $5, updated_at = $6 WHERE id = $1",
+        )
+        .bind(e.id.as_str())
+        .bind(&e.spec.name)
+        .bind(e.status.as_str())
+        .bind(spec)
+        .bind(e.generation as i64)
+        .bind(e.updated_at.0 as i64)
+        .execute(&self.writer)
+        .await
+        .map_err(|x| {
+            if is_unique_violation(&x) {
+                Error::Conflict(format!("an endpoint named {:?} already exists", e.spec.name))
+            } else {
+                x.into()
+            }
+        })?;
+        if r.rows_affected() == 0 {
+            return Err(Error::NotFound);
+        }
+        Ok(())
+    }
+
+    pub async fn delete_endpoint(&self, id: &EndpointId) -> Result<()> {
+        let r = sqlx::query("DELETE FROM endpoints WHERE id = $1").bind(id.as_str()).execute(&self.writer).await?;
+        if r.rows_affected() == 0 {
+            return Err(Error::NotFound);
+        }
+        Ok(())
+    }
+
+    pub async fn get_endpoint(&self, id: &EndpointId) -> Result<Option<EndpointRecord>> {
+        sqlx::query("SELECT * FROM endpoints WHERE id = $1")
+            .bind(id.as_str())
+            .fetch_optional(&self.reader)
+            .await?
+            .as_ref()
+            .map(endpoint_from_row)
+            .transpose()
+    }
+
+    pub async fn find_endpoint_by_name(&self, account: &str, name: &str) -> Result<Option<EndpointRecord>> {
+        sqlx::query("SELECT * FROM endpoints WHERE account = $1 AND name = $2")
+            .bind(account)
+            .bind(name)
+            .fetch_optional(&self.reader)
+            .await?
+            .as_ref()
+            .map(endpoint_from_row)
+            .transpose()
+    }
+
+    /// All endpoints, oldest first; `account` filters when given.
+    pub async fn list_endpoints(&self, account: Option<&str>) -> Result<Vec<EndpointRecord>> {
+        let rows = match account {
+            Some(a) => sqlx::query("SELECT * FROM endpoints WHERE account = $1 ORDER BY created_at, id").bind(a).fetch_all(&self.reader).await?,
+            None => sqlx::query("SELECT * FROM endpoints ORDER BY created_at, id").fetch_all(&self.reader).await?,
+        };
+        rows.iter().map(endpoint_from_row).collect()
+    }
+
+    // ---- workers ----
+
+    pub async fn upsert_worker(&self, w: &WorkerRecord) -> Result<()> {
+        let gpus = serde_json::to_string(&w.gpus).map_err(|x| corrupt("workers", x))?;
+        sqlx::query(
+            "INSERT INTO workers (id, endpoint_id, generation, state, reason, node, gpus, port, pid, created_at, launched_at, ready_at, stopped_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+             ON CONFLICT (id) DO UPDATE SET state = $4, reason = $5, node = $6, gpus = $7, port = $8, pid = $9,
+                 launched_at = $11, ready_at = $12, stopped_at = $13",
+        )
+        .bind(w.id.as_str())
+        .bind(w.endpoint_id.as_str())
+        .bind(w.generation as i64)
+        .bind(w.state.as_str())
+        .bind(&w.reason)
+        .bind(&w.node)
+        .bind(gpus)
+        .bind(w.port.map(i64::from))
+        .bind(w.pid.map(i64::from))
+        .bind(w.created_at.0 as i64)
+        .bind(w.launched_at.map(|m| m.0 as i64))
+        .bind(w.ready_at.map(|m| m.0 as i64))
+        .bind(w.stopped_at.map(|m| m.0 as i64))
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    /// Workers of one endpoint, newest first, at most `limit`.
+    pub async fn list_workers(&self, endpoint: &EndpointId, limit: u32) -> Result<Vec<WorkerRecord>> {
+        let rows = sqlx::query("SELECT * FROM workers WHERE endpoint_id = $1 ORDER BY created_at DESC, id LIMIT $2")
+            .bind(endpoint.as_str())
+            .bind(i64::from(limit))
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter().map(worker_from_row).collect()
+    }
+
+    /// Workers not yet stopped or failed, of every endpoint (what a restarted reconciler resumes).
+    pub async fn list_unfinished_workers(&self) -> Result<Vec<WorkerRecord>> {
+        let rows = sqlx::query("SELECT * FROM workers WHERE state NOT IN ('stopped', 'failed') ORDER BY created_at, id")
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter().map(worker_from_row).collect()
+    }
+
+    /// Deletes finished workers: those of endpoints that no longer exist, and all but the newest
+    /// `keep` finished ones of each endpoint.
+    pub async fn prune_workers(&self, keep: u32) -> Result<u64> {
+        let r = sqlx::query(
+            "DELETE FROM workers WHERE state IN ('stopped', 'failed') AND (
+                endpoint_id NOT IN (SELECT id FROM endpoints)
+                OR id NOT IN (SELECT id FROM workers w2 WHERE w2.endpoint_id = workers.endpoint_id
+                              AND w2.state IN ('stopped', 'failed') ORDER BY created_at DESC LIMIT $1))",
+        )
+        .bind(i64::from(keep))
+        .execute(&self.writer)
+        .await?;
+        Ok(r.rows_affected())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,46 @@
+-- Sluice schema v1: instance identity, API keys, endpoints (intent) and workers (planned and
+-- observed lifecycle). Times are Unix milliseconds.
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+
+CREATE TABLE api_keys (
+    digest     TEXT PRIMARY KEY,      -- hex SHA-256 of the full key; the key itself is never stored
+    prefix     TEXT NOT NULL,         -- first characters, for display
+    account    TEXT NOT NULL,
+    role       TEXT NOT NULL,         -- 'admin' or 'user'
+    label      TEXT,
+    created_at INTEGER NOT NULL,
+    revoked_at INTEGER
+);
+
+CREATE TABLE endpoints (
+    id         TEXT PRIMARY KEY,
+    account    TEXT NOT NULL,
+    name       TEXT NOT NULL,
+    status     TEXT NOT NULL,         -- 'running' | 'stopped'
+    spec       TEXT NOT NULL,         -- JSON of sluice_core::EndpointSpec
+    generation INTEGER NOT NULL,      -- bumped when what workers run changes
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    UNIQUE (account, name)
+);
+
+CREATE TABLE workers (
+    id          TEXT PRIMARY KEY,
+    endpoint_id TEXT NOT NULL,
+    generation  INTEGER NOT NULL,
+    state       TEXT NOT NULL,
+    reason      TEXT,
+    node        TEXT,
+    gpus        TEXT NOT NULL DEFAULT '[]',
+    port        INTEGER,
+    pid         INTEGER,
+    created_at  INTEGER NOT NULL,
+    launched_at INTEGER,
+    ready_at    INTEGER,
+    stopped_at  INTEGER
+);
+CREATE INDEX workers_by_endpoint ON workers (endpoint_id, created_at);
+CREATE INDEX workers_by_state ON workers (state);

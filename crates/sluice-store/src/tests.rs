@@ -1,0 +1,106 @@
+//! Store tests against a real SQLite file.
+use super::*;
+use sluice_core::{EndpointDraft, RuntimeKind, ValidationContext};
+
+fn spec(name: &str) -> EndpointSpec {
+    let ctx = ValidationContext {
+        gpu_types: vec!["SIM".into()],
+        data_centers: vec!["local".into()],
+        max_workers_quota: 10,
+        runtime: RuntimeKind::Process,
+    };
+    EndpointSpec::validate(EndpointDraft { name: Some(name.into()), start_command: Some("x".into()), ..Default::default() }, &ctx).unwrap()
+}
+
+fn endpoint(id: &str, account: &str, name: &str) -> EndpointRecord {
+    EndpointRecord {
+        id: EndpointId::parse(id).unwrap(),
+        account: account.into(),
+        spec: spec(name),
+        status: EndpointStatus::Running,
+        generation: 1,
+        created_at: Millis(1),
+        updated_at: Millis(1),
+    }
+}
+
+fn worker(id: &str, ep: &str, state: WorkerState, created: u64) -> WorkerRecord {
+    WorkerRecord {
+        id: WorkerId::parse(id).unwrap(),
+        endpoint_id: EndpointId::parse(ep).unwrap(),
+        generation: 1,
+        state,
+        reason: None,
+        node: Some("local".into()),
+        gpus: vec![0, 3],
+        port: Some(40000),
+        pid: Some(1234),
+        created_at: Millis(created),
+        launched_at: Some(Millis(created + 1)),
+        ready_at: None,
+        stopped_at: None,
+    }
+}
+
+async fn open() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_sqlite(&dir.path().join("s.db")).await.unwrap();
+    (dir, store)
+}
+
+#[tokio::test]
+async fn endpoints_roundtrip_and_names_are_unique_per_account() {
+    let (_d, s) = open().await;
+    let e = endpoint("ep1", "acct", "llama 🦙");
+    s.create_endpoint(&e).await.unwrap();
+    assert_eq!(s.get_endpoint(&e.id).await.unwrap().unwrap(), e);
+    assert!(matches!(s.create_endpoint(&endpoint("ep2", "acct", "llama 🦙")).await, Err(Error::Conflict(_))));
+    s.create_endpoint(&endpoint("ep3", "other", "llama 🦙")).await.unwrap();
+    assert_eq!(s.list_endpoints(None).await.unwrap().len(), 2);
+    assert_eq!(s.list_endpoints(Some("acct")).await.unwrap().len(), 1);
+    assert_eq!(s.find_endpoint_by_name("other", "llama 🦙").await.unwrap().unwrap().id.as_str(), "ep3");
+
+    let mut u = e.clone();
+    u.status = EndpointStatus::Stopped;
+    u.spec.max_workers = 7;
+    u.generation = 2;
+    s.update_endpoint(&u).await.unwrap();
+    assert_eq!(s.get_endpoint(&e.id).await.unwrap().unwrap(), u);
+    assert!(matches!(s.update_endpoint(&endpoint("nope", "acct", "z")).await, Err(Error::NotFound)));
+    s.delete_endpoint(&e.id).await.unwrap();
+    assert!(matches!(s.delete_endpoint(&e.id).await, Err(Error::NotFound)));
+    assert!(s.get_endpoint(&e.id).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn workers_upsert_list_prune() {
+    let (_d, s) = open().await;
+    s.create_endpoint(&endpoint("ep1", "a", "one")).await.unwrap();
+    let mut w = worker("w1", "ep1", WorkerState::Starting, 10);
+    s.upsert_worker(&w).await.unwrap();
+    w.state = WorkerState::Ready;
+    w.ready_at = Some(Millis(20));
+    s.upsert_worker(&w).await.unwrap();
+    assert_eq!(s.list_workers(&w.endpoint_id, 10).await.unwrap(), vec![w.clone()]);
+    for i in 0..5 {
+        s.upsert_worker(&worker(&format!("old{i}"), "ep1", WorkerState::Failed, i)).await.unwrap();
+    }
+    s.upsert_worker(&worker("gone", "ep9", WorkerState::Stopped, 1)).await.unwrap();
+    assert_eq!(s.list_unfinished_workers().await.unwrap(), vec![w.clone()]);
+    assert_eq!(s.prune_workers(2).await.unwrap(), 4);
+    let left: Vec<String> = s.list_workers(&w.endpoint_id, 10).await.unwrap().into_iter().map(|w| w.id.to_string()).collect();
+    assert_eq!(left, ["w1", "old4", "old3"]);
+}
+
+#[tokio::test]
+async fn keys_and_instance_id() {
+    let (_d, s) = open().await;
+    assert_eq!(s.instance_id("first").await.unwrap(), "first");
+    assert_eq!(s.instance_id("second").await.unwrap(), "first");
+    s.put_key("d1", "sk_ab", "admin", "admin", None, Millis(1)).await.unwrap();
+    s.put_key("d2", "sk_cd", "admin", "admin", None, Millis(2)).await.unwrap();
+    s.revoke_other_admin_keys("d2", Millis(3)).await.unwrap();
+    assert!(s.find_key("d1").await.unwrap().is_none());
+    assert_eq!(s.find_key("d2").await.unwrap().unwrap().role, "admin");
+    assert!(s.find_key("zz").await.unwrap().is_none());
+}

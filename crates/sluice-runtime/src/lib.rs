@@ -1,1 +1,76 @@
+//! Worker runtimes: the [`WorkerRuntime`] trait and its implementations. The local-process
+//! runtime is the embedded default; Docker and Kubernetes come as further implementations.
+//!
+//! **Only this crate starts, signals or lists worker processes and containers**, and only the
+//! reconciler in `sluice-control` calls it.
 #![forbid(unsafe_code)]
+
+mod error;
+pub mod process;
+
+use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration};
+
+pub use error::Error;
+use futures_util::future::BoxFuture;
+use sluice_core::{EndpointId, RuntimeKind, WorkerId};
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything a runtime needs to launch one worker.
+#[derive(Debug, Clone)]
+pub struct LaunchSpec {
+    pub worker: WorkerId,
+    pub endpoint: EndpointId,
+    pub shell: String,
+    pub start_command: Option<String>,
+    pub image: Option<String>,
+    /// The endpoint's own variables (the runtime adds `PORT`, GPU and `SLUICE_*` variables).
+    pub env: BTreeMap<String, String>,
+    /// Assigned GPU indices on the node.
+    pub gpus: Vec<u32>,
+    /// The port the worker listens on inside its container (process runtime: ignored, the
+    /// platform picks a free host port).
+    pub http_port: u16,
+    pub volume: Option<VolumeMount>,
+}
+
+#[derive(Debug, Clone)]
+pub struct VolumeMount {
+    pub name: String,
+    pub mount_path: String,
+}
+
+/// A launched worker: where the gateway reaches it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Launched {
+    pub addr: SocketAddr,
+    pub pid: Option<u32>,
+}
+
+/// A worker the runtime found running (or just saw exit).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observed {
+    pub worker: WorkerId,
+    pub endpoint: Option<EndpointId>,
+    pub addr: Option<SocketAddr>,
+    pub pid: Option<u32>,
+    /// `None` while running; the exit description once it has exited.
+    pub exited: Option<String>,
+}
+
+/// A way to run workers. Implementations must be safe to call concurrently for different
+/// workers; the reconciler never calls them concurrently for the same worker.
+pub trait WorkerRuntime: Send + Sync + 'static {
+    fn kind(&self) -> RuntimeKind;
+    /// Launches a worker and returns once it has been started (not once it is healthy).
+    fn start(&self, spec: LaunchSpec) -> BoxFuture<'_, Result<Launched>>;
+    /// Stops a worker: polite signal, `grace` to exit, then kill. Stopping an unknown or
+    /// already-exited worker succeeds.
+    fn stop(&self, worker: &WorkerId, grace: Duration) -> BoxFuture<'_, Result<()>>;
+    /// Every worker of this platform instance that runs now, plus those seen exiting since the
+    /// last call (with their exit description). Used every reconcile pass and, at startup, to
+    /// adopt or reap the workers of a previous run (R8.2).
+    fn list(&self) -> BoxFuture<'_, Result<Vec<Observed>>>;
+    /// Where the worker's output goes (the log API reads these).
+    fn log_paths(&self, endpoint: &EndpointId, worker: &WorkerId) -> Vec<PathBuf>;
+}

@@ -1,0 +1,140 @@
+//! Body plumbing: the boxed body type, a request body that can be taken back for a retry if it
+//! was never sent, and a response body that enforces the execution deadline and releases the
+//! in-flight counters when the response ends.
+use std::{
+    pin::Pin,
+    sync::{Arc, Mutex},
+    task::{Context, Poll},
+};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use tokio::time::{Instant, Sleep};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type BoxBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+
+pub fn full(b: Bytes) -> BoxBody {
+    Full::new(b).map_err(|never| match never {}).boxed_unsync()
+}
+
+pub fn empty() -> BoxBody {
+    Empty::new().map_err(|never| match never {}).boxed_unsync()
+}
+
+/// A request body shared with the proxy: until the client connection polls it, the proxy can
+/// take it back and send it to another worker (a connection error before any byte was sent).
+pub struct RetryableBody {
+    shared: Arc<Mutex<Option<Incoming>>>,
+    active: Option<Incoming>,
+}
+
+/// The proxy's handle on a [`RetryableBody`].
+#[derive(Clone)]
+pub struct BodySlot(Arc<Mutex<Option<Incoming>>>);
+
+impl BodySlot {
+    pub fn new(body: Incoming) -> Self {
+        BodySlot(Arc::new(Mutex::new(Some(body))))
+    }
+    pub fn body(&self) -> RetryableBody {
+        RetryableBody { shared: self.0.clone(), active: None }
+    }
+    /// True if the body was never polled (so the request can be sent again).
+    pub fn untouched(&self) -> bool {
+        self.0.lock().unwrap().is_some()
+    }
+}
+
+impl Body for RetryableBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if self.active.is_none() {
+            let taken = self.shared.lock().unwrap().take();
+            match taken {
+                Some(b) => self.active = Some(b),
+                None => return Poll::Ready(None),
+            }
+        }
+        let inner = self.active.as_mut().expect("set above");
+        Pin::new(inner).poll_frame(cx).map_err(Into::into)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.active {
+            Some(b) => b.is_end_stream(),
+            None => self.shared.lock().unwrap().as_ref().is_none_or(|b| b.is_end_stream()),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.active {
+            Some(b) => b.size_hint(),
+            None => self.shared.lock().unwrap().as_ref().map(|b| b.size_hint()).unwrap_or_default(),
+        }
+    }
+}
+
+/// Wraps a worker's response body: ends it with an error at the execution deadline (R3.3 covers
+/// the whole streamed response, not only the head) and holds `guard` until the body is done, so
+/// the request counts as in flight while it streams.
+pub struct DeadlineBody<G> {
+    inner: Incoming,
+    deadline: Pin<Box<Sleep>>,
+    timeout_secs: u64,
+    guard: Option<G>,
+}
+
+impl<G> DeadlineBody<G> {
+    pub fn new(inner: Incoming, deadline: Instant, timeout_secs: u64, guard: G) -> Self {
+        DeadlineBody { inner, deadline: Box::pin(tokio::time::sleep_until(deadline)), timeout_secs, guard: Some(guard) }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the response ran longer than the endpoint's execution timeout of {0} s")]
+pub struct BodyTimeout(pub u64);
+
+impl<G: Unpin> Body for DeadlineBody<G> {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        if this.guard.is_none() {
+            return Poll::Ready(None);
+        }
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(None) => {
+                this.guard = None;
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.guard = None;
+                Poll::Ready(Some(Err(e.into())))
+            }
+            Poll::Ready(Some(Ok(f))) => Poll::Ready(Some(Ok(f))),
+            Poll::Pending => match this.deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => {
+                    this.guard = None;
+                    Poll::Ready(Some(Err(Box::new(BodyTimeout(this.timeout_secs)))))
+                }
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.guard.is_none() || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+use std::future::Future as _;

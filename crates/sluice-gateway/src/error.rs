@@ -1,0 +1,72 @@
+//! Gateway errors, tagged with who is at fault, and the one function that turns them into HTTP
+//! answers (`into_response`).
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+
+use crate::body::{BoxBody, full};
+
+/// Who caused a failure: decides the status code and whether it counts against a worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The client (bad target, unknown endpoint).
+    Downstream,
+    /// The worker (refused, reset, too slow).
+    Upstream,
+    /// The platform (no capacity, stopped endpoint).
+    Platform,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no endpoint in the request: use http://{{endpoint_id}}.{{data_center}}.{domain}/ or /e/{{endpoint_id}}/")]
+    NoEndpointInRequest { domain: String },
+    #[error("endpoint {0} does not exist")]
+    EndpointNotFound(String),
+    #[error("endpoint {0} is stopped; start it with `sluice endpoint start {0}`")]
+    EndpointStopped(String),
+    #[error("no worker of endpoint {endpoint} became ready within {waited_ms} ms")]
+    NoReadyWorker { endpoint: String, waited_ms: u64 },
+    #[error("the worker could not be reached: {0}")]
+    WorkerUnreachable(String),
+    #[error("the worker failed while answering: {0}")]
+    WorkerFailed(String),
+    #[error("the request ran longer than the endpoint's execution timeout of {0} s")]
+    ExecutionTimeout(u64),
+}
+
+impl Error {
+    pub fn fault(&self) -> Fault {
+        match self {
+            Error::NoEndpointInRequest { .. } | Error::EndpointNotFound(_) => Fault::Downstream,
+            Error::EndpointStopped(_) | Error::NoReadyWorker { .. } => Fault::Platform,
+            Error::WorkerUnreachable(_) | Error::WorkerFailed(_) | Error::ExecutionTimeout(_) => Fault::Upstream,
+        }
+    }
+
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            Error::NoEndpointInRequest { .. } => (StatusCode::NOT_FOUND, "no_endpoint"),
+            Error::EndpointNotFound(_) => (StatusCode::NOT_FOUND, "endpoint_not_found"),
+            Error::EndpointStopped(_) => (StatusCode::SERVICE_UNAVAILABLE, "endpoint_stopped"),
+            Error::NoReadyWorker { .. } => (StatusCode::SERVICE_UNAVAILABLE, "no_ready_worker"),
+            Error::WorkerUnreachable(_) => (StatusCode::BAD_GATEWAY, "worker_unreachable"),
+            Error::WorkerFailed(_) => (StatusCode::BAD_GATEWAY, "worker_failed"),
+            Error::ExecutionTimeout(_) => (StatusCode::GATEWAY_TIMEOUT, "execution_timeout"),
+        }
+    }
+
+    /// The one place gateway errors become HTTP: a JSON body
+    /// `{"error": {"code", "message"}}`, and `Retry-After` where waiting helps.
+    pub fn into_response(self) -> Response<BoxBody> {
+        let (status, code) = self.status_and_code();
+        let body = serde_json::json!({ "error": { "code": code, "message": self.to_string() } });
+        let mut resp = Response::new(full(Bytes::from(body.to_string())));
+        *resp.status_mut() = status;
+        let h = resp.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if matches!(self, Error::NoReadyWorker { .. } | Error::EndpointStopped(_)) {
+            h.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        resp
+    }
+}

@@ -1,0 +1,310 @@
+//! The request path: find the endpoint, pick (or wait for) a ready worker, forward, stream the
+//! answer back. Reads only the in-memory table; never the store or the runtime.
+use std::{
+    net::SocketAddr,
+    sync::{Arc, atomic::Ordering::Relaxed},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use http::{
+    HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version,
+    header::{self, HOST},
+    uri::PathAndQuery,
+};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use sluice_core::{
+    EndpointStatus,
+    routing::{endpoint_from_host, endpoint_from_path, pick},
+};
+use tokio::time::Instant;
+
+use crate::{
+    Inner,
+    body::{BodySlot, BoxBody, DeadlineBody, empty},
+    error::Error,
+    table::{EndpointEntry, EndpointStats, WorkerEntry},
+};
+
+/// Counts a request as in flight on its endpoint and worker until dropped.
+pub struct InFlight {
+    stats: Arc<EndpointStats>,
+    worker: Arc<WorkerEntry>,
+}
+
+impl InFlight {
+    fn new(stats: Arc<EndpointStats>, worker: Arc<WorkerEntry>) -> Self {
+        stats.in_flight.fetch_add(1, Relaxed);
+        worker.outstanding.fetch_add(1, Relaxed);
+        InFlight { stats, worker }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.stats.in_flight.fetch_sub(1, Relaxed);
+        self.worker.outstanding.fetch_sub(1, Relaxed);
+    }
+}
+
+/// Counts a request as waiting for a worker until dropped.
+struct Waiting(Arc<EndpointStats>);
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Relaxed);
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+pub async fn handle(gw: Arc<Inner>, req: Request<Incoming>, remote: SocketAddr) -> Response<BoxBody> {
+    match proxy(&gw, req, remote).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            tracing::debug!(error = %e, fault = ?e.fault(), "gateway error");
+            e.into_response()
+        }
+    }
+}
+
+fn pick_worker(ep: &EndpointEntry, exclude: Option<&WorkerEntry>) -> Option<Arc<WorkerEntry>> {
+    let n = ep.workers.len();
+    if n == 0 {
+        return None;
+    }
+    let counter = ep.stats.cursor.fetch_add(1, Relaxed);
+    let excl = exclude.and_then(|x| ep.workers.iter().position(|w| w.id == x.id));
+    let idx = if n == 1 {
+        (excl.is_none()).then_some(0)
+    } else {
+        let outstanding: Vec<u64> = match ep.route.load_balancing {
+            sluice_core::LoadBalancing::RoundRobin => vec![0; n],
+            sluice_core::LoadBalancing::LeastOutstandingRequests => {
+                ep.workers.iter().map(|w| w.outstanding.load(Relaxed)).collect()
+            }
+        };
+        pick(ep.route.load_balancing, &outstanding, counter, excl)
+    };
+    idx.map(|i| ep.workers[i].clone())
+}
+
+/// A ready worker for the endpoint, waiting (bounded by the endpoint's wait timeout) for one to
+/// become ready if there is none, and asking the control plane for one meanwhile.
+async fn acquire(
+    gw: &Inner,
+    ep: Arc<EndpointEntry>,
+    exclude: Option<&WorkerEntry>,
+) -> Result<(Arc<EndpointEntry>, Arc<WorkerEntry>), Error> {
+    if let Some(w) = pick_worker(&ep, exclude) {
+        return Ok((ep, w));
+    }
+    ep.stats.waiting.fetch_add(1, Relaxed);
+    let _waiting = Waiting(ep.stats.clone());
+    (gw.on_demand)(&ep.route.id);
+    let started = Instant::now();
+    let deadline = started + Duration::from_millis(ep.route.wait_timeout_ms);
+    let mut rx = gw.changed.subscribe();
+    let id = ep.route.id.to_string();
+    loop {
+        {
+            let table = gw.routes.load();
+            let Some(cur) = table.endpoints.get(&id) else { return Err(Error::EndpointNotFound(id)) };
+            if cur.route.status == EndpointStatus::Stopped {
+                return Err(Error::EndpointStopped(id));
+            }
+            // Only an excluded lone worker: use it anyway rather than fail (a fresh connection
+            // may succeed where a pooled one did not).
+            if let Some(w) = pick_worker(cur, exclude).or_else(|| exclude.and_then(|_| pick_worker(cur, None))) {
+                return Ok((cur.clone(), w));
+            }
+        }
+        if tokio::time::timeout_at(deadline, rx.changed()).await.is_err() {
+            return Err(Error::NoReadyWorker { endpoint: id, waited_ms: started.elapsed().as_millis() as u64 });
+        }
+    }
+}
+
+/// Headers that describe one hop's connection and must not be forwarded.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == header::TRANSFER_ENCODING
+        || name == header::TE
+        || name == header::TRAILER
+        || name == header::UPGRADE
+        || name == header::PROXY_AUTHORIZATION
+        || name == header::PROXY_AUTHENTICATE
+        || name.as_str() == "keep-alive"
+        || name.as_str() == "proxy-connection"
+}
+
+/// Removes hop-by-hop headers, including those the `Connection` header names.
+fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
+    let named: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    let upgrade = keep_upgrade.then(|| h.get(header::UPGRADE).cloned()).flatten();
+    for n in named {
+        h.remove(n);
+    }
+    let drop: Vec<HeaderName> = h.keys().filter(|n| is_hop_by_hop(n)).cloned().collect();
+    for n in drop {
+        h.remove(n);
+    }
+    if let Some(u) = upgrade {
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        h.insert(header::UPGRADE, u);
+    }
+}
+
+fn wants_upgrade(h: &HeaderMap) -> bool {
+    let conn_upgrade = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")));
+    conn_upgrade && h.get(header::UPGRADE).and_then(|v| v.to_str().ok()).is_some_and(|u| !u.eq_ignore_ascii_case("h2c"))
+}
+
+fn is_idempotent(m: &Method) -> bool {
+    matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE)
+}
+
+fn append_forwarded(h: &mut HeaderMap, remote: SocketAddr, host: Option<&str>, prefix: Option<&str>) {
+    let ip = remote.ip().to_string();
+    let xff = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prev) => format!("{prev}, {ip}"),
+        None => ip,
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        h.insert("x-forwarded-for", v);
+    }
+    if let Some(host) = host.and_then(|v| HeaderValue::from_str(v).ok()) {
+        h.insert("x-forwarded-host", host);
+    }
+    if !h.contains_key("x-forwarded-proto") {
+        h.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    }
+    if let Some(p) = prefix.and_then(|p| HeaderValue::from_str(p).ok()) {
+        h.insert("x-forwarded-prefix", p);
+    }
+}
+
+async fn proxy(gw: &Inner, mut req: Request<Incoming>, remote: SocketAddr) -> Result<Response<BoxBody>, Error> {
+    // 1. Which endpoint: host form first, then path form.
+    let host: Option<String> = req
+        .headers()
+        .get(HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+        .map(str::to_owned);
+    let (id, rewritten): (String, Option<PathAndQuery>) =
+        match host.as_deref().and_then(|h| endpoint_from_host(h, &gw.domain)) {
+            Some((id, _dc)) => (id.to_owned(), None),
+            None => {
+                let Some((id, rest)) = endpoint_from_path(req.uri().path()) else {
+                    return Err(Error::NoEndpointInRequest { domain: gw.domain.clone() });
+                };
+                let pq = match req.uri().query() {
+                    Some(q) => format!("{rest}?{q}"),
+                    None => rest.to_owned(),
+                };
+                (id.to_owned(), Some(pq.parse().map_err(|_| Error::NoEndpointInRequest { domain: gw.domain.clone() })?))
+            }
+        };
+    let ep = gw.routes.load().endpoints.get(&id).cloned().ok_or_else(|| Error::EndpointNotFound(id.clone()))?;
+    if ep.route.status == EndpointStatus::Stopped {
+        return Err(Error::EndpointStopped(id));
+    }
+    ep.stats.requests_total.fetch_add(1, Relaxed);
+    ep.stats.last_request_ms.store(now_ms(), Relaxed);
+    let timeout_secs = ep.route.execution_timeout_ms / 1000;
+    let deadline = Instant::now() + Duration::from_millis(ep.route.execution_timeout_ms);
+
+    // 2. Prepare what is forwarded.
+    let upgrade = wants_upgrade(req.headers());
+    let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+    let prefix = rewritten.as_ref().map(|_| format!("/e/{id}"));
+    let pq = match rewritten {
+        Some(pq) => pq,
+        None => parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")),
+    };
+    strip_hop_by_hop(&mut parts.headers, upgrade);
+    append_forwarded(&mut parts.headers, remote, host.as_deref(), prefix.as_deref());
+    if !parts.headers.contains_key(HOST)
+        && let Some(h) = host.as_deref().and_then(|h| HeaderValue::from_str(h).ok())
+    {
+        parts.headers.insert(HOST, h);
+    }
+    let slot = (!http_body::Body::is_end_stream(&body)).then(|| BodySlot::new(body));
+
+    // 3. Forward; one retry on another worker when it is safe (R3.8).
+    let mut exclude: Option<Arc<WorkerEntry>> = None;
+    let mut ep = ep;
+    for attempt in 0..2 {
+        let (cur, worker) = tokio::time::timeout_at(deadline, acquire(gw, ep.clone(), exclude.as_deref()))
+            .await
+            .map_err(|_| Error::ExecutionTimeout(timeout_secs))??;
+        ep = cur;
+        let uri = Uri::builder()
+            .scheme("http")
+            .authority(worker.authority.clone())
+            .path_and_query(pq.clone())
+            .build()
+            .map_err(|e| Error::WorkerUnreachable(e.to_string()))?;
+        let mut up = Request::new(match &slot {
+            Some(s) => http_body_util::BodyExt::boxed_unsync(s.body()),
+            None => empty(),
+        });
+        *up.method_mut() = parts.method.clone();
+        *up.uri_mut() = uri;
+        *up.version_mut() = Version::HTTP_11;
+        *up.headers_mut() = parts.headers.clone();
+        let guard = InFlight::new(ep.stats.clone(), worker.clone());
+        let result = tokio::time::timeout_at(deadline, gw.client.request(up)).await;
+        let mut resp = match result {
+            Err(_) => return Err(Error::ExecutionTimeout(timeout_secs)),
+            Ok(Ok(resp)) => resp,
+            Ok(Err(e)) => {
+                drop(guard);
+                // Resend only what never reached the worker, or an idempotent request without
+                // a body; a body already (partly) sent cannot be sent again.
+                let can_resend = slot.as_ref().is_none_or(BodySlot::untouched);
+                let safe = can_resend && (e.is_connect() || (slot.is_none() && is_idempotent(&parts.method)));
+                tracing::debug!(worker = %worker.id, error = %e, attempt, safe, "forward failed");
+                if attempt == 0 && safe {
+                    exclude = Some(worker);
+                    continue;
+                }
+                return Err(if e.is_connect() { Error::WorkerUnreachable(e.to_string()) } else { Error::WorkerFailed(e.to_string()) });
+            }
+        };
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS
+            && let Some(down) = downstream_upgrade
+        {
+            let up = hyper::upgrade::on(&mut resp);
+            tokio::spawn(async move {
+                let _guard = guard;
+                let (Ok(down), Ok(up)) = tokio::join!(down, up) else { return };
+                let (mut d, mut u) = (TokioIo::new(down), TokioIo::new(up));
+                let _ = tokio::time::timeout_at(deadline, tokio::io::copy_bidirectional(&mut d, &mut u)).await;
+            });
+            let (mut rparts, _) = resp.into_parts();
+            strip_hop_by_hop(&mut rparts.headers, true);
+            return Ok(Response::from_parts(rparts, empty()));
+        }
+        let (mut rparts, rbody) = resp.into_parts();
+        strip_hop_by_hop(&mut rparts.headers, false);
+        let body = DeadlineBody::new(rbody, deadline, timeout_secs, guard);
+        return Ok(Response::from_parts(rparts, BodyExt::boxed_unsync(body)));
+    }
+    unreachable!("the loop returns on its second attempt")
+}

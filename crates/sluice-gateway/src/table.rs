@@ -1,0 +1,126 @@
+//! The in-memory routing table the hot path reads. Control publishes a plain
+//! [`RouteTable`]; the gateway turns it into entries that carry their own counters, reusing the
+//! counters of endpoints and workers it already knew, and swaps it in atomically.
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed},
+    },
+};
+
+use arc_swap::ArcSwap;
+use http::uri::Authority;
+use sluice_core::{
+    EndpointId, Millis, WorkerId,
+    routing::{EndpointRoute, EndpointTraffic, RouteTable},
+};
+
+/// Per-endpoint counters, kept across table swaps.
+#[derive(Debug, Default)]
+pub struct EndpointStats {
+    pub in_flight: AtomicU64,
+    pub waiting: AtomicU64,
+    pub requests_total: AtomicU64,
+    /// Unix ms of the last request (0 = never).
+    pub last_request_ms: AtomicU64,
+    /// Round-robin cursor.
+    pub cursor: AtomicUsize,
+}
+
+/// One ready worker; `outstanding` survives swaps and outlives the worker's removal from the
+/// table while its requests finish (drain).
+#[derive(Debug)]
+pub struct WorkerEntry {
+    pub id: WorkerId,
+    pub authority: Authority,
+    pub outstanding: AtomicU64,
+}
+
+#[derive(Debug)]
+pub struct EndpointEntry {
+    pub route: EndpointRoute,
+    pub workers: Vec<Arc<WorkerEntry>>,
+    pub stats: Arc<EndpointStats>,
+}
+
+#[derive(Default)]
+pub struct Table {
+    pub version: u64,
+    pub endpoints: HashMap<String, Arc<EndpointEntry>>,
+}
+
+/// The table plus the long-lived counters it is built from.
+#[derive(Default)]
+pub struct Routes {
+    current: ArcSwap<Table>,
+    /// Every endpoint's stats, and every worker that is routed or still has requests in flight.
+    registry: Mutex<Registry>,
+}
+
+#[derive(Default)]
+struct Registry {
+    endpoints: HashMap<EndpointId, Arc<EndpointStats>>,
+    workers: HashMap<WorkerId, (EndpointId, Arc<WorkerEntry>)>,
+}
+
+impl Routes {
+    pub fn load(&self) -> arc_swap::Guard<Arc<Table>> {
+        self.current.load()
+    }
+
+    /// Installs a new table. Workers whose address changed get fresh counters.
+    pub fn publish(&self, table: RouteTable) {
+        let mut reg = self.registry.lock().unwrap();
+        let mut endpoints = HashMap::with_capacity(table.endpoints.len());
+        let mut routed: Vec<WorkerId> = Vec::new();
+        for route in table.endpoints {
+            let stats = reg.endpoints.entry(route.id.clone()).or_default().clone();
+            let mut workers = Vec::with_capacity(route.workers.len());
+            for w in &route.workers {
+                let Ok(authority) = w.addr.parse::<Authority>() else { continue };
+                let entry = match reg.workers.get(&w.id) {
+                    Some((_, e)) if e.authority == authority => e.clone(),
+                    _ => {
+                        let e = Arc::new(WorkerEntry { id: w.id.clone(), authority, outstanding: AtomicU64::new(0) });
+                        reg.workers.insert(w.id.clone(), (route.id.clone(), e.clone()));
+                        e
+                    }
+                };
+                routed.push(w.id.clone());
+                workers.push(entry);
+            }
+            endpoints.insert(route.id.to_string(), Arc::new(EndpointEntry { route, workers, stats }));
+        }
+        // Forget workers that are neither routed nor busy, and endpoints that are gone and idle.
+        reg.workers.retain(|id, (_, e)| routed.contains(id) || e.outstanding.load(Relaxed) > 0);
+        reg.endpoints.retain(|id, s| {
+            endpoints.contains_key(id.as_str()) || s.in_flight.load(Relaxed) > 0 || s.waiting.load(Relaxed) > 0
+        });
+        self.current.store(Arc::new(Table { version: table.version, endpoints }));
+    }
+
+    /// What this gateway sees of every endpoint now.
+    pub fn traffic(&self) -> Vec<EndpointTraffic> {
+        let reg = self.registry.lock().unwrap();
+        reg.endpoints
+            .iter()
+            .map(|(id, s)| {
+                let last = s.last_request_ms.load(Relaxed);
+                EndpointTraffic {
+                    endpoint: Some(id.clone()),
+                    in_flight: s.in_flight.load(Relaxed),
+                    waiting: s.waiting.load(Relaxed),
+                    requests_total: s.requests_total.load(Relaxed),
+                    last_request_at: (last > 0).then_some(Millis(last)),
+                    per_worker: reg
+                        .workers
+                        .values()
+                        .filter(|(ep, e)| ep == id && e.outstanding.load(Relaxed) > 0)
+                        .map(|(_, e)| (e.id.clone(), e.outstanding.load(Relaxed)))
+                        .collect(),
+                }
+            })
+            .collect()
+    }
+}

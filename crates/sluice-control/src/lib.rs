@@ -1,1 +1,140 @@
+//! The control plane: the `/v1` REST API, the reconciler that keeps workers at their desired
+//! count, and health probing.
+//!
+//! **The control plane never sits on the request path.** It tells the gateway where to route
+//! through [`DataPlane::publish`] and learns about traffic through [`DataPlane::traffic`].
 #![forbid(unsafe_code)]
+
+pub mod api;
+pub mod auth;
+mod error;
+mod health;
+pub mod reconcile;
+
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use arc_swap::ArcSwap;
+pub use error::AppError;
+use sluice_core::{
+    EndpointId, Millis, RuntimeKind, ValidationContext,
+    placement::Node,
+    routing::{EndpointTraffic, RouteTable},
+};
+use sluice_runtime::WorkerRuntime;
+use sluice_store::Store;
+use tokio::sync::{Notify, watch};
+
+use crate::reconcile::{Counts, Reconciler};
+
+/// The gateway as the control plane sees it: somewhere to publish routes, something that
+/// reports traffic.
+pub trait DataPlane: Send + Sync + 'static {
+    fn publish(&self, table: RouteTable);
+    fn traffic(&self) -> Vec<EndpointTraffic>;
+}
+
+#[derive(Debug, Clone)]
+pub struct ControlConfig {
+    /// Domain of host-form endpoint URLs.
+    pub domain: String,
+    /// `host:port` where the gateway listens, for the URLs the API shows.
+    pub gateway_addr: String,
+    /// The GPU inventory (declared in config, or discovered).
+    pub nodes: Vec<Node>,
+    /// GPU types endpoints may ask for; the first is the default.
+    pub gpu_types: Vec<String>,
+    /// Cap on `max_workers` (the account quota, R5.5).
+    pub max_workers_quota: u32,
+    pub runtime: RuntimeKind,
+    /// Largest accepted request body on the control API.
+    pub max_body_bytes: usize,
+}
+
+impl ControlConfig {
+    /// Data centers in the order their first node appears.
+    pub fn data_centers(&self) -> Vec<String> {
+        let mut v: Vec<String> = Vec::new();
+        for n in &self.nodes {
+            if !v.contains(&n.data_center) {
+                v.push(n.data_center.clone());
+            }
+        }
+        v
+    }
+
+    pub fn validation(&self) -> ValidationContext {
+        ValidationContext {
+            gpu_types: self.gpu_types.clone(),
+            data_centers: self.data_centers(),
+            max_workers_quota: self.max_workers_quota,
+            runtime: self.runtime,
+        }
+    }
+}
+
+/// State shared by the API handlers.
+pub struct AppState {
+    pub store: Store,
+    pub cfg: ControlConfig,
+    pub wake: Arc<Notify>,
+    pub counts: Counts,
+}
+
+pub struct Control {
+    state: Arc<AppState>,
+    runtime: Arc<dyn WorkerRuntime>,
+    plane: Arc<dyn DataPlane>,
+}
+
+impl Control {
+    pub fn new(store: Store, runtime: Arc<dyn WorkerRuntime>, plane: Arc<dyn DataPlane>, cfg: ControlConfig) -> Self {
+        let state = Arc::new(AppState {
+            store,
+            cfg,
+            wake: Arc::new(Notify::new()),
+            counts: Arc::new(ArcSwap::from_pointee(HashMap::new())),
+        });
+        Control { state, runtime, plane }
+    }
+
+    pub fn router(&self) -> axum::Router {
+        api::router(self.state.clone())
+    }
+
+    /// Wakes the reconciler (the gateway calls this when a request finds no ready worker).
+    pub fn waker(&self) -> Arc<Notify> {
+        self.state.wake.clone()
+    }
+
+    /// Starts the reconciler; it stops every worker once `shutdown` turns true.
+    pub fn spawn_reconciler(&self, shutdown: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+        let r = Reconciler::new(
+            self.state.store.clone(),
+            self.runtime.clone(),
+            self.plane.clone(),
+            self.state.cfg.nodes.clone(),
+            self.state.wake.clone(),
+            self.state.counts.clone(),
+        );
+        tokio::spawn(r.run(shutdown))
+    }
+}
+
+/// The wall clock, read only at the edges and passed into pure code.
+pub fn now() -> Millis {
+    Millis(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64))
+}
+
+/// Entropy for new ids.
+pub fn new_id() -> [u8; 16] {
+    rand::random()
+}
+
+/// Wakes the reconciler for an endpoint that has demand.
+pub fn demand_fn(wake: Arc<Notify>) -> impl Fn(&EndpointId) + Send + Sync + 'static {
+    move |_| wake.notify_one()
+}

@@ -1,0 +1,256 @@
+//! The `/v1` REST API (R1.1): endpoint CRUD, stop/start, workers, and the OpenAPI document.
+//! Every `/v1` call needs a bearer API key; every error is `{"error": {...}}` JSON.
+mod extract;
+
+use std::sync::Arc;
+
+use axum::{
+    Extension, Json, Router,
+    extract::{Path, Request, State},
+    http::StatusCode,
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use sluice_api::{EndpointInput, EndpointList, EndpointView, ErrorBody, NetworkVolumeDto, WorkerCounts, WorkerList, WorkerView};
+use sluice_core::{EndpointDraft, EndpointId, EndpointSpec, EndpointStatus, rfc3339, secrets};
+use sluice_store::{EndpointRecord, WorkerRecord};
+use utoipa::OpenApi;
+
+pub use self::extract::JsonBody;
+use crate::{AppError, AppState, auth, new_id, now};
+
+/// Who is calling, from their API key.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub account: String,
+    pub role: String,
+}
+
+impl Caller {
+    fn is_admin(&self) -> bool {
+        self.role == "admin"
+    }
+}
+
+type S = State<Arc<AppState>>;
+
+pub fn router(state: Arc<AppState>) -> Router {
+    let v1 = Router::new()
+        .route("/endpoints", get(list_endpoints).post(create_endpoint))
+        .route("/endpoints/{id}", get(get_endpoint).patch(update_endpoint).delete(delete_endpoint))
+        .route("/endpoints/{id}/stop", post(stop_endpoint))
+        .route("/endpoints/{id}/start", post(start_endpoint))
+        .route("/endpoints/{id}/workers", get(list_workers))
+        .route("/openapi.json", get(openapi))
+        .fallback(not_found)
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_key));
+    Router::new()
+        .nest("/v1", v1)
+        .route("/healthz", get(|| async { "ok" }))
+        .fallback(not_found)
+        .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
+        .with_state(state)
+}
+
+async fn not_found() -> AppError {
+    AppError::NotFound("no such route".into())
+}
+
+/// Requires a valid API key and records the caller.
+async fn require_key(State(st): S, mut req: Request, next: Next) -> Result<Response, AppError> {
+    let key = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(auth::key_from_header)
+        .ok_or(AppError::Unauthorized)?;
+    let rec = st.store.find_key(&auth::digest(key)).await?.ok_or(AppError::Unauthorized)?;
+    req.extensions_mut().insert(Caller { account: rec.account, role: rec.role });
+    Ok(next.run(req).await)
+}
+
+fn view(st: &AppState, e: &EndpointRecord) -> EndpointView {
+    let s = &e.spec;
+    let port = st.cfg.gateway_addr.rsplit_once(':').map_or("", |(_, p)| p);
+    let counts = st.counts.load().get(&e.id).cloned().unwrap_or(WorkerCounts::default());
+    EndpointView {
+        id: e.id.to_string(),
+        name: s.name.clone(),
+        status: e.status.as_str().into(),
+        url: format!("http://{}.{}.{}:{port}/", e.id, s.data_center, st.cfg.domain),
+        path_url: format!("http://{}/e/{}/", st.cfg.gateway_addr, e.id),
+        image: s.image.clone(),
+        start_command: s.start_command.clone(),
+        shell: s.shell.clone(),
+        data_center: s.data_center.clone(),
+        http_port: s.http_port,
+        env: s.env.iter().map(|(k, v)| (k.clone(), secrets::display_value(k, v))).collect(),
+        network_volume: s.network_volume.as_ref().map(|v| NetworkVolumeDto { name: v.name.clone(), mount_path: v.mount_path.clone() }),
+        health_check_path: s.health_check_path.clone(),
+        idle_timeout_secs: s.idle_timeout_secs,
+        execution_timeout_secs: s.execution_timeout_secs,
+        startup_timeout_secs: s.startup_timeout_secs,
+        active_workers: s.active_workers,
+        max_workers: s.max_workers,
+        gpus_per_worker: s.gpus_per_worker,
+        gpu_type: s.gpu_type.clone(),
+        load_balancing: s.load_balancing.as_str().into(),
+        workers: counts,
+        created_at: rfc3339(e.created_at),
+        updated_at: rfc3339(e.updated_at),
+    }
+}
+
+fn worker_view(w: &WorkerRecord) -> WorkerView {
+    WorkerView {
+        id: w.id.to_string(),
+        endpoint_id: w.endpoint_id.to_string(),
+        state: w.state.as_str().into(),
+        reason: w.reason.clone(),
+        node: w.node.clone(),
+        gpus: w.gpus.clone(),
+        address: w.port.map(|p| format!("127.0.0.1:{p}")),
+        pid: w.pid,
+        created_at: rfc3339(w.created_at),
+        ready_at: w.ready_at.map(rfc3339),
+        stopped_at: w.stopped_at.map(rfc3339),
+    }
+}
+
+/// Loads an endpoint the caller may see; anything else is 404 (existence is not revealed).
+async fn load(st: &AppState, caller: &Caller, id: &str) -> Result<EndpointRecord, AppError> {
+    let missing = || AppError::NotFound(format!("endpoint {id:?} not found"));
+    let id = EndpointId::parse(id).map_err(|_| missing())?;
+    let e = st.store.get_endpoint(&id).await?.ok_or_else(missing)?;
+    if e.account != caller.account && !caller.is_admin() {
+        return Err(missing());
+    }
+    Ok(e)
+}
+
+#[utoipa::path(get, path = "/v1/endpoints", tag = "endpoints",
+    responses((status = 200, body = EndpointList), (status = 401, body = ErrorBody)))]
+async fn list_endpoints(State(st): S, Extension(caller): Extension<Caller>) -> Result<Json<EndpointList>, AppError> {
+    let account = (!caller.is_admin()).then_some(caller.account.as_str());
+    let all = st.store.list_endpoints(account).await?;
+    Ok(Json(EndpointList { endpoints: all.iter().map(|e| view(&st, e)).collect() }))
+}
+
+#[utoipa::path(post, path = "/v1/endpoints", tag = "endpoints", request_body = EndpointInput,
+    responses((status = 201, body = EndpointView), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody),
+              (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn create_endpoint(
+    State(st): S,
+    Extension(caller): Extension<Caller>,
+    JsonBody(input): JsonBody<EndpointInput>,
+) -> Result<(StatusCode, Json<EndpointView>), AppError> {
+    let spec = EndpointSpec::validate(EndpointDraft::from(input), &st.cfg.validation())?;
+    let t = now();
+    let rec = EndpointRecord {
+        id: EndpointId::generate(new_id()),
+        account: caller.account.clone(),
+        spec,
+        status: EndpointStatus::Running,
+        generation: 1,
+        created_at: t,
+        updated_at: t,
+    };
+    st.store.create_endpoint(&rec).await?;
+    tracing::info!(endpoint = %rec.id, name = %rec.spec.name, "endpoint created");
+    st.wake.notify_one();
+    Ok((StatusCode::CREATED, Json(view(&st, &rec))))
+}
+
+#[utoipa::path(get, path = "/v1/endpoints/{id}", tag = "endpoints", params(("id" = String, Path)),
+    responses((status = 200, body = EndpointView), (status = 404, body = ErrorBody)))]
+async fn get_endpoint(State(st): S, Extension(caller): Extension<Caller>, Path(id): Path<String>) -> Result<Json<EndpointView>, AppError> {
+    let e = load(&st, &caller, &id).await?;
+    Ok(Json(view(&st, &e)))
+}
+
+#[utoipa::path(patch, path = "/v1/endpoints/{id}", tag = "endpoints", params(("id" = String, Path)), request_body = EndpointInput,
+    responses((status = 200, body = EndpointView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn update_endpoint(
+    State(st): S,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    JsonBody(input): JsonBody<EndpointInput>,
+) -> Result<Json<EndpointView>, AppError> {
+    let mut e = load(&st, &caller, &id).await?;
+    let draft = e.spec.to_draft().overlay(EndpointDraft::from(input));
+    let spec = EndpointSpec::validate(draft, &st.cfg.validation())?;
+    if e.spec.workers_differ(&spec) {
+        e.generation += 1;
+    }
+    e.spec = spec;
+    e.updated_at = now();
+    st.store.update_endpoint(&e).await?;
+    st.wake.notify_one();
+    Ok(Json(view(&st, &e)))
+}
+
+#[utoipa::path(delete, path = "/v1/endpoints/{id}", tag = "endpoints", params(("id" = String, Path)),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+async fn delete_endpoint(State(st): S, Extension(caller): Extension<Caller>, Path(id): Path<String>) -> Result<StatusCode, AppError> {
+    let e = load(&st, &caller, &id).await?;
+    st.store.delete_endpoint(&e.id).await?;
+    tracing::info!(endpoint = %e.id, "endpoint deleted");
+    st.wake.notify_one();
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn set_status(st: &AppState, caller: &Caller, id: &str, status: EndpointStatus) -> Result<Json<EndpointView>, AppError> {
+    let mut e = load(st, caller, id).await?;
+    if e.status != status {
+        e.status = status;
+        e.updated_at = now();
+        st.store.update_endpoint(&e).await?;
+        st.wake.notify_one();
+    }
+    Ok(Json(view(st, &e)))
+}
+
+#[utoipa::path(post, path = "/v1/endpoints/{id}/stop", tag = "endpoints", params(("id" = String, Path)),
+    responses((status = 200, body = EndpointView), (status = 404, body = ErrorBody)))]
+async fn stop_endpoint(State(st): S, Extension(caller): Extension<Caller>, Path(id): Path<String>) -> Result<Json<EndpointView>, AppError> {
+    set_status(&st, &caller, &id, EndpointStatus::Stopped).await
+}
+
+#[utoipa::path(post, path = "/v1/endpoints/{id}/start", tag = "endpoints", params(("id" = String, Path)),
+    responses((status = 200, body = EndpointView), (status = 404, body = ErrorBody)))]
+async fn start_endpoint(State(st): S, Extension(caller): Extension<Caller>, Path(id): Path<String>) -> Result<Json<EndpointView>, AppError> {
+    set_status(&st, &caller, &id, EndpointStatus::Running).await
+}
+
+#[utoipa::path(get, path = "/v1/endpoints/{id}/workers", tag = "endpoints", params(("id" = String, Path)),
+    responses((status = 200, body = WorkerList), (status = 404, body = ErrorBody)))]
+async fn list_workers(State(st): S, Extension(caller): Extension<Caller>, Path(id): Path<String>) -> Result<Json<WorkerList>, AppError> {
+    let e = load(&st, &caller, &id).await?;
+    let ws = st.store.list_workers(&e.id, 100).await?;
+    Ok(Json(WorkerList { workers: ws.iter().map(worker_view).collect() }))
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Sluice control API", description = "Serverless GPU endpoints: endpoints, workers."),
+    paths(list_endpoints, create_endpoint, get_endpoint, update_endpoint, delete_endpoint, stop_endpoint, start_endpoint, list_workers),
+    components(schemas(EndpointInput, EndpointView, EndpointList, WorkerView, WorkerList, WorkerCounts, NetworkVolumeDto, ErrorBody)),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let comps = openapi.components.get_or_insert_with(Default::default);
+        comps.add_security_scheme("bearer", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
+    }
+}
+
+async fn openapi() -> impl IntoResponse {
+    Json(ApiDoc::openapi())
+}

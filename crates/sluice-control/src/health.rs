@@ -1,0 +1,85 @@
+//! Health probing: one task per launched worker polls its health path (every 100 ms while it
+//! is starting, every second once healthy) and wakes the reconciler when the answer changes.
+//! The probe only observes; the reconciler decides what a result means.
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU32, Ordering::Relaxed},
+    },
+    time::Duration,
+};
+
+use bytes::Bytes;
+use http_body_util::Empty;
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::TokioExecutor,
+};
+use tokio::{sync::Notify, task::AbortHandle};
+
+pub type ProbeClient = Client<HttpConnector, Empty<Bytes>>;
+
+pub fn client() -> ProbeClient {
+    let mut c = HttpConnector::new();
+    c.set_connect_timeout(Some(Duration::from_millis(500)));
+    c.set_nodelay(true);
+    Client::builder(TokioExecutor::new()).pool_max_idle_per_host(1).build(c)
+}
+
+/// What the probe has seen.
+#[derive(Debug, Default)]
+pub struct ProbeState {
+    /// The last probe answered 200.
+    pub healthy: AtomicBool,
+    /// Failed probes in a row since the last success.
+    pub failures: AtomicU32,
+    /// At least one probe has answered 200 since launch.
+    pub ever_healthy: AtomicBool,
+}
+
+pub struct Probe {
+    pub state: Arc<ProbeState>,
+    handle: AbortHandle,
+}
+
+impl Drop for Probe {
+    fn drop(&mut self) {
+        self.handle.abort();
+    }
+}
+
+/// Failures in a row after which a ready worker leaves rotation.
+pub const UNHEALTHY_AFTER: u32 = 3;
+
+pub fn spawn(client: ProbeClient, addr: SocketAddr, path: String, wake: Arc<Notify>) -> Probe {
+    let state = Arc::new(ProbeState::default());
+    let st = state.clone();
+    let uri: Option<hyper::Uri> = format!("http://{addr}{path}").parse().ok();
+    let handle = tokio::spawn(async move {
+        let Some(uri) = uri else { return };
+        loop {
+            let ok = matches!(
+                tokio::time::timeout(Duration::from_secs(2), client.get(uri.clone())).await,
+                Ok(Ok(resp)) if resp.status() == hyper::StatusCode::OK
+            );
+            let was = st.healthy.swap(ok, Relaxed);
+            if ok {
+                st.failures.store(0, Relaxed);
+                st.ever_healthy.store(true, Relaxed);
+            } else {
+                let n = st.failures.fetch_add(1, Relaxed) + 1;
+                if n == UNHEALTHY_AFTER {
+                    wake.notify_one();
+                }
+            }
+            if ok != was {
+                wake.notify_one();
+            }
+            let every = if ok { Duration::from_secs(1) } else { Duration::from_millis(100) };
+            tokio::time::sleep(every).await;
+        }
+    })
+    .abort_handle();
+    Probe { state, handle }
+}

@@ -1,0 +1,557 @@
+//! The reconciler: keeps each endpoint's workers at the desired count. It is level-triggered
+//! (every pass looks at the whole state: intent in the store, what the runtime runs, what the
+//! probes and the gateway see) and it is **the only caller of the [`WorkerRuntime`]**.
+//!
+//! Decisions come from pure functions in `sluice_core::reconcile` and `sluice_core::placement`;
+//! this module applies them and records every worker transition in the store.
+use std::{
+    collections::{HashMap, HashSet},
+    net::SocketAddr,
+    sync::Arc,
+    time::Duration,
+};
+
+use arc_swap::ArcSwap;
+use futures_util::future::join_all;
+use sluice_api::WorkerCounts;
+use sluice_core::{
+    EndpointId, EndpointStatus, Millis, WorkerId, WorkerState,
+    placement::{Allocation, Node, place},
+    reconcile::{WorkerBrief, desired_workers, drain_complete, pick_for_removal, startup_expired},
+    routing::{EndpointRoute, EndpointTraffic, RouteTable, WorkerRoute},
+    worker::restart_backoff_ms,
+};
+use sluice_runtime::{LaunchSpec, VolumeMount, WorkerRuntime};
+use sluice_store::{EndpointRecord, Store, WorkerRecord};
+use tokio::sync::{Notify, watch};
+
+use crate::{
+    DataPlane,
+    health::{self, Probe, ProbeClient, UNHEALTHY_AFTER},
+    new_id, now,
+};
+
+/// How long a stopped worker gets between SIGTERM and SIGKILL.
+pub const STOP_GRACE: Duration = Duration::from_secs(10);
+/// Finished workers kept per endpoint for the API.
+const KEEP_FINISHED: u32 = 20;
+
+/// A worker the reconciler is responsible for (not yet stopped or failed).
+struct Live {
+    rec: WorkerRecord,
+    addr: Option<SocketAddr>,
+    /// When the current phase began: launch, loss of health, or start of drain.
+    since: Millis,
+    health_path: String,
+    execution_timeout_secs: u32,
+    probe: Option<Probe>,
+}
+
+pub type Counts = Arc<ArcSwap<HashMap<EndpointId, WorkerCounts>>>;
+
+pub struct Reconciler {
+    store: Store,
+    runtime: Arc<dyn WorkerRuntime>,
+    plane: Arc<dyn DataPlane>,
+    nodes: Vec<Node>,
+    wake: Arc<Notify>,
+    counts: Counts,
+    probe_client: ProbeClient,
+    workers: HashMap<WorkerId, Live>,
+    /// Consecutive worker failures per endpoint and when the last one happened (crash back-off).
+    failures: HashMap<EndpointId, (u32, Millis)>,
+    last_table: RouteTable,
+    tick: Duration,
+    passes: u64,
+}
+
+impl Reconciler {
+    pub fn new(
+        store: Store,
+        runtime: Arc<dyn WorkerRuntime>,
+        plane: Arc<dyn DataPlane>,
+        nodes: Vec<Node>,
+        wake: Arc<Notify>,
+        counts: Counts,
+    ) -> Self {
+        Reconciler {
+            store,
+            runtime,
+            plane,
+            nodes,
+            wake,
+            counts,
+            probe_client: health::client(),
+            workers: HashMap::new(),
+            failures: HashMap::new(),
+            last_table: RouteTable::default(),
+            tick: Duration::from_millis(500),
+            passes: 0,
+        }
+    }
+
+    /// Runs until `shutdown` turns true, then stops every worker.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        if let Err(e) = self.adopt().await {
+            tracing::error!(error = %e, "could not rebuild worker state at startup");
+        }
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            if let Err(e) = self.pass(now()).await {
+                tracing::warn!(error = %e, "reconcile pass failed; retrying");
+            }
+            tokio::select! {
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(self.tick) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+        self.stop_all("platform shut down").await;
+    }
+
+    /// Startup: rebuilds observed state from what the runtime actually runs, adopts the workers
+    /// of the previous run that still belong to a running endpoint, stops the rest, and marks
+    /// remembered workers that are gone as failed (R8.2).
+    async fn adopt(&mut self) -> anyhow_like::Result<()> {
+        let t = now();
+        let endpoints: HashMap<EndpointId, EndpointRecord> =
+            self.store.list_endpoints(None).await?.into_iter().map(|e| (e.id.clone(), e)).collect();
+        let mut records: HashMap<WorkerId, WorkerRecord> =
+            self.store.list_unfinished_workers().await?.into_iter().map(|w| (w.id.clone(), w)).collect();
+        let observed = self.runtime.list().await?;
+        for obs in observed.into_iter().filter(|o| o.exited.is_none()) {
+            let rec = records.remove(&obs.worker);
+            let keep = match (&rec, obs.addr) {
+                (Some(r), Some(_)) => endpoints
+                    .get(&r.endpoint_id)
+                    .is_some_and(|e| e.status == EndpointStatus::Running && e.generation == r.generation),
+                _ => false,
+            };
+            match (rec, keep) {
+                (Some(mut rec), true) => {
+                    let ep = &endpoints[&rec.endpoint_id];
+                    let addr = obs.addr.expect("checked above");
+                    tracing::info!(worker = %rec.id, endpoint = %rec.endpoint_id, %addr, "adopting worker from the previous run");
+                    rec.state = WorkerState::Starting;
+                    rec.reason = Some("adopted after platform restart".into());
+                    rec.port = Some(addr.port());
+                    rec.pid = obs.pid;
+                    self.store.upsert_worker(&rec).await?;
+                    let probe = health::spawn(self.probe_client.clone(), addr, ep.spec.health_check_path.clone(), self.wake.clone());
+                    self.workers.insert(
+                        rec.id.clone(),
+                        Live {
+                            rec,
+                            addr: Some(addr),
+                            since: t,
+                            health_path: ep.spec.health_check_path.clone(),
+                            execution_timeout_secs: ep.spec.execution_timeout_secs,
+                            probe: Some(probe),
+                        },
+                    );
+                }
+                (rec, _) => {
+                    tracing::info!(worker = %obs.worker, "stopping a worker of the previous run that is no longer wanted");
+                    if let Err(e) = self.runtime.stop(&obs.worker, STOP_GRACE).await {
+                        tracing::warn!(worker = %obs.worker, error = %e, "could not stop orphaned worker");
+                    }
+                    if let Some(mut rec) = rec {
+                        finish(&mut rec, WorkerState::Stopped, "stopped after platform restart: no longer wanted", t);
+                        self.store.upsert_worker(&rec).await?;
+                    }
+                }
+            }
+        }
+        for (_, mut rec) in records {
+            let reason = if rec.state == WorkerState::Pending { "platform restarted before launch" } else { "not running after platform restart" };
+            let state = if rec.state == WorkerState::Pending { WorkerState::Stopped } else { WorkerState::Failed };
+            finish(&mut rec, state, reason, t);
+            self.store.upsert_worker(&rec).await?;
+        }
+        Ok(())
+    }
+
+    async fn save(&self, rec: &WorkerRecord) {
+        if let Err(e) = self.store.upsert_worker(rec).await {
+            tracing::warn!(worker = %rec.id, error = %e, "could not record worker state");
+        }
+    }
+
+    fn note_failure(&mut self, ep: &EndpointId, t: Millis) {
+        let f = self.failures.entry(ep.clone()).or_insert((0, t));
+        f.0 += 1;
+        f.1 = t;
+    }
+
+    /// One level-triggered pass over everything.
+    async fn pass(&mut self, t: Millis) -> anyhow_like::Result<()> {
+        self.passes += 1;
+        let endpoints: Vec<EndpointRecord> = self.store.list_endpoints(None).await?;
+        let by_id: HashMap<&EndpointId, &EndpointRecord> = endpoints.iter().map(|e| (&e.id, e)).collect();
+        let traffic: HashMap<EndpointId, EndpointTraffic> =
+            self.plane.traffic().into_iter().filter_map(|tr| Some((tr.endpoint.clone()?, tr))).collect();
+        let none = EndpointTraffic::default();
+
+        // 1. What the runtime says: exits, and workers that vanished.
+        let observed = self.runtime.list().await?;
+        let running: HashSet<&WorkerId> = observed.iter().filter(|o| o.exited.is_none()).map(|o| &o.worker).collect();
+        let mut failed: Vec<(WorkerId, String)> = Vec::new();
+        for o in observed.iter().filter(|o| o.exited.is_some()) {
+            if self.workers.get(&o.worker).is_some_and(|w| w.rec.state.has_runtime()) {
+                failed.push((o.worker.clone(), format!("worker process {}", o.exited.as_deref().unwrap_or("exited"))));
+            }
+        }
+        for (id, w) in &self.workers {
+            if w.rec.state.has_runtime() && !running.contains(id) && !failed.iter().any(|(f, _)| f == id) {
+                failed.push((id.clone(), "worker process is no longer running".into()));
+            }
+        }
+        let strays: Vec<WorkerId> =
+            observed.iter().filter(|o| o.exited.is_none() && !self.workers.contains_key(&o.worker)).map(|o| o.worker.clone()).collect();
+        for id in strays {
+            tracing::warn!(worker = %id, "stopping a worker process the platform does not know");
+            let _ = self.runtime.stop(&id, STOP_GRACE).await;
+        }
+        for (id, reason) in failed {
+            let Some(mut w) = self.workers.remove(&id) else { continue };
+            tracing::warn!(worker = %id, endpoint = %w.rec.endpoint_id, %reason, "worker failed");
+            let _ = self.runtime.stop(&id, Duration::ZERO).await; // reap stragglers of its group
+            finish(&mut w.rec, WorkerState::Failed, &reason, t);
+            self.save(&w.rec).await;
+            self.note_failure(&w.rec.endpoint_id, t);
+        }
+
+        // 2. Health: starting → ready, ready → starting (out of rotation), startup timeout → failed.
+        let mut to_stop: Vec<(WorkerId, WorkerState, String)> = Vec::new();
+        let ids: Vec<WorkerId> = self.workers.keys().cloned().collect();
+        for id in ids {
+            let w = self.workers.get_mut(&id).expect("listed above");
+            let Some(p) = &w.probe else { continue };
+            let healthy = p.state.healthy.load(std::sync::atomic::Ordering::Relaxed);
+            let fails = p.state.failures.load(std::sync::atomic::Ordering::Relaxed);
+            let startup = by_id.get(&w.rec.endpoint_id).map_or(600, |e| e.spec.startup_timeout_secs);
+            match w.rec.state {
+                WorkerState::Starting if healthy => {
+                    w.rec.state = WorkerState::Ready;
+                    w.rec.reason = None;
+                    w.rec.ready_at = Some(t);
+                    w.since = t;
+                    tracing::info!(worker = %id, endpoint = %w.rec.endpoint_id, "worker ready");
+                    let rec = w.rec.clone();
+                    self.failures.remove(&rec.endpoint_id);
+                    self.save(&rec).await;
+                }
+                WorkerState::Ready if fails >= UNHEALTHY_AFTER => {
+                    w.rec.state = WorkerState::Starting;
+                    w.rec.reason = Some(format!("health check {} failing; out of rotation", w.health_path));
+                    w.since = t;
+                    tracing::warn!(worker = %id, "worker stopped answering its health check");
+                    let rec = w.rec.clone();
+                    self.save(&rec).await;
+                }
+                WorkerState::Starting if startup_expired(w.since, t, startup) => {
+                    let reason = if w.rec.ready_at.is_some() {
+                        format!("health check failing for {startup} s")
+                    } else {
+                        format!("did not answer 200 on {} within the startup timeout of {startup} s", w.health_path)
+                    };
+                    to_stop.push((id.clone(), WorkerState::Failed, reason));
+                }
+                _ => {}
+            }
+        }
+
+        // 3. Per endpoint: desired count, scale, replace outdated workers.
+        let mut to_start: Vec<(EndpointId, usize)> = Vec::new();
+        let mut desired_by_ep: HashMap<EndpointId, u32> = HashMap::new();
+        for e in &endpoints {
+            let tr = traffic.get(&e.id).unwrap_or(&none);
+            let desired = desired_workers(&e.spec, e.status, tr, t);
+            desired_by_ep.insert(e.id.clone(), desired);
+            let mine: Vec<&Live> = self.workers.values().filter(|w| w.rec.endpoint_id == e.id).collect();
+            let current: Vec<&Live> =
+                mine.iter().copied().filter(|w| w.rec.generation == e.generation && w.rec.state.is_live()).collect();
+            let ready_current = current.iter().filter(|w| w.rec.state == WorkerState::Ready).count();
+            // Outdated workers: stop those not serving at once; drain serving ones once the new
+            // generation can carry the load (or nothing is wanted).
+            for w in mine.iter().filter(|w| w.rec.generation != e.generation && w.rec.state.is_live()) {
+                if w.rec.state != WorkerState::Ready || ready_current >= desired as usize {
+                    to_stop.push((w.rec.id.clone(), WorkerState::Stopped, "replaced by a new version of the endpoint".into()));
+                }
+            }
+            if current.len() > desired as usize {
+                let briefs: Vec<WorkerBrief> = current
+                    .iter()
+                    .map(|w| WorkerBrief {
+                        id: w.rec.id.clone(),
+                        state: w.rec.state,
+                        created_at: w.rec.created_at,
+                        in_flight: tr.worker_in_flight(&w.rec.id),
+                    })
+                    .collect();
+                let why = if e.status == EndpointStatus::Stopped { "endpoint stopped" } else { "scaled down" };
+                for id in pick_for_removal(&briefs, current.len() - desired as usize) {
+                    to_stop.push((id, WorkerState::Stopped, why.into()));
+                }
+            } else if current.len() < desired as usize {
+                // New workers are recorded as pending at once; the crash back-off is applied
+                // when they are launched, so the API shows why they wait.
+                to_start.push((e.id.clone(), desired as usize - current.len()));
+            }
+        }
+        // Workers of deleted endpoints.
+        for w in self.workers.values() {
+            if !by_id.contains_key(&w.rec.endpoint_id) && w.rec.state.is_live() {
+                to_stop.push((w.rec.id.clone(), WorkerState::Stopped, "endpoint deleted".into()));
+            }
+        }
+
+        // 4. Apply removals: ready workers drain; the others stop now.
+        let mut stops = Vec::new();
+        for (id, state, reason) in to_stop {
+            let Some(w) = self.workers.get_mut(&id) else { continue };
+            if w.rec.state == WorkerState::Ready && state == WorkerState::Stopped {
+                w.rec.state = WorkerState::Draining;
+                w.rec.reason = Some(reason);
+                w.since = t;
+                tracing::info!(worker = %id, "draining worker");
+                let rec = w.rec.clone();
+                self.save(&rec).await;
+            } else if w.rec.state.is_live() {
+                stops.push((id, state, reason));
+            }
+        }
+        // Drained workers stop once their requests are done (bounded by the execution timeout).
+        for w in self.workers.values() {
+            if w.rec.state == WorkerState::Draining {
+                let in_flight = traffic.get(&w.rec.endpoint_id).map_or(0, |tr| tr.worker_in_flight(&w.rec.id));
+                if drain_complete(w.since, t, in_flight, w.execution_timeout_secs) {
+                    stops.push((w.rec.id.clone(), WorkerState::Stopped, w.rec.reason.clone().unwrap_or_else(|| "drained".into())));
+                }
+            }
+        }
+        self.stop_workers(stops, t).await;
+
+        // 5. Starts: new pending workers, then placement and launch of every pending worker.
+        for (ep, n) in to_start {
+            let e = by_id[&ep];
+            for _ in 0..n {
+                let rec = WorkerRecord {
+                    id: WorkerId::generate(new_id()),
+                    endpoint_id: ep.clone(),
+                    generation: e.generation,
+                    state: WorkerState::Pending,
+                    reason: Some("waiting for placement".into()),
+                    node: None,
+                    gpus: Vec::new(),
+                    port: None,
+                    pid: None,
+                    created_at: t,
+                    launched_at: None,
+                    ready_at: None,
+                    stopped_at: None,
+                };
+                self.save(&rec).await;
+                self.workers.insert(
+                    rec.id.clone(),
+                    Live {
+                        rec,
+                        addr: None,
+                        since: t,
+                        health_path: e.spec.health_check_path.clone(),
+                        execution_timeout_secs: e.spec.execution_timeout_secs,
+                        probe: None,
+                    },
+                );
+            }
+        }
+        self.launch_pending(&by_id, t).await;
+
+        // 6. Publish the routing table and the counts.
+        self.publish(&endpoints, &desired_by_ep);
+        if self.passes % 120 == 1 {
+            let _ = self.store.prune_workers(KEEP_FINISHED).await;
+        }
+        Ok(())
+    }
+
+    async fn launch_pending(&mut self, by_id: &HashMap<&EndpointId, &EndpointRecord>, t: Millis) {
+        let mut pending: Vec<WorkerId> =
+            self.workers.values().filter(|w| w.rec.state == WorkerState::Pending).map(|w| w.rec.id.clone()).collect();
+        pending.sort_by_key(|id| self.workers[id].rec.created_at);
+        for id in pending {
+            let ep_id = self.workers[&id].rec.endpoint_id.clone();
+            let Some(e) = by_id.get(&ep_id) else { continue };
+            if let Some((n, at)) = self.failures.get(&ep_id)
+                && t.saturating_sub(*at) < restart_backoff_ms(*n)
+            {
+                let w = self.workers.get_mut(&id).expect("listed");
+                let reason = format!("restarting after {n} failure(s); back-off {} ms", restart_backoff_ms(*n));
+                if w.rec.reason.as_deref() != Some(&reason) {
+                    w.rec.reason = Some(reason);
+                    let rec = w.rec.clone();
+                    self.save(&rec).await;
+                }
+                continue;
+            }
+            let allocated: Vec<Allocation> = self
+                .workers
+                .values()
+                .filter(|w| w.rec.state.has_runtime())
+                .filter_map(|w| Some(Allocation { node: w.rec.node.clone()?, gpus: w.rec.gpus.clone() }))
+                .collect();
+            let placed = place(&self.nodes, &allocated, &e.spec.data_center, &e.spec.gpu_type, e.spec.gpus_per_worker);
+            let w = self.workers.get_mut(&id).expect("listed");
+            let alloc = match placed {
+                Ok(a) => a,
+                Err(reason) => {
+                    if w.rec.reason.as_deref() != Some(&reason) {
+                        tracing::info!(worker = %id, %reason, "worker cannot be placed yet");
+                        w.rec.reason = Some(reason);
+                        let rec = w.rec.clone();
+                        self.save(&rec).await;
+                    }
+                    continue;
+                }
+            };
+            let spec = LaunchSpec {
+                worker: id.clone(),
+                endpoint: ep_id.clone(),
+                shell: e.spec.shell.clone(),
+                start_command: e.spec.start_command.clone(),
+                image: e.spec.image.clone(),
+                env: e.spec.env.clone(),
+                gpus: alloc.gpus.clone(),
+                http_port: e.spec.http_port,
+                volume: e.spec.network_volume.as_ref().map(|v| VolumeMount { name: v.name.clone(), mount_path: v.mount_path.clone() }),
+            };
+            let result = self.runtime.start(spec).await;
+            let w = self.workers.get_mut(&id).expect("listed");
+            match result {
+                Ok(l) => {
+                    w.rec.state = WorkerState::Starting;
+                    w.rec.reason = None;
+                    w.rec.node = Some(alloc.node);
+                    w.rec.gpus = alloc.gpus;
+                    w.rec.port = Some(l.addr.port());
+                    w.rec.pid = l.pid;
+                    w.rec.launched_at = Some(t);
+                    w.addr = Some(l.addr);
+                    w.since = t;
+                    w.probe = Some(health::spawn(self.probe_client.clone(), l.addr, w.health_path.clone(), self.wake.clone()));
+                    tracing::info!(worker = %id, endpoint = %ep_id, addr = %l.addr, "worker launched");
+                    let rec = w.rec.clone();
+                    self.save(&rec).await;
+                }
+                Err(err) => {
+                    let mut w = self.workers.remove(&id).expect("listed");
+                    tracing::warn!(worker = %id, error = %err, "worker launch failed");
+                    finish(&mut w.rec, WorkerState::Failed, &err.to_string(), t);
+                    self.save(&w.rec).await;
+                    self.note_failure(&ep_id, t);
+                }
+            }
+        }
+    }
+
+    /// Stops workers concurrently and records their final state.
+    async fn stop_workers(&mut self, stops: Vec<(WorkerId, WorkerState, String)>, t: Millis) {
+        let mut seen = HashSet::new();
+        let mut recs = Vec::new();
+        for (id, state, reason) in stops {
+            if !seen.insert(id.clone()) {
+                continue;
+            }
+            if let Some(mut w) = self.workers.remove(&id) {
+                w.probe = None;
+                let had_runtime = w.rec.state.has_runtime();
+                finish(&mut w.rec, state, &reason, t);
+                recs.push((w.rec, had_runtime));
+            }
+        }
+        let runtime = self.runtime.clone();
+        join_all(recs.iter().filter(|(_, r)| *r).map(|(rec, _)| {
+            let runtime = runtime.clone();
+            async move {
+                if let Err(e) = runtime.stop(&rec.id, STOP_GRACE).await {
+                    tracing::warn!(worker = %rec.id, error = %e, "stop failed");
+                }
+            }
+        }))
+        .await;
+        for (rec, _) in recs {
+            tracing::info!(worker = %rec.id, state = rec.state.as_str(), reason = rec.reason.as_deref().unwrap_or(""), "worker finished");
+            if rec.state == WorkerState::Failed {
+                self.note_failure(&rec.endpoint_id, t);
+            }
+            self.save(&rec).await;
+        }
+    }
+
+    async fn stop_all(&mut self, reason: &str) {
+        let t = now();
+        // Nothing is routed any more.
+        self.plane.publish(RouteTable { version: self.last_table.version + 1, endpoints: Vec::new() });
+        let stops = self.workers.keys().map(|id| (id.clone(), WorkerState::Stopped, reason.to_owned())).collect();
+        self.stop_workers(stops, t).await;
+    }
+
+    fn publish(&mut self, endpoints: &[EndpointRecord], desired: &HashMap<EndpointId, u32>) {
+        let mut routes = Vec::with_capacity(endpoints.len());
+        let mut counts: HashMap<EndpointId, WorkerCounts> = HashMap::new();
+        for e in endpoints {
+            let mut ready: Vec<&Live> =
+                self.workers.values().filter(|w| w.rec.endpoint_id == e.id && w.rec.state == WorkerState::Ready).collect();
+            ready.sort_by(|a, b| a.rec.created_at.cmp(&b.rec.created_at).then(a.rec.id.cmp(&b.rec.id)));
+            routes.push(EndpointRoute {
+                id: e.id.clone(),
+                status: e.status,
+                load_balancing: e.spec.load_balancing,
+                execution_timeout_ms: u64::from(e.spec.execution_timeout_secs) * 1000,
+                wait_timeout_ms: u64::from(e.spec.startup_timeout_secs) * 1000,
+                workers: ready
+                    .iter()
+                    .filter_map(|w| Some(WorkerRoute { id: w.rec.id.clone(), addr: w.addr?.to_string() }))
+                    .collect(),
+            });
+            let mut c = WorkerCounts { desired: desired.get(&e.id).copied().unwrap_or(0), ..Default::default() };
+            for w in self.workers.values().filter(|w| w.rec.endpoint_id == e.id) {
+                match w.rec.state {
+                    WorkerState::Pending => c.pending += 1,
+                    WorkerState::Starting => c.starting += 1,
+                    WorkerState::Ready => c.ready += 1,
+                    WorkerState::Draining => c.draining += 1,
+                    _ => {}
+                }
+            }
+            counts.insert(e.id.clone(), c);
+        }
+        self.counts.store(Arc::new(counts));
+        if routes != self.last_table.endpoints {
+            let table = RouteTable { version: self.last_table.version + 1, endpoints: routes };
+            self.plane.publish(table.clone());
+            self.last_table = table;
+        }
+    }
+}
+
+fn finish(rec: &mut WorkerRecord, state: WorkerState, reason: &str, t: Millis) {
+    rec.state = state;
+    rec.reason = Some(reason.to_owned());
+    rec.stopped_at = Some(t);
+}
+
+/// Errors a pass can hit; logged and retried on the next pass.
+mod anyhow_like {
+    pub type Result<T> = std::result::Result<T, Error>;
+
+    #[derive(Debug, thiserror::Error)]
+    pub enum Error {
+        #[error(transparent)]
+        Store(#[from] sluice_store::Error),
+        #[error(transparent)]
+        Runtime(#[from] sluice_runtime::Error),
+    }
+}

@@ -1,1 +1,10 @@
+//! The `sluice` binary as a library: CLI, configuration, platform wiring, API client, demo
+//! worker. `main.rs` only calls [`cli::main`].
 #![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod demo;
+pub mod platform;
+pub mod table;

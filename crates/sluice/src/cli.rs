@@ -1,0 +1,398 @@
+//! The `sluice` command line: `up` runs the platform; `endpoint …` drives the REST API.
+use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, process::ExitCode};
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use http::Method;
+use serde_json::Value;
+use sluice_api::{EndpointInput, NetworkVolumeDto};
+
+use crate::{client::ApiClient, config::Config, table};
+
+#[derive(Parser)]
+#[command(name = "sluice", version, about = "Self-hosted serverless GPU endpoints", propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the whole platform in one process (control API, gateway, workers, embedded store).
+    Up(UpArgs),
+    /// Manage endpoints through the control API.
+    #[command(subcommand_required = true)]
+    Endpoint {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        cmd: EndpointCmd,
+    },
+    /// The demo worker (used by the demo endpoint and the tests).
+    #[command(hide = true)]
+    DemoWorker {
+        /// Port to listen on (default: $PORT).
+        #[arg(long, env = "PORT")]
+        port: u16,
+        /// Simulated model-loading time before the worker listens.
+        #[arg(long, env = "DEMO_STARTUP_DELAY_MS", default_value_t = 0)]
+        startup_delay_ms: u64,
+    },
+}
+
+#[derive(Args)]
+struct UpArgs {
+    /// TOML config file; flags override its values.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Data directory (state, logs, volumes, admin.key, addresses.json).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Control API address (port 0 picks a free port).
+    #[arg(long)]
+    api_addr: Option<SocketAddr>,
+    /// Gateway address (port 0 picks a free port).
+    #[arg(long)]
+    gateway_addr: Option<SocketAddr>,
+    /// Domain of endpoint URLs: {id}.{data_center}.{domain}.
+    #[arg(long)]
+    domain: Option<String>,
+    /// Do not create the demo endpoint.
+    #[arg(long)]
+    no_demo: bool,
+    /// Log format: pretty or json.
+    #[arg(long)]
+    log_format: Option<String>,
+}
+
+/// Where the API is and how to authenticate.
+#[derive(Args)]
+struct Conn {
+    /// Control API URL [default: from DATA_DIR/addresses.json, else http://127.0.0.1:8081].
+    #[arg(long, env = "SLUICE_API", global = true)]
+    api: Option<String>,
+    /// API key [default: DATA_DIR/admin.key].
+    #[arg(long, env = "SLUICE_API_KEY", global = true, hide_env_values = true)]
+    api_key: Option<String>,
+    /// Data directory of a local platform, to find its address and admin key.
+    #[arg(long, env = "SLUICE_DATA_DIR", global = true, default_value = ".sluice")]
+    data_dir: PathBuf,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum EndpointCmd {
+    /// Create an endpoint from flags and/or a TOML file.
+    Create(SpecArgs),
+    /// List endpoints.
+    List,
+    /// Show one endpoint.
+    Get { id: String },
+    /// Change an endpoint; only the given fields change.
+    Update {
+        id: String,
+        #[command(flatten)]
+        spec: SpecArgs,
+    },
+    /// Stop an endpoint: its workers drain and stop; requests get 503.
+    Stop { id: String },
+    /// Start a stopped endpoint.
+    Start { id: String },
+    /// Delete an endpoint and its workers.
+    Delete { id: String },
+    /// List an endpoint's workers.
+    Workers { id: String },
+}
+
+#[derive(Args, Default)]
+struct SpecArgs {
+    /// TOML file with endpoint fields (the same fields as the API body); flags override it.
+    #[arg(short = 'f', long = "file")]
+    file: Option<PathBuf>,
+    #[arg(long)]
+    name: Option<String>,
+    #[arg(long)]
+    image: Option<String>,
+    #[arg(long)]
+    start_command: Option<String>,
+    #[arg(long)]
+    shell: Option<String>,
+    #[arg(long)]
+    data_center: Option<String>,
+    #[arg(long)]
+    http_port: Option<i64>,
+    /// KEY=VALUE, repeatable. Replaces the whole environment on update.
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    /// NAME:/mount/path
+    #[arg(long)]
+    volume: Option<String>,
+    #[arg(long)]
+    health_check_path: Option<String>,
+    #[arg(long)]
+    idle_timeout_secs: Option<i64>,
+    #[arg(long)]
+    execution_timeout_secs: Option<i64>,
+    #[arg(long)]
+    startup_timeout_secs: Option<i64>,
+    #[arg(long)]
+    active_workers: Option<i64>,
+    #[arg(long)]
+    max_workers: Option<i64>,
+    #[arg(long)]
+    gpus_per_worker: Option<i64>,
+    #[arg(long)]
+    gpu_type: Option<String>,
+    /// round_robin or least_outstanding_requests
+    #[arg(long)]
+    load_balancing: Option<String>,
+}
+
+impl SpecArgs {
+    fn into_input(self) -> anyhow::Result<EndpointInput> {
+        let mut input = match &self.file {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+                toml::from_str::<EndpointInput>(&text).with_context(|| format!("in endpoint file {}", p.display()))?
+            }
+            None => EndpointInput::default(),
+        };
+        macro_rules! set {
+            ($($f:ident),*) => { $( if self.$f.is_some() { input.$f = self.$f; } )* };
+        }
+        set!(
+            name, image, start_command, shell, data_center, http_port, health_check_path, idle_timeout_secs,
+            execution_timeout_secs, startup_timeout_secs, active_workers, max_workers, gpus_per_worker, gpu_type,
+            load_balancing
+        );
+        if !self.env.is_empty() {
+            let mut env = BTreeMap::new();
+            for kv in &self.env {
+                let Some((k, v)) = kv.split_once('=') else { bail!("--env {kv:?}: expected KEY=VALUE") };
+                env.insert(k.to_owned(), v.to_owned());
+            }
+            input.env = Some(env);
+        }
+        if let Some(v) = &self.volume {
+            let Some((name, path)) = v.split_once(':') else { bail!("--volume {v:?}: expected NAME:/mount/path") };
+            input.network_volume = Some(NetworkVolumeDto { name: name.into(), mount_path: path.into() });
+        }
+        Ok(input)
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: could not start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.cmd {
+        Cmd::Up(a) => up(a).await,
+        Cmd::Endpoint { conn, cmd } => endpoint(conn, cmd).await,
+        Cmd::DemoWorker { port, startup_delay_ms } => crate::demo::run(port, startup_delay_ms).await,
+    }
+}
+
+async fn up(a: UpArgs) -> anyhow::Result<()> {
+    let mut cfg = match &a.config {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    };
+    if let Some(v) = a.data_dir {
+        cfg.data_dir = v;
+    }
+    if let Some(v) = a.api_addr {
+        cfg.api_addr = v;
+    }
+    if let Some(v) = a.gateway_addr {
+        cfg.gateway_addr = v;
+    }
+    if let Some(v) = a.domain {
+        cfg.domain = v;
+    }
+    if let Some(v) = a.log_format {
+        cfg.log_format = v;
+    }
+    if a.no_demo {
+        cfg.demo = false;
+    }
+    cfg.check()?;
+    init_logging(&cfg.log_format);
+    crate::platform::run(cfg, crate::platform::signal()).await
+}
+
+fn init_logging(format: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        b.json().init();
+    } else {
+        b.init();
+    }
+}
+
+impl Conn {
+    fn client(&self) -> ApiClient {
+        let api = self.api.clone().unwrap_or_else(|| {
+            std::fs::read(self.data_dir.join("addresses.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<sluice_api::Addresses>(&b).ok())
+                .map_or_else(|| "http://127.0.0.1:8081".to_owned(), |a| a.api)
+        });
+        let key = self
+            .api_key
+            .clone()
+            .or_else(|| std::fs::read_to_string(self.data_dir.join("admin.key")).ok().map(|k| k.trim().to_owned()));
+        ApiClient::new(&api, key)
+    }
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn print_endpoint(v: &Value) {
+    let w = &v["workers"];
+    let lines = [
+        ("id", s(&v["id"])),
+        ("name", s(&v["name"])),
+        ("status", s(&v["status"])),
+        ("url", s(&v["url"])),
+        ("path url", s(&v["path_url"])),
+        ("workers", format!(
+            "{} ready, {} starting, {} pending, {} draining (desired {}; active {}, max {})",
+            s(&w["ready"]), s(&w["starting"]), s(&w["pending"]), s(&w["draining"]), s(&w["desired"]),
+            s(&v["active_workers"]), s(&v["max_workers"])
+        )),
+        ("gpus", format!("{} x {}", s(&v["gpus_per_worker"]), s(&v["gpu_type"]))),
+        ("data center", s(&v["data_center"])),
+        ("image", s(&v["image"])),
+        ("start command", s(&v["start_command"])),
+        ("health check", s(&v["health_check_path"])),
+        ("timeouts", format!(
+            "idle {} s, execution {} s, startup {} s",
+            s(&v["idle_timeout_secs"]), s(&v["execution_timeout_secs"]), s(&v["startup_timeout_secs"])
+        )),
+        ("load balancing", s(&v["load_balancing"])),
+    ];
+    for (k, val) in lines {
+        println!("{k:<15} {val}");
+    }
+    if let Some(env) = v["env"].as_object().filter(|e| !e.is_empty()) {
+        println!("env");
+        for (k, val) in env {
+            println!("  {k}={}", s(val));
+        }
+    }
+}
+
+async fn endpoint(conn: Conn, cmd: EndpointCmd) -> anyhow::Result<()> {
+    let c = conn.client();
+    let json_out = conn.json;
+    let show = |v: &Value| {
+        if json_out {
+            println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+        } else {
+            print_endpoint(v);
+        }
+    };
+    match cmd {
+        EndpointCmd::Create(spec) => {
+            let input = spec.into_input()?;
+            let v = c.call(Method::POST, "/v1/endpoints", Some(&serde_json::to_value(input)?)).await?;
+            show(&v);
+        }
+        EndpointCmd::Update { id, spec } => {
+            let input = spec.into_input()?;
+            let v = c.call(Method::PATCH, &format!("/v1/endpoints/{id}"), Some(&serde_json::to_value(input)?)).await?;
+            show(&v);
+        }
+        EndpointCmd::Get { id } => show(&c.call(Method::GET, &format!("/v1/endpoints/{id}"), None).await?),
+        EndpointCmd::Stop { id } => show(&c.call(Method::POST, &format!("/v1/endpoints/{id}/stop"), None).await?),
+        EndpointCmd::Start { id } => show(&c.call(Method::POST, &format!("/v1/endpoints/{id}/start"), None).await?),
+        EndpointCmd::Delete { id } => {
+            c.call(Method::DELETE, &format!("/v1/endpoints/{id}"), None).await?;
+            if json_out {
+                println!("{}", serde_json::json!({ "deleted": id }));
+            } else {
+                println!("deleted endpoint {id}");
+            }
+        }
+        EndpointCmd::List => {
+            let v = c.call(Method::GET, "/v1/endpoints", None).await?;
+            if json_out {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(());
+            }
+            let rows: Vec<Vec<String>> = v["endpoints"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+                .iter()
+                .map(|e| {
+                    vec![
+                        s(&e["id"]),
+                        s(&e["name"]),
+                        s(&e["status"]),
+                        format!("{}/{}", s(&e["workers"]["ready"]), s(&e["workers"]["desired"])),
+                        format!("{}x{}", s(&e["gpus_per_worker"]), s(&e["gpu_type"])),
+                        s(&e["url"]),
+                    ]
+                })
+                .collect();
+            println!("{}", table::render(&["ID", "NAME", "STATUS", "READY/DESIRED", "GPUS", "URL"], &rows));
+        }
+        EndpointCmd::Workers { id } => {
+            let v = c.call(Method::GET, &format!("/v1/endpoints/{id}/workers"), None).await?;
+            if json_out {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(());
+            }
+            let rows: Vec<Vec<String>> = v["workers"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+                .iter()
+                .map(|w| {
+                    let gpus: Vec<String> = w["gpus"].as_array().map(Vec::as_slice).unwrap_or_default().iter().map(s).collect();
+                    vec![
+                        s(&w["id"]),
+                        s(&w["state"]),
+                        if gpus.is_empty() { "-".into() } else { gpus.join(",") },
+                        s(&w["address"]),
+                        s(&w["pid"]),
+                        s(&w["created_at"]),
+                        s(&w["reason"]),
+                    ]
+                })
+                .collect();
+            println!("{}", table::render(&["ID", "STATE", "GPUS", "ADDRESS", "PID", "CREATED", "REASON"], &rows));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,82 @@
+//! A small client for the control API, used by the CLI (and the tests).
+use anyhow::{Context, anyhow};
+use bytes::Bytes;
+use http::{Method, Request, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::TokioExecutor,
+};
+use sluice_api::ErrorBody;
+
+pub struct ApiClient {
+    base: String,
+    key: Option<String>,
+    http: Client<HttpConnector, Full<Bytes>>,
+}
+
+/// An error answer of the API, with its parsed body.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub body: Option<ErrorBody>,
+    pub raw: String,
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.body {
+            Some(b) => {
+                write!(f, "{} ({})", b.error.message, self.status)?;
+                if let Some(field) = &b.error.field {
+                    write!(f, " [field: {field}]")?;
+                }
+                Ok(())
+            }
+            None => write!(f, "HTTP {}: {}", self.status, self.raw.trim()),
+        }
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+impl ApiClient {
+    pub fn new(base: &str, key: Option<String>) -> Self {
+        ApiClient {
+            base: base.trim_end_matches('/').to_owned(),
+            key,
+            http: Client::builder(TokioExecutor::new()).build(HttpConnector::new()),
+        }
+    }
+
+    /// Sends a request; a 2xx answer's JSON (or `null` for an empty body) is returned, anything
+    /// else becomes an [`ApiError`].
+    pub async fn call(&self, method: Method, path: &str, body: Option<&serde_json::Value>) -> anyhow::Result<serde_json::Value> {
+        let uri = format!("{}{path}", self.base);
+        let mut req = Request::builder().method(method).uri(&uri);
+        if let Some(k) = &self.key {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {k}"));
+        }
+        let bytes = match body {
+            Some(b) => {
+                req = req.header(header::CONTENT_TYPE, "application/json");
+                Bytes::from(serde_json::to_vec(b)?)
+            }
+            None => Bytes::new(),
+        };
+        let resp = self
+            .http
+            .request(req.body(Full::new(bytes)).context("building request")?)
+            .await
+            .with_context(|| format!("could not reach the Sluice API at {} (is `sluice up` running?)", self.base))?;
+        let status = resp.status();
+        let raw = resp.into_body().collect().await.context("reading API response")?.to_bytes();
+        if status.is_success() {
+            if raw.is_empty() {
+                return Ok(serde_json::Value::Null);
+            }
+            return serde_json::from_slice(&raw).map_err(|e| anyhow!("the API answered with invalid JSON: {e}"));
+        }
+        Err(ApiError { status, body: serde_json::from_slice(&raw).ok(), raw: String::from_utf8_lossy(&raw).into_owned() }.into())
+    }
+}

@@ -1,0 +1,175 @@
+//! Platform configuration: a TOML file (`--config`) with flags on top. Unknown keys are
+//! rejected; every field has a default so `sluice up` needs no file.
+use std::{net::SocketAddr, path::PathBuf};
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+use sluice_core::placement::{Gpu, Node};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where state (SQLite), logs, volumes, the admin key and addresses.json live.
+    pub data_dir: PathBuf,
+    /// Control API listen address (port 0 picks a free port).
+    pub api_addr: SocketAddr,
+    /// Gateway listen address (port 0 picks a free port).
+    pub gateway_addr: SocketAddr,
+    /// Domain of host-form endpoint URLs: `{id}.{data_center}.{domain}`.
+    pub domain: String,
+    /// Create (or refresh) the demo endpoint at startup.
+    pub demo: bool,
+    /// GPU types endpoints may request; the first is the default.
+    pub gpu_types: Vec<String>,
+    /// Cap on an endpoint's max_workers.
+    pub max_workers_quota: u32,
+    /// Declared GPU inventory.
+    pub nodes: Vec<NodeConfig>,
+    /// Largest control API request body, bytes.
+    pub max_body_bytes: usize,
+    /// Seconds open gateway connections get to finish at shutdown.
+    pub shutdown_grace_secs: u64,
+    /// `pretty` or `json`.
+    pub log_format: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    pub name: String,
+    pub data_center: String,
+    pub gpus: Vec<GpuGroup>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GpuGroup {
+    #[serde(rename = "type")]
+    pub gpu_type: String,
+    pub count: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from(".sluice"),
+            api_addr: "127.0.0.1:8081".parse().expect("static"),
+            gateway_addr: "127.0.0.1:8080".parse().expect("static"),
+            domain: "localhost".into(),
+            demo: true,
+            gpu_types: ["SIM", "L40", "A40", "A100", "H100"].map(String::from).to_vec(),
+            max_workers_quota: 10,
+            nodes: vec![NodeConfig {
+                name: "local".into(),
+                data_center: "local".into(),
+                gpus: vec![GpuGroup { gpu_type: "SIM".into(), count: 8 }],
+            }],
+            max_body_bytes: 1024 * 1024,
+            shutdown_grace_secs: 30,
+            log_format: "pretty".into(),
+        }
+    }
+}
+
+impl Config {
+    pub fn from_toml(text: &str) -> anyhow::Result<Config> {
+        let cfg: Config = toml::from_str(text)?;
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    pub fn load(path: &std::path::Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
+        Config::from_toml(&text).with_context(|| format!("in config {}", path.display()))
+    }
+
+    /// Rules serde cannot express.
+    pub fn check(&self) -> anyhow::Result<()> {
+        if self.nodes.is_empty() {
+            bail!("nodes: at least one node must be declared");
+        }
+        if self.gpu_types.is_empty() {
+            bail!("gpu_types: the catalog must list at least one GPU type");
+        }
+        if self.domain.is_empty() || self.domain.contains(['/', ':', ' ']) {
+            bail!("domain: {:?} is not a DNS name", self.domain);
+        }
+        if !matches!(self.log_format.as_str(), "pretty" | "json") {
+            bail!("log_format: must be \"pretty\" or \"json\", got {:?}", self.log_format);
+        }
+        let mut names = std::collections::HashSet::new();
+        for n in &self.nodes {
+            if !names.insert(&n.name) {
+                bail!("nodes: node name {:?} is declared twice", n.name);
+            }
+            if !sluice_core::ids::is_id_label(&n.data_center) {
+                bail!("nodes.{}.data_center: {:?} must be a DNS label (lowercase letters, digits, '-')", n.name, n.data_center);
+            }
+            for g in &n.gpus {
+                if !self.gpu_types.contains(&g.gpu_type) {
+                    bail!("nodes.{}.gpus: GPU type {:?} is not in gpu_types", n.name, g.gpu_type);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The inventory as placement sees it: GPU indices numbered per node in declaration order.
+    pub fn inventory(&self) -> Vec<Node> {
+        self.nodes
+            .iter()
+            .map(|n| {
+                let mut gpus = Vec::new();
+                for g in &n.gpus {
+                    for _ in 0..g.count {
+                        gpus.push(Gpu { index: gpus.len() as u32, gpu_type: g.gpu_type.clone() });
+                    }
+                }
+                Node { name: n.name.clone(), data_center: n.data_center.clone(), gpus }
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_file() {
+        let c = Config::from_toml("").unwrap();
+        assert_eq!(c.inventory()[0].gpus.len(), 8);
+        let c = Config::from_toml(
+            r#"
+            domain = "gpu.example.com"
+            api_addr = "127.0.0.1:0"
+            [[nodes]]
+            name = "box1"
+            data_center = "eu-1"
+            gpus = [{ type = "A100", count = 2 }, { type = "SIM", count = 1 }]
+            "#,
+        )
+        .unwrap();
+        let inv = c.inventory();
+        assert_eq!(inv[0].gpus.iter().map(|g| g.index).collect::<Vec<_>>(), [0, 1, 2]);
+        assert_eq!(inv[0].gpus[2].gpu_type, "SIM");
+        assert_eq!(c.api_addr.port(), 0);
+    }
+
+    #[test]
+    fn bad_configs_name_the_problem() {
+        for (text, needle) in [
+            ("bogus = 1", "unknown field `bogus`"),
+            ("api_addr = \"nope\"", "api_addr"),
+            ("nodes = []", "at least one node"),
+            ("gpu_types = []", "at least one GPU type"),
+            ("log_format = \"xml\"", "log_format"),
+            ("[[nodes]]\nname = \"a\"\ndata_center = \"Bad DC\"\ngpus = []", "DNS label"),
+            ("[[nodes]]\nname = \"a\"\ndata_center = \"x\"\ngpus = [{ type = \"TPU\", count = 1 }]", "not in gpu_types"),
+            ("[[nodes]]\nname = \"a\"\ndata_center = \"x\"\ngpus = []\n[[nodes]]\nname = \"a\"\ndata_center = \"x\"\ngpus = []", "twice"),
+        ] {
+            let e = format!("{:#}", Config::from_toml(text).unwrap_err());
+            assert!(e.contains(needle), "{text:?}: {e}");
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! `sluice demo-worker`: the small worker that ships with the platform. It serves the demo
+//! endpoint of `sluice up` and the tests: health, echo, sleep, server-sent events, WebSocket
+//! echo, a crash switch and a simulated model-loading delay.
+use std::{
+    collections::BTreeMap,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use axum::{
+    Json, Router,
+    body::{Body, Bytes},
+    extract::{Query, State, WebSocketUpgrade, ws::Message},
+    http::{HeaderMap, Method, StatusCode, Uri, header},
+    response::{IntoResponse, Response},
+    routing::{any, get, post},
+};
+use serde::Deserialize;
+
+#[derive(Default)]
+struct Demo {
+    unhealthy: AtomicBool,
+}
+
+type S = State<Arc<Demo>>;
+
+pub async fn run(port: u16, startup_delay_ms: u64) -> anyhow::Result<()> {
+    if startup_delay_ms > 0 {
+        eprintln!("demo-worker: loading model for {startup_delay_ms} ms");
+        tokio::time::sleep(Duration::from_millis(startup_delay_ms)).await;
+    }
+    let app = Router::new()
+        .route("/health", get(health))
+        .route("/sleep", any(sleep))
+        .route("/stream", get(stream))
+        .route("/ws", get(ws))
+        .route("/_demo/unhealthy", post(set_unhealthy))
+        .route("/_demo/crash", post(crash))
+        .fallback(echo)
+        .with_state(Arc::new(Demo::default()));
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    eprintln!("demo-worker: listening on 127.0.0.1:{port}");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+            term.recv().await;
+            eprintln!("demo-worker: SIGTERM, finishing in-flight requests");
+        })
+        .await?;
+    Ok(())
+}
+
+async fn health(State(d): S) -> impl IntoResponse {
+    if d.unhealthy.load(Ordering::Relaxed) { (StatusCode::SERVICE_UNAVAILABLE, "unhealthy") } else { (StatusCode::OK, "ok") }
+}
+
+async fn set_unhealthy(State(d): S) -> &'static str {
+    d.unhealthy.store(true, Ordering::Relaxed);
+    "health check will now fail"
+}
+
+async fn crash() -> &'static str {
+    tokio::spawn(async {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        eprintln!("demo-worker: crashing on request");
+        std::process::exit(17);
+    });
+    "crashing"
+}
+
+#[derive(Deserialize)]
+struct SleepQ {
+    ms: Option<u64>,
+}
+
+async fn sleep(Query(q): Query<SleepQ>) -> Json<serde_json::Value> {
+    let ms = q.ms.unwrap_or(100).min(3_600_000);
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    Json(serde_json::json!({ "slept_ms": ms, "worker": worker_id() }))
+}
+
+#[derive(Deserialize)]
+struct StreamQ {
+    n: Option<u32>,
+    interval_ms: Option<u64>,
+}
+
+/// Server-sent events, one per interval, written as they happen.
+async fn stream(Query(q): Query<StreamQ>) -> Response {
+    let n = q.n.unwrap_or(5).min(100_000);
+    let every = Duration::from_millis(q.interval_ms.unwrap_or(100).min(60_000));
+    let s = futures_util::stream::unfold(0u32, move |i| async move {
+        if i >= n {
+            return None;
+        }
+        if i > 0 {
+            tokio::time::sleep(every).await;
+        }
+        Some((Ok::<_, std::convert::Infallible>(Bytes::from(format!("id: {i}\ndata: token {i}\n\n"))), i + 1))
+    });
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(Body::from_stream(s))
+        .expect("static response")
+}
+
+async fn ws(up: WebSocketUpgrade) -> Response {
+    up.on_upgrade(|mut socket| async move {
+        while let Some(Ok(msg)) = socket.recv().await {
+            let reply = match msg {
+                Message::Text(t) => Message::Text(t),
+                Message::Binary(b) => Message::Binary(b),
+                Message::Close(_) => break,
+                _ => continue,
+            };
+            if socket.send(reply).await.is_err() {
+                break;
+            }
+        }
+    })
+}
+
+fn worker_id() -> String {
+    std::env::var("SLUICE_WORKER_ID").unwrap_or_default()
+}
+
+/// Echoes the request: method, path, query, headers, body, and what the worker was given.
+async fn echo(method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Json<serde_json::Value> {
+    let headers: BTreeMap<String, String> =
+        headers.iter().map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned())).collect();
+    Json(serde_json::json!({
+        "method": method.as_str(),
+        "path": uri.path(),
+        "query": uri.query(),
+        "headers": headers,
+        "body": String::from_utf8_lossy(&body),
+        "body_bytes": body.len(),
+        "cuda_visible_devices": std::env::var("CUDA_VISIBLE_DEVICES").ok(),
+        "worker": worker_id(),
+        "pid": std::process::id(),
+        "volume_dir": std::env::var("SLUICE_VOLUME_DIR").ok(),
+    }))
+}

@@ -1,0 +1,199 @@
+//! `sluice up`: the whole platform in one process — store, process runtime, control API,
+//! reconciler, gateway — and a demo endpoint.
+use std::{
+    io::Write,
+    os::unix::fs::{OpenOptionsExt, PermissionsExt},
+    path::Path,
+    sync::Arc,
+    time::Duration,
+};
+
+use anyhow::Context;
+use sluice_api::Addresses;
+use sluice_control::{Control, ControlConfig, DataPlane, auth, demand_fn, now};
+use sluice_core::{
+    EndpointDraft, EndpointId, EndpointSpec, EndpointStatus, RuntimeKind,
+    routing::{EndpointTraffic, RouteTable},
+};
+use sluice_gateway::{Gateway, GatewayConfig};
+use sluice_runtime::process::{ProcessRuntime, ProcessRuntimeConfig};
+use sluice_store::{EndpointRecord, Store};
+use tokio::{net::TcpListener, sync::watch};
+
+use crate::config::Config;
+
+/// The in-process gateway as the control plane's data plane.
+struct LocalPlane(Gateway);
+
+impl DataPlane for LocalPlane {
+    fn publish(&self, table: RouteTable) {
+        self.0.publish(table);
+    }
+    fn traffic(&self) -> Vec<EndpointTraffic> {
+        self.0.traffic()
+    }
+}
+
+pub const DEMO_NAME: &str = "demo";
+
+/// Reads the admin key from `DIR/admin.key`, creating it (0600) on first start, and makes it the
+/// only valid admin key.
+async fn ensure_admin_key(store: &Store, dir: &Path) -> anyhow::Result<String> {
+    let path = dir.join("admin.key");
+    let key = match std::fs::read_to_string(&path) {
+        Ok(k) if !k.trim().is_empty() => k.trim().to_owned(),
+        _ => {
+            let k = auth::generate_key();
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&path)
+                .with_context(|| format!("writing {}", path.display()))?;
+            writeln!(f, "{k}")?;
+            k
+        }
+    };
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    let digest = auth::digest(&key);
+    store.put_key(&digest, &auth::prefix(&key), auth::ADMIN_ACCOUNT, "admin", Some("admin key from the data directory"), now()).await?;
+    store.revoke_other_admin_keys(&digest, now()).await?;
+    Ok(key)
+}
+
+/// Creates the demo endpoint, or points it at this binary if it moved.
+async fn ensure_demo(store: &Store, cfg: &ControlConfig) -> anyhow::Result<EndpointRecord> {
+    let exe = std::env::current_exe().context("locating the sluice binary for the demo worker")?;
+    let command = format!("exec '{}' demo-worker", exe.display().to_string().replace('\'', r"'\''"));
+    if let Some(mut e) = store.find_endpoint_by_name(auth::ADMIN_ACCOUNT, DEMO_NAME).await? {
+        if e.spec.start_command.as_deref() != Some(command.as_str()) {
+            e.spec.start_command = Some(command);
+            e.generation += 1;
+            e.updated_at = now();
+            store.update_endpoint(&e).await?;
+        }
+        return Ok(e);
+    }
+    let draft = EndpointDraft {
+        name: Some(DEMO_NAME.into()),
+        start_command: Some(command),
+        active_workers: Some(1),
+        max_workers: Some(3),
+        ..Default::default()
+    };
+    let spec = EndpointSpec::validate(draft, &cfg.validation()).map_err(|e| anyhow::anyhow!("demo endpoint: {e}"))?;
+    let t = now();
+    let rec = EndpointRecord {
+        id: EndpointId::generate(sluice_control::new_id()),
+        account: auth::ADMIN_ACCOUNT.into(),
+        spec,
+        status: EndpointStatus::Running,
+        generation: 1,
+        created_at: t,
+        updated_at: t,
+    };
+    store.create_endpoint(&rec).await?;
+    Ok(rec)
+}
+
+async fn bind(addr: std::net::SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.with_context(|| format!("binding the {what} to {addr} (use --{what}-addr to pick another; port 0 picks a free one)"))
+}
+
+/// Runs the platform until `shutdown` resolves.
+pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+    let dir = &cfg.data_dir;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating data directory {}", dir.display()))?;
+    let store = Store::open_sqlite(&dir.join("sluice.db")).await.context("opening the store")?;
+    let instance = store.instance_id(&EndpointId::generate(sluice_control::new_id()).to_string()).await?;
+    let admin_key = ensure_admin_key(&store, dir).await?;
+
+    let api_listener = bind(cfg.api_addr, "api").await?;
+    let gw_listener = bind(cfg.gateway_addr, "gateway").await?;
+    let api_addr = api_listener.local_addr()?;
+    let gw_addr = gw_listener.local_addr()?;
+    let addresses = Addresses { api: format!("http://{api_addr}"), gateway: format!("http://{gw_addr}"), domain: cfg.domain.clone() };
+    std::fs::write(dir.join("addresses.json"), serde_json::to_vec_pretty(&addresses)?)?;
+
+    let runtime = Arc::new(ProcessRuntime::new(ProcessRuntimeConfig {
+        instance_id: instance,
+        logs_dir: dir.join("logs"),
+        volumes_dir: dir.join("volumes"),
+    }));
+    let ccfg = ControlConfig {
+        domain: cfg.domain.clone(),
+        gateway_addr: gw_addr.to_string(),
+        nodes: cfg.inventory(),
+        gpu_types: cfg.gpu_types.clone(),
+        max_workers_quota: cfg.max_workers_quota,
+        runtime: RuntimeKind::Process,
+        max_body_bytes: cfg.max_body_bytes,
+    };
+    let demo = if cfg.demo { Some(ensure_demo(&store, &ccfg).await?) } else { None };
+
+    // The gateway's demand callback needs the control plane's waker, and the control plane needs
+    // the gateway: create the waker first.
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let gateway = Gateway::new(
+        GatewayConfig {
+            domain: cfg.domain.clone(),
+            shutdown_grace: Duration::from_secs(cfg.shutdown_grace_secs),
+            ..GatewayConfig::default()
+        },
+        Arc::new(demand_fn(wake.clone())),
+    );
+    let control = Control::with_waker(store.clone(), runtime, Arc::new(LocalPlane(gateway.clone())), ccfg, wake);
+
+    println!("Sluice is up.");
+    println!("  API:       http://{api_addr}/v1   (OpenAPI: /v1/openapi.json)");
+    println!("  Admin key: {admin_key}   (saved in {})", dir.join("admin.key").display());
+    println!("  Gateway:   http://{gw_addr}");
+    if let Some(d) = &demo {
+        println!(
+            "  Demo endpoint {}: http://{}.{}.{}:{}/   or   http://{gw_addr}/e/{}/",
+            d.id,
+            d.id,
+            d.spec.data_center,
+            cfg.domain,
+            gw_addr.port(),
+            d.id
+        );
+    }
+    println!("Data directory: {}. Ctrl-C stops the platform and every worker.", dir.display());
+    let _ = std::io::stdout().flush();
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let reconciler = control.spawn_reconciler(stop_rx);
+    let (front_tx, front_rx) = watch::channel(false);
+    let wait_front = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|v| *v).await;
+    };
+    let api = tokio::spawn({
+        let router = control.router();
+        let rx = front_rx.clone();
+        async move { axum::serve(api_listener, router).with_graceful_shutdown(wait_front(rx)).await }
+    });
+    let gw = tokio::spawn(gateway.serve(gw_listener, wait_front(front_rx)));
+
+    shutdown.await;
+    tracing::info!("shutting down: closing the gateway and API, then stopping workers");
+    let _ = front_tx.send(true);
+    let _ = gw.await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), api).await;
+    let _ = stop_tx.send(true);
+    reconciler.await.context("reconciler task")?;
+    store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -185,20 +185,28 @@ pub struct Addresses {
     pub domain: String,
 }
 
+/// Why a JSON body was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JsonError {
+    /// The path of the offending field (`max_workers`, `env.A`, `network_volume.path`), when
+    /// there is one.
+    pub field: Option<String>,
+    pub message: String,
+    /// Malformed JSON (400) rather than well-formed JSON of the wrong shape (422).
+    pub syntax: bool,
+}
+
 /// Parses a JSON body into `T`, reporting the path of the offending field on failure.
-/// Returns (field, message).
-pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, (Option<String>, String)> {
+pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, JsonError> {
     let de = &mut serde_json::Deserializer::from_slice(body);
-    match serde_path_to_error::deserialize::<_, T>(de) {
-        Ok(v) => Ok(v),
-        Err(e) => {
-            let path = e.path().to_string();
-            let inner = e.into_inner();
-            let msg = inner.to_string();
-            let field = (path != "." && path != "?" && !path.is_empty()).then_some(path);
-            Err((field, msg))
-        }
-    }
+    serde_path_to_error::deserialize::<_, T>(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let syntax = matches!(inner.classify(), serde_json::error::Category::Syntax | serde_json::error::Category::Eof);
+        // A top-level value of the wrong kind (an array, a string) has no field to name.
+        let field = (!syntax && path != "." && path != "?" && !path.is_empty() && !path.starts_with('[')).then_some(path);
+        JsonError { field, message: inner.to_string(), syntax }
+    })
 }
 
 #[cfg(test)]
@@ -207,16 +215,16 @@ mod tests {
 
     #[test]
     fn json_errors_name_the_field() {
-        let e = parse_json::<EndpointInput>(br#"{"name":"x","bogus":1}"#).unwrap_err();
-        assert_eq!(e.0.as_deref(), Some("bogus"), "{e:?}");
-        let e = parse_json::<EndpointInput>(br#"{"name":"x","max_workers":"3"}"#).unwrap_err();
-        assert_eq!(e.0.as_deref(), Some("max_workers"), "{e:?}");
-        let e = parse_json::<EndpointInput>(br#"{"network_volume":{"name":"v","mount":"/x"}}"#).unwrap_err();
-        assert_eq!(e.0.as_deref(), Some("network_volume.mount"), "{e:?}");
-        let e = parse_json::<EndpointInput>(br#"{"env":{"A":1}}"#).unwrap_err();
-        assert_eq!(e.0.as_deref(), Some("env.A"), "{e:?}");
+        let field = |body: &[u8]| parse_json::<EndpointInput>(body).unwrap_err().field;
+        assert_eq!(field(br#"{"name":"x","bogus":1}"#).as_deref(), Some("bogus"));
+        assert_eq!(field(br#"{"name":"x","max_workers":"3"}"#).as_deref(), Some("max_workers"));
+        assert_eq!(field(br#"{"network_volume":{"name":"v","mount":"/x"}}"#).as_deref(), Some("network_volume.mount"));
+        assert_eq!(field(br#"{"env":{"A":1}}"#).as_deref(), Some("env.A"));
+        assert_eq!(field(b"[1,2]"), None);
         let e = parse_json::<EndpointInput>(b"{not json").unwrap_err();
-        assert_eq!(e.0, None);
+        assert!(e.syntax && e.field.is_none());
+        let e = parse_json::<EndpointInput>(b"[1]").unwrap_err();
+        assert!(!e.syntax);
         let ok = parse_json::<EndpointInput>(br#"{"name":"x","max_workers":3}"#).unwrap();
         assert_eq!(ok.max_workers, Some(3));
     }

@@ -82,6 +82,21 @@ pub struct AppState {
     pub cfg: ControlConfig,
     pub wake: Arc<Notify>,
     pub counts: Counts,
+    /// Completed reconcile passes, so the API can wait for one that saw its change.
+    pub passes: watch::Receiver<u64>,
+    passes_tx: watch::Sender<u64>,
+}
+
+impl AppState {
+    /// Wakes the reconciler and waits (bounded) until a pass that started after this call has
+    /// completed, so that when a mutating API call returns, the routing table already reflects
+    /// it (a request right after `start` is not answered "stopped").
+    pub async fn settle(&self) {
+        let target = *self.passes.borrow() + 2;
+        self.wake.notify_one();
+        let mut rx = self.passes.clone();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(3), rx.wait_for(|n| *n >= target)).await;
+    }
 }
 
 pub struct Control {
@@ -104,10 +119,13 @@ impl Control {
         cfg: ControlConfig,
         wake: Arc<Notify>,
     ) -> Self {
+        let (passes_tx, passes) = watch::channel(0);
         let state = Arc::new(AppState {
             store,
             cfg,
             wake,
+            passes,
+            passes_tx,
             counts: Arc::new(ArcSwap::from_pointee(HashMap::new())),
         });
         Control { state, runtime, plane }
@@ -131,6 +149,7 @@ impl Control {
             self.state.cfg.nodes.clone(),
             self.state.wake.clone(),
             self.state.counts.clone(),
+            self.state.passes_tx.clone(),
         );
         tokio::spawn(r.run(shutdown))
     }

@@ -63,6 +63,7 @@ pub struct Reconciler {
     last_table: RouteTable,
     tick: Duration,
     passes: u64,
+    passes_tx: watch::Sender<u64>,
 }
 
 impl Reconciler {
@@ -73,6 +74,7 @@ impl Reconciler {
         nodes: Vec<Node>,
         wake: Arc<Notify>,
         counts: Counts,
+        passes_tx: watch::Sender<u64>,
     ) -> Self {
         Reconciler {
             store,
@@ -87,6 +89,7 @@ impl Reconciler {
             last_table: RouteTable::default(),
             tick: Duration::from_millis(500),
             passes: 0,
+            passes_tx,
         }
     }
 
@@ -102,6 +105,7 @@ impl Reconciler {
             if let Err(e) = self.pass(now()).await {
                 tracing::warn!(error = %e, "reconcile pass failed; retrying");
             }
+            self.passes_tx.send_replace(self.passes);
             tokio::select! {
                 () = self.wake.notified() => {}
                 () = tokio::time::sleep(self.tick) => {}

@@ -40,6 +40,7 @@ pub async fn run(port: u16, startup_delay_ms: u64) -> anyhow::Result<()> {
         .route("/_demo/unhealthy", post(set_unhealthy))
         .route("/_demo/crash", post(crash))
         .fallback(echo)
+        .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(Arc::new(Demo::default()));
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     eprintln!("demo-worker: listening on 127.0.0.1:{port}");

@@ -27,9 +27,8 @@ impl<T: DeserializeOwned> FromRequest<Arc<AppState>> for JsonBody<T> {
         }
         let limit = state.cfg.max_body_bytes;
         let bytes = axum::body::to_bytes(req.into_body(), limit).await.map_err(|_| AppError::BodyTooLarge(limit))?;
-        sluice_api::parse_json::<T>(&bytes).map(JsonBody).map_err(|(field, message)| match field {
-            Some(f) => AppError::InvalidField { field: Some(f), message },
-            None => AppError::InvalidJson(message),
+        sluice_api::parse_json::<T>(&bytes).map(JsonBody).map_err(|e| {
+            if e.syntax { AppError::InvalidJson(e.message) } else { AppError::InvalidField { field: e.field, message: e.message } }
         })
     }
 }

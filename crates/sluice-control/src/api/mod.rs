@@ -158,7 +158,7 @@ async fn create_endpoint(
     };
     st.store.create_endpoint(&rec).await?;
     tracing::info!(endpoint = %rec.id, name = %rec.spec.name, "endpoint created");
-    st.wake.notify_one();
+    st.settle().await;
     Ok((StatusCode::CREATED, Json(view(&st, &rec))))
 }
 
@@ -186,7 +186,7 @@ async fn update_endpoint(
     e.spec = spec;
     e.updated_at = now();
     st.store.update_endpoint(&e).await?;
-    st.wake.notify_one();
+    st.settle().await;
     Ok(Json(view(&st, &e)))
 }
 
@@ -196,7 +196,7 @@ async fn delete_endpoint(State(st): S, Extension(caller): Extension<Caller>, Pat
     let e = load(&st, &caller, &id).await?;
     st.store.delete_endpoint(&e.id).await?;
     tracing::info!(endpoint = %e.id, "endpoint deleted");
-    st.wake.notify_one();
+    st.settle().await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -206,7 +206,7 @@ async fn set_status(st: &AppState, caller: &Caller, id: &str, status: EndpointSt
         e.status = status;
         e.updated_at = now();
         st.store.update_endpoint(&e).await?;
-        st.wake.notify_one();
+        st.settle().await;
     }
     Ok(Json(view(st, &e)))
 }

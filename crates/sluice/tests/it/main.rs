@@ -1,1 +1,8 @@
-
+//! Integration tests: the real `sluice` binary, real SQLite, real worker processes, real HTTP over
+//! loopback. One test binary (each extra `tests/*.rs` is another link on 2 cores).
+mod api;
+mod cli;
+mod gateway;
+mod lifecycle;
+mod restart;
+mod support;

@@ -1,0 +1,79 @@
+//! The CLI against a running platform: flags, `-f endpoint.toml`, tables and `--json`, errors.
+use serde_json::Value;
+
+use crate::support::*;
+
+#[tokio::test]
+async fn endpoint_commands_drive_the_api() {
+    let p = Platform::start().await;
+    let file = p.dir.path().join("endpoint.toml");
+    std::fs::write(
+        &file,
+        "name = \"from-file\"\nstart_command = \"true\"\nactive_workers = 0\nmax_workers = 4\n[env]\nMODEL = \"llama\"\n",
+    )
+    .unwrap();
+    let (ok, out, err) = cli(&p, &["endpoint", "create", "-f", file.to_str().unwrap(), "--max-workers", "5", "--json"]);
+    assert!(ok, "{err}");
+    let e: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(e["name"], "from-file");
+    assert_eq!(e["max_workers"], 5, "flags override the file");
+    assert_eq!(e["env"]["MODEL"], "llama");
+    let id = e["id"].as_str().unwrap().to_owned();
+
+    let (ok, out, _) = cli(&p, &["endpoint", "create", "--name", "flags 🦀", "--start-command", "true", "--active-workers", "0", "--env", "A=1", "--volume", "vol:/data"]);
+    assert!(ok);
+    assert!(out.contains("flags 🦀") && out.contains("A=1"), "{out}");
+
+    let (ok, out, _) = cli(&p, &["endpoint", "list"]);
+    assert!(ok);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("ID") && lines[0].contains("READY/DESIRED"), "{out}");
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(out.contains(&id));
+
+    let (ok, out, _) = cli(&p, &["endpoint", "update", &id, "--max-workers", "6", "--json"]);
+    assert!(ok);
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["max_workers"], 6);
+    let (ok, out, _) = cli(&p, &["endpoint", "stop", &id]);
+    assert!(ok && out.contains("stopped"), "{out}");
+    let (ok, out, _) = cli(&p, &["endpoint", "start", &id, "--json"]);
+    assert!(ok);
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["status"], "running");
+    let (ok, out, _) = cli(&p, &["endpoint", "get", &id]);
+    assert!(ok && out.contains("from-file") && out.contains("max 6"), "{out}");
+    let (ok, out, _) = cli(&p, &["endpoint", "workers", &id]);
+    assert!(ok && out.starts_with("ID"), "{out}");
+
+    // Errors: non-zero exit and a message naming the field; nothing created.
+    let (ok, _, err) = cli(&p, &["endpoint", "create", "--name", "bad", "--start-command", "true", "--gpus-per-worker", "9"]);
+    assert!(!ok);
+    assert!(err.contains("gpus_per_worker"), "{err}");
+    let (ok, _, err) = cli(&p, &["endpoint", "create", "--name", "bad", "--env", "NOEQUALS"]);
+    assert!(!ok && err.contains("KEY=VALUE"), "{err}");
+    std::fs::write(&file, "name = \"x\"\nbogus = 1\n").unwrap();
+    let (ok, _, err) = cli(&p, &["endpoint", "create", "-f", file.to_str().unwrap()]);
+    assert!(!ok && err.contains("bogus"), "{err}");
+    let (ok, _, err) = cli(&p, &["endpoint", "get", "nosuch"]);
+    assert!(!ok && err.contains("not found"), "{err}");
+    let (ok, out, _) = cli(&p, &["endpoint", "list", "--json"]);
+    assert!(ok);
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["endpoints"].as_array().unwrap().len(), 2);
+
+    let (ok, out, _) = cli(&p, &["endpoint", "delete", &id]);
+    assert!(ok && out.contains("deleted"), "{out}");
+
+    // The key and address also come from the data directory.
+    let out = std::process::Command::new(BIN)
+        .args(["endpoint", "list", "--json", "--data-dir"])
+        .arg(p.data_dir())
+        .env_remove("SLUICE_API")
+        .env_remove("SLUICE_API_KEY")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // A wrong key is refused with a clear message.
+    let out = std::process::Command::new(BIN).args(["endpoint", "list", "--api", &p.api, "--api-key", "sk_nope"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("API key"));
+    p.stop();
+}

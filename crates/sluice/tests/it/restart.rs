@@ -1,0 +1,71 @@
+//! Restarts: a killed platform's workers are adopted by the next run; strays are stopped;
+//! Ctrl-C leaves no worker behind; `sluice up` prints what it promises.
+use std::{os::unix::process::CommandExt, process::Command, time::Duration};
+
+use http::StatusCode;
+use serde_json::json;
+
+use crate::support::*;
+
+#[tokio::test]
+async fn workers_survive_a_crash_of_the_platform_and_are_adopted() {
+    let p = Platform::start().await;
+    let id = p.create_demo("keep", json!({"active_workers": 1})).await;
+    let before = p.wait_ready(&id, 1).await.remove(0);
+    let pid = before["pid"].as_u64().unwrap() as u32;
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    let instance = String::from_utf8_lossy(&environ)
+        .split('\0')
+        .find_map(|kv| kv.strip_prefix("SLUICE_INSTANCE=").map(str::to_owned))
+        .expect("worker carries the instance marker");
+
+    let dir = p.kill9();
+    assert!(alive(pid), "the worker keeps running while the platform is down");
+    // A stray process of this instance that no record knows (a crash between launch and record).
+    let mut stray = Command::new("sleep")
+        .arg("300")
+        .env("SLUICE_INSTANCE", &instance)
+        .env("SLUICE_WORKER_ID", "straystray01")
+        .process_group(0)
+        .spawn()
+        .unwrap();
+
+    let p = Platform::start_in(dir, &["--no-demo"]).await;
+    let after = p.wait_ready(&id, 1).await.remove(0);
+    assert_eq!(after["id"], before["id"], "the same worker is adopted");
+    assert_eq!(after["pid"], before["pid"]);
+    assert_eq!(p.get(&id, "/again").await.status, StatusCode::OK);
+    eventually("the stray stopped", Duration::from_secs(10), async || stray.try_wait().unwrap().map(|_| ())).await;
+    assert_eq!(p.workers(&id).await.iter().filter(|w| w["state"] == "ready").count(), 1);
+    p.stop();
+    assert!(!alive(pid), "Ctrl-C stops adopted workers too");
+}
+
+#[tokio::test]
+async fn up_prints_its_addresses_and_demo_and_ctrl_c_leaves_no_worker() {
+    let p = Platform::start_in(tempfile::tempdir().unwrap(), &[]).await;
+    let out = eventually("the banner", Duration::from_secs(10), || async {
+        let o = p.stdout();
+        o.contains("Data directory").then_some(o)
+    })
+    .await;
+    assert!(out.contains(&p.api) && out.contains(&p.key) && out.contains(&p.gateway), "{out}");
+    let line = out.lines().find(|l| l.contains("Demo endpoint")).expect("demo line");
+    let id = line.split_whitespace().nth(2).unwrap().trim_end_matches(':').to_owned();
+    assert!(line.contains(&format!("http://{id}.local.localhost:{}/", p.gateway_port())), "{line}");
+    let workers = p.wait_ready(&id, 1).await;
+    let r = get_with_host(&format!("{}/hello", p.gateway), &format!("{id}.local.localhost")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json()["path"], "/hello");
+    let pid = workers[0]["pid"].as_u64().unwrap() as u32;
+    let dir = p.stop();
+    assert!(!alive(pid), "a worker outlived Ctrl-C");
+    // The demo endpoint is reused, not duplicated, on the next start.
+    let p = Platform::start_in(dir, &[]).await;
+    let (ok, list, _) = cli(&p, &["endpoint", "list", "--json"]);
+    assert!(ok);
+    let v: serde_json::Value = serde_json::from_str(&list).unwrap();
+    assert_eq!(v["endpoints"].as_array().unwrap().len(), 1);
+    assert_eq!(v["endpoints"][0]["id"], id.as_str());
+    p.stop();
+}

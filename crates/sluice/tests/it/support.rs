@@ -1,0 +1,256 @@
+//! Shared fixtures: start the real `sluice` binary on ephemeral ports with a temporary data
+//! directory, talk to its API and gateway over loopback, wait for conditions without sleeps
+//! of guessed length.
+#![allow(dead_code)]
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::TokioExecutor,
+};
+use serde_json::{Value, json};
+use sluice::client::ApiClient;
+use tempfile::TempDir;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_sluice");
+
+/// The start command of a demo worker (optionally with a simulated model-loading delay).
+pub fn demo_cmd() -> String {
+    format!("exec '{BIN}' demo-worker")
+}
+
+pub struct Platform {
+    child: Option<Child>,
+    pub dir: TempDir,
+    pub api: String,
+    pub gateway: String,
+    pub key: String,
+}
+
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Resp {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+impl Platform {
+    pub async fn start() -> Platform {
+        Platform::start_in(tempfile::tempdir().expect("tempdir"), &["--no-demo"]).await
+    }
+
+    /// Starts `sluice up` on `dir` (which may hold a previous run's state).
+    pub async fn start_in(dir: TempDir, extra: &[&str]) -> Platform {
+        let data = dir.path().join("data");
+        let _ = std::fs::remove_file(data.join("addresses.json"));
+        let log = |name: &str| std::fs::OpenOptions::new().create(true).append(true).open(dir.path().join(name)).expect("log file");
+        let child = Command::new(BIN)
+            .args(["up", "--api-addr", "127.0.0.1:0", "--gateway-addr", "127.0.0.1:0", "--data-dir"])
+            .arg(&data)
+            .args(extra)
+            .env("RUST_LOG", "info,sluice_gateway=debug")
+            .stdin(Stdio::null())
+            .stdout(log("platform.out"))
+            .stderr(log("platform.err"))
+            .spawn()
+            .expect("spawn sluice up");
+        let mut p = Platform { child: Some(child), dir, api: String::new(), gateway: String::new(), key: String::new() };
+        let addrs: Value = eventually("addresses.json", Duration::from_secs(30), async || {
+            if let Some(c) = p.child.as_mut()
+                && let Ok(Some(status)) = c.try_wait()
+            {
+                panic!("sluice up exited with {status}:\n{}", p.stderr());
+            }
+            serde_json::from_slice(&std::fs::read(data.join("addresses.json")).ok()?).ok()
+        })
+        .await;
+        p.api = addrs["api"].as_str().unwrap().to_owned();
+        p.gateway = addrs["gateway"].as_str().unwrap().to_owned();
+        p.key = std::fs::read_to_string(data.join("admin.key")).unwrap().trim().to_owned();
+        p
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("platform.out")).unwrap_or_default()
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("platform.err")).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    pub fn client(&self) -> ApiClient {
+        ApiClient::new(&self.api, Some(self.key.clone()))
+    }
+
+    pub fn gateway_port(&self) -> u16 {
+        self.gateway.rsplit(':').next().unwrap().parse().unwrap()
+    }
+
+    /// Raw call to the control API with the admin key.
+    pub async fn api_call(&self, method: Method, path: &str, body: Option<Value>) -> Resp {
+        let mut h = vec![("authorization".to_owned(), format!("Bearer {}", self.key))];
+        let body = body.map(|b| {
+            h.push(("content-type".into(), "application/json".into()));
+            Bytes::from(b.to_string())
+        });
+        send(method, &format!("{}{path}", self.api), &h, body.unwrap_or_default()).await
+    }
+
+    /// Creates an endpoint through the API; panics on an error answer.
+    pub async fn create(&self, body: Value) -> Value {
+        let r = self.api_call(Method::POST, "/v1/endpoints", Some(body)).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+        r.json()
+    }
+
+    /// A demo-worker endpoint with `extra` fields merged in.
+    pub async fn create_demo(&self, name: &str, extra: Value) -> String {
+        let mut body = json!({ "name": name, "start_command": demo_cmd(), "startup_timeout_secs": 30 });
+        for (k, v) in extra.as_object().expect("object") {
+            body[k] = v.clone();
+        }
+        self.create(body).await["id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn workers(&self, id: &str) -> Vec<Value> {
+        let r = self.api_call(Method::GET, &format!("/v1/endpoints/{id}/workers"), None).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        r.json()["workers"].as_array().unwrap().clone()
+    }
+
+    pub async fn workers_in(&self, id: &str, state: &str) -> Vec<Value> {
+        self.workers(id).await.into_iter().filter(|w| w["state"] == state).collect()
+    }
+
+    /// Waits until the endpoint has exactly `n` ready workers and returns them.
+    pub async fn wait_ready(&self, id: &str, n: usize) -> Vec<Value> {
+        eventually(&format!("{n} ready workers of {id}"), Duration::from_secs(30), || async {
+            let ready = self.workers_in(id, "ready").await;
+            (ready.len() == n).then_some(ready)
+        })
+        .await
+    }
+
+    /// GET through the gateway in path form.
+    pub async fn get(&self, id: &str, path: &str) -> Resp {
+        send(Method::GET, &format!("{}/e/{id}{path}", self.gateway), &[], Bytes::new()).await
+    }
+
+    /// Stops the platform with SIGINT, waits for it, and checks it logged no ERROR line.
+    pub fn stop(mut self) -> TempDir {
+        let status = self.interrupt();
+        assert!(status.is_some_and(|s| s.success()), "sluice up did not exit cleanly: {status:?}\n{}", self.stderr());
+        let err = self.stderr();
+        let bad: Vec<&str> = err.lines().filter(|l| l.contains(" ERROR ")).collect();
+        assert!(bad.is_empty(), "unexpected ERROR lines:\n{}", bad.join("\n"));
+        std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap())
+    }
+
+    /// SIGKILLs the platform (its workers keep running) and returns its directory.
+    pub fn kill9(mut self) -> TempDir {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap())
+    }
+
+    fn interrupt(&mut self) -> Option<std::process::ExitStatus> {
+        let mut c = self.child.take()?;
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGINT);
+        let deadline = Instant::now() + Duration::from_secs(40);
+        while Instant::now() < deadline {
+            if let Ok(Some(s)) = c.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = c.kill();
+        c.wait().ok();
+        None
+    }
+}
+
+impl Drop for Platform {
+    fn drop(&mut self) {
+        self.interrupt();
+    }
+}
+
+/// Sends one HTTP/1.1 request and reads the whole answer.
+pub async fn send(method: Method, url: &str, headers: &[(String, String)], body: Bytes) -> Resp {
+    let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+    let mut req = Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        req = req.header(k.as_str(), v.as_str());
+    }
+    let resp = client.request(req.body(Full::new(body)).unwrap()).await.unwrap_or_else(|e| panic!("{url}: {e}"));
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    Resp { status, headers, body }
+}
+
+pub async fn get_with_host(url: &str, host: &str) -> Resp {
+    send(Method::GET, url, &[(header::HOST.to_string(), host.to_owned())], Bytes::new()).await
+}
+
+/// Polls `f` until it returns `Some`, or panics after `timeout` naming `what`.
+pub async fn eventually<T>(what: &str, timeout: Duration, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Whether a process is alive (not a zombie).
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => s.rsplit(')').next().and_then(|r| r.trim_start().chars().next()).is_some_and(|st| st != 'Z'),
+        Err(_) => false,
+    }
+}
+
+pub fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// Runs the CLI against a platform; returns (success, stdout, stderr).
+pub fn cli(p: &Platform, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .env("SLUICE_API", &p.api)
+        .env("SLUICE_API_KEY", &p.key)
+        .env_remove("SLUICE_DATA_DIR")
+        .output()
+        .expect("run sluice cli");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}

@@ -204,7 +204,8 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Json
         let inner = e.into_inner();
         let syntax = matches!(inner.classify(), serde_json::error::Category::Syntax | serde_json::error::Category::Eof);
         // A top-level value of the wrong kind (an array, a string) has no field to name.
-        let field = (!syntax && path != "." && path != "?" && !path.is_empty() && !path.starts_with('[')).then_some(path);
+        let field =
+            (!syntax && path != "." && path != "?" && !path.is_empty() && !path.starts_with('[')).then_some(path);
         JsonError { field, message: inner.to_string(), syntax }
     })
 }

@@ -143,7 +143,12 @@ impl Reconciler {
                     rec.port = Some(addr.port());
                     rec.pid = obs.pid;
                     self.store.upsert_worker(&rec).await?;
-                    let probe = health::spawn(self.probe_client.clone(), addr, ep.spec.health_check_path.clone(), self.wake.clone());
+                    let probe = health::spawn(
+                        self.probe_client.clone(),
+                        addr,
+                        ep.spec.health_check_path.clone(),
+                        self.wake.clone(),
+                    );
                     self.workers.insert(
                         rec.id.clone(),
                         Live {
@@ -169,7 +174,11 @@ impl Reconciler {
             }
         }
         for (_, mut rec) in records {
-            let reason = if rec.state == WorkerState::Pending { "platform restarted before launch" } else { "not running after platform restart" };
+            let reason = if rec.state == WorkerState::Pending {
+                "platform restarted before launch"
+            } else {
+                "not running after platform restart"
+            };
             let state = if rec.state == WorkerState::Pending { WorkerState::Stopped } else { WorkerState::Failed };
             finish(&mut rec, state, reason, t);
             self.store.upsert_worker(&rec).await?;
@@ -212,8 +221,11 @@ impl Reconciler {
                 failed.push((id.clone(), "worker process is no longer running".into()));
             }
         }
-        let strays: Vec<WorkerId> =
-            observed.iter().filter(|o| o.exited.is_none() && !self.workers.contains_key(&o.worker)).map(|o| o.worker.clone()).collect();
+        let strays: Vec<WorkerId> = observed
+            .iter()
+            .filter(|o| o.exited.is_none() && !self.workers.contains_key(&o.worker))
+            .map(|o| o.worker.clone())
+            .collect();
         for id in strays {
             tracing::warn!(worker = %id, "stopping a worker process the platform does not know");
             let _ = self.runtime.stop(&id, STOP_GRACE).await;
@@ -282,7 +294,11 @@ impl Reconciler {
             // generation can carry the load (or nothing is wanted).
             for w in mine.iter().filter(|w| w.rec.generation != e.generation && w.rec.state.is_live()) {
                 if w.rec.state != WorkerState::Ready || ready_current >= desired as usize {
-                    to_stop.push((w.rec.id.clone(), WorkerState::Stopped, "replaced by a new version of the endpoint".into()));
+                    to_stop.push((
+                        w.rec.id.clone(),
+                        WorkerState::Stopped,
+                        "replaced by a new version of the endpoint".into(),
+                    ));
                 }
             }
             if current.len() > desired as usize {
@@ -332,7 +348,11 @@ impl Reconciler {
             if w.rec.state == WorkerState::Draining {
                 let in_flight = traffic.get(&w.rec.endpoint_id).map_or(0, |tr| tr.worker_in_flight(&w.rec.id));
                 if drain_complete(w.since, t, in_flight, w.execution_timeout_secs) {
-                    stops.push((w.rec.id.clone(), WorkerState::Stopped, w.rec.reason.clone().unwrap_or_else(|| "drained".into())));
+                    stops.push((
+                        w.rec.id.clone(),
+                        WorkerState::Stopped,
+                        w.rec.reason.clone().unwrap_or_else(|| "drained".into()),
+                    ));
                 }
             }
         }
@@ -429,7 +449,11 @@ impl Reconciler {
                 env: e.spec.env.clone(),
                 gpus: alloc.gpus.clone(),
                 http_port: e.spec.http_port,
-                volume: e.spec.network_volume.as_ref().map(|v| VolumeMount { name: v.name.clone(), mount_path: v.mount_path.clone() }),
+                volume: e
+                    .spec
+                    .network_volume
+                    .as_ref()
+                    .map(|v| VolumeMount { name: v.name.clone(), mount_path: v.mount_path.clone() }),
             };
             let result = self.runtime.start(spec).await;
             let w = self.workers.get_mut(&id).expect("listed");
@@ -444,7 +468,12 @@ impl Reconciler {
                     w.rec.launched_at = Some(t);
                     w.addr = Some(l.addr);
                     w.since = t;
-                    w.probe = Some(health::spawn(self.probe_client.clone(), l.addr, w.health_path.clone(), self.wake.clone()));
+                    w.probe = Some(health::spawn(
+                        self.probe_client.clone(),
+                        l.addr,
+                        w.health_path.clone(),
+                        self.wake.clone(),
+                    ));
                     tracing::info!(worker = %id, endpoint = %ep_id, addr = %l.addr, "worker launched");
                     let rec = w.rec.clone();
                     self.save(&rec).await;
@@ -506,8 +535,11 @@ impl Reconciler {
         let mut routes = Vec::with_capacity(endpoints.len());
         let mut counts: HashMap<EndpointId, WorkerCounts> = HashMap::new();
         for e in endpoints {
-            let mut ready: Vec<&Live> =
-                self.workers.values().filter(|w| w.rec.endpoint_id == e.id && w.rec.state == WorkerState::Ready).collect();
+            let mut ready: Vec<&Live> = self
+                .workers
+                .values()
+                .filter(|w| w.rec.endpoint_id == e.id && w.rec.state == WorkerState::Ready)
+                .collect();
             ready.sort_by(|a, b| a.rec.created_at.cmp(&b.rec.created_at).then(a.rec.id.cmp(&b.rec.id)));
             routes.push(EndpointRoute {
                 id: e.id.clone(),

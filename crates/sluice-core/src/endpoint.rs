@@ -133,9 +133,23 @@ impl EndpointDraft {
             ($($f:ident),*) => { $( if patch.$f.is_some() { self.$f = patch.$f; } )* };
         }
         take!(
-            name, image, start_command, shell, data_center, http_port, env, network_volume,
-            health_check_path, idle_timeout_secs, execution_timeout_secs, startup_timeout_secs,
-            active_workers, max_workers, gpus_per_worker, gpu_type, load_balancing
+            name,
+            image,
+            start_command,
+            shell,
+            data_center,
+            http_port,
+            env,
+            network_volume,
+            health_check_path,
+            idle_timeout_secs,
+            execution_timeout_secs,
+            startup_timeout_secs,
+            active_workers,
+            max_workers,
+            gpus_per_worker,
+            gpu_type,
+            load_balancing
         );
         self
     }
@@ -186,10 +200,7 @@ pub fn validate_name(name: &str) -> Result<(), FieldError> {
         return Err(FieldError::new("name", "must not be empty"));
     }
     if n > NAME_MAX_CHARS {
-        return Err(FieldError::new(
-            "name",
-            format!("must be at most {NAME_MAX_CHARS} characters, got {n}"),
-        ));
+        return Err(FieldError::new("name", format!("must be at most {NAME_MAX_CHARS} characters, got {n}")));
     }
     no_control_chars("name", name)
 }
@@ -208,16 +219,16 @@ fn validate_env(env: &BTreeMap<String, String>) -> Result<(), FieldError> {
     }
     for (k, v) in env {
         if !is_env_name(k) {
-            return Err(FieldError::new(
-                format!("env.{k}"),
-                "variable names must match [A-Za-z_][A-Za-z0-9_]*",
-            ));
+            return Err(FieldError::new(format!("env.{k}"), "variable names must match [A-Za-z_][A-Za-z0-9_]*"));
         }
         if RESERVED_ENV.contains(&k.as_str()) || k.starts_with(RESERVED_ENV_PREFIX) {
             return Err(FieldError::new(format!("env.{k}"), "is set by the platform and cannot be overridden"));
         }
         if v.len() > MAX_ENV_VALUE_BYTES {
-            return Err(FieldError::new(format!("env.{k}"), format!("value is longer than {MAX_ENV_VALUE_BYTES} bytes")));
+            return Err(FieldError::new(
+                format!("env.{k}"),
+                format!("value is longer than {MAX_ENV_VALUE_BYTES} bytes"),
+            ));
         }
         if v.contains('\0') {
             return Err(FieldError::new(format!("env.{k}"), "value must not contain NUL"));
@@ -273,7 +284,10 @@ impl EndpointSpec {
         let image = match d.image {
             Some(i) => {
                 if i.trim().is_empty() || i.len() > 512 || i.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                    return Err(FieldError::new("image", "must be a non-empty image reference without spaces (at most 512 bytes)"));
+                    return Err(FieldError::new(
+                        "image",
+                        "must be a non-empty image reference without spaces (at most 512 bytes)",
+                    ));
                 }
                 Some(i)
             }
@@ -306,7 +320,11 @@ impl EndpointSpec {
 
         let data_center = match d.data_center {
             Some(dc) => dc,
-            None => ctx.data_centers.first().cloned().ok_or_else(|| FieldError::new("data_center", "no data center is configured"))?,
+            None => ctx
+                .data_centers
+                .first()
+                .cloned()
+                .ok_or_else(|| FieldError::new("data_center", "no data center is configured"))?,
         };
         if !ctx.data_centers.contains(&data_center) {
             return Err(FieldError::new(
@@ -325,11 +343,16 @@ impl EndpointSpec {
             || health_check_path.len() > 1024
             || health_check_path.chars().any(|c| c.is_whitespace() || c.is_control())
         {
-            return Err(FieldError::new("health_check_path", "must start with '/' and contain no spaces (at most 1024 bytes)"));
+            return Err(FieldError::new(
+                "health_check_path",
+                "must start with '/' and contain no spaces (at most 1024 bytes)",
+            ));
         }
-        let idle_timeout_secs = range("idle_timeout_secs", d.idle_timeout_secs, DEFAULT_IDLE_TIMEOUT_SECS, 1, 3600)? as u32;
+        let idle_timeout_secs =
+            range("idle_timeout_secs", d.idle_timeout_secs, DEFAULT_IDLE_TIMEOUT_SECS, 1, 3600)? as u32;
         let execution_timeout_secs =
-            range("execution_timeout_secs", d.execution_timeout_secs, DEFAULT_EXECUTION_TIMEOUT_SECS, 1, 86_400)? as u32;
+            range("execution_timeout_secs", d.execution_timeout_secs, DEFAULT_EXECUTION_TIMEOUT_SECS, 1, 86_400)?
+                as u32;
         let startup_timeout_secs =
             range("startup_timeout_secs", d.startup_timeout_secs, DEFAULT_STARTUP_TIMEOUT_SECS, 1, 3600)? as u32;
 
@@ -353,7 +376,11 @@ impl EndpointSpec {
         let gpus_per_worker = range("gpus_per_worker", d.gpus_per_worker, 1, 1, MAX_GPUS_PER_WORKER)? as u32;
         let gpu_type = match d.gpu_type {
             Some(t) => t,
-            None => ctx.gpu_types.first().cloned().ok_or_else(|| FieldError::new("gpu_type", "no GPU type is configured"))?,
+            None => ctx
+                .gpu_types
+                .first()
+                .cloned()
+                .ok_or_else(|| FieldError::new("gpu_type", "no GPU type is configured"))?,
         };
         if !ctx.gpu_types.contains(&gpu_type) {
             return Err(FieldError::new(
@@ -364,7 +391,10 @@ impl EndpointSpec {
         let load_balancing = match d.load_balancing {
             None => LoadBalancing::default(),
             Some(s) => LoadBalancing::parse(&s).ok_or_else(|| {
-                FieldError::new("load_balancing", format!("must be round_robin or least_outstanding_requests, got {s:?}"))
+                FieldError::new(
+                    "load_balancing",
+                    format!("must be round_robin or least_outstanding_requests, got {s:?}"),
+                )
             })?,
         };
         Ok(EndpointSpec {
@@ -487,9 +517,27 @@ mod tests {
         check(|d| d.active_workers = Some(0), None);
         check(|d| d.active_workers = Some(-1), Some("active_workers"));
         check(|d| d.active_workers = Some(11), Some("active_workers"));
-        check(|d| { d.active_workers = Some(5); d.max_workers = Some(4) }, Some("max_workers"));
-        check(|d| { d.active_workers = Some(5); d.max_workers = Some(5) }, None);
-        check(|d| { d.active_workers = Some(0); d.max_workers = Some(0) }, Some("max_workers"));
+        check(
+            |d| {
+                d.active_workers = Some(5);
+                d.max_workers = Some(4)
+            },
+            Some("max_workers"),
+        );
+        check(
+            |d| {
+                d.active_workers = Some(5);
+                d.max_workers = Some(5)
+            },
+            None,
+        );
+        check(
+            |d| {
+                d.active_workers = Some(0);
+                d.max_workers = Some(0)
+            },
+            Some("max_workers"),
+        );
         check(|d| d.max_workers = Some(10), None);
         check(|d| d.max_workers = Some(11), Some("max_workers"));
         // A default max below a larger active count is raised to active.

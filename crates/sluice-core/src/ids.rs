@@ -50,7 +50,14 @@ macro_rules! id_type {
                 } else {
                     Err(FieldError::new(
                         "id",
-                        format!(concat!("'{}' is not a valid ", $what, " id (lowercase letters, digits and '-', starting with a letter)"), s),
+                        format!(
+                            concat!(
+                                "'{}' is not a valid ",
+                                $what,
+                                " id (lowercase letters, digits and '-', starting with a letter)"
+                            ),
+                            s
+                        ),
                     ))
                 }
             }

@@ -15,8 +15,7 @@ pub mod secrets;
 pub mod worker;
 
 pub use endpoint::{
-    EndpointDraft, EndpointSpec, EndpointStatus, LoadBalancing, NetworkVolume, RuntimeKind,
-    ValidationContext,
+    EndpointDraft, EndpointSpec, EndpointStatus, LoadBalancing, NetworkVolume, RuntimeKind, ValidationContext,
 };
 pub use error::FieldError;
 pub use ids::{EndpointId, WorkerId};
@@ -53,13 +52,7 @@ pub fn rfc3339(t: Millis) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        sod / 3600,
-        sod / 60 % 60,
-        sod % 60,
-        t.0 % 1000
-    )
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z", sod / 3600, sod / 60 % 60, sod % 60, t.0 % 1000)
 }
 
 #[cfg(test)]

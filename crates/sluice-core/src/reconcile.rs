@@ -9,9 +9,8 @@ pub fn desired_workers(spec: &EndpointSpec, status: EndpointStatus, traffic: &En
     if status == EndpointStatus::Stopped {
         return 0;
     }
-    let recently_used = traffic
-        .last_request_at
-        .is_some_and(|t| now.saturating_sub(t) < u64::from(spec.idle_timeout_secs) * 1000);
+    let recently_used =
+        traffic.last_request_at.is_some_and(|t| now.saturating_sub(t) < u64::from(spec.idle_timeout_secs) * 1000);
     let busy = traffic.in_flight > 0 || traffic.waiting > 0 || recently_used;
     let want = if spec.active_workers == 0 && busy { 1 } else { spec.active_workers };
     want.min(spec.max_workers)

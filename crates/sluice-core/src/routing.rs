@@ -115,10 +115,9 @@ pub fn pick(policy: LoadBalancing, outstanding: &[u64], counter: usize, exclude:
     match exclude {
         Some(x) if x == first && len > 1 => match policy {
             LoadBalancing::RoundRobin => Some((first + 1) % len),
-            LoadBalancing::LeastOutstandingRequests => (0..len)
-                .map(|k| (counter + k) % len)
-                .filter(|&i| i != x)
-                .min_by_key(|&i| outstanding[i]),
+            LoadBalancing::LeastOutstandingRequests => {
+                (0..len).map(|k| (counter + k) % len).filter(|&i| i != x).min_by_key(|&i| outstanding[i])
+            }
         },
         Some(x) if x == first => None,
         _ => Some(first),

@@ -1,8 +1,20 @@
 //! Masking of environment values that look like secrets (R1.6): the API, logs and UI show only
 //! a short prefix of them.
 
-const SECRET_NAME_PARTS: &[&str] =
-    &["KEY", "SECRET", "TOKEN", "PASSWORD", "PASSWD", "PASS", "CREDENTIAL", "AUTH", "PRIVATE", "SIGNATURE", "COOKIE", "SESSION"];
+const SECRET_NAME_PARTS: &[&str] = &[
+    "KEY",
+    "SECRET",
+    "TOKEN",
+    "PASSWORD",
+    "PASSWD",
+    "PASS",
+    "CREDENTIAL",
+    "AUTH",
+    "PRIVATE",
+    "SIGNATURE",
+    "COOKIE",
+    "SESSION",
+];
 const SECRET_VALUE_PREFIXES: &[&str] =
     &["sk-", "sk_", "hf_", "ghp_", "gho_", "github_pat_", "xoxb-", "xoxp-", "AKIA", "glpat-", "rpa_", "eyJ"];
 

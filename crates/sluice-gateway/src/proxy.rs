@@ -284,7 +284,11 @@ async fn proxy(gw: &Inner, mut req: Request<Incoming>, remote: SocketAddr) -> Re
                     exclude = Some(worker);
                     continue;
                 }
-                return Err(if e.is_connect() { Error::WorkerUnreachable(e.to_string()) } else { Error::WorkerFailed(e.to_string()) });
+                return Err(if e.is_connect() {
+                    Error::WorkerUnreachable(e.to_string())
+                } else {
+                    Error::WorkerFailed(e.to_string())
+                });
             }
         };
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS

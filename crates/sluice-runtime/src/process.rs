@@ -84,10 +84,8 @@ impl ProcessRuntime {
         let stdout = open(out_path)?;
         let stderr = open(self.log_file(&spec.endpoint, &spec.worker, "stderr"))?;
 
-        let mut env: BTreeMap<String, String> = INHERITED_ENV
-            .iter()
-            .filter_map(|k| std::env::var(k).ok().map(|v| ((*k).to_owned(), v)))
-            .collect();
+        let mut env: BTreeMap<String, String> =
+            INHERITED_ENV.iter().filter_map(|k| std::env::var(k).ok().map(|v| ((*k).to_owned(), v))).collect();
         env.extend(spec.env.clone());
         let gpus = spec.gpus.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
         env.insert("PORT".into(), port.to_string());
@@ -178,7 +176,13 @@ impl ProcessRuntime {
             if let (false, Some(addr)) = (tracked.contains_key(&p.worker), addr) {
                 tracked.insert(p.worker.clone(), Tracked { pgid: p.pgid, addr });
             }
-            out.push(Observed { worker: p.worker.clone(), endpoint: p.endpoint.clone(), addr, pid: Some(p.pgid as u32), exited: None });
+            out.push(Observed {
+                worker: p.worker.clone(),
+                endpoint: p.endpoint.clone(),
+                addr,
+                pid: Some(p.pgid as u32),
+                exited: None,
+            });
         }
         for (worker, status) in exits {
             // A worker whose leader exited may still have stragglers in its group; it is reported
@@ -233,7 +237,9 @@ fn group_gone(pgid: i32) -> bool {
         Err(Errno::ESRCH) => true,
         _ => {
             // The leader may be a zombie awaiting its reaper; look at the group's members.
-            !proc_pids().into_iter().any(|pid| matches!(proc_stat(pid), Some((state, pg)) if pg == pgid && state != 'Z'))
+            !proc_pids()
+                .into_iter()
+                .any(|pid| matches!(proc_stat(pid), Some((state, pg)) if pg == pgid && state != 'Z'))
         }
     }
 }
@@ -271,7 +277,9 @@ fn proc_environ(pid: i32) -> Option<HashMap<String, String>> {
             .filter_map(|kv| {
                 let kv = std::str::from_utf8(kv).ok()?;
                 let (k, v) = kv.split_once('=')?;
-                k.starts_with("SLUICE_").then(|| (k.to_owned(), v.to_owned())).or_else(|| (k == "PORT").then(|| (k.to_owned(), v.to_owned())))
+                k.starts_with("SLUICE_")
+                    .then(|| (k.to_owned(), v.to_owned()))
+                    .or_else(|| (k == "PORT").then(|| (k.to_owned(), v.to_owned())))
             })
             .collect(),
     )
@@ -290,10 +298,8 @@ fn scan(instance: &str) -> Vec<Found> {
             continue;
         }
         let Some(worker) = env.get(ENV_WORKER).and_then(|w| WorkerId::parse(w).ok()) else { continue };
-        let addr = env
-            .get("PORT")
-            .and_then(|p| p.parse::<u16>().ok())
-            .map(|p| SocketAddr::from((Ipv4Addr::LOCALHOST, p)));
+        let addr =
+            env.get("PORT").and_then(|p| p.parse::<u16>().ok()).map(|p| SocketAddr::from((Ipv4Addr::LOCALHOST, p)));
         let endpoint = env.get(ENV_ENDPOINT).and_then(|e| EndpointId::parse(e).ok());
         by_group.insert(pgid, Found { worker, endpoint, pgid, addr });
     }

@@ -115,7 +115,10 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
 
 /// The migrations, embedded in the binary (`migrations/NNNN_name.sql`).
 fn migrator() -> sqlx::migrate::Migrator {
-    use sqlx::{SqlSafeStr, migrate::{Migration, MigrationType}};
+    use sqlx::{
+        SqlSafeStr,
+        migrate::{Migration, MigrationType},
+    };
     const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "init", include_str!("../migrations/0001_init.sql"))];
     sqlx::migrate::Migrator::with_migrations(
         MIGRATIONS
@@ -159,7 +162,15 @@ impl Store {
 
     // ---- API keys ----
 
-    pub async fn put_key(&self, digest: &str, prefix: &str, account: &str, role: &str, label: Option<&str>, now: Millis) -> Result<()> {
+    pub async fn put_key(
+        &self,
+        digest: &str,
+        prefix: &str,
+        account: &str,
+        role: &str,
+        label: Option<&str>,
+        now: Millis,
+    ) -> Result<()> {
         sqlx::query(
             "INSERT INTO api_keys (digest, prefix, account, role, label, created_at) VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT (digest) DO UPDATE SET revoked_at = NULL",
@@ -190,8 +201,10 @@ impl Store {
             .bind(digest)
             .fetch_optional(&self.reader)
             .await?;
-        row.map(|r| Ok(KeyRecord { prefix: r.try_get("prefix")?, account: r.try_get("account")?, role: r.try_get("role")? }))
-            .transpose()
+        row.map(|r| {
+            Ok(KeyRecord { prefix: r.try_get("prefix")?, account: r.try_get("account")?, role: r.try_get("role")? })
+        })
+        .transpose()
     }
 
     // ---- endpoints ----
@@ -281,7 +294,12 @@ impl Store {
     /// All endpoints, oldest first; `account` filters when given.
     pub async fn list_endpoints(&self, account: Option<&str>) -> Result<Vec<EndpointRecord>> {
         let rows = match account {
-            Some(a) => sqlx::query("SELECT * FROM endpoints WHERE account = $1 ORDER BY created_at, id").bind(a).fetch_all(&self.reader).await?,
+            Some(a) => {
+                sqlx::query("SELECT * FROM endpoints WHERE account = $1 ORDER BY created_at, id")
+                    .bind(a)
+                    .fetch_all(&self.reader)
+                    .await?
+            }
             None => sqlx::query("SELECT * FROM endpoints ORDER BY created_at, id").fetch_all(&self.reader).await?,
         };
         rows.iter().map(endpoint_from_row).collect()
@@ -327,9 +345,10 @@ impl Store {
 
     /// Workers not yet stopped or failed, of every endpoint (what a restarted reconciler resumes).
     pub async fn list_unfinished_workers(&self) -> Result<Vec<WorkerRecord>> {
-        let rows = sqlx::query("SELECT * FROM workers WHERE state NOT IN ('stopped', 'failed') ORDER BY created_at, id")
-            .fetch_all(&self.reader)
-            .await?;
+        let rows =
+            sqlx::query("SELECT * FROM workers WHERE state NOT IN ('stopped', 'failed') ORDER BY created_at, id")
+                .fetch_all(&self.reader)
+                .await?;
         rows.iter().map(worker_from_row).collect()
     }
 

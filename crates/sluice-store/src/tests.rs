@@ -9,7 +9,11 @@ fn spec(name: &str) -> EndpointSpec {
         max_workers_quota: 10,
         runtime: RuntimeKind::Process,
     };
-    EndpointSpec::validate(EndpointDraft { name: Some(name.into()), start_command: Some("x".into()), ..Default::default() }, &ctx).unwrap()
+    EndpointSpec::validate(
+        EndpointDraft { name: Some(name.into()), start_command: Some("x".into()), ..Default::default() },
+        &ctx,
+    )
+    .unwrap()
 }
 
 fn endpoint(id: &str, account: &str, name: &str) -> EndpointRecord {
@@ -88,7 +92,8 @@ async fn workers_upsert_list_prune() {
     s.upsert_worker(&worker("gone", "ep9", WorkerState::Stopped, 1)).await.unwrap();
     assert_eq!(s.list_unfinished_workers().await.unwrap(), vec![w.clone()]);
     assert_eq!(s.prune_workers(2).await.unwrap(), 4);
-    let left: Vec<String> = s.list_workers(&w.endpoint_id, 10).await.unwrap().into_iter().map(|w| w.id.to_string()).collect();
+    let left: Vec<String> =
+        s.list_workers(&w.endpoint_id, 10).await.unwrap().into_iter().map(|w| w.id.to_string()).collect();
     assert_eq!(left, ["w1", "old4", "old3"]);
 }
 

@@ -16,6 +16,8 @@ struct Cli {
     cmd: Cmd,
 }
 
+// Parsed once per process; the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the whole platform in one process (control API, gateway, workers, embedded store).
@@ -163,8 +165,20 @@ impl SpecArgs {
             ($($f:ident),*) => { $( if self.$f.is_some() { input.$f = self.$f; } )* };
         }
         set!(
-            name, image, start_command, shell, data_center, http_port, health_check_path, idle_timeout_secs,
-            execution_timeout_secs, startup_timeout_secs, active_workers, max_workers, gpus_per_worker, gpu_type,
+            name,
+            image,
+            start_command,
+            shell,
+            data_center,
+            http_port,
+            health_check_path,
+            idle_timeout_secs,
+            execution_timeout_secs,
+            startup_timeout_secs,
+            active_workers,
+            max_workers,
+            gpus_per_worker,
+            gpu_type,
             load_balancing
         );
         if !self.env.is_empty() {
@@ -284,20 +298,33 @@ fn print_endpoint(v: &Value) {
         ("status", s(&v["status"])),
         ("url", s(&v["url"])),
         ("path url", s(&v["path_url"])),
-        ("workers", format!(
-            "{} ready, {} starting, {} pending, {} draining (desired {}; active {}, max {})",
-            s(&w["ready"]), s(&w["starting"]), s(&w["pending"]), s(&w["draining"]), s(&w["desired"]),
-            s(&v["active_workers"]), s(&v["max_workers"])
-        )),
+        (
+            "workers",
+            format!(
+                "{} ready, {} starting, {} pending, {} draining (desired {}; active {}, max {})",
+                s(&w["ready"]),
+                s(&w["starting"]),
+                s(&w["pending"]),
+                s(&w["draining"]),
+                s(&w["desired"]),
+                s(&v["active_workers"]),
+                s(&v["max_workers"])
+            ),
+        ),
         ("gpus", format!("{} x {}", s(&v["gpus_per_worker"]), s(&v["gpu_type"]))),
         ("data center", s(&v["data_center"])),
         ("image", s(&v["image"])),
         ("start command", s(&v["start_command"])),
         ("health check", s(&v["health_check_path"])),
-        ("timeouts", format!(
-            "idle {} s, execution {} s, startup {} s",
-            s(&v["idle_timeout_secs"]), s(&v["execution_timeout_secs"]), s(&v["startup_timeout_secs"])
-        )),
+        (
+            "timeouts",
+            format!(
+                "idle {} s, execution {} s, startup {} s",
+                s(&v["idle_timeout_secs"]),
+                s(&v["execution_timeout_secs"]),
+                s(&v["startup_timeout_secs"])
+            ),
+        ),
         ("load balancing", s(&v["load_balancing"])),
     ];
     for (k, val) in lines {
@@ -379,7 +406,8 @@ async fn endpoint(conn: Conn, cmd: EndpointCmd) -> anyhow::Result<()> {
                 .unwrap_or_default()
                 .iter()
                 .map(|w| {
-                    let gpus: Vec<String> = w["gpus"].as_array().map(Vec::as_slice).unwrap_or_default().iter().map(s).collect();
+                    let gpus: Vec<String> =
+                        w["gpus"].as_array().map(Vec::as_slice).unwrap_or_default().iter().map(s).collect();
                     vec![
                         s(&w["id"]),
                         s(&w["state"]),

@@ -51,7 +51,12 @@ impl ApiClient {
 
     /// Sends a request; a 2xx answer's JSON (or `null` for an empty body) is returned, anything
     /// else becomes an [`ApiError`].
-    pub async fn call(&self, method: Method, path: &str, body: Option<&serde_json::Value>) -> anyhow::Result<serde_json::Value> {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> anyhow::Result<serde_json::Value> {
         let uri = format!("{}{path}", self.base);
         let mut req = Request::builder().method(method).uri(&uri);
         if let Some(k) = &self.key {
@@ -64,11 +69,10 @@ impl ApiClient {
             }
             None => Bytes::new(),
         };
-        let resp = self
-            .http
-            .request(req.body(Full::new(bytes)).context("building request")?)
-            .await
-            .with_context(|| format!("could not reach the Sluice API at {} (is `sluice up` running?)", self.base))?;
+        let resp =
+            self.http.request(req.body(Full::new(bytes)).context("building request")?).await.with_context(|| {
+                format!("could not reach the Sluice API at {} (is `sluice up` running?)", self.base)
+            })?;
         let status = resp.status();
         let raw = resp.into_body().collect().await.context("reading API response")?.to_bytes();
         if status.is_success() {
@@ -77,6 +81,11 @@ impl ApiClient {
             }
             return serde_json::from_slice(&raw).map_err(|e| anyhow!("the API answered with invalid JSON: {e}"));
         }
-        Err(ApiError { status, body: serde_json::from_slice(&raw).ok(), raw: String::from_utf8_lossy(&raw).into_owned() }.into())
+        Err(ApiError {
+            status,
+            body: serde_json::from_slice(&raw).ok(),
+            raw: String::from_utf8_lossy(&raw).into_owned(),
+        }
+        .into())
     }
 }

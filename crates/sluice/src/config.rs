@@ -103,7 +103,11 @@ impl Config {
                 bail!("nodes: node name {:?} is declared twice", n.name);
             }
             if !sluice_core::ids::is_id_label(&n.data_center) {
-                bail!("nodes.{}.data_center: {:?} must be a DNS label (lowercase letters, digits, '-')", n.name, n.data_center);
+                bail!(
+                    "nodes.{}.data_center: {:?} must be a DNS label (lowercase letters, digits, '-')",
+                    n.name,
+                    n.data_center
+                );
             }
             for g in &n.gpus {
                 if !self.gpu_types.contains(&g.gpu_type) {
@@ -165,8 +169,14 @@ mod tests {
             ("gpu_types = []", "at least one GPU type"),
             ("log_format = \"xml\"", "log_format"),
             ("[[nodes]]\nname = \"a\"\ndata_center = \"Bad DC\"\ngpus = []", "DNS label"),
-            ("[[nodes]]\nname = \"a\"\ndata_center = \"x\"\ngpus = [{ type = \"TPU\", count = 1 }]", "not in gpu_types"),
-            ("[[nodes]]\nname = \"a\"\ndata_center = \"x\"\ngpus = []\n[[nodes]]\nname = \"a\"\ndata_center = \"x\"\ngpus = []", "twice"),
+            (
+                "[[nodes]]\nname = \"a\"\ndata_center = \"x\"\ngpus = [{ type = \"TPU\", count = 1 }]",
+                "not in gpu_types",
+            ),
+            (
+                "[[nodes]]\nname = \"a\"\ndata_center = \"x\"\ngpus = []\n[[nodes]]\nname = \"a\"\ndata_center = \"x\"\ngpus = []",
+                "twice",
+            ),
         ] {
             let e = format!("{:#}", Config::from_toml(text).unwrap_err());
             assert!(e.contains(needle), "{text:?}: {e}");

@@ -46,7 +46,8 @@ pub async fn run(port: u16, startup_delay_ms: u64) -> anyhow::Result<()> {
     eprintln!("demo-worker: listening on 127.0.0.1:{port}");
     axum::serve(listener, app)
         .with_graceful_shutdown(async {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
             term.recv().await;
             eprintln!("demo-worker: SIGTERM, finishing in-flight requests");
         })
@@ -55,7 +56,11 @@ pub async fn run(port: u16, startup_delay_ms: u64) -> anyhow::Result<()> {
 }
 
 async fn health(State(d): S) -> impl IntoResponse {
-    if d.unhealthy.load(Ordering::Relaxed) { (StatusCode::SERVICE_UNAVAILABLE, "unhealthy") } else { (StatusCode::OK, "ok") }
+    if d.unhealthy.load(Ordering::Relaxed) {
+        (StatusCode::SERVICE_UNAVAILABLE, "unhealthy")
+    } else {
+        (StatusCode::OK, "ok")
+    }
 }
 
 async fn set_unhealthy(State(d): S) -> &'static str {

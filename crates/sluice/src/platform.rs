@@ -57,7 +57,16 @@ async fn ensure_admin_key(store: &Store, dir: &Path) -> anyhow::Result<String> {
     };
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
     let digest = auth::digest(&key);
-    store.put_key(&digest, &auth::prefix(&key), auth::ADMIN_ACCOUNT, "admin", Some("admin key from the data directory"), now()).await?;
+    store
+        .put_key(
+            &digest,
+            &auth::prefix(&key),
+            auth::ADMIN_ACCOUNT,
+            "admin",
+            Some("admin key from the data directory"),
+            now(),
+        )
+        .await?;
     store.revoke_other_admin_keys(&digest, now()).await?;
     Ok(key)
 }
@@ -98,7 +107,9 @@ async fn ensure_demo(store: &Store, cfg: &ControlConfig) -> anyhow::Result<Endpo
 }
 
 async fn bind(addr: std::net::SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr).await.with_context(|| format!("binding the {what} to {addr} (use --{what}-addr to pick another; port 0 picks a free one)"))
+    TcpListener::bind(addr).await.with_context(|| {
+        format!("binding the {what} to {addr} (use --{what}-addr to pick another; port 0 picks a free one)")
+    })
 }
 
 /// Runs the platform until `shutdown` resolves.
@@ -113,7 +124,11 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -
     let gw_listener = bind(cfg.gateway_addr, "gateway").await?;
     let api_addr = api_listener.local_addr()?;
     let gw_addr = gw_listener.local_addr()?;
-    let addresses = Addresses { api: format!("http://{api_addr}"), gateway: format!("http://{gw_addr}"), domain: cfg.domain.clone() };
+    let addresses = Addresses {
+        api: format!("http://{api_addr}"),
+        gateway: format!("http://{gw_addr}"),
+        domain: cfg.domain.clone(),
+    };
     std::fs::write(dir.join("addresses.json"), serde_json::to_vec_pretty(&addresses)?)?;
 
     let runtime = Arc::new(ProcessRuntime::new(ProcessRuntimeConfig {

@@ -34,7 +34,8 @@ pub fn render(header: &[&str], rows: &[Vec<String>]) -> String {
 mod tests {
     #[test]
     fn pads_by_characters() {
-        let t = super::render(&["ID", "NAME"], &[vec!["a1".into(), "🦀 crab".into()], vec!["bbbbbb".into(), "x".into()]]);
+        let t =
+            super::render(&["ID", "NAME"], &[vec!["a1".into(), "🦀 crab".into()], vec!["bbbbbb".into(), "x".into()]]);
         assert_eq!(t, "ID      NAME\na1      🦀 crab\nbbbbbb  x");
     }
 }

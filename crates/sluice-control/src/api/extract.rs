@@ -17,18 +17,21 @@ impl<T: DeserializeOwned> FromRequest<Arc<AppState>> for JsonBody<T> {
     type Rejection = AppError;
 
     async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, AppError> {
-        let json = req
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json")));
+        let json =
+            req.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| {
+                v.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+            });
         if !json {
             return Err(AppError::UnsupportedMediaType);
         }
         let limit = state.cfg.max_body_bytes;
         let bytes = axum::body::to_bytes(req.into_body(), limit).await.map_err(|_| AppError::BodyTooLarge(limit))?;
         sluice_api::parse_json::<T>(&bytes).map(JsonBody).map_err(|e| {
-            if e.syntax { AppError::InvalidJson(e.message) } else { AppError::InvalidField { field: e.field, message: e.message } }
+            if e.syntax {
+                AppError::InvalidJson(e.message)
+            } else {
+                AppError::InvalidField { field: e.field, message: e.message }
+            }
         })
     }
 }

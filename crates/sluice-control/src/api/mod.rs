@@ -12,7 +12,9 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post},
 };
-use sluice_api::{EndpointInput, EndpointList, EndpointView, ErrorBody, NetworkVolumeDto, WorkerCounts, WorkerList, WorkerView};
+use sluice_api::{
+    EndpointInput, EndpointList, EndpointView, ErrorBody, NetworkVolumeDto, WorkerCounts, WorkerList, WorkerView,
+};
 use sluice_core::{EndpointDraft, EndpointId, EndpointSpec, EndpointStatus, rfc3339, secrets};
 use sluice_store::{EndpointRecord, WorkerRecord};
 use utoipa::OpenApi;
@@ -86,7 +88,10 @@ fn view(st: &AppState, e: &EndpointRecord) -> EndpointView {
         data_center: s.data_center.clone(),
         http_port: s.http_port,
         env: s.env.iter().map(|(k, v)| (k.clone(), secrets::display_value(k, v))).collect(),
-        network_volume: s.network_volume.as_ref().map(|v| NetworkVolumeDto { name: v.name.clone(), mount_path: v.mount_path.clone() }),
+        network_volume: s
+            .network_volume
+            .as_ref()
+            .map(|v| NetworkVolumeDto { name: v.name.clone(), mount_path: v.mount_path.clone() }),
         health_check_path: s.health_check_path.clone(),
         idle_timeout_secs: s.idle_timeout_secs,
         execution_timeout_secs: s.execution_timeout_secs,
@@ -164,7 +169,11 @@ async fn create_endpoint(
 
 #[utoipa::path(get, path = "/v1/endpoints/{id}", tag = "endpoints", params(("id" = String, Path)),
     responses((status = 200, body = EndpointView), (status = 404, body = ErrorBody)))]
-async fn get_endpoint(State(st): S, Extension(caller): Extension<Caller>, Path(id): Path<String>) -> Result<Json<EndpointView>, AppError> {
+async fn get_endpoint(
+    State(st): S,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Json<EndpointView>, AppError> {
     let e = load(&st, &caller, &id).await?;
     Ok(Json(view(&st, &e)))
 }
@@ -192,7 +201,11 @@ async fn update_endpoint(
 
 #[utoipa::path(delete, path = "/v1/endpoints/{id}", tag = "endpoints", params(("id" = String, Path)),
     responses((status = 204), (status = 404, body = ErrorBody)))]
-async fn delete_endpoint(State(st): S, Extension(caller): Extension<Caller>, Path(id): Path<String>) -> Result<StatusCode, AppError> {
+async fn delete_endpoint(
+    State(st): S,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, AppError> {
     let e = load(&st, &caller, &id).await?;
     st.store.delete_endpoint(&e.id).await?;
     tracing::info!(endpoint = %e.id, "endpoint deleted");
@@ -200,7 +213,12 @@ async fn delete_endpoint(State(st): S, Extension(caller): Extension<Caller>, Pat
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn set_status(st: &AppState, caller: &Caller, id: &str, status: EndpointStatus) -> Result<Json<EndpointView>, AppError> {
+async fn set_status(
+    st: &AppState,
+    caller: &Caller,
+    id: &str,
+    status: EndpointStatus,
+) -> Result<Json<EndpointView>, AppError> {
     let mut e = load(st, caller, id).await?;
     if e.status != status {
         e.status = status;
@@ -213,19 +231,31 @@ async fn set_status(st: &AppState, caller: &Caller, id: &str, status: EndpointSt
 
 #[utoipa::path(post, path = "/v1/endpoints/{id}/stop", tag = "endpoints", params(("id" = String, Path)),
     responses((status = 200, body = EndpointView), (status = 404, body = ErrorBody)))]
-async fn stop_endpoint(State(st): S, Extension(caller): Extension<Caller>, Path(id): Path<String>) -> Result<Json<EndpointView>, AppError> {
+async fn stop_endpoint(
+    State(st): S,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Json<EndpointView>, AppError> {
     set_status(&st, &caller, &id, EndpointStatus::Stopped).await
 }
 
 #[utoipa::path(post, path = "/v1/endpoints/{id}/start", tag = "endpoints", params(("id" = String, Path)),
     responses((status = 200, body = EndpointView), (status = 404, body = ErrorBody)))]
-async fn start_endpoint(State(st): S, Extension(caller): Extension<Caller>, Path(id): Path<String>) -> Result<Json<EndpointView>, AppError> {
+async fn start_endpoint(
+    State(st): S,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Json<EndpointView>, AppError> {
     set_status(&st, &caller, &id, EndpointStatus::Running).await
 }
 
 #[utoipa::path(get, path = "/v1/endpoints/{id}/workers", tag = "endpoints", params(("id" = String, Path)),
     responses((status = 200, body = WorkerList), (status = 404, body = ErrorBody)))]
-async fn list_workers(State(st): S, Extension(caller): Extension<Caller>, Path(id): Path<String>) -> Result<Json<WorkerList>, AppError> {
+async fn list_workers(
+    State(st): S,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Json<WorkerList>, AppError> {
     let e = load(&st, &caller, &id).await?;
     let ws = st.store.list_workers(&e.id, 100).await?;
     Ok(Json(WorkerList { workers: ws.iter().map(worker_view).collect() }))
@@ -247,7 +277,10 @@ impl utoipa::Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         let comps = openapi.components.get_or_insert_with(Default::default);
-        comps.add_security_scheme("bearer", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
+        comps.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
     }
 }
 

@@ -35,7 +35,11 @@ async fn every_validation_rule_names_its_field_and_creates_nothing() {
         (json!({"start_command": "true"}), 422, Some("name")),
         (with("active_workers", json!(-1)), 422, Some("active_workers")),
         (with("active_workers", json!(11)), 422, Some("active_workers")),
-        (json!({"name": "x", "start_command": "true", "active_workers": 4, "max_workers": 3}), 422, Some("max_workers")),
+        (
+            json!({"name": "x", "start_command": "true", "active_workers": 4, "max_workers": 3}),
+            422,
+            Some("max_workers"),
+        ),
         (with("max_workers", json!(0)), 422, Some("max_workers")),
         (with("max_workers", json!(11)), 422, Some("max_workers")),
         (with("gpus_per_worker", json!(0)), 422, Some("gpus_per_worker")),
@@ -47,7 +51,11 @@ async fn every_validation_rule_names_its_field_and_creates_nothing() {
         (with("env", json!({"1BAD": "x"})), 422, Some("env.1BAD")),
         (with("env", json!({"PORT": "1"})), 422, Some("env.PORT")),
         (with("env", json!({"OK": 1})), 422, Some("env.OK")),
-        (with("network_volume", json!({"name": "v", "mount_path": "relative"})), 422, Some("network_volume.mount_path")),
+        (
+            with("network_volume", json!({"name": "v", "mount_path": "relative"})),
+            422,
+            Some("network_volume.mount_path"),
+        ),
         (with("network_volume", json!({"name": "v", "mount_path": "/a/../b"})), 422, Some("network_volume.mount_path")),
         (with("network_volume", json!({"name": "", "mount_path": "/data"})), 422, Some("network_volume.name")),
         (with("network_volume", json!({"name": "v", "path": "/data"})), 422, Some("network_volume.path")),
@@ -68,7 +76,8 @@ async fn every_validation_rule_names_its_field_and_creates_nothing() {
         expect_error(&p, body, status, field).await;
     }
     // Malformed JSON, wrong content type, oversized body.
-    let h = |ct: &str| vec![("authorization".into(), format!("Bearer {}", p.key)), ("content-type".into(), ct.to_owned())];
+    let h =
+        |ct: &str| vec![("authorization".into(), format!("Bearer {}", p.key)), ("content-type".into(), ct.to_owned())];
     let url = format!("{}/v1/endpoints", p.api);
     let r = send(Method::POST, &url, &h("application/json"), "{not json".into()).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
@@ -138,12 +147,24 @@ async fn crud_auth_openapi_and_secret_masking() {
         assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     }
     // The bare key (as RunPod clients send it) works too.
-    let r = send(Method::GET, &format!("{}/v1/endpoints", p.api), &[("authorization".into(), p.key.clone())], Default::default()).await;
+    let r = send(
+        Method::GET,
+        &format!("{}/v1/endpoints", p.api),
+        &[("authorization".into(), p.key.clone())],
+        Default::default(),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK);
 
     let doc = p.api_call(Method::GET, "/v1/openapi.json", None).await.json();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."), "{doc}");
-    for path in ["/v1/endpoints", "/v1/endpoints/{id}", "/v1/endpoints/{id}/stop", "/v1/endpoints/{id}/start", "/v1/endpoints/{id}/workers"] {
+    for path in [
+        "/v1/endpoints",
+        "/v1/endpoints/{id}",
+        "/v1/endpoints/{id}/stop",
+        "/v1/endpoints/{id}/start",
+        "/v1/endpoints/{id}/workers",
+    ] {
         assert!(doc["paths"][path].is_object(), "openapi lacks {path}");
     }
     assert!(doc["components"]["schemas"]["EndpointInput"].is_object());

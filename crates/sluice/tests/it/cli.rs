@@ -20,7 +20,23 @@ async fn endpoint_commands_drive_the_api() {
     assert_eq!(e["env"]["MODEL"], "llama");
     let id = e["id"].as_str().unwrap().to_owned();
 
-    let (ok, out, _) = cli(&p, &["endpoint", "create", "--name", "flags 🦀", "--start-command", "true", "--active-workers", "0", "--env", "A=1", "--volume", "vol:/data"]);
+    let (ok, out, _) = cli(
+        &p,
+        &[
+            "endpoint",
+            "create",
+            "--name",
+            "flags 🦀",
+            "--start-command",
+            "true",
+            "--active-workers",
+            "0",
+            "--env",
+            "A=1",
+            "--volume",
+            "vol:/data",
+        ],
+    );
     assert!(ok);
     assert!(out.contains("flags 🦀") && out.contains("A=1"), "{out}");
 
@@ -45,7 +61,8 @@ async fn endpoint_commands_drive_the_api() {
     assert!(ok && out.starts_with("ID"), "{out}");
 
     // Errors: non-zero exit and a message naming the field; nothing created.
-    let (ok, _, err) = cli(&p, &["endpoint", "create", "--name", "bad", "--start-command", "true", "--gpus-per-worker", "9"]);
+    let (ok, _, err) =
+        cli(&p, &["endpoint", "create", "--name", "bad", "--start-command", "true", "--gpus-per-worker", "9"]);
     assert!(!ok);
     assert!(err.contains("gpus_per_worker"), "{err}");
     let (ok, _, err) = cli(&p, &["endpoint", "create", "--name", "bad", "--env", "NOEQUALS"]);
@@ -72,7 +89,10 @@ async fn endpoint_commands_drive_the_api() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     // A wrong key is refused with a clear message.
-    let out = std::process::Command::new(BIN).args(["endpoint", "list", "--api", &p.api, "--api-key", "sk_nope"]).output().unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["endpoint", "list", "--api", &p.api, "--api-key", "sk_nope"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("API key"));
     p.stop();

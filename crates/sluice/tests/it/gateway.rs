@@ -1,9 +1,6 @@
 //! The gateway with real worker processes: both URL forms, round-robin, SSE, WebSocket, h2c,
 //! large bodies, execution timeout, stopped and unknown endpoints, waiting for a first worker.
-use std::{
-    collections::HashMap,
-    time::{Duration, Instant},
-};
+use std::{collections::HashMap, time::Duration};
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
@@ -14,6 +11,7 @@ use hyper_util::{
     rt::TokioExecutor,
 };
 use serde_json::json;
+use tokio::time::Instant;
 
 use crate::support::*;
 
@@ -24,7 +22,8 @@ async fn routes_by_host_and_path_and_spreads_round_robin() {
     let ready = p.wait_ready(&id, 2).await;
     let ids: Vec<String> = ready.iter().map(|w| w["id"].as_str().unwrap().to_owned()).collect();
     // Whole GPUs, never shared.
-    let gpus: Vec<Vec<u64>> = ready.iter().map(|w| w["gpus"].as_array().unwrap().iter().map(|g| g.as_u64().unwrap()).collect()).collect();
+    let gpus: Vec<Vec<u64>> =
+        ready.iter().map(|w| w["gpus"].as_array().unwrap().iter().map(|g| g.as_u64().unwrap()).collect()).collect();
     assert_eq!(gpus[0].len(), 2);
     assert!(gpus[0].iter().all(|g| !gpus[1].contains(g)), "{gpus:?}");
 
@@ -61,7 +60,13 @@ async fn routes_by_host_and_path_and_spreads_round_robin() {
     }
 
     // Least-outstanding-requests: a busy worker is avoided.
-    let r = p.api_call(Method::PATCH, &format!("/v1/endpoints/{id}"), Some(json!({"load_balancing": "least_outstanding_requests"}))).await;
+    let r = p
+        .api_call(
+            Method::PATCH,
+            &format!("/v1/endpoints/{id}"),
+            Some(json!({"load_balancing": "least_outstanding_requests"})),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK);
     let slow = tokio::spawn({
         let gw = p.gateway.clone();
@@ -145,7 +150,8 @@ async fn streams_sse_websocket_h2c_large_bodies_and_enforces_the_execution_timeo
     ws.close(None).await.unwrap();
 
     // h2c (HTTP/2 with prior knowledge) from the client.
-    let h2: Client<HttpConnector, Empty<Bytes>> = Client::builder(TokioExecutor::new()).http2_only(true).build(HttpConnector::new());
+    let h2: Client<HttpConnector, Empty<Bytes>> =
+        Client::builder(TokioExecutor::new()).http2_only(true).build(HttpConnector::new());
     let resp = h2.get(format!("{}/e/{id}/over-h2", p.gateway).parse().unwrap()).await.expect("h2c through the gateway");
     assert_eq!(resp.version(), http::Version::HTTP_2);
     assert_eq!(resp.status(), StatusCode::OK);
@@ -176,7 +182,12 @@ async fn streams_sse_websocket_h2c_large_bodies_and_enforces_the_execution_timeo
 #[tokio::test]
 async fn a_request_at_zero_waits_for_the_first_worker() {
     let p = Platform::start().await;
-    let id = p.create_demo("zero", json!({"active_workers": 0, "idle_timeout_secs": 2, "env": {"DEMO_STARTUP_DELAY_MS": "500"}})).await;
+    let id = p
+        .create_demo(
+            "zero",
+            json!({"active_workers": 0, "idle_timeout_secs": 2, "env": {"DEMO_STARTUP_DELAY_MS": "500"}}),
+        )
+        .await;
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert!(p.workers(&id).await.is_empty(), "no traffic, no worker");
     // Concurrent requests at zero all succeed once the worker is ready.

@@ -102,7 +102,10 @@ async fn placement_waits_with_a_reason_and_scale_down_drains() {
     // Scaling down by update: the pending one goes; the ready one stays and keeps serving.
     let r = p.api_call(Method::PATCH, &format!("/v1/endpoints/{big}"), Some(json!({"active_workers": 1}))).await;
     assert_eq!(r.status, StatusCode::OK);
-    eventually("no pending worker", Duration::from_secs(10), || async { p.workers_in(&big, "pending").await.is_empty().then_some(()) }).await;
+    eventually("no pending worker", Duration::from_secs(10), || async {
+        p.workers_in(&big, "pending").await.is_empty().then_some(())
+    })
+    .await;
     assert_eq!(p.workers_in(&big, "ready").await.len(), 1);
 
     // A request in flight on a worker that is removed still finishes (drain).

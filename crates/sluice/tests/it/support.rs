@@ -6,7 +6,7 @@
 use std::{
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use bytes::Bytes;
@@ -19,6 +19,7 @@ use hyper_util::{
 use serde_json::{Value, json};
 use sluice::client::ApiClient;
 use tempfile::TempDir;
+use tokio::time::Instant;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_sluice");
 
@@ -43,7 +44,8 @@ pub struct Resp {
 
 impl Resp {
     pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
     }
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
@@ -59,7 +61,9 @@ impl Platform {
     pub async fn start_in(dir: TempDir, extra: &[&str]) -> Platform {
         let data = dir.path().join("data");
         let _ = std::fs::remove_file(data.join("addresses.json"));
-        let log = |name: &str| std::fs::OpenOptions::new().create(true).append(true).open(dir.path().join(name)).expect("log file");
+        let log = |name: &str| {
+            std::fs::OpenOptions::new().create(true).append(true).open(dir.path().join(name)).expect("log file")
+        };
         let child = Command::new(BIN)
             .args(["up", "--api-addr", "127.0.0.1:0", "--gateway-addr", "127.0.0.1:0", "--data-dir"])
             .arg(&data)
@@ -70,7 +74,8 @@ impl Platform {
             .stderr(log("platform.err"))
             .spawn()
             .expect("spawn sluice up");
-        let mut p = Platform { child: Some(child), dir, api: String::new(), gateway: String::new(), key: String::new() };
+        let mut p =
+            Platform { child: Some(child), dir, api: String::new(), gateway: String::new(), key: String::new() };
         let addrs: Value = eventually("addresses.json", Duration::from_secs(30), async || {
             if let Some(c) = p.child.as_mut()
                 && let Ok(Some(status)) = c.try_wait()
@@ -252,5 +257,9 @@ pub fn cli(p: &Platform, args: &[&str]) -> (bool, String, String) {
         .env_remove("SLUICE_DATA_DIR")
         .output()
         .expect("run sluice cli");
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Runs every test of the workspace: unit tests of each crate and the one integration-test binary
+# (real `sluice` processes, SQLite, worker processes, HTTP over loopback). Installs what it
+# needs first, so it works on a fresh machine. `.ci/run` calls exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! cargo nextest --version >/dev/null 2>&1; then
+    echo "cargo-nextest not found; installing it (one-time)" >&2
+    cargo install cargo-nextest --locked
+fi
+
+# Every test starts its own platform on ephemeral ports; nextest runs each test in its own
+# process, so they are independent.
+exec cargo nextest run --workspace --no-fail-fast "$@"

@@ -99,28 +99,31 @@ pub fn pick_round_robin(len: usize, counter: usize) -> Option<usize> {
 
 /// The worker with the fewest outstanding requests; ties are broken by rotating from `start`,
 /// so equal workers share load instead of the first one taking it all.
-pub fn pick_least_outstanding(outstanding: &[u64], start: usize) -> Option<usize> {
-    let len = outstanding.len();
-    (0..len).map(|k| (start + k) % len).min_by_key(|&i| outstanding[i])
+pub fn pick_least_outstanding(len: usize, outstanding: impl Fn(usize) -> u64, start: usize) -> Option<usize> {
+    (0..len).map(|k| (start + k) % len).min_by_key(|&i| outstanding(i))
 }
 
-/// Picks a worker index for the endpoint's policy; `exclude` (a worker that already failed this
-/// request) is skipped when another is available.
-pub fn pick(policy: LoadBalancing, outstanding: &[u64], counter: usize, exclude: Option<usize>) -> Option<usize> {
-    let len = outstanding.len();
-    let first = match policy {
-        LoadBalancing::RoundRobin => pick_round_robin(len, counter)?,
-        LoadBalancing::LeastOutstandingRequests => pick_least_outstanding(outstanding, counter % len.max(1))?,
-    };
-    match exclude {
-        Some(x) if x == first && len > 1 => match policy {
-            LoadBalancing::RoundRobin => Some((first + 1) % len),
-            LoadBalancing::LeastOutstandingRequests => {
-                (0..len).map(|k| (counter + k) % len).filter(|&i| i != x).min_by_key(|&i| outstanding[i])
-            }
-        },
-        Some(x) if x == first => None,
-        _ => Some(first),
+/// Picks a worker index among `len` for the endpoint's policy; `outstanding(i)` is worker `i`'s
+/// requests in flight (read only for least-outstanding). `exclude` (a worker that already
+/// failed this request) is skipped when another is available.
+pub fn pick(
+    policy: LoadBalancing,
+    len: usize,
+    outstanding: impl Fn(usize) -> u64,
+    counter: usize,
+    exclude: Option<usize>,
+) -> Option<usize> {
+    if len == 0 {
+        return None;
+    }
+    let start = counter % len;
+    match (policy, exclude) {
+        (_, Some(x)) if len == 1 && x == 0 => None,
+        (LoadBalancing::RoundRobin, Some(x)) if x == start => Some((start + 1) % len),
+        (LoadBalancing::RoundRobin, _) => Some(start),
+        (LoadBalancing::LeastOutstandingRequests, x) => {
+            (0..len).map(|k| (start + k) % len).filter(|&i| Some(i) != x).min_by_key(|&i| outstanding(i))
+        }
     }
 }
 
@@ -172,24 +175,30 @@ mod tests {
     fn round_robin_spreads_evenly() {
         let mut hits = [0; 3];
         for c in 0..300 {
-            hits[pick(LoadBalancing::RoundRobin, &[0, 0, 0], c, None).unwrap()] += 1;
+            hits[pick(LoadBalancing::RoundRobin, 3, |_| 0, c, None).unwrap()] += 1;
         }
         assert_eq!(hits, [100, 100, 100]);
-        assert_eq!(pick(LoadBalancing::RoundRobin, &[], 5, None), None);
+        assert_eq!(pick(LoadBalancing::RoundRobin, 0, |_| 0, 5, None), None);
     }
 
     #[test]
     fn least_outstanding() {
         let p = LoadBalancing::LeastOutstandingRequests;
-        assert_eq!(pick(p, &[3, 1, 2], 0, None), Some(1));
-        assert_eq!(pick(p, &[3, 1, 2], 7, None), Some(1));
+        let lor = |o: &[u64], c, x| pick(p, o.len(), |i| o[i], c, x);
+        assert_eq!(lor(&[3, 1, 2], 0, None), Some(1));
+        assert_eq!(lor(&[3, 1, 2], 7, None), Some(1));
         // Ties rotate with the counter.
-        assert_eq!(pick(p, &[0, 0, 0], 0, None), Some(0));
-        assert_eq!(pick(p, &[0, 0, 0], 1, None), Some(1));
-        assert_eq!(pick(p, &[0, 0, 0], 5, None), Some(2));
+        assert_eq!(lor(&[0, 0, 0], 0, None), Some(0));
+        assert_eq!(lor(&[0, 0, 0], 1, None), Some(1));
+        assert_eq!(lor(&[0, 0, 0], 5, None), Some(2));
         // Exclusion picks the next best.
-        assert_eq!(pick(p, &[3, 1, 2], 0, Some(1)), Some(2));
-        assert_eq!(pick(LoadBalancing::RoundRobin, &[0, 0], 0, Some(0)), Some(1));
-        assert_eq!(pick(LoadBalancing::RoundRobin, &[0], 0, Some(0)), None);
+        assert_eq!(lor(&[3, 1, 2], 0, Some(1)), Some(2));
+        assert_eq!(lor(&[5], 0, Some(0)), None);
+        assert_eq!(pick_least_outstanding(3, |i| [2, 2, 1][i], 0), Some(2));
+        let rr = |len, c, x| pick(LoadBalancing::RoundRobin, len, |_| 0, c, x);
+        assert_eq!(rr(2, 0, Some(0)), Some(1));
+        assert_eq!(rr(2, 0, Some(1)), Some(0));
+        assert_eq!(rr(1, 0, Some(0)), None);
+        assert_eq!(rr(3, 4, None), Some(1));
     }
 }

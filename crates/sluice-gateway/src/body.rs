@@ -81,17 +81,19 @@ impl Body for RetryableBody {
 
 /// Wraps a worker's response body: ends it with an error at the execution deadline (R3.3 covers
 /// the whole streamed response, not only the head) and holds `guard` until the body is done, so
-/// the request counts as in flight while it streams.
+/// the request counts as in flight while it streams. The timer is only armed once the worker
+/// makes the body wait, so small answers cost no timer at all.
 pub struct DeadlineBody<G> {
     inner: Incoming,
-    deadline: Pin<Box<Sleep>>,
+    deadline: Instant,
+    sleep: Option<Pin<Box<Sleep>>>,
     timeout_secs: u64,
     guard: Option<G>,
 }
 
 impl<G> DeadlineBody<G> {
     pub fn new(inner: Incoming, deadline: Instant, timeout_secs: u64, guard: G) -> Self {
-        DeadlineBody { inner, deadline: Box::pin(tokio::time::sleep_until(deadline)), timeout_secs, guard: Some(guard) }
+        DeadlineBody { inner, deadline, sleep: None, timeout_secs, guard: Some(guard) }
     }
 }
 
@@ -118,13 +120,17 @@ impl<G: Unpin> Body for DeadlineBody<G> {
                 Poll::Ready(Some(Err(e.into())))
             }
             Poll::Ready(Some(Ok(f))) => Poll::Ready(Some(Ok(f))),
-            Poll::Pending => match this.deadline.as_mut().poll(cx) {
-                Poll::Ready(()) => {
-                    this.guard = None;
-                    Poll::Ready(Some(Err(Box::new(BodyTimeout(this.timeout_secs)))))
+            Poll::Pending => {
+                let deadline = this.deadline;
+                let sleep = this.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                match sleep.as_mut().poll(cx) {
+                    Poll::Ready(()) => {
+                        this.guard = None;
+                        Poll::Ready(Some(Err(Box::new(BodyTimeout(this.timeout_secs)))))
+                    }
+                    Poll::Pending => Poll::Pending,
                 }
-                Poll::Pending => Poll::Pending,
-            },
+            }
         }
     }
 

@@ -40,6 +40,10 @@ pub struct GatewayConfig {
     /// Idle pooled connections to workers are closed after this (below common worker
     /// keep-alive timeouts, so the gateway never reuses a connection the worker is closing).
     pub pool_idle_timeout: Duration,
+    /// Event-loop threads (0: one per core). Each runs its own single-threaded runtime, accepts
+    /// from the shared listener and keeps its own pool of worker connections, so a request is
+    /// handled on one thread from accept to answer, with no cross-thread wake-ups.
+    pub threads: usize,
 }
 
 impl Default for GatewayConfig {
@@ -48,6 +52,7 @@ impl Default for GatewayConfig {
             domain: "localhost".into(),
             shutdown_grace: Duration::from_secs(30),
             pool_idle_timeout: Duration::from_secs(4),
+            threads: 0,
         }
     }
 }
@@ -55,36 +60,48 @@ impl Default for GatewayConfig {
 pub struct Inner {
     routes: Routes,
     changed: watch::Sender<u64>,
-    client: Client<HttpConnector, BoxBody>,
     domain: String,
     on_demand: DemandFn,
+    pool_idle_timeout: Duration,
 }
+
+pub type UpstreamClient = Client<HttpConnector, BoxBody>;
 
 #[derive(Clone)]
 pub struct Gateway {
     inner: Arc<Inner>,
     grace: Duration,
+    threads: usize,
 }
 
 impl Gateway {
     pub fn new(cfg: GatewayConfig, on_demand: DemandFn) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(cfg.pool_idle_timeout)
-            .pool_timer(TokioTimer::new())
-            .build(connector);
+        let threads = match cfg.threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
         Gateway {
             inner: Arc::new(Inner {
                 routes: Routes::default(),
                 changed: watch::channel(0).0,
-                client,
                 domain: cfg.domain,
                 on_demand,
+                pool_idle_timeout: cfg.pool_idle_timeout,
             }),
             grace: cfg.shutdown_grace,
+            threads,
         }
+    }
+
+    /// A pool of connections to workers; one per event-loop thread.
+    fn upstream_client(&self) -> UpstreamClient {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(self.inner.pool_idle_timeout)
+            .pool_timer(TokioTimer::new())
+            .build(connector)
     }
 
     /// Installs a new routing table and wakes requests waiting for a worker.
@@ -100,15 +117,69 @@ impl Gateway {
     }
 
     /// Serves until `shutdown` resolves, then lets open connections finish (up to the grace).
+    /// Runs `threads` event loops on their own OS threads (see [`GatewayConfig::threads`]).
     pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        let listener = match listener.into_std() {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "gateway listener unusable");
+                return;
+            }
+        };
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut done = Vec::new();
+        for i in 0..self.threads {
+            let l = match listener.try_clone() {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::error!(error = %e, "could not share the gateway listener");
+                    break;
+                }
+            };
+            let gw = self.clone();
+            let stop = stop_rx.clone();
+            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+            let spawned = std::thread::Builder::new().name(format!("sluice-gw-{i}")).spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        tracing::error!(error = %e, "could not start a gateway event loop");
+                        return;
+                    }
+                };
+                rt.block_on(gw.event_loop(l, stop));
+                drop(tx);
+            });
+            match spawned {
+                Ok(_) => done.push(rx),
+                Err(e) => tracing::error!(error = %e, "could not start a gateway thread"),
+            }
+        }
+        shutdown.await;
+        let _ = stop_tx.send(true);
+        for rx in done {
+            let _ = rx.await;
+        }
+    }
+
+    /// One event loop: accept, serve each connection on this thread, drain at shutdown.
+    async fn event_loop(self, listener: std::net::TcpListener, mut stop: watch::Receiver<bool>) {
+        let listener = match listener.set_nonblocking(true).and_then(|()| TcpListener::from_std(listener)) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "gateway listener unusable");
+                return;
+            }
+        };
+        let client = self.upstream_client();
         let graceful = GracefulShutdown::new();
         let builder = auto::Builder::new(TokioExecutor::new());
-        tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 accepted = listener.accept() => {
                     let (stream, remote) = match accepted {
                         Ok(x) => x,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
                         Err(e) => {
                             tracing::warn!(error = %e, "accept failed");
                             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -117,9 +188,11 @@ impl Gateway {
                     };
                     let _ = stream.set_nodelay(true);
                     let inner = self.inner.clone();
+                    let client = client.clone();
                     let svc = service_fn(move |req| {
                         let inner = inner.clone();
-                        async move { Ok::<_, Infallible>(proxy::handle(inner, req, remote).await) }
+                        let client = client.clone();
+                        async move { Ok::<_, Infallible>(proxy::handle(inner, client, req, remote).await) }
                     });
                     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).into_owned();
                     let conn = graceful.watch(conn);
@@ -129,7 +202,7 @@ impl Gateway {
                         }
                     });
                 }
-                () = &mut shutdown => break,
+                _ = stop.wait_for(|s| *s) => break,
             }
         }
         drop(listener);

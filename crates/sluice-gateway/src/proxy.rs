@@ -21,7 +21,7 @@ use sluice_core::{
 use tokio::time::Instant;
 
 use crate::{
-    Inner,
+    Inner, UpstreamClient,
     body::{BodySlot, BoxBody, DeadlineBody, empty},
     error::Error,
     table::{EndpointEntry, EndpointStats, WorkerEntry},
@@ -61,8 +61,13 @@ fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
-pub async fn handle(gw: Arc<Inner>, req: Request<Incoming>, remote: SocketAddr) -> Response<BoxBody> {
-    match proxy(&gw, req, remote).await {
+pub async fn handle(
+    gw: Arc<Inner>,
+    client: UpstreamClient,
+    req: Request<Incoming>,
+    remote: SocketAddr,
+) -> Response<BoxBody> {
+    match proxy(&gw, &client, req, remote).await {
         Ok(resp) => resp,
         Err(e) => {
             tracing::debug!(error = %e, fault = ?e.fault(), "gateway error");
@@ -78,17 +83,7 @@ fn pick_worker(ep: &EndpointEntry, exclude: Option<&WorkerEntry>) -> Option<Arc<
     }
     let counter = ep.stats.cursor.fetch_add(1, Relaxed);
     let excl = exclude.and_then(|x| ep.workers.iter().position(|w| w.id == x.id));
-    let idx = if n == 1 {
-        (excl.is_none()).then_some(0)
-    } else {
-        let outstanding: Vec<u64> = match ep.route.load_balancing {
-            sluice_core::LoadBalancing::RoundRobin => vec![0; n],
-            sluice_core::LoadBalancing::LeastOutstandingRequests => {
-                ep.workers.iter().map(|w| w.outstanding.load(Relaxed)).collect()
-            }
-        };
-        pick(ep.route.load_balancing, &outstanding, counter, excl)
-    };
+    let idx = pick(ep.route.load_balancing, n, |i| ep.workers[i].outstanding.load(Relaxed), counter, excl);
     idx.map(|i| ep.workers[i].clone())
 }
 
@@ -129,33 +124,36 @@ async fn acquire(
 }
 
 /// Headers that describe one hop's connection and must not be forwarded.
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    name == header::CONNECTION
-        || name == header::TRANSFER_ENCODING
-        || name == header::TE
-        || name == header::TRAILER
-        || name == header::UPGRADE
-        || name == header::PROXY_AUTHORIZATION
-        || name == header::PROXY_AUTHENTICATE
-        || name.as_str() == "keep-alive"
-        || name.as_str() == "proxy-connection"
-}
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authorization",
+    "proxy-authenticate",
+];
 
-/// Removes hop-by-hop headers, including those the `Connection` header names.
+/// Removes hop-by-hop headers, including those the `Connection` header names. Allocates only
+/// when a `Connection` header is present.
 fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
-    let named: Vec<HeaderName> = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    let upgrade = keep_upgrade.then(|| h.get(header::UPGRADE).cloned()).flatten();
-    for n in named {
-        h.remove(n);
+    // Taken first: `Connection: upgrade` names the Upgrade header itself.
+    let upgrade = if keep_upgrade { h.get(header::UPGRADE).cloned() } else { None };
+    if h.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = h
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .collect();
+        for n in named {
+            h.remove(n);
+        }
     }
-    let drop: Vec<HeaderName> = h.keys().filter(|n| is_hop_by_hop(n)).cloned().collect();
-    for n in drop {
+    for n in HOP_BY_HOP {
         h.remove(n);
     }
     if let Some(u) = upgrade {
@@ -197,7 +195,12 @@ fn append_forwarded(h: &mut HeaderMap, remote: SocketAddr, host: Option<&str>, p
     }
 }
 
-async fn proxy(gw: &Inner, mut req: Request<Incoming>, remote: SocketAddr) -> Result<Response<BoxBody>, Error> {
+async fn proxy(
+    gw: &Inner,
+    client: &UpstreamClient,
+    mut req: Request<Incoming>,
+    remote: SocketAddr,
+) -> Result<Response<BoxBody>, Error> {
     // 1. Which endpoint: host form first, then path form.
     let host: Option<String> = req
         .headers()
@@ -250,9 +253,13 @@ async fn proxy(gw: &Inner, mut req: Request<Incoming>, remote: SocketAddr) -> Re
     let mut exclude: Option<Arc<WorkerEntry>> = None;
     let mut ep = ep;
     for attempt in 0..2 {
-        let (cur, worker) = tokio::time::timeout_at(deadline, acquire(gw, ep.clone(), exclude.as_deref()))
-            .await
-            .map_err(|_| Error::ExecutionTimeout(timeout_secs))??;
+        // Fast path without a timer: a ready worker is there.
+        let (cur, worker) = match pick_worker(&ep, exclude.as_deref()) {
+            Some(w) => (ep.clone(), w),
+            None => tokio::time::timeout_at(deadline, acquire(gw, ep.clone(), exclude.as_deref()))
+                .await
+                .map_err(|_| Error::ExecutionTimeout(timeout_secs))??,
+        };
         ep = cur;
         let uri = Uri::builder()
             .scheme("http")
@@ -269,7 +276,7 @@ async fn proxy(gw: &Inner, mut req: Request<Incoming>, remote: SocketAddr) -> Re
         *up.version_mut() = Version::HTTP_11;
         *up.headers_mut() = parts.headers.clone();
         let guard = InFlight::new(ep.stats.clone(), worker.clone());
-        let result = tokio::time::timeout_at(deadline, gw.client.request(up)).await;
+        let result = tokio::time::timeout_at(deadline, client.request(up)).await;
         let mut resp = match result {
             Err(_) => return Err(Error::ExecutionTimeout(timeout_secs)),
             Ok(Ok(resp)) => resp,
@@ -311,4 +318,59 @@ async fn proxy(gw: &Inner, mut req: Request<Incoming>, remote: SocketAddr) -> Re
         return Ok(Response::from_parts(rparts, BodyExt::boxed_unsync(body)));
     }
     unreachable!("the loop returns on its second attempt")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn hop_by_hop_headers_are_stripped() {
+        let mut h = headers(&[
+            ("connection", "keep-alive, x-secret-hop"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret-hop", "1"),
+            ("transfer-encoding", "chunked"),
+            ("te", "trailers"),
+            ("proxy-authorization", "Basic x"),
+            ("content-type", "text/plain"),
+            ("authorization", "Bearer end-to-end"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["authorization", "content-type"]);
+    }
+
+    #[test]
+    fn upgrades_keep_their_headers() {
+        let mut h = headers(&[("connection", "Upgrade"), ("upgrade", "websocket"), ("sec-websocket-key", "k")]);
+        assert!(wants_upgrade(&h));
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h["connection"], "upgrade");
+        assert_eq!(h["upgrade"], "websocket");
+        assert_eq!(h["sec-websocket-key"], "k");
+        assert!(!wants_upgrade(&headers(&[("connection", "upgrade"), ("upgrade", "h2c")])));
+        assert!(!wants_upgrade(&headers(&[("upgrade", "websocket")])));
+        assert!(wants_upgrade(&headers(&[("connection", "keep-alive, Upgrade"), ("upgrade", "websocket")])));
+    }
+
+    #[test]
+    fn forwarded_headers_append() {
+        let mut h = headers(&[("x-forwarded-for", "10.0.0.1"), ("x-forwarded-proto", "https")]);
+        append_forwarded(&mut h, "127.0.0.1:5000".parse().unwrap(), Some("ep.local.localhost"), Some("/e/ep"));
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "ep.local.localhost");
+        assert_eq!(h["x-forwarded-prefix"], "/e/ep");
+        assert!(is_idempotent(&Method::PUT) && !is_idempotent(&Method::POST));
+    }
 }

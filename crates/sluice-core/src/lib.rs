@@ -5,6 +5,7 @@
 //! argument ([`Millis`]), so every decision here is reproducible in tests and in the simulator.
 #![forbid(unsafe_code)]
 
+pub mod autoscale;
 pub mod endpoint;
 pub mod error;
 pub mod ids;

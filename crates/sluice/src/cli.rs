@@ -30,6 +30,8 @@ enum Cmd {
         #[command(subcommand)]
         cmd: EndpointCmd,
     },
+    /// Replay a request trace through autoscaling policies and compare cost, latency, rejections.
+    Sim(crate::sim::SimArgs),
     /// The demo worker (used by the demo endpoint and the tests).
     #[command(hide = true)]
     DemoWorker {
@@ -219,6 +221,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
         Cmd::Up(a) => up(a).await,
         Cmd::Endpoint { conn, cmd } => endpoint(conn, cmd).await,
+        Cmd::Sim(a) => crate::sim::run(a),
         Cmd::DemoWorker { port, startup_delay_ms } => crate::demo::run(port, startup_delay_ms).await,
     }
 }

@@ -7,4 +7,5 @@ pub mod client;
 pub mod config;
 pub mod demo;
 pub mod platform;
+pub mod sim;
 pub mod table;

@@ -274,13 +274,15 @@ pub fn raw_need(p: &ScalingPolicy, st: &ScalerState, s: &MetricsSnapshot, now: M
         Signal::Concurrency | Signal::RequestCount => ceil_div(s.demand(), t),
         Signal::Rpm => {
             let since = now.0.saturating_sub(60_000);
-            let per_min: u64 = st.history.iter().filter(|x| x.at.0 > since).map(|x| x.snap.arrivals).sum::<u64>() + s.arrivals;
+            let per_min: u64 =
+                st.history.iter().filter(|x| x.at.0 > since).map(|x| x.snap.arrivals).sum::<u64>() + s.arrivals;
             ceil_div(per_min, t)
         }
         Signal::QueueDelay => {
             let holding = ceil_div(s.in_flight, u64::from(p.concurrency_per_worker));
             if s.oldest_wait_ms > t * 1000 {
-                u64::from(s.provisioned.max(st.target)) + ceil_div(s.waiting, u64::from(p.concurrency_per_worker)).max(1)
+                u64::from(s.provisioned.max(st.target))
+                    + ceil_div(s.waiting, u64::from(p.concurrency_per_worker)).max(1)
             } else if s.demand() == 0 {
                 0
             } else {
@@ -322,7 +324,11 @@ pub fn decide(p: &ScalingPolicy, state: &mut ScalerState, snap: &MetricsSnapshot
     if target != previous {
         state.changes.push_back((now, previous, target));
     }
-    while state.changes.front().is_some_and(|c| now.saturating_sub(c.0) > p.scale_up_window_ms.max(p.scale_down_delay_ms).max(600_000)) {
+    while state
+        .changes
+        .front()
+        .is_some_and(|c| now.saturating_sub(c.0) > p.scale_up_window_ms.max(p.scale_down_delay_ms).max(600_000))
+    {
         state.changes.pop_front();
     }
     state.target = target;

@@ -8,7 +8,8 @@ const SEC: u64 = 1000;
 /// The longest window of history a preset reads.
 pub fn history_ms(p: &ScalingPolicy) -> u64 {
     let own = match p.preset {
-        Preset::Default | Preset::SeedAtlas => p.idle_timeout_ms.max(p.scale_down_delay_ms).max(p.scale_up_window_ms),
+        Preset::Default => p.idle_timeout_ms.max(30 * SEC),
+        Preset::SeedAtlas => p.idle_timeout_ms.max(p.scale_down_delay_ms).max(p.scale_up_window_ms),
         Preset::SeedDamped | Preset::SeedHf => 300 * SEC,
         Preset::FixedKeepalive => p.idle_timeout_ms,
         Preset::Knative => 60 * SEC,
@@ -82,11 +83,46 @@ fn seed_down(p: &ScalingPolicy, st: &mut ScalerState, cur: u32, need: u32, now: 
     ))
 }
 
-pub fn evaluate(p: &ScalingPolicy, st: &mut ScalerState, snap: &MetricsSnapshot, need: u32, now: Millis) -> (u32, String) {
+pub fn evaluate(
+    p: &ScalingPolicy,
+    st: &mut ScalerState,
+    snap: &MetricsSnapshot,
+    need: u32,
+    now: Millis,
+) -> (u32, String) {
     let cur = st.target;
     let hold = |why: &str| (cur, format!("hold at {cur}: {why}"));
     match p.preset {
-        Preset::Default | Preset::SeedAtlas => {
+        Preset::Default => {
+            // Sluice's default: size to the load at once (capacity for demand at 80% of the
+            // per-worker cap, so a burst does not queue behind a full worker), and keep each
+            // worker until it has been unneeded for max(idle timeout, 30 s), removing one per tick.
+            let sized = |s: &MetricsSnapshot, need: u32| {
+                need.max(((s.demand() as f64) / (f64::from(p.concurrency_per_worker) * 0.8)).ceil() as u32)
+            };
+            let want = sized(snap, need);
+            let window = p.idle_timeout_ms.max(30 * SEC);
+            let keep = st
+                .history
+                .iter()
+                .filter(|s| now.saturating_sub(s.at) < window)
+                .map(|s| sized(&s.snap, s.need))
+                .fold(want, u32::max);
+            if want > cur {
+                return (want, format!("scale up: {} concurrent requests need {want} workers", snap.demand()));
+            }
+            if keep < cur {
+                return (
+                    cur - 1,
+                    format!(
+                        "scale down: no more than {keep} workers needed for {} s",
+                        p.idle_timeout_ms.max(30 * SEC) / SEC
+                    ),
+                );
+            }
+            hold("workers kept for their idle timeout")
+        }
+        Preset::SeedAtlas => {
             if need > cur {
                 st.below_since = None;
                 let up = rate_limited_up(p, st, cur, need, now);
@@ -160,7 +196,10 @@ pub fn evaluate(p: &ScalingPolicy, st: &mut ScalerState, snap: &MetricsSnapshot,
                 st.last_up_eval = Some(now);
                 let util = mean_demand(st, 60 * SEC, now, snap) / capacity;
                 if util >= 0.8 {
-                    return (cur + 1, format!("scale up: utilization {:.0}% over 1 min (evaluated every 3 min)", util * 100.0));
+                    return (
+                        cur + 1,
+                        format!("scale up: utilization {:.0}% over 1 min (evaluated every 3 min)", util * 100.0),
+                    );
                 }
             }
             let down_due = st.last_down_eval.is_none_or(|t| now.saturating_sub(t) >= 300 * SEC);
@@ -272,7 +311,11 @@ fn ray(p: &ScalingPolicy, st: &mut ScalerState, snap: &MetricsSnapshot, now: Mil
     let n = mean_demand(st, 30 * SEC, now, snap);
     let running = snap.ready;
     if running == 0 {
-        return if snap.demand() > 0 { (cur.max(1), "0 -> 1 with no upscale delay".into()) } else { (cur, "no replicas".into()) };
+        return if snap.demand() > 0 {
+            (cur.max(1), "0 -> 1 with no upscale delay".into())
+        } else {
+            (cur, "no replicas".into())
+        };
     }
     let error = n / (target_ongoing * f64::from(running));
     let mut desired = (f64::from(running) * error).ceil() as u32;

@@ -55,7 +55,10 @@ fn seed_atlas_scales_up_within_200_percent_per_minute_and_down_one_at_a_time() {
     let p = policy(Preset::SeedAtlas, 1, 20, 10);
     // 1 worker, then 150 concurrent: need 15; +200% of 1 = 3 in the first minute, then 9, then 15.
     let log = check_scaling(&p, "t=0 d=5; t=10 d=150; t=200 d=5", 400);
-    assert_eq!(log, "10:1->3 70:3->9 130:9->15 260:15->14 261:14->13 262:13->12 263:12->11 264:11->10 265:10->9 266:9->8 267:8->7 268:7->6 269:6->5 270:5->4 271:4->3 272:3->2 273:2->1");
+    assert_eq!(
+        log,
+        "10:1->3 70:3->9 130:9->15 260:15->14 261:14->13 262:13->12 263:12->11 264:11->10 265:10->9 266:9->8 267:8->7 268:7->6 269:6->5 270:5->4 271:4->3 272:3->2 273:2->1"
+    );
 }
 
 #[test]
@@ -115,7 +118,8 @@ fn ray_serve_waits_30_s_up_and_600_s_down() {
 #[test]
 fn signals_compute_need() {
     let st = ScalerState::default();
-    let snap = MetricsSnapshot { in_flight: 30, waiting: 11, arrivals: 90, oldest_wait_ms: 5_000, ready: 3, provisioned: 3 };
+    let snap =
+        MetricsSnapshot { in_flight: 30, waiting: 11, arrivals: 90, oldest_wait_ms: 5_000, ready: 3, provisioned: 3 };
     let mut p = policy(Preset::Default, 0, 100, 10);
     p.target = 10;
     assert_eq!(raw_need(&p, &st, &snap, Millis(0)), 5);

@@ -1,0 +1,155 @@
+//! `sluice sim`: replay a trace through the autoscaling policies (R4.8).
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use sluice_core::{
+    autoscale::{
+        Preset, ScalingPolicy,
+        sim::{ColdStart, SimConfig, SimResult, parse_cold_starts, parse_trace, simulate},
+    },
+    catalog,
+};
+
+#[derive(Args)]
+pub struct SimArgs {
+    /// Trace CSV: arrival_s,service_s[,endpoint] with a header.
+    #[arg(long)]
+    pub trace: PathBuf,
+    /// Policies, comma-separated, or `all`.
+    #[arg(long, default_value = "all")]
+    pub policy: String,
+    /// Concurrent requests one worker serves (hard cap and concurrency target).
+    #[arg(long, default_value_t = 8)]
+    pub concurrency_per_worker: u32,
+    /// Fixed cold start in seconds.
+    #[arg(long, conflicts_with = "cold_start_file")]
+    pub cold_start_secs: Option<f64>,
+    /// Empirical cold starts: a CSV with a cold_start_s column.
+    #[arg(long)]
+    pub cold_start_file: Option<PathBuf>,
+    /// GPU type, for the price per GPU-second.
+    #[arg(long, default_value = "A100")]
+    pub gpu_type: String,
+    #[arg(long, default_value_t = 1)]
+    pub gpus_per_worker: u32,
+    #[arg(long, default_value_t = 0)]
+    pub active_workers: u32,
+    #[arg(long, default_value_t = 100)]
+    pub max_workers: u32,
+    /// Seconds an autoscaled worker stays idle (seed 001 / seed 000 defaults: 10).
+    #[arg(long, default_value_t = 10)]
+    pub idle_timeout_secs: u64,
+    /// Gateway queue capacity and wait timeout.
+    #[arg(long, default_value_t = 1000)]
+    pub queue_capacity: usize,
+    #[arg(long, default_value_t = 600)]
+    pub queue_timeout_secs: u64,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// One JSON object per policy per line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn presets(list: &str) -> anyhow::Result<Vec<Preset>> {
+    if list == "all" {
+        return Ok(Preset::ALL.to_vec());
+    }
+    list.split(',')
+        .map(|n| {
+            Preset::parse(n.trim()).with_context(|| format!("unknown policy {n:?}; known: all, {}", Preset::names()))
+        })
+        .collect()
+}
+
+pub fn config(a: &SimArgs, preset: Preset) -> anyhow::Result<SimConfig> {
+    let cold_start = match (&a.cold_start_file, a.cold_start_secs) {
+        (Some(f), _) => {
+            parse_cold_starts(&std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?
+        }
+        (None, Some(s)) if s.is_finite() && s >= 0.0 => ColdStart::Fixed { ms: (s * 1000.0) as u64 },
+        (None, Some(s)) => bail!("--cold-start-secs must be >= 0, got {s}"),
+        (None, None) => ColdStart::Fixed { ms: 30_000 },
+    };
+    let price = catalog::per_second(&a.gpu_type).with_context(|| format!("unknown GPU type {:?}", a.gpu_type))?;
+    if a.concurrency_per_worker == 0 {
+        bail!("--concurrency-per-worker must be at least 1");
+    }
+    if a.max_workers == 0 || a.max_workers < a.active_workers {
+        bail!("--max-workers must be at least max(1, --active-workers)");
+    }
+    let mut policy = ScalingPolicy::new(preset, a.active_workers, a.max_workers, a.concurrency_per_worker);
+    policy.idle_timeout_ms = a.idle_timeout_secs * 1000;
+    Ok(SimConfig {
+        policy,
+        cold_start,
+        queue_capacity: a.queue_capacity,
+        queue_timeout_ms: a.queue_timeout_secs * 1000,
+        gpus_per_worker: a.gpus_per_worker,
+        usd_per_gpu_second: price,
+        seed: a.seed,
+    })
+}
+
+pub fn run(a: SimArgs) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(&a.trace).with_context(|| format!("reading {}", a.trace.display()))?;
+    let trace = parse_trace(&text).map_err(|e| anyhow::anyhow!("{}: {e}", a.trace.display()))?;
+    let presets = presets(&a.policy)?;
+    let mut results: Vec<SimResult> = Vec::new();
+    for p in presets {
+        let r = simulate(&config(&a, p)?, &trace);
+        if a.json {
+            println!("{}", serde_json::to_string(&r)?);
+        }
+        results.push(r);
+    }
+    if !a.json {
+        println!("{}", table(&results));
+    }
+    Ok(())
+}
+
+/// The results as a Markdown table.
+pub fn table(results: &[SimResult]) -> String {
+    let rows: Vec<Vec<String>> = results
+        .iter()
+        .map(|r| {
+            vec![
+                r.policy.clone(),
+                r.requests.to_string(),
+                r.completed.to_string(),
+                format!("{} ({} full, {} timeout)", r.rejected, r.rejected_queue_full, r.rejected_timeout),
+                format!("{:.2}", r.p50_s),
+                format!("{:.2}", r.p95_s),
+                format!("{:.2}", r.p99_s),
+                r.cold_start_hits.to_string(),
+                format!("{:.0}", r.gpu_seconds),
+                format!("{:.2}", r.cost_usd),
+                format!("{:.2}", r.busy_fraction),
+                format!("{:.1}", r.scale_events_per_hour),
+            ]
+        })
+        .collect();
+    let header = [
+        "policy",
+        "requests",
+        "completed",
+        "rejected",
+        "p50 s",
+        "p95 s",
+        "p99 s",
+        "cold-start waits",
+        "GPU-s",
+        "cost $",
+        "busy",
+        "scale ev/h",
+    ];
+    let mut out =
+        format!("| {} |\n|{}|", header.join(" | "), header.iter().map(|_| "---").collect::<Vec<_>>().join("|"));
+    for r in rows {
+        out.push_str(&format!("\n| {} |", r.join(" | ")));
+    }
+    out
+}

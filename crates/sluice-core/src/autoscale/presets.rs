@@ -109,7 +109,16 @@ pub fn evaluate(
                 .map(|s| sized(&s.snap, s.need))
                 .fold(want, u32::max);
             if want > cur {
-                return (want, format!("scale up: {} concurrent requests need {want} workers", snap.demand()));
+                let up = rate_limited_up(p, st, cur, want, now);
+                if up > cur {
+                    let lim = if up < want {
+                        format!("; limited to {up} by +{}%/{} s", p.scale_up_max_percent, p.scale_up_window_ms / SEC)
+                    } else {
+                        String::new()
+                    };
+                    return (up, format!("scale up: {} concurrent requests need {want} workers{lim}", snap.demand()));
+                }
+                return hold(&format!("need {want}, scale-up rate limit reached"));
             }
             if keep < cur {
                 return (

@@ -80,6 +80,26 @@ pub struct EndpointInput {
     pub gpu_type: Option<String>,
     /// `round_robin` (default) or `least_outstanding_requests`.
     pub load_balancing: Option<String>,
+    /// Autoscaling algorithm: `default`, `seed-atlas`, `seed-damped`, `seed-hf`,
+    /// `fixed-keepalive`, `knative`, `hpa`, `ray-serve`, `beta9`.
+    pub scaling_policy: Option<String>,
+    /// `concurrency` (default), `request_count`, `queue_delay`, `rpm`, `gpu_utilization`.
+    pub scaling_signal: Option<String>,
+    /// Per-worker target of the signal (requests, seconds, requests/min or percent); default 100
+    /// for concurrency (or `concurrency_per_worker` when that is given).
+    pub scaling_target: Option<i64>,
+    /// Hard cap on concurrent requests per worker; default the target.
+    pub concurrency_per_worker: Option<i64>,
+    /// Scale-up rate limit: at most this % of capacity added per window (default 200% / 60 s).
+    pub scale_up_window_secs: Option<i64>,
+    pub scale_up_max_percent: Option<i64>,
+    /// Scale down only after this long below the threshold (default 60 s) …
+    pub scale_down_delay_secs: Option<i64>,
+    /// … removing at most this % of capacity per window (default 100).
+    pub scale_down_max_percent: Option<i64>,
+    /// Requests that may wait for a worker (default 1000) and for how long (default the startup timeout).
+    pub queue_capacity: Option<i64>,
+    pub queue_timeout_secs: Option<i64>,
 }
 
 impl From<EndpointInput> for EndpointDraft {
@@ -102,6 +122,16 @@ impl From<EndpointInput> for EndpointDraft {
             gpus_per_worker: i.gpus_per_worker,
             gpu_type: i.gpu_type,
             load_balancing: i.load_balancing,
+            scaling_policy: i.scaling_policy,
+            scaling_signal: i.scaling_signal,
+            scaling_target: i.scaling_target,
+            concurrency_per_worker: i.concurrency_per_worker,
+            scale_up_window_secs: i.scale_up_window_secs,
+            scale_up_max_percent: i.scale_up_max_percent,
+            scale_down_delay_secs: i.scale_down_delay_secs,
+            scale_down_max_percent: i.scale_down_max_percent,
+            queue_capacity: i.queue_capacity,
+            queue_timeout_secs: i.queue_timeout_secs,
         }
     }
 }
@@ -143,9 +173,39 @@ pub struct EndpointView {
     pub gpus_per_worker: u32,
     pub gpu_type: String,
     pub load_balancing: String,
+    pub scaling_policy: String,
+    pub scaling_signal: String,
+    pub scaling_target: u32,
+    pub concurrency_per_worker: u32,
+    pub scale_up_window_secs: u32,
+    pub scale_up_max_percent: u32,
+    pub scale_down_delay_secs: u32,
+    pub scale_down_max_percent: u32,
+    pub queue_capacity: u32,
+    pub queue_timeout_secs: u32,
     pub workers: WorkerCounts,
     pub created_at: String,
     pub updated_at: String,
+}
+
+/// One recorded scaling decision (R4.7).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ScalingEventView {
+    pub id: i64,
+    pub at: String,
+    pub from: u32,
+    pub to: u32,
+    pub reason: String,
+    /// The figures the decision was based on.
+    #[schema(value_type = Object)]
+    pub inputs: serde_json::Value,
+}
+
+/// Newest first; pass `next_before` as `before` for the next page.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ScalingEventList {
+    pub events: Vec<ScalingEventView>,
+    pub next_before: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -6,7 +6,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::FieldError;
+use crate::{
+    FieldError,
+    autoscale::{Preset, ScalingPolicy, Signal},
+};
 
 pub const NAME_MAX_CHARS: usize = 128;
 pub const MAX_GPUS_PER_WORKER: i64 = 8;
@@ -123,6 +126,16 @@ pub struct EndpointDraft {
     pub gpus_per_worker: Option<i64>,
     pub gpu_type: Option<String>,
     pub load_balancing: Option<String>,
+    pub scaling_policy: Option<String>,
+    pub scaling_signal: Option<String>,
+    pub scaling_target: Option<i64>,
+    pub concurrency_per_worker: Option<i64>,
+    pub scale_up_window_secs: Option<i64>,
+    pub scale_up_max_percent: Option<i64>,
+    pub scale_down_delay_secs: Option<i64>,
+    pub scale_down_max_percent: Option<i64>,
+    pub queue_capacity: Option<i64>,
+    pub queue_timeout_secs: Option<i64>,
 }
 
 impl EndpointDraft {
@@ -175,6 +188,19 @@ pub struct EndpointSpec {
     pub gpus_per_worker: u32,
     pub gpu_type: String,
     pub load_balancing: LoadBalancing,
+    /// Autoscaling (R4): the algorithm, its signal and target, and seed 000's windows and rates.
+    pub scaling_policy: Preset,
+    pub scaling_signal: Signal,
+    pub scaling_target: u32,
+    /// Hard cap on concurrent requests per worker; excess waits in the gateway queue (R3.6).
+    pub concurrency_per_worker: u32,
+    pub scale_up_window_secs: u32,
+    pub scale_up_max_percent: u32,
+    pub scale_down_delay_secs: u32,
+    pub scale_down_max_percent: u32,
+    /// Bounded gateway queue for requests that find no free worker (R3.4).
+    pub queue_capacity: u32,
+    pub queue_timeout_secs: u32,
 }
 
 fn range(field: &str, v: Option<i64>, default: i64, lo: i64, hi: i64) -> Result<i64, FieldError> {
@@ -397,6 +423,39 @@ impl EndpointSpec {
                 )
             })?,
         };
+        let scaling_policy = match d.scaling_policy {
+            None => Preset::Default,
+            Some(n) => Preset::parse(&n)
+                .ok_or_else(|| FieldError::new("scaling_policy", format!("unknown policy {n:?}; known: {}", Preset::names())))?,
+        };
+        let scaling_signal = match d.scaling_signal {
+            None => Signal::Concurrency,
+            Some(n) => Signal::parse(&n).ok_or_else(|| {
+                FieldError::new(
+                    "scaling_signal",
+                    format!("unknown signal {n:?}; known: {}", Signal::ALL.map(Signal::as_str).join(", ")),
+                )
+            })?,
+        };
+        // For the concurrency signal, the target and the per-worker cap default to each other
+        // (seed 000's 100 when neither is given).
+        let conc = scaling_signal == Signal::Concurrency;
+        let target_default = match (conc, d.concurrency_per_worker) {
+            (true, Some(c)) => c.max(1),
+            _ => i64::from(scaling_signal.default_target()),
+        };
+        let scaling_target = range("scaling_target", d.scaling_target, target_default, 1, 1_000_000)? as u32;
+        let cpw_default = if conc { i64::from(scaling_target) } else { 100 };
+        let concurrency_per_worker = range("concurrency_per_worker", d.concurrency_per_worker, cpw_default, 1, 100_000)? as u32;
+        let scale_up_window_secs = range("scale_up_window_secs", d.scale_up_window_secs, 60, 1, 3600)? as u32;
+        let scale_up_max_percent = range("scale_up_max_percent", d.scale_up_max_percent, 200, 1, 100_000)? as u32;
+        let scale_down_delay_secs = range("scale_down_delay_secs", d.scale_down_delay_secs, 60, 0, 3600)? as u32;
+        let scale_down_max_percent = range("scale_down_max_percent", d.scale_down_max_percent, 100, 1, 100)? as u32;
+        let queue_capacity = range("queue_capacity", d.queue_capacity, 1000, 0, 1_000_000)? as u32;
+        let queue_timeout_secs = range("queue_timeout_secs", d.queue_timeout_secs, i64::from(startup_timeout_secs), 1, 3600)? as u32;
+        if scaling_signal == Signal::GpuUtilization && scaling_target > 100 {
+            return Err(FieldError::new("scaling_target", "a utilization target is a percentage (1-100)"));
+        }
         Ok(EndpointSpec {
             name,
             image,
@@ -415,7 +474,34 @@ impl EndpointSpec {
             gpus_per_worker,
             gpu_type,
             load_balancing,
+            scaling_policy,
+            scaling_signal,
+            scaling_target,
+            concurrency_per_worker,
+            scale_up_window_secs,
+            scale_up_max_percent,
+            scale_down_delay_secs,
+            scale_down_max_percent,
+            queue_capacity,
+            queue_timeout_secs,
         })
+    }
+
+    /// The autoscaling policy this endpoint asks for.
+    pub fn scaling(&self) -> ScalingPolicy {
+        ScalingPolicy {
+            preset: self.scaling_policy,
+            signal: self.scaling_signal,
+            target: self.scaling_target,
+            concurrency_per_worker: self.concurrency_per_worker,
+            min_workers: self.active_workers,
+            max_workers: self.max_workers,
+            idle_timeout_ms: u64::from(self.idle_timeout_secs) * 1000,
+            scale_up_window_ms: u64::from(self.scale_up_window_secs) * 1000,
+            scale_up_max_percent: self.scale_up_max_percent,
+            scale_down_delay_ms: u64::from(self.scale_down_delay_secs) * 1000,
+            scale_down_max_percent: self.scale_down_max_percent,
+        }
     }
 
     /// The spec as a draft with every field set, for updates ("old spec + patch").
@@ -438,6 +524,16 @@ impl EndpointSpec {
             gpus_per_worker: Some(self.gpus_per_worker.into()),
             gpu_type: Some(self.gpu_type.clone()),
             load_balancing: Some(self.load_balancing.as_str().to_owned()),
+            scaling_policy: Some(self.scaling_policy.as_str().to_owned()),
+            scaling_signal: Some(self.scaling_signal.as_str().to_owned()),
+            scaling_target: Some(self.scaling_target.into()),
+            concurrency_per_worker: Some(self.concurrency_per_worker.into()),
+            scale_up_window_secs: Some(self.scale_up_window_secs.into()),
+            scale_up_max_percent: Some(self.scale_up_max_percent.into()),
+            scale_down_delay_secs: Some(self.scale_down_delay_secs.into()),
+            scale_down_max_percent: Some(self.scale_down_max_percent.into()),
+            queue_capacity: Some(self.queue_capacity.into()),
+            queue_timeout_secs: Some(self.queue_timeout_secs.into()),
         }
     }
 
@@ -617,6 +713,28 @@ mod tests {
         assert_eq!(e.field, "image");
         check(|d| d.image = Some("has space".into()), Some("image"));
         check(|d| d.image = Some("ghcr.io/x/y:1".into()), None);
+    }
+
+    #[test]
+    fn scaling_settings() {
+        let s = EndpointSpec::validate(draft(), &ctx()).unwrap();
+        assert_eq!((s.scaling_target, s.concurrency_per_worker, s.queue_capacity, s.queue_timeout_secs), (100, 100, 1000, 600));
+        let mut d = draft();
+        d.concurrency_per_worker = Some(4);
+        let s = EndpointSpec::validate(d, &ctx()).unwrap();
+        assert_eq!((s.scaling_target, s.concurrency_per_worker), (4, 4));
+        let mut d = draft();
+        d.scaling_target = Some(8);
+        assert_eq!(EndpointSpec::validate(d, &ctx()).unwrap().concurrency_per_worker, 8);
+        check(|d| d.scaling_policy = Some("knative".into()), None);
+        check(|d| d.scaling_policy = Some("magic".into()), Some("scaling_policy"));
+        check(|d| d.scaling_signal = Some("queue_delay".into()), None);
+        check(|d| d.scaling_signal = Some("vibes".into()), Some("scaling_signal"));
+        check(|d| { d.scaling_signal = Some("gpu_utilization".into()); d.scaling_target = Some(101) }, Some("scaling_target"));
+        check(|d| d.concurrency_per_worker = Some(0), Some("concurrency_per_worker"));
+        check(|d| d.scale_down_max_percent = Some(101), Some("scale_down_max_percent"));
+        check(|d| d.queue_timeout_secs = Some(0), Some("queue_timeout_secs"));
+        check(|d| d.queue_capacity = Some(-1), Some("queue_capacity"));
     }
 
     #[test]

@@ -16,13 +16,14 @@ use futures_util::future::join_all;
 use sluice_api::WorkerCounts;
 use sluice_core::{
     EndpointId, EndpointStatus, Millis, WorkerId, WorkerState,
+    autoscale::{MetricsSnapshot, ScalerState, decide},
     placement::{Allocation, Node, place},
-    reconcile::{WorkerBrief, desired_workers, drain_complete, pick_for_removal, startup_expired},
+    reconcile::{WorkerBrief, drain_complete, pick_for_removal, startup_expired},
     routing::{EndpointRoute, EndpointTraffic, RouteTable, WorkerRoute},
     worker::restart_backoff_ms,
 };
 use sluice_runtime::{LaunchSpec, VolumeMount, WorkerRuntime};
-use sluice_store::{EndpointRecord, Store, WorkerRecord};
+use sluice_store::{EndpointRecord, ScalingEvent, Store, WorkerRecord};
 use tokio::sync::{Notify, watch};
 
 use crate::{
@@ -35,6 +36,14 @@ use crate::{
 pub const STOP_GRACE: Duration = Duration::from_secs(10);
 /// Finished workers kept per endpoint for the API.
 const KEEP_FINISHED: u32 = 20;
+/// Scaling events kept per endpoint.
+const KEEP_EVENTS: u32 = 10_000;
+
+struct Scaler {
+    state: ScalerState,
+    last_eval: Option<Millis>,
+    last_total: u64,
+}
 
 /// A worker the reconciler is responsible for (not yet stopped or failed).
 struct Live {
@@ -61,6 +70,9 @@ pub struct Reconciler {
     /// Consecutive worker failures per endpoint and when the last one happened (crash back-off).
     failures: HashMap<EndpointId, (u32, Millis)>,
     last_table: RouteTable,
+    /// Per endpoint: the autoscaler's state, when it last decided, and the gateway's request
+    /// total then (to count arrivals).
+    scalers: HashMap<EndpointId, Scaler>,
     tick: Duration,
     passes: u64,
     passes_tx: watch::Sender<u64>,
@@ -87,6 +99,7 @@ impl Reconciler {
             workers: HashMap::new(),
             failures: HashMap::new(),
             last_table: RouteTable::default(),
+            scalers: HashMap::new(),
             tick: Duration::from_millis(500),
             passes: 0,
             passes_tx,
@@ -284,7 +297,11 @@ impl Reconciler {
         let mut desired_by_ep: HashMap<EndpointId, u32> = HashMap::new();
         for e in &endpoints {
             let tr = traffic.get(&e.id).unwrap_or(&none);
-            let desired = desired_workers(&e.spec, e.status, tr, t);
+            let (live, ready) =
+                self.workers.values().filter(|w| w.rec.endpoint_id == e.id).fold((0u32, 0u32), |(l, r), w| {
+                    (l + u32::from(w.rec.state.is_live()), r + u32::from(w.rec.state == WorkerState::Ready))
+                });
+            let desired = self.autoscale(e, tr, live, ready, t).await;
             desired_by_ep.insert(e.id.clone(), desired);
             let mine: Vec<&Live> = self.workers.values().filter(|w| w.rec.endpoint_id == e.id).collect();
             let current: Vec<&Live> =
@@ -397,8 +414,60 @@ impl Reconciler {
         self.publish(&endpoints, &desired_by_ep);
         if self.passes % 120 == 1 {
             let _ = self.store.prune_workers(KEEP_FINISHED).await;
+            let _ = self.store.prune_scaling_events(KEEP_EVENTS).await;
+            self.scalers.retain(|id, _| by_id.contains_key(id));
         }
         Ok(())
+    }
+
+    /// The endpoint's desired worker count: 0 when stopped, else the autoscaler's decision,
+    /// evaluated once a second (and at once when a request waits at zero). Every change is
+    /// recorded with its reason and inputs (R4.7).
+    async fn autoscale(&mut self, e: &EndpointRecord, tr: &EndpointTraffic, live: u32, ready: u32, t: Millis) -> u32 {
+        let policy = e.spec.scaling();
+        let sc = self.scalers.entry(e.id.clone()).or_insert_with(|| Scaler {
+            // A restarted platform starts from what runs, so it does not scale down on a whim.
+            state: ScalerState { target: live.clamp(policy.min_workers, policy.max_workers), ..Default::default() },
+            last_eval: None,
+            last_total: tr.requests_total,
+        });
+        if e.status == EndpointStatus::Stopped {
+            sc.state = ScalerState::default();
+            sc.last_total = tr.requests_total;
+            return 0;
+        }
+        let waiting_at_zero = sc.state.target == 0 && (tr.waiting > 0 || tr.in_flight > 0);
+        if !waiting_at_zero && sc.last_eval.is_some_and(|l| t.saturating_sub(l) < 1000) {
+            return sc.state.target.clamp(policy.min_workers, policy.max_workers);
+        }
+        let snap = MetricsSnapshot {
+            in_flight: tr.in_flight,
+            waiting: tr.waiting,
+            arrivals: tr.requests_total.saturating_sub(sc.last_total),
+            oldest_wait_ms: tr.oldest_wait_ms,
+            ready,
+            provisioned: live,
+        };
+        sc.last_total = tr.requests_total;
+        sc.last_eval = Some(t);
+        let before = sc.state.target;
+        let d = decide(&policy, &mut sc.state, &snap, t);
+        if d.target != before {
+            tracing::info!(endpoint = %e.id, from = before, to = d.target, reason = %d.reason, "scaling decision");
+            let ev = ScalingEvent {
+                id: 0,
+                endpoint_id: e.id.clone(),
+                at: t,
+                from: before,
+                to: d.target,
+                reason: d.reason.clone(),
+                inputs: serde_json::to_string(&d.inputs).unwrap_or_default(),
+            };
+            if let Err(err) = self.store.add_scaling_event(&ev).await {
+                tracing::warn!(endpoint = %e.id, error = %err, "could not record scaling decision");
+            }
+        }
+        d.target
     }
 
     async fn launch_pending(&mut self, by_id: &HashMap<&EndpointId, &EndpointRecord>, t: Millis) {
@@ -546,7 +615,12 @@ impl Reconciler {
                 status: e.status,
                 load_balancing: e.spec.load_balancing,
                 execution_timeout_ms: u64::from(e.spec.execution_timeout_secs) * 1000,
-                wait_timeout_ms: u64::from(e.spec.startup_timeout_secs) * 1000,
+                queue_timeout_ms: u64::from(e.spec.queue_timeout_secs) * 1000,
+                queue_capacity: e.spec.queue_capacity,
+                concurrency_per_worker: e.spec.concurrency_per_worker,
+                at_max: self.workers.values().filter(|w| w.rec.endpoint_id == e.id && w.rec.state.is_live()).count()
+                    as u32
+                    >= e.spec.max_workers,
                 workers: ready
                     .iter()
                     .filter_map(|w| Some(WorkerRoute { id: w.rec.id.clone(), addr: w.addr?.to_string() }))

@@ -425,8 +425,9 @@ impl EndpointSpec {
         };
         let scaling_policy = match d.scaling_policy {
             None => Preset::Default,
-            Some(n) => Preset::parse(&n)
-                .ok_or_else(|| FieldError::new("scaling_policy", format!("unknown policy {n:?}; known: {}", Preset::names())))?,
+            Some(n) => Preset::parse(&n).ok_or_else(|| {
+                FieldError::new("scaling_policy", format!("unknown policy {n:?}; known: {}", Preset::names()))
+            })?,
         };
         let scaling_signal = match d.scaling_signal {
             None => Signal::Concurrency,
@@ -446,13 +447,15 @@ impl EndpointSpec {
         };
         let scaling_target = range("scaling_target", d.scaling_target, target_default, 1, 1_000_000)? as u32;
         let cpw_default = if conc { i64::from(scaling_target) } else { 100 };
-        let concurrency_per_worker = range("concurrency_per_worker", d.concurrency_per_worker, cpw_default, 1, 100_000)? as u32;
+        let concurrency_per_worker =
+            range("concurrency_per_worker", d.concurrency_per_worker, cpw_default, 1, 100_000)? as u32;
         let scale_up_window_secs = range("scale_up_window_secs", d.scale_up_window_secs, 60, 1, 3600)? as u32;
         let scale_up_max_percent = range("scale_up_max_percent", d.scale_up_max_percent, 200, 1, 100_000)? as u32;
         let scale_down_delay_secs = range("scale_down_delay_secs", d.scale_down_delay_secs, 60, 0, 3600)? as u32;
         let scale_down_max_percent = range("scale_down_max_percent", d.scale_down_max_percent, 100, 1, 100)? as u32;
         let queue_capacity = range("queue_capacity", d.queue_capacity, 1000, 0, 1_000_000)? as u32;
-        let queue_timeout_secs = range("queue_timeout_secs", d.queue_timeout_secs, i64::from(startup_timeout_secs), 1, 3600)? as u32;
+        let queue_timeout_secs =
+            range("queue_timeout_secs", d.queue_timeout_secs, i64::from(startup_timeout_secs), 1, 3600)? as u32;
         if scaling_signal == Signal::GpuUtilization && scaling_target > 100 {
             return Err(FieldError::new("scaling_target", "a utilization target is a percentage (1-100)"));
         }
@@ -718,7 +721,10 @@ mod tests {
     #[test]
     fn scaling_settings() {
         let s = EndpointSpec::validate(draft(), &ctx()).unwrap();
-        assert_eq!((s.scaling_target, s.concurrency_per_worker, s.queue_capacity, s.queue_timeout_secs), (100, 100, 1000, 600));
+        assert_eq!(
+            (s.scaling_target, s.concurrency_per_worker, s.queue_capacity, s.queue_timeout_secs),
+            (100, 100, 1000, 600)
+        );
         let mut d = draft();
         d.concurrency_per_worker = Some(4);
         let s = EndpointSpec::validate(d, &ctx()).unwrap();
@@ -730,7 +736,13 @@ mod tests {
         check(|d| d.scaling_policy = Some("magic".into()), Some("scaling_policy"));
         check(|d| d.scaling_signal = Some("queue_delay".into()), None);
         check(|d| d.scaling_signal = Some("vibes".into()), Some("scaling_signal"));
-        check(|d| { d.scaling_signal = Some("gpu_utilization".into()); d.scaling_target = Some(101) }, Some("scaling_target"));
+        check(
+            |d| {
+                d.scaling_signal = Some("gpu_utilization".into());
+                d.scaling_target = Some(101)
+            },
+            Some("scaling_target"),
+        );
         check(|d| d.concurrency_per_worker = Some(0), Some("concurrency_per_worker"));
         check(|d| d.scale_down_max_percent = Some(101), Some("scale_down_max_percent"));
         check(|d| d.queue_timeout_secs = Some(0), Some("queue_timeout_secs"));

@@ -1,20 +1,6 @@
-//! The reconciler's decisions, as pure functions: how many workers an endpoint should have, and
-//! which workers to remove when it has too many. The control plane applies them.
-use crate::{EndpointSpec, EndpointStatus, Millis, WorkerId, WorkerState, routing::EndpointTraffic};
-
-/// Desired worker count before autoscaling: `active_workers`, or one worker while an endpoint
-/// with `active_workers = 0` has traffic (requests waiting or in flight, or a request within the
-/// idle timeout). A stopped endpoint wants none. Never above `max_workers`.
-pub fn desired_workers(spec: &EndpointSpec, status: EndpointStatus, traffic: &EndpointTraffic, now: Millis) -> u32 {
-    if status == EndpointStatus::Stopped {
-        return 0;
-    }
-    let recently_used =
-        traffic.last_request_at.is_some_and(|t| now.saturating_sub(t) < u64::from(spec.idle_timeout_secs) * 1000);
-    let busy = traffic.in_flight > 0 || traffic.waiting > 0 || recently_used;
-    let want = if spec.active_workers == 0 && busy { 1 } else { spec.active_workers };
-    want.min(spec.max_workers)
-}
+//! The reconciler's decisions, as pure functions: which workers to remove when an endpoint has
+//! too many, and when startup and drain are over. (How many it should have: `autoscale`.) The control plane applies them.
+use crate::{Millis, WorkerId, WorkerState};
 
 /// A live worker as the removal choice sees it.
 #[derive(Debug, Clone)]
@@ -58,52 +44,6 @@ pub fn drain_complete(draining_since: Millis, now: Millis, in_flight: u64, execu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{EndpointDraft, RuntimeKind, ValidationContext};
-
-    fn spec(active: i64, max: i64) -> EndpointSpec {
-        let ctx = ValidationContext {
-            gpu_types: vec!["SIM".into()],
-            data_centers: vec!["local".into()],
-            max_workers_quota: 10,
-            runtime: RuntimeKind::Process,
-        };
-        EndpointSpec::validate(
-            EndpointDraft {
-                name: Some("e".into()),
-                start_command: Some("x".into()),
-                active_workers: Some(active),
-                max_workers: Some(max),
-                idle_timeout_secs: Some(10),
-                ..Default::default()
-            },
-            &ctx,
-        )
-        .unwrap()
-    }
-
-    fn traffic(in_flight: u64, waiting: u64, last: Option<u64>) -> EndpointTraffic {
-        EndpointTraffic { in_flight, waiting, last_request_at: last.map(Millis), ..Default::default() }
-    }
-
-    #[test]
-    fn desired() {
-        let now = Millis(100_000);
-        let run = EndpointStatus::Running;
-        for (active, max, t, status, want) in [
-            (2, 3, traffic(0, 0, None), run, 2),
-            (2, 3, traffic(50, 9, Some(99_000)), run, 2),
-            (0, 3, traffic(0, 0, None), run, 0),
-            (0, 3, traffic(0, 1, None), run, 1),
-            (0, 3, traffic(1, 0, None), run, 1),
-            (0, 3, traffic(0, 0, Some(95_000)), run, 1),
-            (0, 3, traffic(0, 0, Some(90_000)), run, 0),
-            (0, 3, traffic(0, 0, Some(89_000)), run, 0),
-            (3, 3, traffic(0, 0, None), EndpointStatus::Stopped, 0),
-            (0, 1, traffic(5, 0, None), EndpointStatus::Stopped, 0),
-        ] {
-            assert_eq!(desired_workers(&spec(active, max), status, &t, now), want, "{active} {max} {t:?} {status:?}");
-        }
-    }
 
     fn w(id: &str, state: WorkerState, created: u64, in_flight: u64) -> WorkerBrief {
         WorkerBrief { id: WorkerId::parse(id).unwrap(), state, created_at: Millis(created), in_flight }

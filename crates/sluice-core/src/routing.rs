@@ -19,8 +19,14 @@ pub struct EndpointRoute {
     pub load_balancing: LoadBalancing,
     /// Whole-request deadline (R3.3).
     pub execution_timeout_ms: u64,
-    /// How long a request may wait for a first ready worker before it is refused.
-    pub wait_timeout_ms: u64,
+    /// How long a request may wait in the gateway queue for a worker slot.
+    pub queue_timeout_ms: u64,
+    /// Requests that may wait at once; beyond that, refused.
+    pub queue_capacity: u32,
+    /// Hard cap on a worker's concurrent requests.
+    pub concurrency_per_worker: u32,
+    /// The endpoint already has `max_workers`: a refusal is a 429 (limit), not a 503.
+    pub at_max: bool,
     /// Ready workers, in a stable order.
     pub workers: Vec<WorkerRoute>,
 }
@@ -40,6 +46,8 @@ pub struct EndpointTraffic {
     pub in_flight: u64,
     /// Requests waiting for a worker now.
     pub waiting: u64,
+    /// Age of the oldest waiting request.
+    pub oldest_wait_ms: u64,
     pub requests_total: u64,
     pub last_request_at: Option<Millis>,
     /// In-flight requests per worker (only workers with any).
@@ -104,25 +112,25 @@ pub fn pick_least_outstanding(len: usize, outstanding: impl Fn(usize) -> u64, st
 }
 
 /// Picks a worker index among `len` for the endpoint's policy; `outstanding(i)` is worker `i`'s
-/// requests in flight (read only for least-outstanding). `exclude` (a worker that already
-/// failed this request) is skipped when another is available.
+/// requests in flight. Workers at `cap` are full and skipped; `exclude` (a worker that already
+/// failed this request) is skipped too. `None`: no worker can take the request now.
 pub fn pick(
     policy: LoadBalancing,
     len: usize,
     outstanding: impl Fn(usize) -> u64,
     counter: usize,
     exclude: Option<usize>,
+    cap: u64,
 ) -> Option<usize> {
     if len == 0 {
         return None;
     }
     let start = counter % len;
-    match (policy, exclude) {
-        (_, Some(x)) if len == 1 && x == 0 => None,
-        (LoadBalancing::RoundRobin, Some(x)) if x == start => Some((start + 1) % len),
-        (LoadBalancing::RoundRobin, _) => Some(start),
-        (LoadBalancing::LeastOutstandingRequests, x) => {
-            (0..len).map(|k| (start + k) % len).filter(|&i| Some(i) != x).min_by_key(|&i| outstanding(i))
+    let mut order = (0..len).map(|k| (start + k) % len).filter(|&i| Some(i) != exclude);
+    match policy {
+        LoadBalancing::RoundRobin => order.find(|&i| outstanding(i) < cap),
+        LoadBalancing::LeastOutstandingRequests => {
+            order.map(|i| (i, outstanding(i))).filter(|&(_, o)| o < cap).min_by_key(|&(_, o)| o).map(|(i, _)| i)
         }
     }
 }
@@ -175,16 +183,19 @@ mod tests {
     fn round_robin_spreads_evenly() {
         let mut hits = [0; 3];
         for c in 0..300 {
-            hits[pick(LoadBalancing::RoundRobin, 3, |_| 0, c, None).unwrap()] += 1;
+            hits[pick(LoadBalancing::RoundRobin, 3, |_| 0, c, None, 1).unwrap()] += 1;
         }
         assert_eq!(hits, [100, 100, 100]);
-        assert_eq!(pick(LoadBalancing::RoundRobin, 0, |_| 0, 5, None), None);
+        assert_eq!(pick(LoadBalancing::RoundRobin, 0, |_| 0, 5, None, 1), None);
+        // Full workers are skipped; all full: none.
+        assert_eq!(pick(LoadBalancing::RoundRobin, 3, |i| [2, 2, 1][i], 0, None, 2), Some(2));
+        assert_eq!(pick(LoadBalancing::RoundRobin, 2, |_| 2, 0, None, 2), None);
     }
 
     #[test]
     fn least_outstanding() {
         let p = LoadBalancing::LeastOutstandingRequests;
-        let lor = |o: &[u64], c, x| pick(p, o.len(), |i| o[i], c, x);
+        let lor = |o: &[u64], c, x| pick(p, o.len(), |i| o[i], c, x, u64::MAX);
         assert_eq!(lor(&[3, 1, 2], 0, None), Some(1));
         assert_eq!(lor(&[3, 1, 2], 7, None), Some(1));
         // Ties rotate with the counter.
@@ -195,7 +206,9 @@ mod tests {
         assert_eq!(lor(&[3, 1, 2], 0, Some(1)), Some(2));
         assert_eq!(lor(&[5], 0, Some(0)), None);
         assert_eq!(pick_least_outstanding(3, |i| [2, 2, 1][i], 0), Some(2));
-        let rr = |len, c, x| pick(LoadBalancing::RoundRobin, len, |_| 0, c, x);
+        let rr = |len, c, x| pick(LoadBalancing::RoundRobin, len, |_| 0, c, x, 1);
+        assert_eq!(pick(p, 3, |i| [5, 4, 9][i], 0, None, 5), Some(1));
+        assert_eq!(pick(p, 2, |i| [5, 5][i], 0, None, 5), None);
         assert_eq!(rr(2, 0, Some(0)), Some(1));
         assert_eq!(rr(2, 0, Some(1)), Some(0));
         assert_eq!(rr(1, 0, Some(0)), None);

@@ -24,8 +24,12 @@ pub enum Error {
     EndpointNotFound(String),
     #[error("endpoint {0} is stopped; start it with `sluice endpoint start {0}`")]
     EndpointStopped(String),
-    #[error("no worker of endpoint {endpoint} became ready within {waited_ms} ms")]
-    NoReadyWorker { endpoint: String, waited_ms: u64 },
+    #[error(
+        "no worker of endpoint {endpoint} could take the request: {why} (waited {waited_ms} ms); capacity is being added, retry shortly"
+    )]
+    NoWorker { endpoint: String, why: &'static str, waited_ms: u64 },
+    #[error("endpoint {endpoint} is at its concurrency limit (max workers, each at its per-worker cap): {why}")]
+    ConcurrencyLimit { endpoint: String, why: &'static str },
     #[error("the worker could not be reached: {0}")]
     WorkerUnreachable(String),
     #[error("the worker failed while answering: {0}")]
@@ -38,7 +42,7 @@ impl Error {
     pub fn fault(&self) -> Fault {
         match self {
             Error::NoEndpointInRequest { .. } | Error::EndpointNotFound(_) => Fault::Downstream,
-            Error::EndpointStopped(_) | Error::NoReadyWorker { .. } => Fault::Platform,
+            Error::EndpointStopped(_) | Error::NoWorker { .. } | Error::ConcurrencyLimit { .. } => Fault::Platform,
             Error::WorkerUnreachable(_) | Error::WorkerFailed(_) | Error::ExecutionTimeout(_) => Fault::Upstream,
         }
     }
@@ -48,7 +52,8 @@ impl Error {
             Error::NoEndpointInRequest { .. } => (StatusCode::NOT_FOUND, "no_endpoint"),
             Error::EndpointNotFound(_) => (StatusCode::NOT_FOUND, "endpoint_not_found"),
             Error::EndpointStopped(_) => (StatusCode::SERVICE_UNAVAILABLE, "endpoint_stopped"),
-            Error::NoReadyWorker { .. } => (StatusCode::SERVICE_UNAVAILABLE, "no_ready_worker"),
+            Error::NoWorker { .. } => (StatusCode::SERVICE_UNAVAILABLE, "no_worker_available"),
+            Error::ConcurrencyLimit { .. } => (StatusCode::TOO_MANY_REQUESTS, "concurrency_limit"),
             Error::WorkerUnreachable(_) => (StatusCode::BAD_GATEWAY, "worker_unreachable"),
             Error::WorkerFailed(_) => (StatusCode::BAD_GATEWAY, "worker_failed"),
             Error::ExecutionTimeout(_) => (StatusCode::GATEWAY_TIMEOUT, "execution_timeout"),
@@ -64,7 +69,7 @@ impl Error {
         *resp.status_mut() = status;
         let h = resp.headers_mut();
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        if matches!(self, Error::NoReadyWorker { .. } | Error::EndpointStopped(_)) {
+        if matches!(self, Error::NoWorker { .. } | Error::ConcurrencyLimit { .. } | Error::EndpointStopped(_)) {
             h.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         }
         resp

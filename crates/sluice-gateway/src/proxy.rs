@@ -27,16 +27,17 @@ use crate::{
     table::{EndpointEntry, EndpointStats, WorkerEntry},
 };
 
-/// Counts a request as in flight on its endpoint and worker until dropped.
+/// A request holding one of a worker's concurrency slots (reserved by `pick_worker`); counts as
+/// in flight until dropped, then hands the slot to the longest waiter.
 pub struct InFlight {
     stats: Arc<EndpointStats>,
     worker: Arc<WorkerEntry>,
 }
 
 impl InFlight {
+    /// Takes over a slot already reserved on `worker`.
     fn new(stats: Arc<EndpointStats>, worker: Arc<WorkerEntry>) -> Self {
         stats.in_flight.fetch_add(1, Relaxed);
-        worker.outstanding.fetch_add(1, Relaxed);
         InFlight { stats, worker }
     }
 }
@@ -45,19 +46,35 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         self.stats.in_flight.fetch_sub(1, Relaxed);
         self.worker.outstanding.fetch_sub(1, Relaxed);
+        if self.stats.waiting.load(Relaxed) > 0 {
+            self.stats.slot_freed.notify_one();
+        }
     }
 }
 
 /// Counts a request as waiting for a worker until dropped.
-struct Waiting(Arc<EndpointStats>);
+struct Waiting {
+    stats: Arc<EndpointStats>,
+    seq: u64,
+}
 
-impl Drop for Waiting {
-    fn drop(&mut self) {
-        self.0.waiting.fetch_sub(1, Relaxed);
+impl Waiting {
+    fn new(stats: Arc<EndpointStats>) -> Self {
+        let seq = stats.waiter_seq.fetch_add(1, Relaxed);
+        stats.waiters.lock().unwrap().insert(seq, now_ms());
+        stats.waiting.fetch_add(1, Relaxed);
+        Waiting { stats, seq }
     }
 }
 
-fn now_ms() -> u64 {
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.stats.waiting.fetch_sub(1, Relaxed);
+        self.stats.waiters.lock().unwrap().remove(&self.seq);
+    }
+}
+
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
@@ -76,49 +93,82 @@ pub async fn handle(
     }
 }
 
+/// Picks a worker with a free slot and reserves the slot (compare-and-swap, so concurrent
+/// requests never exceed the cap).
 fn pick_worker(ep: &EndpointEntry, exclude: Option<&WorkerEntry>) -> Option<Arc<WorkerEntry>> {
     let n = ep.workers.len();
-    if n == 0 {
-        return None;
-    }
-    let counter = ep.stats.cursor.fetch_add(1, Relaxed);
+    let cap = u64::from(ep.route.concurrency_per_worker.max(1));
     let excl = exclude.and_then(|x| ep.workers.iter().position(|w| w.id == x.id));
-    let idx = pick(ep.route.load_balancing, n, |i| ep.workers[i].outstanding.load(Relaxed), counter, excl);
-    idx.map(|i| ep.workers[i].clone())
+    for _ in 0..4 {
+        let counter = ep.stats.cursor.fetch_add(1, Relaxed);
+        let i = pick(ep.route.load_balancing, n, |i| ep.workers[i].outstanding.load(Relaxed), counter, excl, cap)?;
+        let w = &ep.workers[i];
+        if w.outstanding.fetch_update(Relaxed, Relaxed, |o| (o < cap).then_some(o + 1)).is_ok() {
+            return Some(w.clone());
+        }
+    }
+    None
 }
 
-/// A ready worker for the endpoint, waiting (bounded by the endpoint's wait timeout) for one to
-/// become ready if there is none, and asking the control plane for one meanwhile.
+/// Why a request could not get a worker.
+fn refused(ep: &EndpointEntry, why: &'static str, waited_ms: u64) -> Error {
+    let id = ep.route.id.to_string();
+    if ep.route.at_max {
+        Error::ConcurrencyLimit { endpoint: id, why }
+    } else {
+        Error::NoWorker { endpoint: id, why, waited_ms }
+    }
+}
+
+/// A worker slot for the endpoint. Without a free slot (no ready worker, or all at their cap),
+/// the request waits in the endpoint's bounded queue, in arrival order, up to the queue timeout,
+/// and the control plane is asked for capacity at once.
 async fn acquire(
     gw: &Inner,
     ep: Arc<EndpointEntry>,
     exclude: Option<&WorkerEntry>,
 ) -> Result<(Arc<EndpointEntry>, Arc<WorkerEntry>), Error> {
-    if let Some(w) = pick_worker(&ep, exclude) {
+    // Do not overtake requests that are already waiting.
+    if ep.stats.waiting.load(Relaxed) == 0
+        && let Some(w) = pick_worker(&ep, exclude)
+    {
         return Ok((ep, w));
     }
-    ep.stats.waiting.fetch_add(1, Relaxed);
-    let _waiting = Waiting(ep.stats.clone());
+    if ep.stats.waiting.load(Relaxed) >= u64::from(ep.route.queue_capacity) {
+        return Err(refused(&ep, "the queue is full", 0));
+    }
+    let _waiting = Waiting::new(ep.stats.clone());
     (gw.on_demand)(&ep.route.id);
     let started = Instant::now();
-    let deadline = started + Duration::from_millis(ep.route.wait_timeout_ms);
+    let deadline = started + Duration::from_millis(ep.route.queue_timeout_ms);
     let mut rx = gw.changed.subscribe();
     let id = ep.route.id.to_string();
+    let stats = ep.stats.clone();
+    drop(ep);
+    let mut cur: Arc<EndpointEntry>;
     loop {
+        let freed = stats.slot_freed.notified();
+        tokio::pin!(freed);
+        freed.as_mut().enable();
         {
             let table = gw.routes.load();
-            let Some(cur) = table.endpoints.get(&id) else { return Err(Error::EndpointNotFound(id)) };
-            if cur.route.status == EndpointStatus::Stopped {
+            let Some(now) = table.endpoints.get(&id) else { return Err(Error::EndpointNotFound(id)) };
+            if now.route.status == EndpointStatus::Stopped {
                 return Err(Error::EndpointStopped(id));
             }
-            // Only an excluded lone worker: use it anyway rather than fail (a fresh connection
-            // may succeed where a pooled one did not).
-            if let Some(w) = pick_worker(cur, exclude).or_else(|| exclude.and_then(|_| pick_worker(cur, None))) {
-                return Ok((cur.clone(), w));
-            }
+            cur = now.clone();
         }
-        if tokio::time::timeout_at(deadline, rx.changed()).await.is_err() {
-            return Err(Error::NoReadyWorker { endpoint: id, waited_ms: started.elapsed().as_millis() as u64 });
+        // Only an excluded lone worker: use it anyway rather than fail (a fresh connection may
+        // succeed where a pooled one did not).
+        if let Some(w) = pick_worker(&cur, exclude).or_else(|| exclude.and_then(|_| pick_worker(&cur, None))) {
+            return Ok((cur, w));
+        }
+        tokio::select! {
+            () = &mut freed => {}
+            _ = rx.changed() => {}
+            () = tokio::time::sleep_until(deadline) => {
+                return Err(refused(&cur, "no worker slot freed in time", started.elapsed().as_millis() as u64));
+            }
         }
     }
 }
@@ -253,8 +303,9 @@ async fn proxy(
     let mut exclude: Option<Arc<WorkerEntry>> = None;
     let mut ep = ep;
     for attempt in 0..2 {
-        // Fast path without a timer: a ready worker is there.
-        let (cur, worker) = match pick_worker(&ep, exclude.as_deref()) {
+        // Fast path without a timer: a free slot, nobody waiting.
+        let fast = if ep.stats.waiting.load(Relaxed) == 0 { pick_worker(&ep, exclude.as_deref()) } else { None };
+        let (cur, worker) = match fast {
             Some(w) => (ep.clone(), w),
             None => tokio::time::timeout_at(deadline, acquire(gw, ep.clone(), exclude.as_deref()))
                 .await

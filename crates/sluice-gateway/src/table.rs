@@ -26,6 +26,12 @@ pub struct EndpointStats {
     pub last_request_ms: AtomicU64,
     /// Round-robin cursor.
     pub cursor: AtomicUsize,
+    /// Signalled when a worker slot frees while requests wait; wakes the longest waiter
+    /// (tokio's `Notify` is FIFO).
+    pub slot_freed: tokio::sync::Notify,
+    /// Waiting requests: sequence number → Unix ms they started waiting (oldest first).
+    pub waiters: Mutex<std::collections::BTreeMap<u64, u64>>,
+    pub waiter_seq: AtomicU64,
 }
 
 /// One ready worker; `outstanding` survives swaps and outlives the worker's removal from the
@@ -102,6 +108,7 @@ impl Routes {
 
     /// What this gateway sees of every endpoint now.
     pub fn traffic(&self) -> Vec<EndpointTraffic> {
+        let now_ms = crate::proxy::now_ms();
         let reg = self.registry.lock().unwrap();
         reg.endpoints
             .iter()
@@ -111,6 +118,13 @@ impl Routes {
                     endpoint: Some(id.clone()),
                     in_flight: s.in_flight.load(Relaxed),
                     waiting: s.waiting.load(Relaxed),
+                    oldest_wait_ms: s
+                        .waiters
+                        .lock()
+                        .unwrap()
+                        .values()
+                        .next()
+                        .map_or(0, |since| now_ms.saturating_sub(*since)),
                     requests_total: s.requests_total.load(Relaxed),
                     last_request_at: (last > 0).then_some(Millis(last)),
                     per_worker: reg

@@ -109,3 +109,28 @@ async fn keys_and_instance_id() {
     assert_eq!(s.find_key("d2").await.unwrap().unwrap().role, "admin");
     assert!(s.find_key("zz").await.unwrap().is_none());
 }
+
+#[tokio::test]
+async fn scaling_events_page_newest_first_and_prune() {
+    let (_d, s) = open().await;
+    s.create_endpoint(&endpoint("ep1", "a", "one")).await.unwrap();
+    let id = EndpointId::parse("ep1").unwrap();
+    for i in 0..5u32 {
+        let e = ScalingEvent {
+            id: 0,
+            endpoint_id: id.clone(),
+            at: Millis(u64::from(i)),
+            from: i,
+            to: i + 1,
+            reason: format!("r{i}"),
+            inputs: "{}".into(),
+        };
+        s.add_scaling_event(&e).await.unwrap();
+    }
+    let page = s.list_scaling_events(&id, None, 2).await.unwrap();
+    assert_eq!(page.iter().map(|e| e.to).collect::<Vec<_>>(), [5, 4]);
+    let next = s.list_scaling_events(&id, Some(page[1].id), 10).await.unwrap();
+    assert_eq!(next.iter().map(|e| e.to).collect::<Vec<_>>(), [3, 2, 1]);
+    assert_eq!(s.prune_scaling_events(3).await.unwrap(), 2);
+    assert_eq!(s.list_scaling_events(&id, None, 10).await.unwrap().len(), 3);
+}

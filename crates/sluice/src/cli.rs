@@ -108,6 +108,15 @@ enum EndpointCmd {
     Delete { id: String },
     /// List an endpoint's workers.
     Workers { id: String },
+    /// Scaling decisions of an endpoint, newest first, with their reasons.
+    Events {
+        id: String,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// Only events older than this event id (the previous page's next_before).
+        #[arg(long)]
+        before: Option<i64>,
+    },
 }
 
 #[derive(Args, Default)]
@@ -152,6 +161,28 @@ struct SpecArgs {
     /// round_robin or least_outstanding_requests
     #[arg(long)]
     load_balancing: Option<String>,
+    /// Autoscaling policy: default, seed-atlas, seed-damped, seed-hf, fixed-keepalive, knative, hpa, ray-serve, beta9
+    #[arg(long)]
+    scaling_policy: Option<String>,
+    /// concurrency, request_count, queue_delay, rpm or gpu_utilization
+    #[arg(long)]
+    scaling_signal: Option<String>,
+    #[arg(long)]
+    scaling_target: Option<i64>,
+    #[arg(long)]
+    concurrency_per_worker: Option<i64>,
+    #[arg(long)]
+    scale_up_window_secs: Option<i64>,
+    #[arg(long)]
+    scale_up_max_percent: Option<i64>,
+    #[arg(long)]
+    scale_down_delay_secs: Option<i64>,
+    #[arg(long)]
+    scale_down_max_percent: Option<i64>,
+    #[arg(long)]
+    queue_capacity: Option<i64>,
+    #[arg(long)]
+    queue_timeout_secs: Option<i64>,
 }
 
 impl SpecArgs {
@@ -329,6 +360,21 @@ fn print_endpoint(v: &Value) {
             ),
         ),
         ("load balancing", s(&v["load_balancing"])),
+        (
+            "autoscaling",
+            format!(
+                "{} on {} (target {}, cap {} per worker; up +{}%/{} s, down after {} s; queue {} for {} s)",
+                s(&v["scaling_policy"]),
+                s(&v["scaling_signal"]),
+                s(&v["scaling_target"]),
+                s(&v["concurrency_per_worker"]),
+                s(&v["scale_up_max_percent"]),
+                s(&v["scale_up_window_secs"]),
+                s(&v["scale_down_delay_secs"]),
+                s(&v["queue_capacity"]),
+                s(&v["queue_timeout_secs"])
+            ),
+        ),
     ];
     for (k, val) in lines {
         println!("{k:<15} {val}");
@@ -396,6 +442,27 @@ async fn endpoint(conn: Conn, cmd: EndpointCmd) -> anyhow::Result<()> {
                 })
                 .collect();
             println!("{}", table::render(&["ID", "NAME", "STATUS", "READY/DESIRED", "GPUS", "URL"], &rows));
+        }
+        EndpointCmd::Events { id, limit, before } => {
+            let mut path = format!("/v1/endpoints/{id}/events?limit={limit}");
+            if let Some(b) = before {
+                path.push_str(&format!("&before={b}"));
+            }
+            let v = c.call(Method::GET, &path, None).await?;
+            if json_out {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(());
+            }
+            let rows: Vec<Vec<String>> = v["events"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+                .iter()
+                .map(|e| {
+                    vec![s(&e["id"]), s(&e["at"]), format!("{} -> {}", s(&e["from"]), s(&e["to"])), s(&e["reason"])]
+                })
+                .collect();
+            println!("{}", table::render(&["ID", "AT", "WORKERS", "REASON"], &rows));
         }
         EndpointCmd::Workers { id } => {
             let v = c.call(Method::GET, &format!("/v1/endpoints/{id}/workers"), None).await?;

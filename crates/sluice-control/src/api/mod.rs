@@ -13,7 +13,8 @@ use axum::{
     routing::{get, post},
 };
 use sluice_api::{
-    EndpointInput, EndpointList, EndpointView, ErrorBody, NetworkVolumeDto, WorkerCounts, WorkerList, WorkerView,
+    EndpointInput, EndpointList, EndpointView, ErrorBody, NetworkVolumeDto, ScalingEventList, ScalingEventView,
+    WorkerCounts, WorkerList, WorkerView,
 };
 use sluice_core::{EndpointDraft, EndpointId, EndpointSpec, EndpointStatus, rfc3339, secrets};
 use sluice_store::{EndpointRecord, WorkerRecord};
@@ -44,6 +45,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/endpoints/{id}/stop", post(stop_endpoint))
         .route("/endpoints/{id}/start", post(start_endpoint))
         .route("/endpoints/{id}/workers", get(list_workers))
+        .route("/endpoints/{id}/events", get(list_events))
         .route("/openapi.json", get(openapi))
         .fallback(not_found)
         .route_layer(middleware::from_fn_with_state(state.clone(), require_key));
@@ -271,11 +273,55 @@ async fn list_workers(
     Ok(Json(WorkerList { workers: ws.iter().map(worker_view).collect() }))
 }
 
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+struct EventsQuery {
+    /// Page size, 1-1000 (default 100).
+    limit: Option<u32>,
+    /// Only events with an id below this (the previous page's `next_before`).
+    before: Option<i64>,
+}
+
+#[utoipa::path(get, path = "/v1/endpoints/{id}/events", tag = "endpoints", params(("id" = String, Path), EventsQuery),
+    responses((status = 200, body = ScalingEventList), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn list_events(
+    State(st): S,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    query: Result<axum::extract::Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<ScalingEventList>, AppError> {
+    let q = query.map_err(|e| AppError::InvalidField { field: None, message: e.body_text() })?.0;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(AppError::InvalidField {
+            field: Some("limit".into()),
+            message: format!("must be between 1 and 1000, got {limit}"),
+        });
+    }
+    let e = load(&st, &caller, &id).await?;
+    let evs = st.store.list_scaling_events(&e.id, q.before, limit).await?;
+    let next_before = (evs.len() as u32 == limit).then(|| evs.last().map(|x| x.id)).flatten();
+    Ok(Json(ScalingEventList {
+        events: evs
+            .into_iter()
+            .map(|x| ScalingEventView {
+                id: x.id,
+                at: rfc3339(x.at),
+                from: x.from,
+                to: x.to,
+                reason: x.reason,
+                inputs: serde_json::from_str(&x.inputs).unwrap_or(serde_json::Value::Null),
+            })
+            .collect(),
+        next_before,
+    }))
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Sluice control API", description = "Serverless GPU endpoints: endpoints, workers."),
-    paths(list_endpoints, create_endpoint, get_endpoint, update_endpoint, delete_endpoint, stop_endpoint, start_endpoint, list_workers),
-    components(schemas(EndpointInput, EndpointView, EndpointList, WorkerView, WorkerList, WorkerCounts, NetworkVolumeDto, ErrorBody)),
+    paths(list_endpoints, create_endpoint, get_endpoint, update_endpoint, delete_endpoint, stop_endpoint, start_endpoint, list_workers, list_events),
+    components(schemas(EndpointInput, EndpointView, EndpointList, WorkerView, WorkerList, WorkerCounts, NetworkVolumeDto, ErrorBody, ScalingEventView, ScalingEventList)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]

@@ -8,7 +8,7 @@ const SEC: u64 = 1000;
 /// The longest window of history a preset reads.
 pub fn history_ms(p: &ScalingPolicy) -> u64 {
     let own = match p.preset {
-        Preset::Default => p.idle_timeout_ms.max(30 * SEC),
+        Preset::Default => p.idle_timeout_ms.max(p.scale_down_delay_ms),
         Preset::SeedAtlas => p.idle_timeout_ms.max(p.scale_down_delay_ms).max(p.scale_up_window_ms),
         Preset::SeedDamped | Preset::SeedHf => 300 * SEC,
         Preset::FixedKeepalive => p.idle_timeout_ms,
@@ -95,13 +95,14 @@ pub fn evaluate(
     match p.preset {
         Preset::Default => {
             // Sluice's default: size to the load at once (capacity for demand at 80% of the
-            // per-worker cap, so a burst does not queue behind a full worker), and keep each
-            // worker until it has been unneeded for max(idle timeout, 30 s), removing one per tick.
+            // per-worker cap, so a burst does not queue behind a full worker), within seed 000's
+            // scale-up rate limit; keep each worker until it has been unneeded for
+            // max(idle timeout, scale-down delay), removing one per tick.
             let sized = |s: &MetricsSnapshot, need: u32| {
                 need.max(((s.demand() as f64) / (f64::from(p.concurrency_per_worker) * 0.8)).ceil() as u32)
             };
             let want = sized(snap, need);
-            let window = p.idle_timeout_ms.max(30 * SEC);
+            let window = p.idle_timeout_ms.max(p.scale_down_delay_ms);
             let keep = st
                 .history
                 .iter()

@@ -185,7 +185,7 @@ async fn a_request_at_zero_waits_for_the_first_worker() {
     let id = p
         .create_demo(
             "zero",
-            json!({"active_workers": 0, "idle_timeout_secs": 2, "env": {"DEMO_STARTUP_DELAY_MS": "500"}}),
+            json!({"active_workers": 0, "idle_timeout_secs": 2, "scale_down_delay_secs": 1, "env": {"DEMO_STARTUP_DELAY_MS": "500"}}),
         )
         .await;
     tokio::time::sleep(Duration::from_millis(700)).await;

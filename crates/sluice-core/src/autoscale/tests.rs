@@ -161,7 +161,7 @@ fn properties_bounds_and_seed_rate_limit_hold_for_random_loads() {
         let mut demand = 0u64;
         let mut targets = Vec::new();
         for sec in 0..600u64 {
-            if rng.next() % 10 == 0 {
+            if rng.next().is_multiple_of(10) {
                 demand = rng.next() % 400;
             }
             let cap = u64::from(st.target) * u64::from(p.concurrency_per_worker);
@@ -175,7 +175,6 @@ fn properties_bounds_and_seed_rate_limit_hold_for_random_loads() {
             };
             let d = decide(&p, &mut st, &snap, Millis(sec * 1000));
             assert!(d.target >= min && d.target <= max, "{preset:?} {d:?}");
-            assert!(min > 0 || preset == Preset::Hpa || d.target > 0 || demand == 0 || sec == 0 || true);
             targets.push((sec, d.target));
         }
         if matches!(preset, Preset::Default | Preset::SeedAtlas) {

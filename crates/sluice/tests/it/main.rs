@@ -1,6 +1,7 @@
 //! Integration tests: the real `sluice` binary, real SQLite, real worker processes, real HTTP over
 //! loopback. One test binary (each extra `tests/*.rs` is another link on 2 cores).
 mod api;
+mod autoscale;
 mod cli;
 mod gateway;
 mod lifecycle;

@@ -20,6 +20,19 @@ pub fn history_ms(p: &ScalingPolicy) -> u64 {
     own.max(60 * SEC)
 }
 
+/// How long after its last change, with no load at all, a preset can still change its target
+/// on its own (timers: keep-alive, damping, cadences). The simulator skips idle time after that.
+pub fn rest_ms(p: &ScalingPolicy) -> u64 {
+    let timers = match p.preset {
+        Preset::SeedHf => 900 * SEC,
+        Preset::RayServe => 600 * SEC,
+        Preset::SeedDamped | Preset::Hpa => 300 * SEC,
+        Preset::Knative => 90 * SEC,
+        _ => 0,
+    };
+    history_ms(p).max(p.idle_timeout_ms).max(p.scale_down_delay_ms).max(timers) + 2 * SEC
+}
+
 /// Max raw need over the last `window_ms`, the current need included.
 fn max_need(st: &ScalerState, window_ms: u64, now: Millis, need: u32) -> u32 {
     st.history.iter().filter(|s| now.saturating_sub(s.at) < window_ms).map(|s| s.need).fold(need, u32::max)

@@ -188,6 +188,10 @@ struct Endpoint<'a> {
     busy_slot_ms: u128,
     /// When the last request completed: the end of the metering horizon.
     last_done: u64,
+    /// Worker lifetimes (ms) of stopped workers whose slots were reused.
+    retired_ms: u64,
+    /// When the scaler last changed its target (however the evaluation was triggered).
+    last_change_at: u64,
 }
 
 impl<'a> Endpoint<'a> {
@@ -253,6 +257,7 @@ impl<'a> Endpoint<'a> {
         let d = decide(&self.cfg.policy, &mut self.state, &snap, Millis(now));
         if d.target != before {
             self.out.scale_events += 1;
+            self.last_change_at = now;
         }
         self.apply(d.target, now);
     }
@@ -342,13 +347,14 @@ fn run_endpoint(cfg: &SimConfig, reqs: &[TraceRequest], seed: u64) -> (SimResult
         arrivals_since_tick: 0,
         busy_slot_ms: 0,
         last_done: 0,
+        retired_ms: 0,
+        last_change_at: 0,
     };
     ep.apply(cfg.policy.min_workers, 0);
     ep.state.target = cfg.policy.min_workers;
     const TICK: u64 = 1000;
-    let rest_ms = super::presets::history_ms(&cfg.policy).max(cfg.policy.idle_timeout_ms) + 1000 * 1000;
+    let rest_ms = super::presets::rest_ms(&cfg.policy);
     let mut next_tick = 0u64;
-    let mut last_change_at = 0u64;
     let mut i = 0;
     let end_of_trace = reqs.last().map_or(0, |r| r.arrival_ms);
     loop {
@@ -364,17 +370,13 @@ fn run_endpoint(cfg: &SimConfig, reqs: &[TraceRequest], seed: u64) -> (SimResult
             now = now.min(t);
         }
         if now == next_tick {
-            let before = ep.state.target;
             ep.tick(now);
-            if ep.state.target != before {
-                last_change_at = now;
-            }
             ep.drain_queue(now);
             next_tick += TICK;
             // Skip idle stretches once the scaler has been at rest for its longest window.
             if let Some(a) = next_arrival
                 && ep.idle(now)
-                && now - last_change_at > rest_ms
+                && now - ep.last_change_at.max(ep.state.last_busy.map_or(0, |b| b.0)) > rest_ms
                 && a > next_tick + TICK
             {
                 next_tick = a - a % TICK;
@@ -397,8 +399,11 @@ fn run_endpoint(cfg: &SimConfig, reqs: &[TraceRequest], seed: u64) -> (SimResult
     // Workers are metered until they stop or the last request is done, whichever comes first,
     // so every policy is charged over the same horizon.
     let horizon = ep.last_done.max(end_of_trace);
-    let worker_ms: u64 =
-        ep.workers.iter().map(|w| w.stopped_at.unwrap_or(horizon).min(horizon).saturating_sub(w.started_at)).sum();
+    let worker_ms: u64 = ep.retired_ms
+        + ep.workers
+            .iter()
+            .map(|w| w.stopped_at.unwrap_or(horizon).min(horizon).saturating_sub(w.started_at))
+            .sum::<u64>();
     let lat = std::mem::take(&mut ep.latencies);
     (ep.out, lat, ep.busy_slot_ms, worker_ms)
 }
@@ -515,6 +520,19 @@ mod tests {
         c.queue_timeout_ms = 500;
         let t = simulate(&c, &trace);
         assert!(t.rejected_timeout > 0, "{t:?}");
+    }
+
+    #[test]
+    fn skipping_idle_time_does_not_change_results() {
+        // Sessions separated by long gaps: with the skip, workers must still scale down on
+        // their own timers before the gap, exactly as if every second were simulated.
+        let trace = parse_trace("arrival_s,service_s\n0,1\n10000,1\n20000,1\n").unwrap();
+        for p in crate::autoscale::Preset::ALL {
+            let r = simulate(&cfg(p, 1, 5_000), &trace);
+            if p != crate::autoscale::Preset::Hpa && p != crate::autoscale::Preset::RayServe {
+                assert!(r.gpu_seconds < 3_000.0, "{p:?} kept a worker through the gap: {r:?}");
+            }
+        }
     }
 
     #[test]

@@ -32,6 +32,9 @@ enum Cmd {
     },
     /// Replay a request trace through autoscaling policies and compare cost, latency, rejections.
     Sim(crate::sim::SimArgs),
+    /// Recommend active/max workers from latency and RPM (seed 001), or search a trace for the
+    /// cheapest setting that meets a p99 target.
+    Plan(crate::sim::PlanArgs),
     /// The demo worker (used by the demo endpoint and the tests).
     #[command(hide = true)]
     DemoWorker {
@@ -253,6 +256,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Up(a) => up(a).await,
         Cmd::Endpoint { conn, cmd } => endpoint(conn, cmd).await,
         Cmd::Sim(a) => crate::sim::run(a),
+        Cmd::Plan(a) => crate::sim::plan(a),
         Cmd::DemoWorker { port, startup_delay_ms } => crate::demo::run(port, startup_delay_ms).await,
     }
 }

@@ -153,3 +153,148 @@ pub fn table(results: &[SimResult]) -> String {
     }
     out
 }
+
+#[derive(Args)]
+pub struct PlanArgs {
+    /// Average seconds one request takes (seed 001's "latency").
+    #[arg(long, required_unless_present = "trace")]
+    pub latency_secs: Option<f64>,
+    /// Expected requests per minute.
+    #[arg(long, required_unless_present = "trace")]
+    pub rpm: Option<f64>,
+    /// Requests per minute at peak (default: --rpm).
+    #[arg(long)]
+    pub peak_rpm: Option<f64>,
+    #[arg(long, default_value = "A100")]
+    pub gpu_type: String,
+    #[arg(long, default_value_t = 1)]
+    pub gpus_per_worker: u32,
+    #[arg(long, default_value_t = 1)]
+    pub concurrency_per_worker: u32,
+    /// Instead: search settings with the simulator on this trace …
+    #[arg(long, requires = "p99_secs", conflicts_with_all = ["latency_secs", "rpm"])]
+    pub trace: Option<PathBuf>,
+    /// … for the cheapest that keeps p99 under this, with no rejection.
+    #[arg(long)]
+    pub p99_secs: Option<f64>,
+    /// Policies to search (with --trace).
+    #[arg(long, default_value = "all")]
+    pub policy: String,
+    #[arg(long)]
+    pub cold_start_file: Option<PathBuf>,
+    #[arg(long)]
+    pub cold_start_secs: Option<f64>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn plan(a: PlanArgs) -> anyhow::Result<()> {
+    let hourly = catalog::per_hour(&a.gpu_type).with_context(|| format!("unknown GPU type {:?}", a.gpu_type))?;
+    let per_s = catalog::per_second(&a.gpu_type).expect("same catalog");
+    let Some(trace_path) = &a.trace else {
+        let p = sluice_core::autoscale::plan::plan(
+            a.latency_secs.expect("required by clap"),
+            a.rpm.expect("required by clap"),
+            a.peak_rpm,
+            a.concurrency_per_worker,
+            a.gpus_per_worker,
+            hourly,
+            per_s,
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        if a.json {
+            println!("{}", serde_json::to_string(&p)?);
+        } else {
+            println!(
+                "Each worker serves about {:.1} requests per minute.\nRecommended: active_workers = {}, max_workers = {} ({}-{}).\nMonthly cost on {}: ${:.2} (baseline only) to ${:.2} (every autoscaled worker busy all month).",
+                p.rpm_per_worker,
+                p.active_workers,
+                p.max_workers,
+                p.active_workers,
+                p.max_workers,
+                a.gpu_type,
+                p.monthly_cost_min_usd,
+                p.monthly_cost_max_usd
+            );
+        }
+        return Ok(());
+    };
+    let p99 = a.p99_secs.expect("required by clap");
+    let text = std::fs::read_to_string(trace_path).with_context(|| format!("reading {}", trace_path.display()))?;
+    let trace = parse_trace(&text).map_err(|e| anyhow::anyhow!("{}: {e}", trace_path.display()))?;
+    let base = SimArgs {
+        trace: trace_path.clone(),
+        policy: a.policy.clone(),
+        concurrency_per_worker: a.concurrency_per_worker,
+        cold_start_secs: a.cold_start_secs,
+        cold_start_file: a.cold_start_file.clone(),
+        gpu_type: a.gpu_type.clone(),
+        gpus_per_worker: a.gpus_per_worker,
+        active_workers: 0,
+        max_workers: 100,
+        idle_timeout_secs: 10,
+        queue_capacity: 1000,
+        queue_timeout_secs: 600,
+        seed: 1,
+        json: false,
+    };
+    let mut best: Option<(SimResult, u32, u32, u64)> = None;
+    for preset in presets(&a.policy)? {
+        for active in [0u32, 1, 2, 4] {
+            for max in [4u32, 8, 16, 32, 64, 100] {
+                for idle in [10u64, 60, 300] {
+                    if max < active.max(1) {
+                        continue;
+                    }
+                    let args = SimArgs {
+                        active_workers: active,
+                        max_workers: max,
+                        idle_timeout_secs: idle,
+                        ..clone_args(&base)
+                    };
+                    let r = simulate(&config(&args, preset)?, &trace);
+                    if r.rejected == 0 && r.p99_s <= p99 && best.as_ref().is_none_or(|b| r.cost_usd < b.0.cost_usd) {
+                        best = Some((r, active, max, idle));
+                    }
+                }
+            }
+        }
+    }
+    match best {
+        Some((r, active, max, idle)) => {
+            if a.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"policy": r.policy, "active_workers": active, "max_workers": max, "idle_timeout_secs": idle, "result": r})
+                );
+            } else {
+                println!(
+                    "Cheapest setting with p99 <= {p99} s and no rejection: scaling_policy = {}, active_workers = {active}, max_workers = {max}, idle_timeout_secs = {idle}\n{}",
+                    r.policy,
+                    table(std::slice::from_ref(&r))
+                );
+            }
+            Ok(())
+        }
+        None => bail!("no searched setting keeps p99 under {p99} s without rejections; try a higher --p99-secs"),
+    }
+}
+
+fn clone_args(a: &SimArgs) -> SimArgs {
+    SimArgs {
+        trace: a.trace.clone(),
+        policy: a.policy.clone(),
+        concurrency_per_worker: a.concurrency_per_worker,
+        cold_start_secs: a.cold_start_secs,
+        cold_start_file: a.cold_start_file.clone(),
+        gpu_type: a.gpu_type.clone(),
+        gpus_per_worker: a.gpus_per_worker,
+        active_workers: a.active_workers,
+        max_workers: a.max_workers,
+        idle_timeout_secs: a.idle_timeout_secs,
+        queue_capacity: a.queue_capacity,
+        queue_timeout_secs: a.queue_timeout_secs,
+        seed: a.seed,
+        json: a.json,
+    }
+}

@@ -6,6 +6,7 @@
 //!
 //! Presets reproduce the scalers of the seeds and of the anchors (`../shared/AUTOSCALING-REFERENCE.md`
 //! gives the source of every constant); `default` is Sluice's own.
+pub mod plan;
 mod presets;
 pub mod sim;
 

@@ -97,3 +97,91 @@ async fn endpoint_commands_drive_the_api() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("API key"));
     p.stop();
 }
+
+#[test]
+fn sim_and_plan_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("t.csv");
+    let mut text = String::from("arrival_s,service_s,endpoint\n");
+    for i in 0..300 {
+        text.push_str(&format!("{},{},{}\n", f64::from(i) * 0.2, 1.5, if i % 3 == 0 { "a" } else { "b" }));
+    }
+    std::fs::write(&trace, text).unwrap();
+    let run = |args: &[&str]| std::process::Command::new(BIN).args(args).output().unwrap();
+    let out = run(&[
+        "sim",
+        "--trace",
+        trace.to_str().unwrap(),
+        "--policy",
+        "all",
+        "--concurrency-per-worker",
+        "2",
+        "--cold-start-secs",
+        "3",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 9);
+    for l in &lines {
+        for k in [
+            "policy",
+            "requests",
+            "completed",
+            "rejected",
+            "p50_s",
+            "p95_s",
+            "p99_s",
+            "cold_start_hits",
+            "gpu_seconds",
+            "cost_usd",
+            "scale_events",
+        ] {
+            assert!(!l[k].is_null(), "missing {k}: {l}");
+        }
+        assert_eq!(l["requests"], 300);
+        assert_eq!(l["completed"].as_u64().unwrap() + l["rejected"].as_u64().unwrap(), 300);
+    }
+    // Deterministic: the same run gives the same numbers.
+    let again = run(&[
+        "sim",
+        "--trace",
+        trace.to_str().unwrap(),
+        "--policy",
+        "all",
+        "--concurrency-per-worker",
+        "2",
+        "--cold-start-secs",
+        "3",
+        "--json",
+    ]);
+    assert_eq!(again.stdout, out.stdout);
+    // Bad input: a clear message and a non-zero exit.
+    std::fs::write(dir.path().join("bad.csv"), "arrival_s,service_s\n1,x\n").unwrap();
+    let bad = run(&["sim", "--trace", dir.path().join("bad.csv").to_str().unwrap()]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("line 2"), "{}", String::from_utf8_lossy(&bad.stderr));
+    let bad = run(&["sim", "--trace", trace.to_str().unwrap(), "--policy", "magic"]);
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("unknown policy"));
+
+    let out = run(&["plan", "--latency-secs", "6", "--rpm", "20", "--peak-rpm", "100", "--json"]);
+    assert!(out.status.success());
+    let p: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((p["active_workers"].as_u64(), p["max_workers"].as_u64()), (Some(2), Some(10)));
+    let out = run(&[
+        "plan",
+        "--trace",
+        trace.to_str().unwrap(),
+        "--p99-secs",
+        "30",
+        "--policy",
+        "default,fixed-keepalive",
+        "--cold-start-secs",
+        "3",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let p: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(p["result"]["p99_s"].as_f64().unwrap() <= 30.0 && p["result"]["rejected"] == 0, "{p}");
+}

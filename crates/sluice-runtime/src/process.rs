@@ -158,6 +158,12 @@ impl ProcessRuntime {
                 Ok(()) | Err(Errno::ESRCH) => {}
                 Err(e) => return Err(ctl(e)),
             }
+            // SIGKILL is not instant: return only once the group is gone (bounded), so callers
+            // can rely on "stopped" meaning no process is left.
+            let until = tokio::time::Instant::now() + Duration::from_secs(5);
+            while !group_gone(pgid) && tokio::time::Instant::now() < until {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
         }
         self.tracked.lock().unwrap().remove(worker);
         Ok(())

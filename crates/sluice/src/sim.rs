@@ -96,14 +96,27 @@ pub fn config(a: &SimArgs, preset: Preset) -> anyhow::Result<SimConfig> {
 pub fn run(a: SimArgs) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(&a.trace).with_context(|| format!("reading {}", a.trace.display()))?;
     let trace = parse_trace(&text).map_err(|e| anyhow::anyhow!("{}: {e}", a.trace.display()))?;
-    let presets = presets(&a.policy)?;
-    let mut results: Vec<SimResult> = Vec::new();
-    for p in presets {
-        let r = simulate(&config(&a, p)?, &trace);
-        if a.json {
-            println!("{}", serde_json::to_string(&r)?);
+    let configs = presets(&a.policy)?.into_iter().map(|p| config(&a, p)).collect::<anyhow::Result<Vec<_>>>()?;
+    // Policies are independent: simulate them on all cores, report in the order asked.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(configs.len()).max(1);
+    let mut results: Vec<Option<SimResult>> = vec![None; configs.len()];
+    std::thread::scope(|s| {
+        for (t, chunk) in results.chunks_mut(configs.len().div_ceil(threads)).enumerate() {
+            let configs = &configs;
+            let trace = &trace;
+            let start = t * configs.len().div_ceil(threads);
+            s.spawn(move || {
+                for (k, slot) in chunk.iter_mut().enumerate() {
+                    *slot = Some(simulate(&configs[start + k], trace));
+                }
+            });
         }
-        results.push(r);
+    });
+    let results: Vec<SimResult> = results.into_iter().map(|r| r.expect("every policy simulated")).collect();
+    if a.json {
+        for r in &results {
+            println!("{}", serde_json::to_string(r)?);
+        }
     }
     if !a.json {
         println!("{}", table(&results));

@@ -122,8 +122,14 @@ fn worker_from_row(r: &SqliteRow) -> Result<WorkerRecord> {
     })
 }
 
-fn is_unique_violation(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+/// A unique-index violation on endpoints is a name already used by the account.
+fn name_conflict(e: sqlx::Error, name: &str) -> Error {
+    match &e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => {
+            Error::Conflict(format!("an endpoint named {name:?} already exists"))
+        }
+        _ => e.into(),
+    }
 }
 
 /// The migrations, embedded in the binary (`migrations/NNNN_name.sql`).
@@ -241,13 +247,7 @@ impl Store {
         .bind(e.updated_at.0 as i64)
         .execute(&self.writer)
         .await
-        .map_err(|x| {
-            if is_unique_violation(&x) {
-                Error::Conflict(format!("an endpoint named {:?} already exists", e.spec.name))
-            } else {
-                x.into()
-            }
-        })?;
+        .map_err(|x| name_conflict(x, &e.spec.name))?;
         Ok(())
     }
 
@@ -265,13 +265,7 @@ impl Store {
         .bind(e.updated_at.0 as i64)
         .execute(&self.writer)
         .await
-        .map_err(|x| {
-            if is_unique_violation(&x) {
-                Error::Conflict(format!("an endpoint named {:?} already exists", e.spec.name))
-            } else {
-                x.into()
-            }
-        })?;
+        .map_err(|x| name_conflict(x, &e.spec.name))?;
         if r.rows_affected() == 0 {
             return Err(Error::NotFound);
         }

@@ -11,7 +11,7 @@ use sluice_core::{
     catalog,
 };
 
-#[derive(Args)]
+#[derive(Args, Clone)]
 pub struct SimArgs {
     /// Trace CSV: arrival_s,service_s[,endpoint] with a header.
     #[arg(long)]
@@ -259,12 +259,8 @@ pub fn plan(a: PlanArgs) -> anyhow::Result<()> {
                     if max < active.max(1) {
                         continue;
                     }
-                    let args = SimArgs {
-                        active_workers: active,
-                        max_workers: max,
-                        idle_timeout_secs: idle,
-                        ..clone_args(&base)
-                    };
+                    let args =
+                        SimArgs { active_workers: active, max_workers: max, idle_timeout_secs: idle, ..base.clone() };
                     let r = simulate(&config(&args, preset)?, &trace);
                     if r.rejected == 0 && r.p99_s <= p99 && best.as_ref().is_none_or(|b| r.cost_usd < b.0.cost_usd) {
                         best = Some((r, active, max, idle));
@@ -290,24 +286,5 @@ pub fn plan(a: PlanArgs) -> anyhow::Result<()> {
             Ok(())
         }
         None => bail!("no searched setting keeps p99 under {p99} s without rejections; try a higher --p99-secs"),
-    }
-}
-
-fn clone_args(a: &SimArgs) -> SimArgs {
-    SimArgs {
-        trace: a.trace.clone(),
-        policy: a.policy.clone(),
-        concurrency_per_worker: a.concurrency_per_worker,
-        cold_start_secs: a.cold_start_secs,
-        cold_start_file: a.cold_start_file.clone(),
-        gpu_type: a.gpu_type.clone(),
-        gpus_per_worker: a.gpus_per_worker,
-        active_workers: a.active_workers,
-        max_workers: a.max_workers,
-        idle_timeout_secs: a.idle_timeout_secs,
-        queue_capacity: a.queue_capacity,
-        queue_timeout_secs: a.queue_timeout_secs,
-        seed: a.seed,
-        json: a.json,
     }
 }

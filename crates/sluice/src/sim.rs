@@ -40,6 +40,9 @@ pub struct SimArgs {
     /// Seconds an autoscaled worker stays idle (seed 001 / seed 000 defaults: 10).
     #[arg(long, default_value_t = 10)]
     pub idle_timeout_secs: u64,
+    /// Scale-up rate limit (seed 000: +200% per 60 s window).
+    #[arg(long, default_value_t = 200)]
+    pub scale_up_max_percent: u32,
     /// Gateway queue capacity and wait timeout.
     #[arg(long, default_value_t = 1000)]
     pub queue_capacity: usize,
@@ -82,6 +85,10 @@ pub fn config(a: &SimArgs, preset: Preset) -> anyhow::Result<SimConfig> {
     }
     let mut policy = ScalingPolicy::new(preset, a.active_workers, a.max_workers, a.concurrency_per_worker);
     policy.idle_timeout_ms = a.idle_timeout_secs * 1000;
+    if a.scale_up_max_percent == 0 {
+        bail!("--scale-up-max-percent must be at least 1");
+    }
+    policy.scale_up_max_percent = a.scale_up_max_percent;
     Ok(SimConfig {
         policy,
         cold_start,
@@ -246,6 +253,7 @@ pub fn plan(a: PlanArgs) -> anyhow::Result<()> {
         active_workers: 0,
         max_workers: 100,
         idle_timeout_secs: 10,
+        scale_up_max_percent: 200,
         queue_capacity: 1000,
         queue_timeout_secs: 600,
         seed: 1,

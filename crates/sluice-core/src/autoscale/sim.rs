@@ -243,15 +243,22 @@ impl<'a> Endpoint<'a> {
             self.queue.pop_front();
             self.out.rejected_timeout += 1;
         }
-        let in_flight: u64 = self.workers.iter().map(|w| u64::from(w.busy)).sum();
+        // One pass over the workers for all three figures.
+        let (mut in_flight, mut ready, mut provisioned) = (0u64, 0u32, 0u32);
+        for w in &self.workers {
+            in_flight += u64::from(w.busy);
+            if !w.draining && w.stopped_at.is_none() {
+                provisioned += 1;
+                ready += u32::from(w.ready_at <= now);
+            }
+        }
         let snap = MetricsSnapshot {
             in_flight,
             waiting: self.queue.len() as u64,
             arrivals: std::mem::take(&mut self.arrivals_since_tick),
             oldest_wait_ms: self.queue.front().map_or(0, |q| now - q.arrival),
-            ready: self.workers.iter().filter(|w| !w.draining && w.stopped_at.is_none() && w.ready_at <= now).count()
-                as u32,
-            provisioned: self.provisioned(),
+            ready,
+            provisioned,
         };
         let before = self.state.target;
         let d = decide(&self.cfg.policy, &mut self.state, &snap, Millis(now));
@@ -259,11 +266,11 @@ impl<'a> Endpoint<'a> {
             self.out.scale_events += 1;
             self.last_change_at = now;
         }
-        self.apply(d.target, now);
+        self.apply(d.target, now, provisioned);
     }
 
-    fn apply(&mut self, target: u32, now: u64) {
-        let have = self.provisioned();
+    /// Moves the provisioned count (`have`, counted by the caller) to `target`.
+    fn apply(&mut self, target: u32, now: u64, have: u32) {
         if target > have {
             for _ in have..target {
                 let cs = self.cold_start();
@@ -350,7 +357,7 @@ fn run_endpoint(cfg: &SimConfig, reqs: &[TraceRequest], seed: u64) -> (SimResult
         retired_ms: 0,
         last_change_at: 0,
     };
-    ep.apply(cfg.policy.min_workers, 0);
+    ep.apply(cfg.policy.min_workers, 0, 0);
     ep.state.target = cfg.policy.min_workers;
     const TICK: u64 = 1000;
     let rest_ms = super::presets::rest_ms(&cfg.policy);
@@ -375,9 +382,9 @@ fn run_endpoint(cfg: &SimConfig, reqs: &[TraceRequest], seed: u64) -> (SimResult
             next_tick += TICK;
             // Skip idle stretches once the scaler has been at rest for its longest window.
             if let Some(a) = next_arrival
-                && ep.idle(now)
-                && now - ep.last_change_at.max(ep.state.last_busy.map_or(0, |b| b.0)) > rest_ms
                 && a > next_tick + TICK
+                && now - ep.last_change_at.max(ep.state.last_busy.map_or(0, |b| b.0)) > rest_ms
+                && ep.idle(now)
             {
                 next_tick = a - a % TICK;
             }

@@ -34,8 +34,6 @@ pub struct ProbeState {
     pub healthy: AtomicBool,
     /// Failed probes in a row since the last success.
     pub failures: AtomicU32,
-    /// At least one probe has answered 200 since launch.
-    pub ever_healthy: AtomicBool,
 }
 
 pub struct Probe {
@@ -66,7 +64,6 @@ pub fn spawn(client: ProbeClient, addr: SocketAddr, path: String, wake: Arc<Noti
             let was = st.healthy.swap(ok, Relaxed);
             if ok {
                 st.failures.store(0, Relaxed);
-                st.ever_healthy.store(true, Relaxed);
             } else {
                 let n = st.failures.fetch_add(1, Relaxed) + 1;
                 if n == UNHEALTHY_AFTER {

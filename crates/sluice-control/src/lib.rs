@@ -106,12 +106,8 @@ pub struct Control {
 }
 
 impl Control {
-    pub fn new(store: Store, runtime: Arc<dyn WorkerRuntime>, plane: Arc<dyn DataPlane>, cfg: ControlConfig) -> Self {
-        Control::with_waker(store, runtime, plane, cfg, Arc::new(Notify::new()))
-    }
-
-    /// Like [`Control::new`], with a waker created earlier (so the gateway's demand callback
-    /// can hold it before the control plane exists).
+    /// The control plane. `wake` is created first so that the gateway's demand callback can
+    /// hold it before the control plane exists.
     pub fn with_waker(
         store: Store,
         runtime: Arc<dyn WorkerRuntime>,

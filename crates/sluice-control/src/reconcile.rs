@@ -131,7 +131,7 @@ impl Reconciler {
     /// Startup: rebuilds observed state from what the runtime actually runs, adopts the workers
     /// of the previous run that still belong to a running endpoint, stops the rest, and marks
     /// remembered workers that are gone as failed (R8.2).
-    async fn adopt(&mut self) -> anyhow_like::Result<()> {
+    async fn adopt(&mut self) -> pass_error::Result<()> {
         let t = now();
         let endpoints: HashMap<EndpointId, EndpointRecord> =
             self.store.list_endpoints(None).await?.into_iter().map(|e| (e.id.clone(), e)).collect();
@@ -212,7 +212,7 @@ impl Reconciler {
     }
 
     /// One level-triggered pass over everything.
-    async fn pass(&mut self, t: Millis) -> anyhow_like::Result<()> {
+    async fn pass(&mut self, t: Millis) -> pass_error::Result<()> {
         self.passes += 1;
         let endpoints: Vec<EndpointRecord> = self.store.list_endpoints(None).await?;
         let by_id: HashMap<&EndpointId, &EndpointRecord> = endpoints.iter().map(|e| (&e.id, e)).collect();
@@ -263,7 +263,7 @@ impl Reconciler {
             let startup = by_id.get(&w.rec.endpoint_id).map_or(600, |e| e.spec.startup_timeout_secs);
             match w.rec.state {
                 WorkerState::Starting if healthy => {
-                    w.rec.state = WorkerState::Ready;
+                    advance(&mut w.rec, WorkerState::Ready);
                     w.rec.reason = None;
                     w.rec.ready_at = Some(t);
                     w.since = t;
@@ -273,7 +273,7 @@ impl Reconciler {
                     self.save(&rec).await;
                 }
                 WorkerState::Ready if fails >= UNHEALTHY_AFTER => {
-                    w.rec.state = WorkerState::Starting;
+                    advance(&mut w.rec, WorkerState::Starting);
                     w.rec.reason = Some(format!("health check {} failing; out of rotation", w.health_path));
                     w.since = t;
                     tracing::warn!(worker = %id, "worker stopped answering its health check");
@@ -350,7 +350,7 @@ impl Reconciler {
         for (id, state, reason) in to_stop {
             let Some(w) = self.workers.get_mut(&id) else { continue };
             if w.rec.state == WorkerState::Ready && state == WorkerState::Stopped {
-                w.rec.state = WorkerState::Draining;
+                advance(&mut w.rec, WorkerState::Draining);
                 w.rec.reason = Some(reason);
                 w.since = t;
                 tracing::info!(worker = %id, "draining worker");
@@ -528,7 +528,7 @@ impl Reconciler {
             let w = self.workers.get_mut(&id).expect("listed");
             match result {
                 Ok(l) => {
-                    w.rec.state = WorkerState::Starting;
+                    advance(&mut w.rec, WorkerState::Starting);
                     w.rec.reason = None;
                     w.rec.node = Some(alloc.node);
                     w.rec.gpus = alloc.gpus;
@@ -647,14 +647,27 @@ impl Reconciler {
     }
 }
 
+/// Moves a worker along its lifecycle; the edges are `WorkerState::can_become`'s (checked in
+/// debug builds, which the integration tests use).
+fn advance(rec: &mut WorkerRecord, next: WorkerState) {
+    debug_assert!(
+        rec.state.can_become(next),
+        "worker {}: {:?} -> {:?} is not a lifecycle edge",
+        rec.id,
+        rec.state,
+        next
+    );
+    rec.state = next;
+}
+
 fn finish(rec: &mut WorkerRecord, state: WorkerState, reason: &str, t: Millis) {
-    rec.state = state;
+    advance(rec, state);
     rec.reason = Some(reason.to_owned());
     rec.stopped_at = Some(t);
 }
 
 /// Errors a pass can hit; logged and retried on the next pass.
-mod anyhow_like {
+mod pass_error {
     pub type Result<T> = std::result::Result<T, Error>;
 
     #[derive(Debug, thiserror::Error)]

@@ -54,10 +54,6 @@ impl WorkerState {
         matches!(self, WorkerState::Starting | WorkerState::Ready | WorkerState::Draining)
     }
 
-    pub fn is_terminal(self) -> bool {
-        matches!(self, WorkerState::Stopped | WorkerState::Failed)
-    }
-
     /// The transitions the lifecycle allows. Anything may fail; only a ready worker drains;
     /// terminal states are final.
     pub fn can_become(self, next: WorkerState) -> bool {

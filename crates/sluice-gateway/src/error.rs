@@ -5,7 +5,8 @@ use http::{HeaderValue, Response, StatusCode, header};
 
 use crate::body::{BoxBody, full};
 
-/// Who caused a failure: decides the status code and whether it counts against a worker.
+/// Who caused a failure, logged with every gateway error (pingora's `ErrorSource`); the
+/// foundation for deciding whether a failure counts against a worker's health.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
     /// The client (bad target, unknown endpoint).

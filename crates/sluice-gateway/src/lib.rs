@@ -11,7 +11,7 @@ pub mod error;
 mod proxy;
 pub mod table;
 
-use std::{convert::Infallible, future::Future, net::SocketAddr, sync::Arc, time::Duration};
+use std::{convert::Infallible, future::Future, sync::Arc, time::Duration};
 
 pub use error::Error;
 use hyper::service::service_fn;
@@ -210,9 +210,4 @@ impl Gateway {
             tracing::warn!("gateway connections still open after the shutdown grace period");
         }
     }
-}
-
-/// Binds a listener (port 0 picks a free port).
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
 }

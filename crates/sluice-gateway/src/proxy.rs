@@ -128,12 +128,7 @@ async fn acquire(
     ep: Arc<EndpointEntry>,
     exclude: Option<&WorkerEntry>,
 ) -> Result<(Arc<EndpointEntry>, Arc<WorkerEntry>), Error> {
-    // Do not overtake requests that are already waiting.
-    if ep.stats.waiting.load(Relaxed) == 0
-        && let Some(w) = pick_worker(&ep, exclude)
-    {
-        return Ok((ep, w));
-    }
+    // The caller has tried the fast path (a free slot with nobody waiting).
     if ep.stats.waiting.load(Relaxed) >= u64::from(ep.route.queue_capacity) {
         return Err(refused(&ep, "the queue is full", 0));
     }

@@ -9,7 +9,7 @@ use std::{
     collections::{BTreeMap, HashMap},
     fs,
     net::{Ipv4Addr, SocketAddr, TcpListener},
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::Stdio,
     sync::{Arc, Mutex},
     time::Duration,
@@ -312,13 +312,10 @@ fn scan(instance: &str) -> Vec<Found> {
     by_group.into_values().collect()
 }
 
-/// Directory helper for callers that need the volume path of a process worker.
-pub fn volume_dir(volumes_dir: &Path, name: &str) -> PathBuf {
-    volumes_dir.join(name)
-}
-
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
     fn rt(dir: &Path, instance: &str) -> ProcessRuntime {

@@ -14,7 +14,7 @@ use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{FieldError, Millis};
+use crate::Millis;
 
 /// Which load figure drives scaling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -158,26 +158,6 @@ impl ScalingPolicy {
             scale_down_delay_ms: 60_000,
             scale_down_max_percent: 100,
         }
-    }
-
-    /// Checks the settings an endpoint can change.
-    pub fn check(&self) -> Result<(), FieldError> {
-        if self.target == 0 {
-            return Err(FieldError::new("scaling_target", "must be at least 1"));
-        }
-        if self.concurrency_per_worker == 0 {
-            return Err(FieldError::new("concurrency_per_worker", "must be at least 1"));
-        }
-        if self.signal == Signal::GpuUtilization && self.target > 100 {
-            return Err(FieldError::new("scaling_target", "a utilization target is a percentage (1-100)"));
-        }
-        if self.scale_up_max_percent == 0 {
-            return Err(FieldError::new("scale_up_max_percent", "must be at least 1"));
-        }
-        if self.scale_down_max_percent == 0 || self.scale_down_max_percent > 100 {
-            return Err(FieldError::new("scale_down_max_percent", "must be between 1 and 100"));
-        }
-        Ok(())
     }
 }
 

@@ -135,9 +135,6 @@ fn signals_compute_need() {
     p.signal = Signal::GpuUtilization;
     p.target = 80;
     assert_eq!(raw_need(&p, &st, &snap, Millis(0)), 6);
-    assert!(p.check().is_ok());
-    p.target = 120;
-    assert_eq!(p.check().unwrap_err().field, "scaling_target");
 }
 
 /// A tiny deterministic generator for property checks (no extra dependency).

@@ -63,8 +63,9 @@ impl Signal {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Preset {
-    /// Sluice's default: immediate, load-sized scale-up within the seed 000 rate limit, workers
-    /// kept for their idle timeout, scale-down one at a time.
+    /// Sluice's default: immediate scale-up to what the demand fills, within the seed 000 rate
+    /// limit; workers kept for their idle timeout and for the scale-down window's mean demand at
+    /// 80% of the cap; scale-down one at a time.
     Default,
     /// Seed 000's rules.
     SeedAtlas,

@@ -50,7 +50,9 @@ fn mean_demand(st: &ScalerState, window_ms: u64, now: Millis, snap: &MetricsSnap
 }
 
 /// Seed 000's scale-up limit: within any `scale_up_window`, add at most `scale_up_max_percent`
-/// of the capacity the window started with (at least one worker's worth, so zero can start).
+/// of the capacity the window started with. A percentage of nothing is nothing, so a window that
+/// started at zero (the endpoint is cold-starting and no worker can serve yet) is sized to the load
+/// instead: "increments based on request load" is the only rule left to apply.
 fn rate_limited_up(p: &ScalingPolicy, st: &ScalerState, cur: u32, want: u32, now: Millis) -> u32 {
     let added: u32 = st
         .changes
@@ -58,10 +60,25 @@ fn rate_limited_up(p: &ScalingPolicy, st: &ScalerState, cur: u32, want: u32, now
         .filter(|c| now.saturating_sub(c.0) < p.scale_up_window_ms && c.2 > c.1)
         .map(|c| c.2 - c.1)
         .sum();
-    let base = cur.saturating_sub(added).max(1) as u64;
+    let base = u64::from(cur.saturating_sub(added));
+    if base == 0 {
+        return want;
+    }
     let ceiling = base + base * u64::from(p.scale_up_max_percent) / 100;
     let allowed = ceiling.saturating_sub(u64::from(cur)).min(u64::from(u32::MAX)) as u32;
     want.min(cur.saturating_add(allowed))
+}
+
+/// Workers removed within the scale-down window would exceed `scale_down_max_percent` of the
+/// capacity the window started with if one more went now.
+fn down_rate_reached(p: &ScalingPolicy, st: &ScalerState, cur: u32, now: Millis) -> bool {
+    let removed: u32 = st
+        .changes
+        .iter()
+        .filter(|c| now.saturating_sub(c.0) < p.scale_down_delay_ms && c.2 < c.1)
+        .map(|c| c.1 - c.2)
+        .sum();
+    u64::from(removed + 1) * 100 > u64::from(cur + removed) * u64::from(p.scale_down_max_percent)
 }
 
 /// Seed 000's scale-down: after `scale_down_delay` below, one worker per step, at most
@@ -76,14 +93,7 @@ fn seed_down(p: &ScalingPolicy, st: &mut ScalerState, cur: u32, need: u32, now: 
     if keep >= cur {
         return None;
     }
-    let removed: u32 = st
-        .changes
-        .iter()
-        .filter(|c| now.saturating_sub(c.0) < p.scale_down_delay_ms && c.2 < c.1)
-        .map(|c| c.1 - c.2)
-        .sum();
-    let base = cur + removed;
-    if u64::from(removed + 1) * 100 > u64::from(base) * u64::from(p.scale_down_max_percent) {
+    if down_rate_reached(p, st, cur, now) {
         return None;
     }
     Some((
@@ -107,21 +117,17 @@ pub fn evaluate(
     let hold = |why: &str| (cur, format!("hold at {cur}: {why}"));
     match p.preset {
         Preset::Default => {
-            // Sluice's default: size to the load at once (capacity for demand at 80% of the
-            // per-worker cap, so a burst does not queue behind a full worker), within seed 000's
-            // scale-up rate limit; keep each worker until it has been unneeded for
-            // max(idle timeout, scale-down delay), removing one per tick.
-            let sized = |s: &MetricsSnapshot, need: u32| {
-                need.max(((s.demand() as f64) / (f64::from(p.concurrency_per_worker) * 0.8)).ceil() as u32)
-            };
-            let want = sized(snap, need);
-            let window = p.idle_timeout_ms.max(p.scale_down_delay_ms);
-            let keep = st
-                .history
-                .iter()
-                .filter(|s| now.saturating_sub(s.at) < window)
-                .map(|s| sized(&s.snap, s.need))
-                .fold(want, u32::max);
+            // Sluice's default, within seed 000's limits:
+            // - up at once to what the demand fills (every waiting request gets a slot), as far
+            //   as the +200%/60 s limit allows; a cold start from zero is sized to the load;
+            // - each worker kept while it was needed within the idle timeout (seed 001), and the
+            //   count kept at the scale-down window's *mean* demand at 80% of the per-worker cap
+            //   ("60 s of low utilization" as a mean, the way Knative's stable window reads it),
+            //   so a lull shorter than a cold start does not cost one;
+            // - down one worker per tick, at most `scale_down_max_percent` per window.
+            let cap = f64::from(p.concurrency_per_worker);
+            let fill = |s: &MetricsSnapshot, need: u32| need.max(((s.demand() as f64) / cap).ceil() as u32);
+            let want = fill(snap, need);
             if want > cur {
                 let up = rate_limited_up(p, st, cur, want, now);
                 if up > cur {
@@ -134,16 +140,32 @@ pub fn evaluate(
                 }
                 return hold(&format!("need {want}, scale-up rate limit reached"));
             }
+            let recent = st
+                .history
+                .iter()
+                .filter(|s| now.saturating_sub(s.at) < p.idle_timeout_ms)
+                .map(|s| fill(&s.snap, s.need))
+                .fold(want, u32::max);
+            let mean = mean_demand(st, p.scale_down_delay_ms, now, snap);
+            let steady = (mean / (cap * 0.8)).ceil() as u32;
+            let keep = recent.max(steady);
             if keep < cur {
+                if down_rate_reached(p, st, cur, now) {
+                    return hold(&format!("need {keep}; scale-down rate limit reached"));
+                }
                 return (
                     cur - 1,
                     format!(
-                        "scale down: no more than {keep} workers needed for {} s",
-                        p.idle_timeout_ms.max(30 * SEC) / SEC
+                        "scale down: {mean:.1} concurrent requests on average over {} s fit {steady} workers at 80%, \
+                         at most {recent} needed within the idle timeout",
+                        p.scale_down_delay_ms / SEC
                     ),
                 );
             }
-            hold("workers kept for their idle timeout")
+            hold(&format!(
+                "mean demand {mean:.1} over {} s needs {steady}; recent need {recent}",
+                p.scale_down_delay_ms / SEC
+            ))
         }
         Preset::SeedAtlas => {
             if need > cur {

@@ -175,11 +175,14 @@ fn properties_bounds_and_seed_rate_limit_hold_for_random_loads() {
             targets.push((sec, d.target));
         }
         if matches!(preset, Preset::Default | Preset::SeedAtlas) {
-            // Within any 60 s, capacity grows at most to 3x the capacity at the window start
-            // (at least one worker's worth from zero).
+            // Within any 60 s, capacity grows at most to 3x the capacity at the window start,
+            // except in the first window after leaving zero, which is sized to the load.
             for (i, &(t0, c0)) in targets.iter().enumerate() {
+                if targets[..=i].iter().rev().take_while(|(t, _)| t0 - t <= 60).any(|x| x.1 == 0) {
+                    continue;
+                }
                 let peak = targets[i..].iter().take_while(|(t, _)| t - t0 < 60).map(|x| x.1).max().unwrap();
-                assert!(peak <= c0.max(1) * 3, "{preset:?}: {c0} at {t0} -> {peak} within 60 s");
+                assert!(peak <= c0 * 3, "{preset:?}: {c0} at {t0} -> {peak} within 60 s");
             }
             // Scale-down removes one worker per step.
             for w in targets.windows(2) {
@@ -187,4 +190,21 @@ fn properties_bounds_and_seed_rate_limit_hold_for_random_loads() {
             }
         }
     }
+}
+
+#[test]
+fn default_sizes_a_cold_start_to_the_load_then_obeys_the_rate_limit() {
+    let p = policy(Preset::Default, 0, 50, 10);
+    // From zero the first window is sized to the load: 200 concurrent / 10 per worker = 20.
+    let log = check_scaling(&p, "t=0 d=0; t=5 d=200; t=100 d=0", 400);
+    assert!(log.starts_with("5:0->20 "), "{log}");
+    assert!(log.ends_with("->0"), "{log}");
+    let downs: Vec<u64> = log.split(' ').skip(1).map(|s| s.split(':').next().unwrap().parse().unwrap()).collect();
+    // Kept through the idle timeout (10 s after the load fell), then one worker per tick
+    // following the 60 s mean.
+    assert!(downs[0] >= 110, "{log}");
+    assert_eq!(downs.len(), 20, "one worker per step: {log}");
+    // From a warm endpoint the +200%/60 s limit applies.
+    let p2 = policy(Preset::Default, 2, 50, 10);
+    assert_eq!(check_scaling(&p2, "t=0 d=10; t=10 d=200", 200), "10:2->6 70:6->18 130:18->20");
 }

@@ -143,7 +143,12 @@ impl EndpointDraft {
     /// validated as a whole).
     pub fn overlay(mut self, patch: EndpointDraft) -> EndpointDraft {
         macro_rules! take {
-            ($($f:ident),*) => { $( if patch.$f.is_some() { self.$f = patch.$f; } )* };
+            // Destructured exhaustively: a field added to the draft but not listed here does
+            // not compile (an update must never drop a field silently).
+            ($($f:ident),*) => {
+                let EndpointDraft { $($f),* } = patch;
+                $( if $f.is_some() { self.$f = $f; } )*
+            };
         }
         take!(
             name,
@@ -162,7 +167,17 @@ impl EndpointDraft {
             max_workers,
             gpus_per_worker,
             gpu_type,
-            load_balancing
+            load_balancing,
+            scaling_policy,
+            scaling_signal,
+            scaling_target,
+            concurrency_per_worker,
+            scale_up_window_secs,
+            scale_up_max_percent,
+            scale_down_delay_secs,
+            scale_down_max_percent,
+            queue_capacity,
+            queue_timeout_secs
         );
         self
     }
@@ -759,5 +774,13 @@ mod tests {
         assert!(!s.workers_differ(&s2));
         let s3 = EndpointSpec { start_command: Some("other".into()), ..s.clone() };
         assert!(s.workers_differ(&s3));
+        let scaled = s.to_draft().overlay(EndpointDraft {
+            scaling_policy: Some("knative".into()),
+            queue_capacity: Some(7),
+            scale_up_max_percent: Some(50),
+            ..Default::default()
+        });
+        let s4 = EndpointSpec::validate(scaled, &ctx()).unwrap();
+        assert_eq!((s4.scaling_policy, s4.queue_capacity, s4.scale_up_max_percent), (Preset::Knative, 7, 50));
     }
 }

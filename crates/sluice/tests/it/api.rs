@@ -192,6 +192,18 @@ async fn crud_auth_openapi_and_secret_masking() {
     assert_eq!(u["max_workers"], 7);
     assert_eq!(u["env"]["MODEL"], "llama-3");
     assert_eq!(u["name"], "llm");
+    // Every field can be updated, the scaling settings included.
+    let u = p
+        .api_call(
+            Method::PATCH,
+            &format!("/v1/endpoints/{id}"),
+            Some(json!({"scaling_policy": "knative", "queue_capacity": 9, "scale_down_delay_secs": 5})),
+        )
+        .await
+        .json();
+    assert_eq!((u["scaling_policy"].as_str(), u["queue_capacity"].as_u64()), (Some("knative"), Some(9)), "{u}");
+    assert_eq!(u["scale_down_delay_secs"], 5);
+    assert_eq!(u["max_workers"], 7);
     let s = p.api_call(Method::POST, &format!("/v1/endpoints/{id}/stop"), None).await.json();
     assert_eq!(s["status"], "stopped");
     let s = p.api_call(Method::POST, &format!("/v1/endpoints/{id}/start"), None).await.json();

@@ -10,6 +10,10 @@ if ! cargo nextest --version >/dev/null 2>&1; then
     cargo install cargo-nextest --locked
 fi
 
+# The Docker runtime's tests run against a real Docker Engine: install and start one if needed.
+# They are part of the suite; without an Engine they fail, never skip.
+bash scripts/docker.sh
+
 # Every test starts its own platform on ephemeral ports; nextest runs each test in its own
 # process, so they are independent.
 exec cargo nextest run --workspace --no-fail-fast "$@"

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use sluice_core::{EndpointDraft, NetworkVolume};
+use sluice_core::{EndpointDraft, NetworkVolume, RegistryAuth};
 use utoipa::ToSchema;
 
 /// `{"error": {"code": .., "message": .., "field": ..}}`: the body of every 4xx/5xx answer of the
@@ -41,6 +41,22 @@ pub struct NetworkVolumeDto {
     pub mount_path: String,
 }
 
+/// Private registry credentials (write-only: the API never returns the username or password).
+#[derive(Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryAuthDto {
+    /// Registry host, e.g. `ghcr.io`.
+    pub server: String,
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for RegistryAuthDto {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryAuthDto").field("server", &self.server).finish_non_exhaustive()
+    }
+}
+
 /// Body of `POST /v1/endpoints` and `PATCH /v1/endpoints/{id}` (and the CLI's `-f endpoint.toml`).
 /// On create, omitted fields take their defaults; on update, omitted fields keep their values.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
@@ -62,6 +78,8 @@ pub struct EndpointInput {
     pub env: Option<BTreeMap<String, String>>,
     /// Persistent storage mounted into every worker.
     pub network_volume: Option<NetworkVolumeDto>,
+    /// Credentials for pulling `image` from a private registry; stored, never returned.
+    pub registry_auth: Option<RegistryAuthDto>,
     /// Path that must answer 200 before a worker gets traffic; default `/health`.
     pub health_check_path: Option<String>,
     /// Seconds an autoscaled worker may stay idle; 1–3600, default 10.
@@ -113,6 +131,11 @@ impl From<EndpointInput> for EndpointDraft {
             http_port: i.http_port,
             env: i.env,
             network_volume: i.network_volume.map(|v| NetworkVolume { name: v.name, mount_path: v.mount_path }),
+            registry_auth: i.registry_auth.map(|a| RegistryAuth {
+                server: a.server,
+                username: a.username,
+                password: a.password,
+            }),
             health_check_path: i.health_check_path,
             idle_timeout_secs: i.idle_timeout_secs,
             execution_timeout_secs: i.execution_timeout_secs,
@@ -164,6 +187,8 @@ pub struct EndpointView {
     pub http_port: u16,
     pub env: BTreeMap<String, String>,
     pub network_volume: Option<NetworkVolumeDto>,
+    /// The registry that credentials were given for (the credentials themselves are never shown).
+    pub registry_server: Option<String>,
     pub health_check_path: String,
     pub idle_timeout_secs: u32,
     pub execution_timeout_secs: u32,

@@ -136,6 +136,13 @@ impl Control {
         self.state.wake.clone()
     }
 
+    /// Resolves once the reconciler has finished its first pass: the workers of a previous
+    /// run are adopted and the gateway has its routing table.
+    pub async fn first_pass(&self) {
+        let mut rx = self.state.passes.clone();
+        let _ = rx.wait_for(|n| *n >= 1).await;
+    }
+
     /// Starts the reconciler; it stops every worker once `shutdown` turns true.
     pub fn spawn_reconciler(&self, shutdown: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
         let r = Reconciler::new(

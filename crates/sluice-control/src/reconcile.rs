@@ -474,6 +474,16 @@ impl Reconciler {
         let mut pending: Vec<WorkerId> =
             self.workers.values().filter(|w| w.rec.state == WorkerState::Pending).map(|w| w.rec.id.clone()).collect();
         pending.sort_by_key(|id| self.workers[id].rec.created_at);
+        // Place every launchable worker first (in creation order, each placement seeing the
+        // ones before it), then start them all concurrently: a container start takes the
+        // Engine hundreds of milliseconds, and a burst should not pay for them in sequence.
+        let mut allocated: Vec<Allocation> = self
+            .workers
+            .values()
+            .filter(|w| w.rec.state.has_runtime())
+            .filter_map(|w| Some(Allocation { node: w.rec.node.clone()?, gpus: w.rec.gpus.clone() }))
+            .collect();
+        let mut launches = Vec::new();
         for id in pending {
             let ep_id = self.workers[&id].rec.endpoint_id.clone();
             let Some(e) = by_id.get(&ep_id) else { continue };
@@ -489,12 +499,6 @@ impl Reconciler {
                 }
                 continue;
             }
-            let allocated: Vec<Allocation> = self
-                .workers
-                .values()
-                .filter(|w| w.rec.state.has_runtime())
-                .filter_map(|w| Some(Allocation { node: w.rec.node.clone()?, gpus: w.rec.gpus.clone() }))
-                .collect();
             let placed = place(&self.nodes, &allocated, &e.spec.data_center, &e.spec.gpu_type, e.spec.gpus_per_worker);
             let w = self.workers.get_mut(&id).expect("listed");
             let alloc = match placed {
@@ -509,6 +513,7 @@ impl Reconciler {
                     continue;
                 }
             };
+            allocated.push(alloc.clone());
             let spec = LaunchSpec {
                 worker: id.clone(),
                 endpoint: ep_id.clone(),
@@ -523,8 +528,18 @@ impl Reconciler {
                     .network_volume
                     .as_ref()
                     .map(|v| VolumeMount { name: v.name.clone(), mount_path: v.mount_path.clone() }),
+                registry: e.spec.registry_auth.clone(),
             };
-            let result = self.runtime.start(spec).await;
+            launches.push((id, ep_id, alloc, spec));
+        }
+        let runtime = &self.runtime;
+        let results = futures_util::future::join_all(
+            launches
+                .into_iter()
+                .map(|(id, ep_id, alloc, spec)| async move { (id, ep_id, alloc, runtime.start(spec).await) }),
+        )
+        .await;
+        for (id, ep_id, alloc, result) in results {
             let w = self.workers.get_mut(&id).expect("listed");
             match result {
                 Ok(l) => {

@@ -93,6 +93,43 @@ pub struct NetworkVolume {
     pub mount_path: String,
 }
 
+/// Credentials for a private registry (R1.5): sent to the container engine for pulls, never
+/// returned by the API and never logged (`Debug` hides the password).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistryAuth {
+    /// Registry host, e.g. `ghcr.io` or `registry.example.com:5000`.
+    pub server: String,
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for RegistryAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryAuth")
+            .field("server", &self.server)
+            .field("username", &self.username)
+            .field("password", &"***")
+            .finish()
+    }
+}
+
+fn validate_registry_auth(a: &RegistryAuth) -> Result<(), FieldError> {
+    for (field, v, max) in [
+        ("registry_auth.server", &a.server, 255),
+        ("registry_auth.username", &a.username, 255),
+        ("registry_auth.password", &a.password, 4096),
+    ] {
+        if v.is_empty() || v.len() > max {
+            return Err(FieldError::new(field, format!("must be 1 to {max} bytes")));
+        }
+        no_control_chars(field, v)?;
+    }
+    if a.server.contains(char::is_whitespace) {
+        return Err(FieldError::new("registry_auth.server", "must be a registry host such as ghcr.io or host:5000"));
+    }
+    Ok(())
+}
+
 /// What the platform offers, against which a draft is validated.
 #[derive(Debug, Clone)]
 pub struct ValidationContext {
@@ -117,6 +154,7 @@ pub struct EndpointDraft {
     pub http_port: Option<i64>,
     pub env: Option<BTreeMap<String, String>>,
     pub network_volume: Option<NetworkVolume>,
+    pub registry_auth: Option<RegistryAuth>,
     pub health_check_path: Option<String>,
     pub idle_timeout_secs: Option<i64>,
     pub execution_timeout_secs: Option<i64>,
@@ -159,6 +197,7 @@ impl EndpointDraft {
             http_port,
             env,
             network_volume,
+            registry_auth,
             health_check_path,
             idle_timeout_secs,
             execution_timeout_secs,
@@ -194,6 +233,9 @@ pub struct EndpointSpec {
     pub http_port: u16,
     pub env: BTreeMap<String, String>,
     pub network_volume: Option<NetworkVolume>,
+    /// Private registry credentials for pulls (absent in specs stored before they existed).
+    #[serde(default)]
+    pub registry_auth: Option<RegistryAuth>,
     pub health_check_path: String,
     pub idle_timeout_secs: u32,
     pub execution_timeout_secs: u32,
@@ -379,6 +421,9 @@ impl EndpointSpec {
         if let Some(v) = &d.network_volume {
             validate_volume(v)?;
         }
+        if let Some(a) = &d.registry_auth {
+            validate_registry_auth(a)?;
+        }
         let health_check_path = d.health_check_path.unwrap_or_else(|| DEFAULT_HEALTH_CHECK_PATH.to_owned());
         if !health_check_path.starts_with('/')
             || health_check_path.len() > 1024
@@ -483,6 +528,7 @@ impl EndpointSpec {
             http_port,
             env,
             network_volume: d.network_volume,
+            registry_auth: d.registry_auth,
             health_check_path,
             idle_timeout_secs,
             execution_timeout_secs,
@@ -533,6 +579,7 @@ impl EndpointSpec {
             http_port: Some(self.http_port.into()),
             env: Some(self.env.clone()),
             network_volume: self.network_volume.clone(),
+            registry_auth: self.registry_auth.clone(),
             health_check_path: Some(self.health_check_path.clone()),
             idle_timeout_secs: Some(self.idle_timeout_secs.into()),
             execution_timeout_secs: Some(self.execution_timeout_secs.into()),

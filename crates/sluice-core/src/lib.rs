@@ -17,7 +17,8 @@ pub mod secrets;
 pub mod worker;
 
 pub use endpoint::{
-    EndpointDraft, EndpointSpec, EndpointStatus, LoadBalancing, NetworkVolume, RuntimeKind, ValidationContext,
+    EndpointDraft, EndpointSpec, EndpointStatus, LoadBalancing, NetworkVolume, RegistryAuth, RuntimeKind,
+    ValidationContext,
 };
 pub use error::FieldError;
 pub use ids::{EndpointId, WorkerId};

@@ -5,6 +5,7 @@
 //! reconciler in `sluice-control` calls it.
 #![forbid(unsafe_code)]
 
+pub mod docker;
 mod error;
 pub mod process;
 
@@ -12,7 +13,7 @@ use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration}
 
 pub use error::Error;
 use futures_util::future::BoxFuture;
-use sluice_core::{EndpointId, RuntimeKind, WorkerId};
+use sluice_core::{EndpointId, RegistryAuth, RuntimeKind, WorkerId};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -32,6 +33,8 @@ pub struct LaunchSpec {
     /// platform picks a free host port).
     pub http_port: u16,
     pub volume: Option<VolumeMount>,
+    /// Private registry credentials for pulling `image`.
+    pub registry: Option<RegistryAuth>,
 }
 
 #[derive(Debug, Clone)]

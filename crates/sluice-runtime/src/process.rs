@@ -337,6 +337,7 @@ mod tests {
             gpus: vec![2, 5],
             http_port: 8000,
             volume: Some(crate::VolumeMount { name: "vol".into(), mount_path: "/data".into() }),
+            registry: None,
         }
     }
 

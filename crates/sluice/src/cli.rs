@@ -41,6 +41,9 @@ enum Cmd {
         /// Port to listen on (default: $PORT).
         #[arg(long, env = "PORT")]
         port: u16,
+        /// Address to listen on (0.0.0.0 inside a container).
+        #[arg(long, env = "DEMO_HOST", default_value = "127.0.0.1")]
+        host: std::net::IpAddr,
         /// Simulated model-loading time before the worker listens.
         #[arg(long, env = "DEMO_STARTUP_DELAY_MS", default_value_t = 0)]
         startup_delay_ms: u64,
@@ -70,6 +73,9 @@ struct UpArgs {
     /// Log format: pretty or json.
     #[arg(long)]
     log_format: Option<String>,
+    /// What runs workers: process or docker.
+    #[arg(long, value_parser = ["process", "docker"])]
+    runtime: Option<String>,
 }
 
 /// Where the API is and how to authenticate.
@@ -257,7 +263,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Endpoint { conn, cmd } => endpoint(conn, cmd).await,
         Cmd::Sim(a) => crate::sim::run(a),
         Cmd::Plan(a) => crate::sim::plan(a),
-        Cmd::DemoWorker { port, startup_delay_ms } => crate::demo::run(port, startup_delay_ms).await,
+        Cmd::DemoWorker { host, port, startup_delay_ms } => crate::demo::run(host, port, startup_delay_ms).await,
     }
 }
 
@@ -283,6 +289,11 @@ async fn up(a: UpArgs) -> anyhow::Result<()> {
     }
     if a.no_demo {
         cfg.demo = false;
+    }
+    match a.runtime.as_deref() {
+        Some("docker") => cfg.runtime = sluice_core::RuntimeKind::Docker,
+        Some(_) => cfg.runtime = sluice_core::RuntimeKind::Process,
+        None => {}
     }
     cfg.check()?;
     init_logging(&cfg.log_format);

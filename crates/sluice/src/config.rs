@@ -4,7 +4,10 @@ use std::{net::SocketAddr, path::PathBuf};
 
 use anyhow::{Context, bail};
 use serde::Deserialize;
-use sluice_core::placement::{Gpu, Node};
+use sluice_core::{
+    RuntimeKind,
+    placement::{Gpu, Node},
+};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -31,6 +34,9 @@ pub struct Config {
     pub shutdown_grace_secs: u64,
     /// `pretty` or `json`.
     pub log_format: String,
+    /// What runs workers: `process` (local processes) or `docker` (containers through the
+    /// Docker Engine API at `DOCKER_HOST`, default the local socket).
+    pub runtime: RuntimeKind,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -67,6 +73,7 @@ impl Default for Config {
             max_body_bytes: 1024 * 1024,
             shutdown_grace_secs: 30,
             log_format: "pretty".into(),
+            runtime: RuntimeKind::Process,
         }
     }
 }

@@ -27,7 +27,7 @@ struct Demo {
 
 type S = State<Arc<Demo>>;
 
-pub async fn run(port: u16, startup_delay_ms: u64) -> anyhow::Result<()> {
+pub async fn run(host: std::net::IpAddr, port: u16, startup_delay_ms: u64) -> anyhow::Result<()> {
     if startup_delay_ms > 0 {
         eprintln!("demo-worker: loading model for {startup_delay_ms} ms");
         tokio::time::sleep(Duration::from_millis(startup_delay_ms)).await;
@@ -42,8 +42,8 @@ pub async fn run(port: u16, startup_delay_ms: u64) -> anyhow::Result<()> {
         .fallback(echo)
         .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(Arc::new(Demo::default()));
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
-    eprintln!("demo-worker: listening on 127.0.0.1:{port}");
+    let listener = tokio::net::TcpListener::bind((host, port)).await?;
+    eprintln!("demo-worker: listening on {host}:{port}");
     axum::serve(listener, app)
         .with_graceful_shutdown(async {
             let mut term =
@@ -149,5 +149,7 @@ async fn echo(method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Json
         "worker": worker_id(),
         "pid": std::process::id(),
         "volume_dir": std::env::var("SLUICE_VOLUME_DIR").ok(),
+        // What the start command or the endpoint passed on for tests and demos.
+        "demo_env": std::env::vars().filter(|(k, _)| k.starts_with("DEMO_")).collect::<BTreeMap<_, _>>(),
     }))
 }

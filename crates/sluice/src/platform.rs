@@ -16,7 +16,11 @@ use sluice_core::{
     routing::{EndpointTraffic, RouteTable},
 };
 use sluice_gateway::{Gateway, GatewayConfig};
-use sluice_runtime::process::{ProcessRuntime, ProcessRuntimeConfig};
+use sluice_runtime::{
+    WorkerRuntime,
+    docker::{DockerRuntime, DockerRuntimeConfig},
+    process::{ProcessRuntime, ProcessRuntimeConfig},
+};
 use sluice_store::{EndpointRecord, Store};
 use tokio::{net::TcpListener, sync::watch};
 
@@ -71,13 +75,59 @@ async fn ensure_admin_key(store: &Store, dir: &Path) -> anyhow::Result<String> {
     Ok(key)
 }
 
-/// Creates the demo endpoint, or points it at this binary if it moved.
-async fn ensure_demo(store: &Store, cfg: &ControlConfig) -> anyhow::Result<EndpointRecord> {
+/// The demo worker as a container image: this binary, the libraries it links and a shell,
+/// imported into the local Engine (no registry involved). Tagged by the binary's size and
+/// modification time, so a rebuilt binary gets a new image and an unchanged one is reused.
+pub async fn ensure_demo_image(rt: &DockerRuntime) -> anyhow::Result<String> {
+    let exe = std::env::current_exe().context("locating the sluice binary for the demo image")?;
+    let meta = std::fs::metadata(&exe)?;
+    let mtime = meta.modified()?.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let image = format!("sluice-demo-worker:{:x}-{:x}", meta.len(), mtime);
+    if rt.has_image(&image).await? {
+        return Ok(image);
+    }
+    // Concurrent platforms (the tests) build it once: the others wait on the lock, then find it.
+    let lock = std::fs::File::create(std::env::temp_dir().join("sluice-demo-image.lock"))?;
+    let lock = tokio::task::spawn_blocking(move || lock.lock().map(|()| lock)).await??;
+    if !rt.has_image(&image).await? {
+        let mut files = vec![("/sluice".to_owned(), exe.clone()), ("/bin/sh".to_owned(), "/bin/sh".into())];
+        for bin in [exe.as_path(), std::path::Path::new("/bin/sh")] {
+            for lib in linked_libraries(bin)? {
+                files.push((lib.display().to_string(), lib));
+            }
+        }
+        files.sort();
+        files.dedup();
+        rt.import_rootfs(&image, files, &["/sluice", "demo-worker", "--host", "0.0.0.0"], &[("io.sluice.demo", "1")])
+            .await?;
+    }
+    drop(lock);
+    Ok(image)
+}
+
+/// The shared libraries a dynamically linked binary loads (from `ldd`).
+fn linked_libraries(bin: &std::path::Path) -> anyhow::Result<Vec<std::path::PathBuf>> {
+    let out = std::process::Command::new("ldd").arg(bin).output().context("running ldd")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(text
+        .lines()
+        .filter_map(|l| l.split_whitespace().find(|w| w.starts_with('/')))
+        .map(std::path::PathBuf::from)
+        .filter(|p| p.exists())
+        .collect())
+}
+
+/// Creates the demo endpoint, or points it at this binary (or its image) if it changed.
+async fn ensure_demo(store: &Store, cfg: &ControlConfig, image: Option<String>) -> anyhow::Result<EndpointRecord> {
     let exe = std::env::current_exe().context("locating the sluice binary for the demo worker")?;
-    let command = format!("exec '{}' demo-worker", exe.display().to_string().replace('\'', r"'\''"));
+    let command = match image {
+        Some(_) => None,
+        None => Some(format!("exec '{}' demo-worker", exe.display().to_string().replace('\'', r"'\''"))),
+    };
     if let Some(mut e) = store.find_endpoint_by_name(auth::ADMIN_ACCOUNT, DEMO_NAME).await? {
-        if e.spec.start_command.as_deref() != Some(command.as_str()) {
-            e.spec.start_command = Some(command);
+        if e.spec.start_command != command || e.spec.image != image {
+            e.spec.start_command = command;
+            e.spec.image = image;
             e.generation += 1;
             e.updated_at = now();
             store.update_endpoint(&e).await?;
@@ -86,7 +136,8 @@ async fn ensure_demo(store: &Store, cfg: &ControlConfig) -> anyhow::Result<Endpo
     }
     let draft = EndpointDraft {
         name: Some(DEMO_NAME.into()),
-        start_command: Some(command),
+        start_command: command,
+        image,
         active_workers: Some(1),
         max_workers: Some(3),
         ..Default::default()
@@ -124,28 +175,37 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -
     let gw_listener = bind(cfg.gateway_addr, "gateway").await?;
     let api_addr = api_listener.local_addr()?;
     let gw_addr = gw_listener.local_addr()?;
-    let addresses = Addresses {
-        api: format!("http://{api_addr}"),
-        gateway: format!("http://{gw_addr}"),
-        domain: cfg.domain.clone(),
+    let mut demo_image = None;
+    let runtime: Arc<dyn WorkerRuntime> = match cfg.runtime {
+        RuntimeKind::Process => Arc::new(ProcessRuntime::new(ProcessRuntimeConfig {
+            instance_id: instance,
+            logs_dir: dir.join("logs"),
+            volumes_dir: dir.join("volumes"),
+        })),
+        RuntimeKind::Docker => {
+            let rt = DockerRuntime::connect(DockerRuntimeConfig {
+                instance_id: instance,
+                logs_dir: dir.join("logs"),
+                account: auth::ADMIN_ACCOUNT.into(),
+                real_gpus: false,
+            })
+            .await?;
+            if cfg.demo {
+                demo_image = Some(ensure_demo_image(&rt).await.context("building the demo worker's image")?);
+            }
+            Arc::new(rt)
+        }
     };
-    std::fs::write(dir.join("addresses.json"), serde_json::to_vec_pretty(&addresses)?)?;
-
-    let runtime = Arc::new(ProcessRuntime::new(ProcessRuntimeConfig {
-        instance_id: instance,
-        logs_dir: dir.join("logs"),
-        volumes_dir: dir.join("volumes"),
-    }));
     let ccfg = ControlConfig {
         domain: cfg.domain.clone(),
         gateway_addr: gw_addr.to_string(),
         nodes: cfg.inventory(),
         gpu_types: cfg.gpu_types.clone(),
         max_workers_quota: cfg.max_workers_quota,
-        runtime: RuntimeKind::Process,
+        runtime: cfg.runtime,
         max_body_bytes: cfg.max_body_bytes,
     };
-    let demo = if cfg.demo { Some(ensure_demo(&store, &ccfg).await?) } else { None };
+    let demo = if cfg.demo { Some(ensure_demo(&store, &ccfg, demo_image).await?) } else { None };
 
     // The gateway's demand callback needs the control plane's waker, and the control plane needs
     // the gateway: create the waker first.
@@ -159,6 +219,18 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -
         Arc::new(demand_fn(wake.clone())),
     );
     let control = Control::with_waker(store.clone(), runtime, Arc::new(LocalPlane(gateway.clone())), ccfg, wake);
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let reconciler = control.spawn_reconciler(stop_rx);
+    // Serve only once the first pass has adopted what a previous run left and published the
+    // routing table: before that, the gateway would answer 404 for endpoints that exist.
+    control.first_pass().await;
+    let addresses = Addresses {
+        api: format!("http://{api_addr}"),
+        gateway: format!("http://{gw_addr}"),
+        domain: cfg.domain.clone(),
+    };
+    std::fs::write(dir.join("addresses.json"), serde_json::to_vec_pretty(&addresses)?)?;
 
     println!("Sluice is up.");
     println!("  API:       http://{api_addr}/v1   (OpenAPI: /v1/openapi.json)");
@@ -178,8 +250,6 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -
     println!("Data directory: {}. Ctrl-C stops the platform and every worker.", dir.display());
     let _ = std::io::stdout().flush();
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let reconciler = control.spawn_reconciler(stop_rx);
     let (front_tx, front_rx) = watch::channel(false);
     let wait_front = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|v| *v).await;

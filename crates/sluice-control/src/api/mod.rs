@@ -94,6 +94,7 @@ fn view(st: &AppState, e: &EndpointRecord) -> EndpointView {
             .network_volume
             .as_ref()
             .map(|v| NetworkVolumeDto { name: v.name.clone(), mount_path: v.mount_path.clone() }),
+        registry_server: s.registry_auth.as_ref().map(|a| a.server.clone()),
         health_check_path: s.health_check_path.clone(),
         idle_timeout_secs: s.idle_timeout_secs,
         execution_timeout_secs: s.execution_timeout_secs,

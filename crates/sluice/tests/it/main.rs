@@ -3,6 +3,7 @@
 mod api;
 mod autoscale;
 mod cli;
+mod docker;
 mod gateway;
 mod lifecycle;
 mod restart;

@@ -1,0 +1,212 @@
+//! The Docker runtime against the real Docker Engine (`scripts/docker.sh` starts one): the
+//! demo worker's image is imported locally from this build's binary, no registry involved.
+use std::{process::Command, time::Duration};
+
+use http::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+fn docker(args: &[&str]) -> (bool, String) {
+    let out = Command::new("docker").args(args).output().expect("the docker CLI (scripts/docker.sh installs it)");
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+/// The containers of a platform instance, as `name state` lines.
+fn containers(label: &str) -> Vec<String> {
+    let (ok, out) = docker(&["ps", "-a", "--filter", &format!("label={label}"), "--format", "{{.Names}} {{.State}}"]);
+    assert!(ok, "{out}");
+    out.lines().map(str::to_owned).collect()
+}
+
+/// Starts `sluice up --runtime docker` with its demo endpoint and returns the demo's id and image.
+async fn start_docker(dir: tempfile::TempDir) -> (Platform, String, String) {
+    let p = Platform::start_in(dir, &["--runtime", "docker"]).await;
+    let list = p.api_call(Method::GET, "/v1/endpoints", None).await.json();
+    let demo = list["endpoints"].as_array().unwrap().iter().find(|e| e["name"] == "demo").expect("demo").clone();
+    let id = demo["id"].as_str().unwrap().to_owned();
+    let image = demo["image"].as_str().expect("the demo runs from an image").to_owned();
+    (p, id, image)
+}
+
+fn ready_ids(ws: &[Value]) -> Vec<String> {
+    ws.iter().filter(|w| w["state"] == "ready").map(|w| w["id"].as_str().unwrap().to_owned()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containers_serve_scale_get_replaced_and_keep_their_volume() {
+    let (p, demo, image) = start_docker(tempfile::tempdir().unwrap()).await;
+    p.wait_ready(&demo, 1).await;
+    let secret = "hunter2-registry-password";
+    // The start command counts boots in the network volume and exports the count.
+    let cmd = "n=0; [ -f /data/boots ] && read n < /data/boots; n=$((n+1)); echo $n > /data/boots; \
+               export DEMO_BOOTS=$n; exec /sluice demo-worker --host 0.0.0.0";
+    let e = p
+        .create(json!({
+            "name": "vol", "image": image, "start_command": cmd, "http_port": 9000,
+            "env": {"DEMO_GREETING": "hi"},
+            "network_volume": {"name": "models", "mount_path": "/data"},
+            "registry_auth": {"server": "registry.example.com", "username": "bot", "password": secret},
+            "active_workers": 1, "max_workers": 3, "idle_timeout_secs": 1, "scale_down_delay_secs": 1
+        }))
+        .await;
+    let id = e["id"].as_str().unwrap().to_owned();
+    assert_eq!(e["registry_server"], "registry.example.com");
+    assert!(!e.to_string().contains(secret) && !e.to_string().contains("\"bot\""), "{e}");
+
+    let w1 = p.wait_ready(&id, 1).await.remove(0);
+    let w1_id = w1["id"].as_str().unwrap().to_owned();
+    let r = p.get(&id, "/first").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let body = r.json();
+    assert_eq!(body["worker"], w1_id.as_str());
+    assert_eq!(body["demo_env"]["DEMO_GREETING"], "hi");
+    assert_eq!(body["demo_env"]["DEMO_BOOTS"], "1");
+    assert_eq!(body["cuda_visible_devices"].as_str().map(str::len), Some(1), "one simulated GPU: {body}");
+    // The container is labelled with its worker and published on loopback only.
+    let (ok, port) = docker(&["port", &format!("sluice-{w1_id}"), "9000/tcp"]);
+    assert!(ok && port.trim().starts_with("127.0.0.1:"), "{port}");
+    let (_, labels) = docker(&["inspect", "-f", "{{json .Config.Labels}}", &format!("sluice-{w1_id}")]);
+    let labels: Value = serde_json::from_str(labels.trim()).unwrap();
+    assert_eq!(labels["io.sluice.worker"], w1_id.as_str());
+    assert_eq!(labels["io.sluice.endpoint"], id.as_str());
+    let instance = labels["io.sluice.instance"].as_str().unwrap().to_owned();
+
+    // A killed container is replaced; the new one finds the volume's data.
+    let (ok, out) = docker(&["kill", &format!("sluice-{w1_id}")]);
+    assert!(ok, "{out}");
+    let w2 = eventually("a replacement", Duration::from_secs(30), async || {
+        ready_ids(&p.workers(&id).await).into_iter().find(|w| *w != w1_id)
+    })
+    .await;
+    let failed = p.workers(&id).await.into_iter().find(|w| w["id"] == w1_id.as_str()).unwrap();
+    assert_eq!(failed["state"], "failed", "{failed}");
+    assert!(failed["reason"].as_str().unwrap().contains("signal 9"), "{failed}");
+    let r = p.get(&id, "/second").await.json();
+    assert_eq!((r["worker"].as_str(), r["demo_env"]["DEMO_BOOTS"].as_str()), (Some(w2.as_str()), Some("2")), "{r}");
+    // Exited containers are removed; only running ones remain.
+    eventually("the killed container removed", Duration::from_secs(10), async || {
+        (!containers(&format!("io.sluice.worker={w1_id}")).iter().any(|c| c.contains("sluice-"))).then_some(())
+    })
+    .await;
+
+    // Scale up: two more containers; scale to zero: none; a request at zero gets a fresh one.
+    p.api_call(Method::PATCH, &format!("/v1/endpoints/{id}"), Some(json!({"active_workers": 3}))).await;
+    eventually("three running containers", Duration::from_secs(30), async || {
+        let c = containers(&format!("io.sluice.endpoint={id}"));
+        (c.iter().filter(|c| c.ends_with("running")).count() == 3).then_some(())
+    })
+    .await;
+    p.api_call(Method::PATCH, &format!("/v1/endpoints/{id}"), Some(json!({"active_workers": 0}))).await;
+    eventually("no container left", Duration::from_secs(40), async || {
+        containers(&format!("io.sluice.endpoint={id}")).is_empty().then_some(())
+    })
+    .await;
+    let (ok, vols) = docker(&["volume", "ls", "--format", "{{.Name}}"]);
+    assert!(ok && vols.lines().any(|v| v == "sluice-admin-models"), "the volume stays: {vols}");
+    let r = p.get(&id, "/from-zero").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let boots: u32 = r.json()["demo_env"]["DEMO_BOOTS"].as_str().unwrap().parse().unwrap();
+    assert!(boots >= 5, "the volume kept counting across scale to zero: {boots}");
+
+    // Worker output reaches the per-worker log files.
+    let logs = p.data_dir().join("logs").join(&id);
+    eventually("worker output in the log files", Duration::from_secs(10), async || {
+        let text = read(&logs.join(format!("{w1_id}.stderr.log")));
+        text.contains("demo-worker: listening on 0.0.0.0:9000").then_some(())
+    })
+    .await;
+    // The registry password is in no API answer and no log.
+    let all = p.api_call(Method::GET, &format!("/v1/endpoints/{id}"), None).await.text();
+    assert!(!all.contains(secret), "{all}");
+    let mut logged = p.stderr();
+    for f in std::fs::read_dir(&logs).unwrap() {
+        logged.push_str(&read(&f.unwrap().path()));
+    }
+    assert!(!logged.contains(secret), "the registry password leaked into a log");
+
+    let dir = p.stop();
+    assert!(containers(&format!("io.sluice.instance={instance}")).is_empty(), "Ctrl-C removes every container");
+    drop(dir);
+    let _ = docker(&["volume", "rm", "sluice-admin-models"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_adopts_running_containers_and_removes_orphans_only() {
+    let (p, demo, image) = start_docker(tempfile::tempdir().unwrap()).await;
+    let before = p.wait_ready(&demo, 1).await.remove(0);
+    let wid = before["id"].as_str().unwrap().to_owned();
+    let (_, cid) =
+        docker(&["inspect", "-f", "{{.Id}} {{index .Config.Labels \"io.sluice.instance\"}}", &format!("sluice-{wid}")]);
+    let (cid, instance) = cid.trim().split_once(' ').map(|(a, b)| (a.to_owned(), b.to_owned())).unwrap();
+    let dir = p.kill9();
+
+    // While the platform is down: an orphan of this instance (a worker no record knows) and a
+    // container of another instance, which must be left alone.
+    let run = |name: &str, inst: &str, worker: &str| {
+        docker(&[
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--label",
+            &format!("io.sluice.instance={inst}"),
+            "--label",
+            &format!("io.sluice.worker={worker}"),
+            "--label",
+            "io.sluice.endpoint=orphanorphan1",
+            "-e",
+            "PORT=8000",
+            "-p",
+            "127.0.0.1::8000",
+            &image,
+        ])
+    };
+    let orphan = format!("sluice-orphan-{}", &instance[..8]);
+    let foreign = format!("sluice-foreign-{}", &instance[..8]);
+    let (ok, out) = run(&orphan, &instance, "orphanorphan");
+    assert!(ok, "{out}");
+    let (ok, out) = run(&foreign, "someone-else", "foreignforei");
+    assert!(ok, "{out}");
+
+    let p = Platform::start_in(dir, &["--runtime", "docker"]).await;
+    let after = p.wait_ready(&demo, 1).await.remove(0);
+    assert_eq!(after["id"], before["id"], "the running container is adopted, not replaced");
+    let (_, cid2) = docker(&["inspect", "-f", "{{.Id}}", &format!("sluice-{wid}")]);
+    assert_eq!(cid2.trim(), cid);
+    let r = p.get(&demo, "/after-restart").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    eventually("the orphan removed", Duration::from_secs(20), async || {
+        (!docker(&["inspect", &orphan]).0).then_some(())
+    })
+    .await;
+    let (ok, state) = docker(&["inspect", "-f", "{{.State.Status}}", &foreign]);
+    assert!(ok && state.trim() == "running", "another instance's container is untouched: {state}");
+    let _ = docker(&["rm", "-f", &foreign]);
+    p.stop();
+    assert!(containers(&format!("io.sluice.instance={instance}")).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_that_cannot_be_pulled_fails_the_worker_with_the_reason() {
+    let p = Platform::start_in(tempfile::tempdir().unwrap(), &["--runtime", "docker", "--no-demo"]).await;
+    // Missing image and no registry reachable: the pull fails fast with the Engine's reason.
+    let e = p
+        .create(json!({"name": "missing", "image": "127.0.0.1:9/sluice/none:1", "active_workers": 1, "max_workers": 1}))
+        .await;
+    let id = e["id"].as_str().unwrap().to_owned();
+    let failed = eventually("a failed worker", Duration::from_secs(60), async || {
+        p.workers(&id).await.into_iter().find(|w| w["state"] == "failed")
+    })
+    .await;
+    let reason = failed["reason"].as_str().unwrap();
+    assert!(reason.contains("127.0.0.1:9/sluice/none:1") && reason.contains("could not be pulled"), "{reason}");
+    // Retried with back-off, not in a tight loop.
+    let list = p.api_call(Method::GET, &format!("/v1/endpoints/{id}/workers"), None).await.json();
+    assert!(list["workers"].as_array().unwrap().len() <= 3, "{list}");
+    // A process-runtime endpoint (no image) is refused by a Docker platform with the field named.
+    let r = p.api_call(Method::POST, "/v1/endpoints", Some(json!({"name": "noimg", "start_command": "true"}))).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text());
+    assert_eq!(r.json()["error"]["field"], "image");
+    p.stop();
+}

@@ -41,6 +41,42 @@ pub struct NetworkVolumeDto {
     pub mount_path: String,
 }
 
+/// A quick-deploy template (`GET /v1/templates`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TemplateView {
+    pub name: String,
+    pub title: String,
+    pub description: String,
+    pub image: String,
+    pub http_port: u16,
+    pub health_check_path: String,
+    pub gpus_per_worker: u32,
+    pub params: Vec<TemplateParamView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TemplateParamView {
+    pub name: String,
+    pub description: String,
+    /// Absent: the parameter is required.
+    pub default: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TemplateList {
+    pub templates: Vec<TemplateView>,
+}
+
+/// Body of `POST /v1/templates/{name}/deploy`: the template's parameters (`sluice deploy
+/// TEMPLATE --set k=v`), and optionally registry credentials for a private image.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeployInput {
+    #[serde(default)]
+    pub set: BTreeMap<String, String>,
+    pub registry_auth: Option<RegistryAuthDto>,
+}
+
 /// Private registry credentials (write-only: the API never returns the username or password).
 #[derive(Clone, Serialize, Deserialize, ToSchema, PartialEq)]
 #[serde(deny_unknown_fields)]

@@ -14,6 +14,7 @@ pub mod placement;
 pub mod reconcile;
 pub mod routing;
 pub mod secrets;
+pub mod templates;
 pub mod worker;
 
 pub use endpoint::{

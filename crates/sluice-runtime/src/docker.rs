@@ -93,6 +93,68 @@ pub fn volume_name(account: &str, name: &str) -> String {
     format!("sluice-{account}-{name}")
 }
 
+/// The container for one worker (pure; unit-tested): image, `[shell, "-c", command]` when there
+/// is a start command (else the image's own entrypoint and command), the endpoint's env plus
+/// `PORT` and the GPU variables, the port published on 127.0.0.1 at a host port Docker picks,
+/// the network volume, the labels, and a device request for exactly the assigned GPUs when they
+/// are real.
+pub fn container_body(cfg: &DockerRuntimeConfig, spec: &LaunchSpec, image: &str) -> ContainerCreateBody {
+    let port_key = format!("{}/tcp", spec.http_port);
+    let gpus = spec.gpus.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+    let mut env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    env.push(format!("PORT={}", spec.http_port));
+    env.push(format!("CUDA_VISIBLE_DEVICES={gpus}"));
+    env.push(format!("NVIDIA_VISIBLE_DEVICES={gpus}"));
+    env.push(format!("{ENV_INSTANCE}={}", cfg.instance_id));
+    env.push(format!("{ENV_WORKER}={}", spec.worker));
+    env.push(format!("{ENV_ENDPOINT}={}", spec.endpoint));
+    let mounts: Vec<Mount> = spec
+        .volume
+        .iter()
+        .map(|v| Mount {
+            target: Some(v.mount_path.clone()),
+            source: Some(volume_name(&cfg.account, &v.name)),
+            typ: Some(MountType::VOLUME),
+            ..Default::default()
+        })
+        .collect();
+    let device_requests = (cfg.real_gpus && !spec.gpus.is_empty()).then(|| {
+        vec![DeviceRequest {
+            driver: Some("nvidia".into()),
+            device_ids: Some(spec.gpus.iter().map(u32::to_string).collect()),
+            capabilities: Some(vec![vec!["gpu".into()]]),
+            ..Default::default()
+        }]
+    });
+    let (entrypoint, cmd) = match &spec.start_command {
+        Some(c) => (Some(vec![spec.shell.clone(), "-c".into(), c.clone()]), Some(Vec::new())),
+        None => (None, None),
+    };
+    let labels = HashMap::from([
+        (LABEL_INSTANCE.to_owned(), cfg.instance_id.clone()),
+        (LABEL_ENDPOINT.to_owned(), spec.endpoint.to_string()),
+        (LABEL_WORKER.to_owned(), spec.worker.to_string()),
+    ]);
+    ContainerCreateBody {
+        image: Some(image.to_owned()),
+        env: Some(env),
+        entrypoint,
+        cmd,
+        labels: Some(labels),
+        exposed_ports: Some(vec![port_key.clone()]),
+        host_config: Some(HostConfig {
+            port_bindings: Some(HashMap::from([(
+                port_key,
+                Some(vec![PortBinding { host_ip: Some("127.0.0.1".into()), host_port: Some(String::new()) }]),
+            )])),
+            mounts: (!mounts.is_empty()).then_some(mounts),
+            device_requests,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 pub fn credentials(auth: &RegistryAuth) -> DockerCredentials {
     DockerCredentials {
         username: Some(auth.username.clone()),
@@ -205,61 +267,10 @@ impl DockerRuntime {
         self.ensure_image(&image, spec.registry.as_ref()).await?;
         let name = container_name(&spec.worker);
         let port_key = format!("{}/tcp", spec.http_port);
-        let gpus = spec.gpus.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
-        let mut env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        env.push(format!("PORT={}", spec.http_port));
-        env.push(format!("CUDA_VISIBLE_DEVICES={gpus}"));
-        env.push(format!("NVIDIA_VISIBLE_DEVICES={gpus}"));
-        env.push(format!("{ENV_INSTANCE}={}", self.cfg.instance_id));
-        env.push(format!("{ENV_WORKER}={}", spec.worker));
-        env.push(format!("{ENV_ENDPOINT}={}", spec.endpoint));
-        let mut mounts = Vec::new();
         if let Some(v) = &spec.volume {
-            let vname = volume_name(&self.cfg.account, &v.name);
-            self.ensure_volume(&vname, &v.name).await?;
-            mounts.push(Mount {
-                target: Some(v.mount_path.clone()),
-                source: Some(vname),
-                typ: Some(MountType::VOLUME),
-                ..Default::default()
-            });
+            self.ensure_volume(&volume_name(&self.cfg.account, &v.name), &v.name).await?;
         }
-        let device_requests = (self.cfg.real_gpus && !spec.gpus.is_empty()).then(|| {
-            vec![DeviceRequest {
-                driver: Some("nvidia".into()),
-                device_ids: Some(spec.gpus.iter().map(u32::to_string).collect()),
-                capabilities: Some(vec![vec!["gpu".into()]]),
-                ..Default::default()
-            }]
-        });
-        let (entrypoint, cmd) = match &spec.start_command {
-            // `[shell, "-c", command]` replaces the image's entrypoint and command.
-            Some(c) => (Some(vec![spec.shell.clone(), "-c".into(), c.clone()]), Some(Vec::new())),
-            None => (None, None),
-        };
-        let labels = HashMap::from([
-            (LABEL_INSTANCE.to_owned(), self.cfg.instance_id.clone()),
-            (LABEL_ENDPOINT.to_owned(), spec.endpoint.to_string()),
-            (LABEL_WORKER.to_owned(), spec.worker.to_string()),
-        ]);
-        let body = ContainerCreateBody {
-            image: Some(image.clone()),
-            env: Some(env),
-            entrypoint,
-            cmd,
-            labels: Some(labels),
-            exposed_ports: Some(vec![port_key.clone()]),
-            host_config: Some(HostConfig {
-                port_bindings: Some(HashMap::from([(
-                    port_key.clone(),
-                    Some(vec![PortBinding { host_ip: Some("127.0.0.1".into()), host_port: Some(String::new()) }]),
-                )])),
-                mounts: (!mounts.is_empty()).then_some(mounts),
-                device_requests,
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
+        let body = container_body(&self.cfg, &spec, &image);
         let opts = || CreateContainerOptions { name: Some(name.clone()), ..Default::default() };
         if let Err(e) = self.docker.create_container(Some(opts()), body.clone()).await {
             // A container left behind by a crashed start of the same worker: replace it.
@@ -499,5 +510,76 @@ impl DockerRuntime {
             item.map_err(|e| Error::Launch(format!("importing {image}: {}", describe(&e))))?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::VolumeMount;
+
+    fn cfg(real_gpus: bool) -> DockerRuntimeConfig {
+        DockerRuntimeConfig { instance_id: "inst1".into(), logs_dir: "/tmp".into(), account: "acct".into(), real_gpus }
+    }
+
+    fn spec(cmd: Option<&str>, gpus: Vec<u32>) -> LaunchSpec {
+        LaunchSpec {
+            worker: WorkerId::parse("wk1").unwrap(),
+            endpoint: EndpointId::parse("ep1").unwrap(),
+            shell: "/bin/bash".into(),
+            start_command: cmd.map(str::to_owned),
+            image: Some("img:1".into()),
+            env: BTreeMap::from([("A".into(), "1".into())]),
+            gpus,
+            http_port: 8080,
+            volume: Some(VolumeMount { name: "models".into(), mount_path: "/data".into() }),
+            registry: None,
+        }
+    }
+
+    #[test]
+    fn real_gpus_get_a_device_request_for_exactly_their_ids() {
+        let b = container_body(&cfg(true), &spec(None, vec![1, 3]), "img:1");
+        let hc = b.host_config.unwrap();
+        let dr = hc.device_requests.expect("device request");
+        assert_eq!(dr.len(), 1);
+        assert_eq!(dr[0].driver.as_deref(), Some("nvidia"));
+        assert_eq!(dr[0].device_ids, Some(vec!["1".to_owned(), "3".to_owned()]));
+        assert_eq!(dr[0].capabilities, Some(vec![vec!["gpu".to_owned()]]));
+        let env = b.env.unwrap();
+        assert!(env.contains(&"NVIDIA_VISIBLE_DEVICES=1,3".to_owned()) && env.contains(&"PORT=8080".to_owned()));
+        // Simulated GPUs: only the visibility variables; no GPUs: no request either.
+        let b = container_body(&cfg(false), &spec(None, vec![1, 3]), "img:1");
+        assert!(b.host_config.unwrap().device_requests.is_none());
+        assert!(b.env.unwrap().contains(&"CUDA_VISIBLE_DEVICES=1,3".to_owned()));
+        assert!(container_body(&cfg(true), &spec(None, vec![]), "i").host_config.unwrap().device_requests.is_none());
+    }
+
+    #[test]
+    fn command_port_volume_and_labels() {
+        let b = container_body(&cfg(false), &spec(Some("python serve.py"), vec![0]), "img:1");
+        assert_eq!(b.entrypoint, Some(vec!["/bin/bash".to_owned(), "-c".to_owned(), "python serve.py".to_owned()]));
+        assert_eq!(b.cmd, Some(vec![]));
+        let no_cmd = container_body(&cfg(false), &spec(None, vec![0]), "img:1");
+        assert_eq!((no_cmd.entrypoint, no_cmd.cmd), (None, None), "the image's own entrypoint and command");
+        let hc = b.host_config.unwrap();
+        let binding = &hc.port_bindings.unwrap()["8080/tcp"].clone().unwrap()[0];
+        assert_eq!(binding.host_ip.as_deref(), Some("127.0.0.1"), "published on loopback only");
+        let m = &hc.mounts.unwrap()[0];
+        assert_eq!((m.source.as_deref(), m.target.as_deref()), (Some("sluice-acct-models"), Some("/data")));
+        let labels = b.labels.unwrap();
+        assert_eq!(labels[LABEL_INSTANCE], "inst1");
+        assert_eq!(labels[LABEL_WORKER], "wk1");
+        assert_eq!(labels[LABEL_ENDPOINT], "ep1");
+        assert!(b.env.unwrap().contains(&"SLUICE_WORKER_ID=wk1".to_owned()));
+    }
+
+    #[test]
+    fn credentials_debug_hides_the_password() {
+        let a = RegistryAuth { server: "r.io".into(), username: "u".into(), password: "p4ss-w0rd".into() };
+        assert!(!format!("{a:?}").contains("p4ss-w0rd"));
+        assert_eq!(credentials(&a).serveraddress.as_deref(), Some("r.io"));
     }
 }

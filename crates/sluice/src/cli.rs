@@ -30,6 +30,23 @@ enum Cmd {
         #[command(subcommand)]
         cmd: EndpointCmd,
     },
+    /// Deploy an endpoint from a quick-deploy template: `sluice deploy vllm --set model=Qwen/Qwen2.5-7B-Instruct`.
+    Deploy {
+        #[command(flatten)]
+        conn: Conn,
+        /// Template name (`sluice templates` lists them).
+        template: String,
+        /// Template parameter, KEY=VALUE; repeatable.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
+    /// List the quick-deploy templates and their parameters.
+    Templates {
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Replay a request trace through autoscaling policies and compare cost, latency, rejections.
     Sim(crate::sim::SimArgs),
     /// Recommend active/max workers from latency and RPM (seed 001), or search a trace for the
@@ -128,6 +145,32 @@ enum EndpointCmd {
     },
 }
 
+/// Credentials for a private registry. The password is read from an environment variable so
+/// that it never appears in a process list or shell history.
+#[derive(Args, Default)]
+struct RegistryArgs {
+    /// Registry host of a private image, e.g. ghcr.io.
+    #[arg(long, requires_all = ["registry_username", "registry_password_env"])]
+    registry_server: Option<String>,
+    #[arg(long)]
+    registry_username: Option<String>,
+    /// Name of the environment variable holding the registry password.
+    #[arg(long, value_name = "VAR")]
+    registry_password_env: Option<String>,
+}
+
+impl RegistryArgs {
+    fn into_dto(self) -> anyhow::Result<Option<sluice_api::RegistryAuthDto>> {
+        let (Some(server), Some(username), Some(var)) =
+            (self.registry_server, self.registry_username, self.registry_password_env)
+        else {
+            return Ok(None);
+        };
+        let password = std::env::var(&var).with_context(|| format!("--registry-password-env: ${var} is not set"))?;
+        Ok(Some(sluice_api::RegistryAuthDto { server, username, password }))
+    }
+}
+
 #[derive(Args, Default)]
 struct SpecArgs {
     /// TOML file with endpoint fields (the same fields as the API body); flags override it.
@@ -192,6 +235,8 @@ struct SpecArgs {
     queue_capacity: Option<i64>,
     #[arg(long)]
     queue_timeout_secs: Option<i64>,
+    #[command(flatten)]
+    registry: RegistryArgs,
 }
 
 impl SpecArgs {
@@ -221,7 +266,17 @@ impl SpecArgs {
             max_workers,
             gpus_per_worker,
             gpu_type,
-            load_balancing
+            load_balancing,
+            scaling_policy,
+            scaling_signal,
+            scaling_target,
+            concurrency_per_worker,
+            scale_up_window_secs,
+            scale_up_max_percent,
+            scale_down_delay_secs,
+            scale_down_max_percent,
+            queue_capacity,
+            queue_timeout_secs
         );
         if !self.env.is_empty() {
             let mut env = BTreeMap::new();
@@ -230,6 +285,9 @@ impl SpecArgs {
                 env.insert(k.to_owned(), v.to_owned());
             }
             input.env = Some(env);
+        }
+        if let Some(a) = self.registry.into_dto()? {
+            input.registry_auth = Some(a);
         }
         if let Some(v) = &self.volume {
             let Some((name, path)) = v.split_once(':') else { bail!("--volume {v:?}: expected NAME:/mount/path") };
@@ -261,6 +319,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
         Cmd::Up(a) => up(a).await,
         Cmd::Endpoint { conn, cmd } => endpoint(conn, cmd).await,
+        Cmd::Deploy { conn, template, set, registry } => deploy(conn, template, set, registry).await,
+        Cmd::Templates { conn } => templates(conn).await,
         Cmd::Sim(a) => crate::sim::run(a),
         Cmd::Plan(a) => crate::sim::plan(a),
         Cmd::DemoWorker { host, port, startup_delay_ms } => crate::demo::run(host, port, startup_delay_ms).await,
@@ -400,6 +460,45 @@ fn print_endpoint(v: &Value) {
             println!("  {k}={}", s(val));
         }
     }
+}
+
+async fn deploy(conn: Conn, template: String, set: Vec<String>, registry: RegistryArgs) -> anyhow::Result<()> {
+    let mut values = BTreeMap::new();
+    for kv in &set {
+        let Some((k, v)) = kv.split_once('=') else { bail!("--set {kv:?}: expected KEY=VALUE") };
+        values.insert(k.to_owned(), v.to_owned());
+    }
+    let input = sluice_api::DeployInput { set: values, registry_auth: registry.into_dto()? };
+    let v = conn
+        .client()
+        .call(Method::POST, &format!("/v1/templates/{template}/deploy"), Some(&serde_json::to_value(input)?))
+        .await?;
+    if conn.json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        print_endpoint(&v);
+    }
+    Ok(())
+}
+
+async fn templates(conn: Conn) -> anyhow::Result<()> {
+    let v = conn.client().call(Method::GET, "/v1/templates", None).await?;
+    if conn.json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    for t in v["templates"].as_array().into_iter().flatten() {
+        println!("{:<16} {}  [{}]", s(&t["name"]), s(&t["title"]), s(&t["image"]));
+        for p in t["params"].as_array().into_iter().flatten() {
+            let d = match &p["default"] {
+                Value::Null => "required".to_owned(),
+                Value::String(d) if d.is_empty() => "optional".to_owned(),
+                d => format!("default {}", s(d)),
+            };
+            println!("  --set {}=...  {} ({d})", s(&p["name"]), s(&p["description"]));
+        }
+    }
+    Ok(())
 }
 
 async fn endpoint(conn: Conn, cmd: EndpointCmd) -> anyhow::Result<()> {

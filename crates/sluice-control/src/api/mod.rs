@@ -13,10 +13,10 @@ use axum::{
     routing::{get, post},
 };
 use sluice_api::{
-    EndpointInput, EndpointList, EndpointView, ErrorBody, NetworkVolumeDto, ScalingEventList, ScalingEventView,
-    WorkerCounts, WorkerList, WorkerView,
+    DeployInput, EndpointInput, EndpointList, EndpointView, ErrorBody, NetworkVolumeDto, ScalingEventList,
+    ScalingEventView, TemplateList, TemplateParamView, TemplateView, WorkerCounts, WorkerList, WorkerView,
 };
-use sluice_core::{EndpointDraft, EndpointId, EndpointSpec, EndpointStatus, rfc3339, secrets};
+use sluice_core::{EndpointDraft, EndpointId, EndpointSpec, EndpointStatus, rfc3339, secrets, templates};
 use sluice_store::{EndpointRecord, WorkerRecord};
 use utoipa::OpenApi;
 
@@ -46,6 +46,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/endpoints/{id}/start", post(start_endpoint))
         .route("/endpoints/{id}/workers", get(list_workers))
         .route("/endpoints/{id}/events", get(list_events))
+        .route("/templates", get(list_templates))
+        .route("/templates/{name}/deploy", post(deploy_template))
         .route("/openapi.json", get(openapi))
         .fallback(not_found)
         .route_layer(middleware::from_fn_with_state(state.clone(), require_key));
@@ -163,7 +165,15 @@ async fn create_endpoint(
     Extension(caller): Extension<Caller>,
     JsonBody(input): JsonBody<EndpointInput>,
 ) -> Result<(StatusCode, Json<EndpointView>), AppError> {
-    let spec = EndpointSpec::validate(EndpointDraft::from(input), &st.cfg.validation())?;
+    create(&st, &caller, EndpointDraft::from(input)).await
+}
+
+async fn create(
+    st: &AppState,
+    caller: &Caller,
+    draft: EndpointDraft,
+) -> Result<(StatusCode, Json<EndpointView>), AppError> {
+    let spec = EndpointSpec::validate(draft, &st.cfg.validation())?;
     let t = now();
     let rec = EndpointRecord {
         id: EndpointId::generate(new_id()),
@@ -177,7 +187,56 @@ async fn create_endpoint(
     st.store.create_endpoint(&rec).await?;
     tracing::info!(endpoint = %rec.id, name = %rec.spec.name, "endpoint created");
     st.settle().await;
-    Ok((StatusCode::CREATED, Json(view(&st, &rec))))
+    Ok((StatusCode::CREATED, Json(view(st, &rec))))
+}
+
+#[utoipa::path(get, path = "/v1/templates", tag = "templates", responses((status = 200, body = TemplateList)))]
+async fn list_templates() -> Json<TemplateList> {
+    let templates = templates::TEMPLATES
+        .iter()
+        .map(|t| TemplateView {
+            name: t.name.into(),
+            title: t.title.into(),
+            description: t.description.into(),
+            image: t.image.into(),
+            http_port: t.http_port,
+            health_check_path: t.health_check_path.into(),
+            gpus_per_worker: t.gpus_per_worker,
+            params: t
+                .params
+                .iter()
+                .map(|p| TemplateParamView {
+                    name: p.name.into(),
+                    description: p.description.into(),
+                    default: p.default.map(|d| d.replace("{template}", t.name)),
+                })
+                .collect(),
+        })
+        .collect();
+    Json(TemplateList { templates })
+}
+
+#[utoipa::path(post, path = "/v1/templates/{name}/deploy", tag = "templates", params(("name" = String, Path)),
+    request_body = DeployInput,
+    responses((status = 201, body = EndpointView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+              (status = 422, body = ErrorBody)))]
+async fn deploy_template(
+    State(st): S,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+    JsonBody(input): JsonBody<DeployInput>,
+) -> Result<(StatusCode, Json<EndpointView>), AppError> {
+    let t = templates::find(&name).ok_or_else(|| {
+        let known: Vec<&str> = templates::TEMPLATES.iter().map(|t| t.name).collect();
+        AppError::NotFound(format!("template {name:?} does not exist; templates: {}", known.join(", ")))
+    })?;
+    let mut draft = t.render(&input.set)?;
+    draft.registry_auth = input.registry_auth.map(|a| sluice_core::RegistryAuth {
+        server: a.server,
+        username: a.username,
+        password: a.password,
+    });
+    create(&st, &caller, draft).await
 }
 
 #[utoipa::path(get, path = "/v1/endpoints/{id}", tag = "endpoints", params(("id" = String, Path)),
@@ -321,8 +380,8 @@ async fn list_events(
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Sluice control API", description = "Serverless GPU endpoints: endpoints, workers."),
-    paths(list_endpoints, create_endpoint, get_endpoint, update_endpoint, delete_endpoint, stop_endpoint, start_endpoint, list_workers, list_events),
-    components(schemas(EndpointInput, EndpointView, EndpointList, WorkerView, WorkerList, WorkerCounts, NetworkVolumeDto, ErrorBody, ScalingEventView, ScalingEventList)),
+    paths(list_endpoints, create_endpoint, get_endpoint, update_endpoint, delete_endpoint, stop_endpoint, start_endpoint, list_workers, list_events, list_templates, deploy_template),
+    components(schemas(DeployInput, TemplateList, TemplateView, TemplateParamView, EndpointInput, EndpointView, EndpointList, WorkerView, WorkerList, WorkerCounts, NetworkVolumeDto, ErrorBody, ScalingEventView, ScalingEventList)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]

@@ -125,6 +125,35 @@ async fn containers_serve_scale_get_replaced_and_keep_their_volume() {
     }
     assert!(!logged.contains(secret), "the registry password leaked into a log");
 
+    // Quick deploy from a template, end to end, with the locally built image.
+    let (ok, out, err) = cli(&p, &["templates"]);
+    assert!(
+        ok && out.contains("vllm") && out.contains("--set model=...") && out.contains("speech-to-text"),
+        "{out}{err}"
+    );
+    let (ok, _, err) = cli(&p, &["deploy", "vllm"]);
+    assert!(!ok && err.contains("set.model"), "{err}");
+    let (ok, out, err) = cli(
+        &p,
+        &[
+            "deploy",
+            "custom",
+            "--set",
+            &format!("image={image}"),
+            "--set",
+            "name=byo",
+            "--set",
+            "active_workers=1",
+            "--json",
+        ],
+    );
+    assert!(ok, "{err}");
+    let byo: Value = serde_json::from_str(&out).unwrap();
+    let byo = byo["id"].as_str().unwrap().to_owned();
+    p.wait_ready(&byo, 1).await;
+    let r = p.get(&byo, "/from-template").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+
     let dir = p.stop();
     assert!(containers(&format!("io.sluice.instance={instance}")).is_empty(), "Ctrl-C removes every container");
     drop(dir);

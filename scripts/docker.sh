@@ -9,11 +9,17 @@ if [ -n "${DOCKER_HOST:-}" ]; then
     # The user points at their own engine (e.g. Podman's socket); use it as is.
     exit 0
 fi
-if ! command -v dockerd >/dev/null 2>&1; then
-    echo "dockerd not found; installing Debian's docker.io (one-time)" >&2
+# docker.io: the Engine. docker-registry and apache2-utils (htpasswd): the tests pull from a
+# private registry on loopback, since no public registry can be reached.
+missing=()
+command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
+command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
+command -v htpasswd >/dev/null 2>&1 || missing+=(apache2-utils)
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing ${missing[*]} from Debian (one-time)" >&2
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq >/dev/null
-    apt-get install -y -qq docker.io >/dev/null
+    apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 answers() { curl -fsS --max-time 2 --unix-socket "$SOCK" http://localhost/_ping >/dev/null 2>&1; }
 if ! answers; then

@@ -41,6 +41,36 @@ pub struct NetworkVolumeDto {
     pub mount_path: String,
 }
 
+/// Where an image stands on one node (R2.5).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct ImagePullView {
+    pub image: String,
+    pub node: String,
+    pub data_center: String,
+    /// `pending`, `pulling`, `ready` or `failed`.
+    pub state: String,
+    pub bytes_done: u64,
+    pub bytes_total: u64,
+    /// Why the pull failed.
+    pub error: Option<String>,
+    pub updated_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ImageList {
+    pub images: Vec<ImagePullView>,
+}
+
+/// Body of `POST /v1/images/prewarm`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PrewarmInput {
+    pub image: String,
+    /// Only the nodes of this data center (default: every node).
+    pub data_center: Option<String>,
+    pub registry_auth: Option<RegistryAuthDto>,
+}
+
 /// A quick-deploy template (`GET /v1/templates`).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct TemplateView {
@@ -225,6 +255,8 @@ pub struct EndpointView {
     pub network_volume: Option<NetworkVolumeDto>,
     /// The registry that credentials were given for (the credentials themselves are never shown).
     pub registry_server: Option<String>,
+    /// The image's pull state on each node of the data center (prewarm, R2.5).
+    pub image_pulls: Vec<ImagePullView>,
     pub health_check_path: String,
     pub idle_timeout_secs: u32,
     pub execution_timeout_secs: u32,

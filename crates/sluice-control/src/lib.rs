@@ -9,6 +9,7 @@ pub mod api;
 pub mod auth;
 mod error;
 mod health;
+pub mod images;
 pub mod reconcile;
 
 use std::{
@@ -85,6 +86,8 @@ pub struct AppState {
     /// Completed reconcile passes, so the API can wait for one that saw its change.
     pub passes: watch::Receiver<u64>,
     passes_tx: watch::Sender<u64>,
+    /// Image pulls ahead of need.
+    pub images: Arc<images::Images>,
 }
 
 impl AppState {
@@ -116,7 +119,9 @@ impl Control {
         wake: Arc<Notify>,
     ) -> Self {
         let (passes_tx, passes) = watch::channel(0);
+        let images = images::Images::new(runtime.clone(), cfg.nodes.clone());
         let state = Arc::new(AppState {
+            images,
             store,
             cfg,
             wake,
@@ -134,6 +139,16 @@ impl Control {
     /// Wakes the reconciler (the gateway calls this when a request finds no ready worker).
     pub fn waker(&self) -> Arc<Notify> {
         self.state.wake.clone()
+    }
+
+    /// Prewarms the image of every endpoint (at startup: shows their state, pulls what is missing).
+    pub async fn prewarm_endpoints(&self) -> Result<(), sluice_store::Error> {
+        for e in self.state.store.list_endpoints(None).await? {
+            if let Some(image) = &e.spec.image {
+                self.state.images.prewarm(image, e.spec.registry_auth.clone(), Some(&e.spec.data_center));
+            }
+        }
+        Ok(())
     }
 
     /// Resolves once the reconciler has finished its first pass: the workers of a previous

@@ -33,7 +33,7 @@ use sluice_core::{EndpointId, RegistryAuth, RuntimeKind, WorkerId};
 use tokio::io::AsyncWriteExt;
 
 use crate::{
-    Error, LaunchSpec, Launched, Observed, Result, WorkerRuntime,
+    Error, LaunchSpec, Launched, Observed, PullProgress, Result, WorkerRuntime,
     process::{ENV_ENDPOINT, ENV_INSTANCE, ENV_WORKER},
 };
 
@@ -162,13 +162,6 @@ pub fn credentials(auth: &RegistryAuth) -> DockerCredentials {
         serveraddress: Some(auth.server.clone()),
         ..Default::default()
     }
-}
-
-/// One step of an image pull, as the Engine reports it (per layer).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PullProgress {
-    pub bytes_done: u64,
-    pub bytes_total: u64,
 }
 
 impl DockerRuntime {
@@ -451,6 +444,18 @@ impl WorkerRuntime for DockerRuntime {
     }
     fn log_paths(&self, endpoint: &EndpointId, worker: &WorkerId) -> Vec<PathBuf> {
         vec![self.log_file(endpoint, worker, "stdout"), self.log_file(endpoint, worker, "stderr")]
+    }
+    fn has_image(&self, image: &str) -> BoxFuture<'_, Result<bool>> {
+        let image = image.to_owned();
+        async move { DockerRuntime::has_image(self, &image).await }.boxed()
+    }
+    fn pull_image<'a>(
+        &'a self,
+        image: &'a str,
+        auth: Option<&'a RegistryAuth>,
+        progress: Box<dyn FnMut(PullProgress) + Send + 'a>,
+    ) -> BoxFuture<'a, Result<()>> {
+        self.pull(image, auth, progress).boxed()
     }
 }
 

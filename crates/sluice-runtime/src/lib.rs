@@ -61,6 +61,13 @@ pub struct Observed {
     pub exited: Option<String>,
 }
 
+/// Progress of an image pull, summed over its layers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PullProgress {
+    pub bytes_done: u64,
+    pub bytes_total: u64,
+}
+
 /// A way to run workers. Implementations must be safe to call concurrently for different
 /// workers; the reconciler never calls them concurrently for the same worker.
 pub trait WorkerRuntime: Send + Sync + 'static {
@@ -76,4 +83,17 @@ pub trait WorkerRuntime: Send + Sync + 'static {
     fn list(&self) -> BoxFuture<'_, Result<Vec<Observed>>>;
     /// Where the worker's output goes (the log API reads these).
     fn log_paths(&self, endpoint: &EndpointId, worker: &WorkerId) -> Vec<PathBuf>;
+    /// Whether `image` is present where workers start (runtimes without images: always).
+    fn has_image(&self, _image: &str) -> BoxFuture<'_, Result<bool>> {
+        Box::pin(async { Ok(true) })
+    }
+    /// Pulls `image` ahead of need (R2.5), reporting progress as it goes.
+    fn pull_image<'a>(
+        &'a self,
+        _image: &'a str,
+        _auth: Option<&'a RegistryAuth>,
+        _progress: Box<dyn FnMut(PullProgress) + Send + 'a>,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
 }

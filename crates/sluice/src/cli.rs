@@ -42,6 +42,14 @@ enum Cmd {
         #[command(flatten)]
         registry: RegistryArgs,
     },
+    /// Container images on the nodes: pull ahead of need (prewarm) and show pull states.
+    #[command(subcommand_required = true)]
+    Image {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        cmd: ImageCmd,
+    },
     /// List the quick-deploy templates and their parameters.
     Templates {
         #[command(flatten)]
@@ -115,7 +123,16 @@ struct Conn {
 #[derive(Subcommand)]
 enum EndpointCmd {
     /// Create an endpoint from flags and/or a TOML file.
-    Create(SpecArgs),
+    Create {
+        #[command(flatten)]
+        spec: SpecArgs,
+        /// Show the image pull as a progress bar, then wait for the first ready worker.
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits, seconds.
+        #[arg(long, default_value_t = 1800)]
+        wait_timeout: u64,
+    },
     /// List endpoints.
     List,
     /// Show one endpoint.
@@ -169,6 +186,23 @@ impl RegistryArgs {
         let password = std::env::var(&var).with_context(|| format!("--registry-password-env: ${var} is not set"))?;
         Ok(Some(sluice_api::RegistryAuthDto { server, username, password }))
     }
+}
+
+#[derive(Subcommand)]
+enum ImageCmd {
+    /// Pull an image on every node (of a data center) now, so no worker start waits for it.
+    Prewarm {
+        image: String,
+        #[arg(long)]
+        data_center: Option<String>,
+        /// Return at once instead of showing progress until the pull ends.
+        #[arg(long)]
+        no_wait: bool,
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
+    /// Pull states of the images the platform knows.
+    List,
 }
 
 #[derive(Args, Default)]
@@ -321,6 +355,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Endpoint { conn, cmd } => endpoint(conn, cmd).await,
         Cmd::Deploy { conn, template, set, registry } => deploy(conn, template, set, registry).await,
         Cmd::Templates { conn } => templates(conn).await,
+        Cmd::Image { conn, cmd } => image(conn, cmd).await,
         Cmd::Sim(a) => crate::sim::run(a),
         Cmd::Plan(a) => crate::sim::plan(a),
         Cmd::DemoWorker { host, port, startup_delay_ms } => crate::demo::run(host, port, startup_delay_ms).await,
@@ -481,6 +516,72 @@ async fn deploy(conn: Conn, template: String, set: Vec<String>, registry: Regist
     Ok(())
 }
 
+async fn image(conn: Conn, cmd: ImageCmd) -> anyhow::Result<()> {
+    let c = conn.client();
+    match cmd {
+        ImageCmd::Prewarm { image, data_center, no_wait, registry } => {
+            let input = sluice_api::PrewarmInput {
+                image: image.clone(),
+                data_center: data_center.clone(),
+                registry_auth: registry.into_dto()?,
+            };
+            let v = c.call(Method::POST, "/v1/images/prewarm", Some(&serde_json::to_value(input)?)).await?;
+            if !no_wait {
+                // Poll the list, keeping only this image's rows for the data center asked.
+                let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3600);
+                let mut display = crate::progress::PullDisplay::default();
+                loop {
+                    let all = c.call(Method::GET, "/v1/images", None).await?;
+                    let mine: Vec<Value> = all["images"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter(|p| p["image"] == image.as_str())
+                        .filter(|p| data_center.as_ref().is_none_or(|dc| p["data_center"] == dc.as_str()))
+                        .cloned()
+                        .collect();
+                    if mine.is_empty() {
+                        bail!("no node (of data center {}) takes images", data_center.as_deref().unwrap_or("any"));
+                    }
+                    if display.update(&mine)? {
+                        break;
+                    }
+                    if tokio::time::Instant::now() > deadline {
+                        bail!("timed out waiting for {image}");
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                }
+            } else if conn.json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            }
+        }
+        ImageCmd::List => {
+            let v = c.call(Method::GET, "/v1/images", None).await?;
+            if conn.json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(());
+            }
+            let rows: Vec<Vec<String>> = v["images"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|p| {
+                    vec![
+                        s(&p["image"]),
+                        s(&p["node"]),
+                        s(&p["data_center"]),
+                        s(&p["state"]),
+                        format!("{}/{}", s(&p["bytes_done"]), s(&p["bytes_total"])),
+                        s(&p["error"]),
+                    ]
+                })
+                .collect();
+            print!("{}", table::render(&["IMAGE", "NODE", "DC", "STATE", "BYTES", "ERROR"], &rows));
+        }
+    }
+    Ok(())
+}
+
 async fn templates(conn: Conn) -> anyhow::Result<()> {
     let v = conn.client().call(Method::GET, "/v1/templates", None).await?;
     if conn.json {
@@ -512,10 +613,19 @@ async fn endpoint(conn: Conn, cmd: EndpointCmd) -> anyhow::Result<()> {
         }
     };
     match cmd {
-        EndpointCmd::Create(spec) => {
+        EndpointCmd::Create { spec, wait, wait_timeout } => {
             let input = spec.into_input()?;
             let v = c.call(Method::POST, "/v1/endpoints", Some(&serde_json::to_value(input)?)).await?;
-            show(&v);
+            if wait {
+                let id = v["id"].as_str().unwrap_or_default().to_owned();
+                let timeout = std::time::Duration::from_secs(wait_timeout);
+                crate::progress::wait_pulls(&c, &format!("/v1/endpoints/{id}"), "image_pulls", timeout).await?;
+                let want = v["active_workers"].as_u64().unwrap_or(0).min(1);
+                crate::progress::wait_ready(&c, &id, want, timeout).await?;
+                show(&c.call(Method::GET, &format!("/v1/endpoints/{id}"), None).await?);
+            } else {
+                show(&v);
+            }
         }
         EndpointCmd::Update { id, spec } => {
             let input = spec.into_input()?;

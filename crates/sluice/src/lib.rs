@@ -7,5 +7,6 @@ pub mod client;
 pub mod config;
 pub mod demo;
 pub mod platform;
+pub mod progress;
 pub mod sim;
 pub mod table;

@@ -225,6 +225,7 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -
     // Serve only once the first pass has adopted what a previous run left and published the
     // routing table: before that, the gateway would answer 404 for endpoints that exist.
     control.first_pass().await;
+    control.prewarm_endpoints().await?;
     let addresses = Addresses {
         api: format!("http://{api_addr}"),
         gateway: format!("http://{gw_addr}"),

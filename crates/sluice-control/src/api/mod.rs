@@ -13,15 +13,16 @@ use axum::{
     routing::{get, post},
 };
 use sluice_api::{
-    DeployInput, EndpointInput, EndpointList, EndpointView, ErrorBody, NetworkVolumeDto, ScalingEventList,
-    ScalingEventView, TemplateList, TemplateParamView, TemplateView, WorkerCounts, WorkerList, WorkerView,
+    DeployInput, EndpointInput, EndpointList, EndpointView, ErrorBody, ImageList, ImagePullView, NetworkVolumeDto,
+    PrewarmInput, ScalingEventList, ScalingEventView, TemplateList, TemplateParamView, TemplateView, WorkerCounts,
+    WorkerList, WorkerView,
 };
 use sluice_core::{EndpointDraft, EndpointId, EndpointSpec, EndpointStatus, rfc3339, secrets, templates};
 use sluice_store::{EndpointRecord, WorkerRecord};
 use utoipa::OpenApi;
 
 pub use self::extract::JsonBody;
-use crate::{AppError, AppState, auth, new_id, now};
+use crate::{AppError, AppState, auth, images::PullState, new_id, now};
 
 /// Who is calling, from their API key.
 #[derive(Debug, Clone)]
@@ -46,6 +47,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/endpoints/{id}/start", post(start_endpoint))
         .route("/endpoints/{id}/workers", get(list_workers))
         .route("/endpoints/{id}/events", get(list_events))
+        .route("/images", get(list_images))
+        .route("/images/prewarm", post(prewarm_image))
         .route("/templates", get(list_templates))
         .route("/templates/{name}/deploy", post(deploy_template))
         .route("/openapi.json", get(openapi))
@@ -76,6 +79,67 @@ async fn require_key(State(st): S, mut req: Request, next: Next) -> Result<Respo
     Ok(next.run(req).await)
 }
 
+fn pull_view(s: &crate::images::ImageStatus) -> ImagePullView {
+    let (done, total) = match &s.state {
+        PullState::Pulling { done, total } => (*done, *total),
+        _ => (0, 0),
+    };
+    ImagePullView {
+        image: s.image.clone(),
+        node: s.node.clone(),
+        data_center: s.data_center.clone(),
+        state: s.state.name().into(),
+        bytes_done: done,
+        bytes_total: total,
+        error: match &s.state {
+            PullState::Failed(e) => Some(e.clone()),
+            _ => None,
+        },
+        updated_at: rfc3339(s.updated_at),
+    }
+}
+
+fn prewarm_spec(st: &AppState, s: &EndpointSpec) {
+    if let Some(image) = &s.image {
+        st.images.prewarm(image, s.registry_auth.clone(), Some(&s.data_center));
+    }
+}
+
+#[utoipa::path(get, path = "/v1/images", tag = "images", responses((status = 200, body = ImageList)))]
+async fn list_images(State(st): S) -> Json<ImageList> {
+    Json(ImageList { images: st.images.list().iter().map(pull_view).collect() })
+}
+
+#[utoipa::path(post, path = "/v1/images/prewarm", tag = "images", request_body = PrewarmInput,
+    responses((status = 202, body = ImageList), (status = 422, body = ErrorBody)))]
+async fn prewarm_image(
+    State(st): S,
+    JsonBody(input): JsonBody<PrewarmInput>,
+) -> Result<(StatusCode, Json<ImageList>), AppError> {
+    let image = input.image.trim();
+    if image.is_empty() || image.len() > 512 || image.contains(char::is_whitespace) {
+        return Err(AppError::InvalidField {
+            field: Some("image".into()),
+            message: "must be a non-empty image reference without spaces (at most 512 bytes)".into(),
+        });
+    }
+    if let Some(dc) = &input.data_center
+        && !st.cfg.data_centers().contains(dc)
+    {
+        return Err(AppError::InvalidField {
+            field: Some("data_center".into()),
+            message: format!("unknown data center {dc:?}; configured: {}", st.cfg.data_centers().join(", ")),
+        });
+    }
+    let auth = input.registry_auth.map(|a| sluice_core::RegistryAuth {
+        server: a.server,
+        username: a.username,
+        password: a.password,
+    });
+    let v = st.images.prewarm(image, auth, input.data_center.as_deref());
+    Ok((StatusCode::ACCEPTED, Json(ImageList { images: v.iter().map(pull_view).collect() })))
+}
+
 fn view(st: &AppState, e: &EndpointRecord) -> EndpointView {
     let s = &e.spec;
     let port = st.cfg.gateway_addr.rsplit_once(':').map_or("", |(_, p)| p);
@@ -97,6 +161,11 @@ fn view(st: &AppState, e: &EndpointRecord) -> EndpointView {
             .as_ref()
             .map(|v| NetworkVolumeDto { name: v.name.clone(), mount_path: v.mount_path.clone() }),
         registry_server: s.registry_auth.as_ref().map(|a| a.server.clone()),
+        image_pulls: s
+            .image
+            .as_deref()
+            .map(|i| st.images.status(i, Some(&s.data_center)).iter().map(pull_view).collect())
+            .unwrap_or_default(),
         health_check_path: s.health_check_path.clone(),
         idle_timeout_secs: s.idle_timeout_secs,
         execution_timeout_secs: s.execution_timeout_secs,
@@ -186,6 +255,7 @@ async fn create(
     };
     st.store.create_endpoint(&rec).await?;
     tracing::info!(endpoint = %rec.id, name = %rec.spec.name, "endpoint created");
+    prewarm_spec(st, &rec.spec);
     st.settle().await;
     Ok((StatusCode::CREATED, Json(view(st, &rec))))
 }
@@ -263,6 +333,9 @@ async fn update_endpoint(
     let spec = EndpointSpec::validate(draft, &st.cfg.validation())?;
     if e.spec.workers_differ(&spec) {
         e.generation += 1;
+    }
+    if (&e.spec.image, &e.spec.data_center) != (&spec.image, &spec.data_center) {
+        prewarm_spec(&st, &spec);
     }
     e.spec = spec;
     e.updated_at = now();
@@ -380,8 +453,8 @@ async fn list_events(
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Sluice control API", description = "Serverless GPU endpoints: endpoints, workers."),
-    paths(list_endpoints, create_endpoint, get_endpoint, update_endpoint, delete_endpoint, stop_endpoint, start_endpoint, list_workers, list_events, list_templates, deploy_template),
-    components(schemas(DeployInput, TemplateList, TemplateView, TemplateParamView, EndpointInput, EndpointView, EndpointList, WorkerView, WorkerList, WorkerCounts, NetworkVolumeDto, ErrorBody, ScalingEventView, ScalingEventList)),
+    paths(list_endpoints, create_endpoint, get_endpoint, update_endpoint, delete_endpoint, stop_endpoint, start_endpoint, list_workers, list_events, list_templates, deploy_template, list_images, prewarm_image),
+    components(schemas(ImageList, ImagePullView, PrewarmInput, DeployInput, TemplateList, TemplateView, TemplateParamView, EndpointInput, EndpointView, EndpointList, WorkerView, WorkerList, WorkerCounts, NetworkVolumeDto, ErrorBody, ScalingEventView, ScalingEventList)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]

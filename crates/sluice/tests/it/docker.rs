@@ -239,3 +239,157 @@ async fn an_image_that_cannot_be_pulled_fails_the_worker_with_the_reason() {
     assert_eq!(r.json()["error"]["field"], "image");
     p.stop();
 }
+
+/// A private registry on loopback (Debian's docker-registry) with htpasswd authentication.
+struct Registry {
+    child: std::process::Child,
+    addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start_registry(user: &str, password: &str) -> Registry {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr = format!("127.0.0.1:{port}");
+    let out = Command::new("htpasswd").args(["-Bbn", user, password]).output().expect("htpasswd");
+    std::fs::write(dir.path().join("htpasswd"), &out.stdout).unwrap();
+    let config = format!(
+        "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n\
+         auth:\n  htpasswd:\n    realm: sluice-test\n    path: {}\n",
+        dir.path().join("data").display(),
+        dir.path().join("htpasswd").display()
+    );
+    std::fs::write(dir.path().join("config.yml"), config).unwrap();
+    let child = Command::new("docker-registry")
+        .args(["serve", dir.path().join("config.yml").to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("registry.log")).unwrap())
+        .spawn()
+        .expect("docker-registry (scripts/docker.sh installs it)");
+    let reg = Registry { child, addr, _dir: dir };
+    let url = format!("http://{}/v2/", reg.addr);
+    eventually("the registry listening", Duration::from_secs(20), async || {
+        std::net::TcpStream::connect(&reg.addr).ok().map(drop)
+    })
+    .await;
+    assert_eq!(send(Method::GET, &url, &[], Default::default()).await.status, StatusCode::UNAUTHORIZED);
+    reg
+}
+
+/// Imports a small image (a shell and its libraries, plus `size` bytes of noise so a pull
+/// has something to show) under `tag`, pushes it, and removes it locally.
+fn push_small_image(reg: &Registry, tag: &str, user: &str, password: &str, size: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let noise: Vec<u8> = (0..size).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    std::fs::write(dir.path().join("noise.bin"), noise).unwrap();
+    let script = format!(
+        "tar -chf - -C / bin/sh lib/x86_64-linux-gnu/libc.so.6 lib64/ld-linux-x86-64.so.2 -C {} noise.bin \
+         | docker import - {tag}",
+        dir.path().display()
+    );
+    let out = Command::new("sh").args(["-c", &script]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let cfg = dir.path().join("docker-config");
+    let cfg = cfg.to_str().unwrap();
+    let (ok, out) = docker(&["--config", cfg, "login", &reg.addr, "-u", user, "-p", password]);
+    assert!(ok, "{out}");
+    let (ok, out) = docker(&["--config", cfg, "push", tag]);
+    assert!(ok, "{out}");
+    let (ok, out) = docker(&["rmi", tag]);
+    assert!(ok, "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn images_are_prewarmed_from_a_private_registry_with_progress_and_clear_failures() {
+    let (user, password) = ("puller", "s3cret-registry-pw");
+    let reg = start_registry(user, password).await;
+    let tiny = format!("{}/sluice/tiny:{}", reg.addr, std::process::id());
+    let other = format!("{}/sluice/other:{}", reg.addr, std::process::id());
+    push_small_image(&reg, &tiny, user, password, 4 << 20);
+    push_small_image(&reg, &other, user, password, 1 << 20);
+    assert!(!docker(&["image", "inspect", &tiny]).0, "removed locally before the test");
+
+    let p = Platform::start_in(tempfile::tempdir().unwrap(), &["--runtime", "docker", "--no-demo"]).await;
+    // Creating an endpoint pulls its image on the nodes of its data center at once, with the
+    // endpoint's credentials, before any worker needs it (active_workers 0).
+    let e = p
+        .create(json!({
+            "name": "private", "image": tiny, "active_workers": 0, "max_workers": 1,
+            "registry_auth": {"server": reg.addr, "username": user, "password": password}
+        }))
+        .await;
+    let id = e["id"].as_str().unwrap().to_owned();
+    assert_eq!(e["image_pulls"][0]["node"], "local", "{e}");
+    let mut seen = Vec::new();
+    let done = eventually("the image ready", Duration::from_secs(60), async || {
+        let v = p.api_call(Method::GET, &format!("/v1/endpoints/{id}"), None).await.json();
+        let pull = v["image_pulls"][0].clone();
+        seen.push(pull["state"].as_str().unwrap_or("").to_owned());
+        assert_ne!(pull["state"], "failed", "{pull}");
+        (pull["state"] == "ready").then_some(pull)
+    })
+    .await;
+    assert_eq!(done["image"], tiny.as_str());
+    assert!(seen.iter().all(|s| ["pending", "pulling", "ready"].contains(&s.as_str())), "{seen:?}");
+    assert!(docker(&["image", "inspect", &tiny]).0, "the image is on the node");
+
+    // The CLI: without credentials the pull fails, visibly, with the registry's reason.
+    let cli_env = |args: &[&str], pw: Option<&str>| {
+        let mut c = Command::new(BIN);
+        c.args(args).args(["--api", &p.api, "--api-key", &p.key]);
+        if let Some(pw) = pw {
+            c.env("REG_PW", pw);
+        }
+        let out = c.output().unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (ok, err) = cli_env(&["image", "prewarm", &other], None);
+    assert!(!ok, "{err}");
+    assert!(err.contains("failed") && err.contains(&other), "{err}");
+    assert!(err.to_lowercase().contains("auth"), "the registry's reason: {err}");
+    // With credentials (the password from an environment variable), it shows progress and ends ready.
+    let (ok, err) = cli_env(
+        &[
+            "image",
+            "prewarm",
+            &other,
+            "--registry-server",
+            &reg.addr,
+            "--registry-username",
+            user,
+            "--registry-password-env",
+            "REG_PW",
+        ],
+        Some(password),
+    );
+    assert!(ok && err.contains("ready"), "{err}");
+    // `endpoint create --wait` shows the pull and returns once the image is ready.
+    let (ok, err) = cli_env(
+        &["endpoint", "create", "--name", "waiter", "--image", &other, "--active-workers", "0", "--wait"],
+        None,
+    );
+    assert!(ok && err.contains(&other) && err.contains("ready"), "{err}");
+    let list = p.api_call(Method::GET, "/v1/images", None).await.json();
+    assert!(list["images"].as_array().unwrap().iter().any(|i| i["image"] == other.as_str() && i["state"] == "ready"));
+    // Bad input is refused with the field named.
+    let r = p.api_call(Method::POST, "/v1/images/prewarm", Some(json!({"image": "a b"}))).await;
+    assert_eq!(
+        (r.status, r.json()["error"]["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("image")),
+        "{}",
+        r.text()
+    );
+    let r = p.api_call(Method::POST, "/v1/images/prewarm", Some(json!({"image": "x", "data_center": "mars"}))).await;
+    assert_eq!(r.json()["error"]["field"], "data_center");
+
+    assert!(!p.stderr().contains(password), "the registry password leaked into the platform log");
+    p.stop();
+    let _ = docker(&["rmi", &tiny, &other]);
+}

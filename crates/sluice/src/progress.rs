@@ -1,0 +1,142 @@
+//! Waiting with visible progress: image pulls as a progress bar (`sluice image prewarm`,
+//! `sluice endpoint create --wait`), then workers becoming ready.
+use std::{io::IsTerminal, io::Write, time::Duration};
+
+use anyhow::bail;
+use http::Method;
+use serde_json::Value;
+
+use crate::client::ApiClient;
+
+/// One line for a pull: `[#########...........]  45%  12.3/27.0 MB  node local`.
+pub fn bar(state: &str, done: u64, total: u64, node: &str) -> String {
+    const W: usize = 30;
+    let mb = |b: u64| b as f64 / 1e6;
+    match state {
+        "pulling" if total > 0 => {
+            let frac = (done as f64 / total as f64).clamp(0.0, 1.0);
+            let fill = (frac * W as f64).round() as usize;
+            format!(
+                "[{}{}] {:>3.0}%  {:.1}/{:.1} MB  {node}",
+                "#".repeat(fill),
+                ".".repeat(W - fill),
+                frac * 100.0,
+                mb(done),
+                mb(total)
+            )
+        }
+        "pulling" => format!("[{}] pulling  {node}", ".".repeat(W)),
+        "ready" => format!("[{}] ready  {node}", "#".repeat(W)),
+        other => format!("[{}] {other}  {node}", ".".repeat(W)),
+    }
+}
+
+/// Redraws pull progress on stderr (in place on a terminal, a line per change otherwise).
+#[derive(Default)]
+pub struct PullDisplay {
+    last: String,
+}
+
+impl PullDisplay {
+    /// Shows `pulls` (ImagePullView objects): `Ok(true)` once all are ready, an error naming
+    /// the image and the reason once one failed, `Ok(false)` while in progress.
+    pub fn update(&mut self, pulls: &[Value]) -> anyhow::Result<bool> {
+        Ok(show(pulls, &mut self.last, std::io::stderr().is_terminal())?.is_some())
+    }
+}
+
+fn show(pulls: &[Value], last: &mut String, tty: bool) -> anyhow::Result<Option<bool>> {
+    let lines: Vec<String> = pulls
+        .iter()
+        .map(|p| {
+            let s = |k: &str| p[k].as_str().unwrap_or("").to_owned();
+            let n = |k: &str| p[k].as_u64().unwrap_or(0);
+            format!("{}  {}", s("image"), bar(&s("state"), n("bytes_done"), n("bytes_total"), &s("node")))
+        })
+        .collect();
+    let text = lines.join("\n");
+    if text != *last {
+        let mut err = std::io::stderr();
+        if tty && !last.is_empty() {
+            // Move up over the previous lines and redraw them.
+            write!(err, "\x1b[{}F\x1b[J", last.lines().count())?;
+        }
+        writeln!(err, "{text}")?;
+        *last = text;
+    }
+    if let Some(f) = pulls.iter().find(|p| p["state"] == "failed") {
+        bail!("pulling {} failed: {}", f["image"].as_str().unwrap_or("?"), f["error"].as_str().unwrap_or("unknown"));
+    }
+    Ok((!pulls.is_empty() && pulls.iter().all(|p| p["state"] == "ready")).then_some(true))
+}
+
+/// Polls `GET path` (`pulls_key` holds the pull array) until every pull is ready.
+pub async fn wait_pulls(c: &ApiClient, path: &str, pulls_key: &str, timeout: Duration) -> anyhow::Result<Value> {
+    let tty = std::io::stderr().is_terminal();
+    let mut last = String::new();
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let v = c.call(Method::GET, path, None).await?;
+        let pulls = v[pulls_key].as_array().cloned().unwrap_or_default();
+        if pulls.is_empty() || show(&pulls, &mut last, tty)?.is_some() {
+            return Ok(v);
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("timed out after {} s waiting for the image", timeout.as_secs());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// After the image: waits until the endpoint has `want` ready workers, printing changes.
+pub async fn wait_ready(c: &ApiClient, id: &str, want: u64, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut last = String::new();
+    loop {
+        let v = c.call(Method::GET, &format!("/v1/endpoints/{id}"), None).await?;
+        let w = &v["workers"];
+        let line = format!(
+            "workers: {} ready, {} starting, {} pending",
+            w["ready"].as_u64().unwrap_or(0),
+            w["starting"].as_u64().unwrap_or(0),
+            w["pending"].as_u64().unwrap_or(0)
+        );
+        if line != last {
+            eprintln!("{line}");
+            last = line;
+        }
+        if w["ready"].as_u64().unwrap_or(0) >= want {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            let ws = c.call(Method::GET, &format!("/v1/endpoints/{id}/workers"), None).await?;
+            let reasons: Vec<String> = ws["workers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|w| {
+                    Some(format!("{} {}: {}", w["id"].as_str()?, w["state"].as_str()?, w["reason"].as_str()?))
+                })
+                .collect();
+            bail!("timed out after {} s waiting for a ready worker; {}", timeout.as_secs(), reasons.join("; "));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bars() {
+        assert_eq!(
+            bar("pulling", 50, 100, "n1"),
+            format!("[{}{}]  50%  0.0/0.0 MB  n1", "#".repeat(15), ".".repeat(15))
+        );
+        assert!(bar("pulling", 0, 0, "n").contains("pulling"));
+        assert!(bar("ready", 0, 0, "n").starts_with(&format!("[{}]", "#".repeat(30))));
+        assert!(bar("pulling", 200, 100, "n").contains("100%"), "clamped");
+        assert!(bar("pending", 0, 0, "n").contains("pending"));
+    }
+}

@@ -14,6 +14,9 @@ fi
 # They are part of the suite; without an Engine they fail, never skip.
 bash scripts/docker.sh
 
+# The NVML path is compiled only with `--features nvml` (no GPU here): keep it compiling.
+cargo check -q -p sluice --features nvml
+
 # Every test starts its own platform on ephemeral ports; nextest runs each test in its own
 # process, so they are independent.
 exec cargo nextest run --workspace --no-fail-fast "$@"

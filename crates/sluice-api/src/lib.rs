@@ -41,6 +41,31 @@ pub struct NetworkVolumeDto {
     pub mount_path: String,
 }
 
+/// One GPU of the inventory (`GET /v1/gpus`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct GpuView {
+    pub index: u32,
+    #[serde(rename = "type")]
+    pub gpu_type: String,
+    /// The worker holding it, if any.
+    pub worker: Option<String>,
+    pub endpoint: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct NodeView {
+    pub name: String,
+    pub data_center: String,
+    pub gpus: Vec<GpuView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct GpuInventory {
+    /// `declared` (simulated GPUs from the config) or `nvml` (real devices).
+    pub source: String,
+    pub nodes: Vec<NodeView>,
+}
+
 /// Where an image stands on one node (R2.5).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
 pub struct ImagePullView {

@@ -46,6 +46,8 @@ pub struct ControlConfig {
     pub gateway_addr: String,
     /// The GPU inventory (declared in config, or discovered).
     pub nodes: Vec<Node>,
+    /// Where the inventory came from: `declared` (simulated, from the config) or `nvml`.
+    pub gpu_source: String,
     /// GPU types endpoints may ask for; the first is the default.
     pub gpu_types: Vec<String>,
     /// Cap on `max_workers` (the account quota, R5.5).

@@ -50,6 +50,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: ImageCmd,
     },
+    /// The GPU inventory: each node's GPUs, their type, and the worker holding each.
+    Gpus {
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// List the quick-deploy templates and their parameters.
     Templates {
         #[command(flatten)]
@@ -355,6 +360,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Endpoint { conn, cmd } => endpoint(conn, cmd).await,
         Cmd::Deploy { conn, template, set, registry } => deploy(conn, template, set, registry).await,
         Cmd::Templates { conn } => templates(conn).await,
+        Cmd::Gpus { conn } => gpus(conn).await,
         Cmd::Image { conn, cmd } => image(conn, cmd).await,
         Cmd::Sim(a) => crate::sim::run(a),
         Cmd::Plan(a) => crate::sim::plan(a),
@@ -579,6 +585,34 @@ async fn image(conn: Conn, cmd: ImageCmd) -> anyhow::Result<()> {
             print!("{}", table::render(&["IMAGE", "NODE", "DC", "STATE", "BYTES", "ERROR"], &rows));
         }
     }
+    Ok(())
+}
+
+async fn gpus(conn: Conn) -> anyhow::Result<()> {
+    let v = conn.client().call(Method::GET, "/v1/gpus", None).await?;
+    if conn.json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let source = match v["source"].as_str() {
+        Some("nvml") => "real GPUs found through NVML",
+        _ => "simulated GPUs declared in the config",
+    };
+    println!("{source}");
+    let mut rows = Vec::new();
+    for n in v["nodes"].as_array().into_iter().flatten() {
+        for g in n["gpus"].as_array().into_iter().flatten() {
+            rows.push(vec![
+                s(&n["name"]),
+                s(&n["data_center"]),
+                s(&g["index"]),
+                s(&g["type"]),
+                s(&g["worker"]),
+                s(&g["endpoint"]),
+            ]);
+        }
+    }
+    print!("{}", table::render(&["NODE", "DC", "GPU", "TYPE", "WORKER", "ENDPOINT"], &rows));
     Ok(())
 }
 

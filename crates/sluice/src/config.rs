@@ -37,6 +37,9 @@ pub struct Config {
     /// What runs workers: `process` (local processes) or `docker` (containers through the
     /// Docker Engine API at `DOCKER_HOST`, default the local socket).
     pub runtime: RuntimeKind,
+    /// Look for real NVIDIA GPUs through NVML (builds with the `nvml` feature) and use them
+    /// instead of the first node's declared GPUs; without a driver, the declared inventory stays.
+    pub gpu_discovery: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -74,6 +77,7 @@ impl Default for Config {
             shutdown_grace_secs: 30,
             log_format: "pretty".into(),
             runtime: RuntimeKind::Process,
+            gpu_discovery: true,
         }
     }
 }

@@ -6,6 +6,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod demo;
+pub mod gpus;
 pub mod platform;
 pub mod progress;
 pub mod sim;

@@ -164,7 +164,18 @@ async fn bind(addr: std::net::SocketAddr, what: &str) -> anyhow::Result<TcpListe
 }
 
 /// Runs the platform until `shutdown` resolves.
-pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn run(mut cfg: Config, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+    let mut real_gpus = false;
+    if cfg.gpu_discovery {
+        match crate::gpus::discover() {
+            Ok(found) => {
+                let types = crate::gpus::apply(&mut cfg, &found);
+                tracing::info!(gpus = ?types, "using the GPUs NVML found");
+                real_gpus = true;
+            }
+            Err(why) => tracing::info!("using the declared (simulated) GPU inventory: {why}"),
+        }
+    }
     let dir = &cfg.data_dir;
     std::fs::create_dir_all(dir).with_context(|| format!("creating data directory {}", dir.display()))?;
     let store = Store::open_sqlite(&dir.join("sluice.db")).await.context("opening the store")?;
@@ -187,7 +198,7 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -
                 instance_id: instance,
                 logs_dir: dir.join("logs"),
                 account: auth::ADMIN_ACCOUNT.into(),
-                real_gpus: false,
+                real_gpus,
             })
             .await?;
             if cfg.demo {
@@ -200,6 +211,7 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -
         domain: cfg.domain.clone(),
         gateway_addr: gw_addr.to_string(),
         nodes: cfg.inventory(),
+        gpu_source: if real_gpus { "nvml" } else { "declared" }.into(),
         gpu_types: cfg.gpu_types.clone(),
         max_workers_quota: cfg.max_workers_quota,
         runtime: cfg.runtime,

@@ -17,6 +17,7 @@ use sluice_api::{
     PrewarmInput, ScalingEventList, ScalingEventView, TemplateList, TemplateParamView, TemplateView, WorkerCounts,
     WorkerList, WorkerView,
 };
+use sluice_api::{GpuInventory, GpuView, NodeView};
 use sluice_core::{EndpointDraft, EndpointId, EndpointSpec, EndpointStatus, rfc3339, secrets, templates};
 use sluice_store::{EndpointRecord, WorkerRecord};
 use utoipa::OpenApi;
@@ -47,6 +48,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/endpoints/{id}/start", post(start_endpoint))
         .route("/endpoints/{id}/workers", get(list_workers))
         .route("/endpoints/{id}/events", get(list_events))
+        .route("/gpus", get(list_gpus))
         .route("/images", get(list_images))
         .route("/images/prewarm", post(prewarm_image))
         .route("/templates", get(list_templates))
@@ -103,6 +105,37 @@ fn prewarm_spec(st: &AppState, s: &EndpointSpec) {
     if let Some(image) = &s.image {
         st.images.prewarm(image, s.registry_auth.clone(), Some(&s.data_center));
     }
+}
+
+#[utoipa::path(get, path = "/v1/gpus", tag = "gpus", responses((status = 200, body = GpuInventory)))]
+async fn list_gpus(State(st): S) -> Result<Json<GpuInventory>, AppError> {
+    let workers = st.store.list_unfinished_workers().await?;
+    let holder = |node: &str, gpu: u32| {
+        workers.iter().find(|w| w.state.has_runtime() && w.node.as_deref() == Some(node) && w.gpus.contains(&gpu))
+    };
+    let nodes = st
+        .cfg
+        .nodes
+        .iter()
+        .map(|n| NodeView {
+            name: n.name.clone(),
+            data_center: n.data_center.clone(),
+            gpus: n
+                .gpus
+                .iter()
+                .map(|g| {
+                    let h = holder(&n.name, g.index);
+                    GpuView {
+                        index: g.index,
+                        gpu_type: g.gpu_type.clone(),
+                        worker: h.map(|w| w.id.to_string()),
+                        endpoint: h.map(|w| w.endpoint_id.to_string()),
+                    }
+                })
+                .collect(),
+        })
+        .collect();
+    Ok(Json(GpuInventory { source: st.cfg.gpu_source.clone(), nodes }))
 }
 
 #[utoipa::path(get, path = "/v1/images", tag = "images", responses((status = 200, body = ImageList)))]
@@ -453,8 +486,8 @@ async fn list_events(
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Sluice control API", description = "Serverless GPU endpoints: endpoints, workers."),
-    paths(list_endpoints, create_endpoint, get_endpoint, update_endpoint, delete_endpoint, stop_endpoint, start_endpoint, list_workers, list_events, list_templates, deploy_template, list_images, prewarm_image),
-    components(schemas(ImageList, ImagePullView, PrewarmInput, DeployInput, TemplateList, TemplateView, TemplateParamView, EndpointInput, EndpointView, EndpointList, WorkerView, WorkerList, WorkerCounts, NetworkVolumeDto, ErrorBody, ScalingEventView, ScalingEventList)),
+    paths(list_endpoints, create_endpoint, get_endpoint, update_endpoint, delete_endpoint, stop_endpoint, start_endpoint, list_workers, list_events, list_templates, deploy_template, list_images, prewarm_image, list_gpus),
+    components(schemas(GpuInventory, NodeView, GpuView, ImageList, ImagePullView, PrewarmInput, DeployInput, TemplateList, TemplateView, TemplateParamView, EndpointInput, EndpointView, EndpointList, WorkerView, WorkerList, WorkerCounts, NetworkVolumeDto, ErrorBody, ScalingEventView, ScalingEventList)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]

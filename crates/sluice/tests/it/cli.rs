@@ -185,3 +185,21 @@ fn sim_and_plan_from_the_command_line() {
     let p: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(p["result"]["p99_s"].as_f64().unwrap() <= 30.0 && p["result"]["rejected"] == 0, "{p}");
 }
+
+#[tokio::test]
+async fn gpus_lists_the_simulated_inventory_and_who_holds_each_gpu() {
+    let p = Platform::start().await;
+    let id = p.create_demo("gpu-user", serde_json::json!({"active_workers": 1, "gpus_per_worker": 2})).await;
+    let w = p.wait_ready(&id, 1).await.remove(0);
+    let wid = w["id"].as_str().unwrap();
+    let (ok, out, err) = cli(&p, &["gpus"]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("simulated GPUs declared in the config"), "{out}");
+    let rows: Vec<&str> = out.lines().skip(2).collect();
+    assert_eq!(rows.len(), 8, "eight SIM GPUs on node local: {out}");
+    assert_eq!(rows.iter().filter(|r| r.contains(wid) && r.contains(&id)).count(), 2, "{out}");
+    let (ok, out, _) = cli(&p, &["gpus", "--json"]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert!(ok && v["source"] == "declared" && v["nodes"][0]["gpus"][0]["type"] == "SIM", "{v}");
+    p.stop();
+}

@@ -460,6 +460,22 @@ impl WorkerRuntime for DockerRuntime {
 }
 
 impl DockerRuntime {
+    /// Removes the images of `repo` other than `keep` (older builds of a locally made image);
+    /// images still used by a container stay.
+    pub async fn remove_other_tags(&self, repo: &str, keep: &str) -> Result<()> {
+        let filters = HashMap::from([("reference".to_owned(), vec![format!("{repo}:*")])]);
+        let opts = bollard::query_parameters::ListImagesOptions { filters: Some(filters), ..Default::default() };
+        for img in self.docker.list_images(Some(opts)).await.map_err(engine)? {
+            if img.repo_tags.iter().any(|t| t == keep) {
+                continue;
+            }
+            for tag in img.repo_tags {
+                let _ = self.docker.remove_image(&tag, None::<bollard::query_parameters::RemoveImageOptions>, None).await;
+            }
+        }
+        Ok(())
+    }
+
     /// Builds an image from host files without a registry or a Dockerfile (`docker import` of
     /// a tar): `files` maps paths inside the image to files on this machine (symlinks are
     /// followed). Used for the demo worker's image and for tests.

@@ -23,15 +23,26 @@ use serde::Deserialize;
 #[derive(Default)]
 struct Demo {
     unhealthy: AtomicBool,
+    /// Unix ms when the worker process began and when it started listening: its own startup
+    /// time, which the cold-start benchmark subtracts from what the platform adds.
+    started_ms: u64,
+    listening_ms: u64,
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 type S = State<Arc<Demo>>;
 
 pub async fn run(host: std::net::IpAddr, port: u16, startup_delay_ms: u64) -> anyhow::Result<()> {
+    let started_ms = unix_ms();
     if startup_delay_ms > 0 {
         eprintln!("demo-worker: loading model for {startup_delay_ms} ms");
         tokio::time::sleep(Duration::from_millis(startup_delay_ms)).await;
     }
+    let listener = tokio::net::TcpListener::bind((host, port)).await?;
+    let state = Arc::new(Demo { started_ms, listening_ms: unix_ms(), ..Default::default() });
     let app = Router::new()
         .route("/health", get(health))
         .route("/sleep", any(sleep))
@@ -39,10 +50,10 @@ pub async fn run(host: std::net::IpAddr, port: u16, startup_delay_ms: u64) -> an
         .route("/ws", get(ws))
         .route("/_demo/unhealthy", post(set_unhealthy))
         .route("/_demo/crash", post(crash))
+        .route("/_demo/boot", get(boot))
         .fallback(echo)
         .layer(axum::extract::DefaultBodyLimit::disable())
-        .with_state(Arc::new(Demo::default()));
-    let listener = tokio::net::TcpListener::bind((host, port)).await?;
+        .with_state(state);
     eprintln!("demo-worker: listening on {host}:{port}");
     axum::serve(listener, app)
         .with_graceful_shutdown(async {
@@ -53,6 +64,10 @@ pub async fn run(host: std::net::IpAddr, port: u16, startup_delay_ms: u64) -> an
         })
         .await?;
     Ok(())
+}
+
+async fn boot(State(d): S) -> Json<serde_json::Value> {
+    Json(serde_json::json!({"started_ms": d.started_ms, "listening_ms": d.listening_ms, "now_ms": unix_ms()}))
 }
 
 async fn health(State(d): S) -> impl IntoResponse {

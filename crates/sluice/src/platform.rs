@@ -100,6 +100,10 @@ pub async fn ensure_demo_image(rt: &DockerRuntime) -> anyhow::Result<String> {
         files.dedup();
         rt.import_rootfs(&image, files, &["/sluice", "demo-worker", "--host", "0.0.0.0"], &[("io.sluice.demo", "1")])
             .await?;
+        // Older builds' images are dead weight (about 200 MB each for a debug build).
+        if let Err(e) = rt.remove_other_tags("sluice-demo-worker", &image).await {
+            tracing::warn!(error = %e, "could not remove older demo images");
+        }
     }
     drop(lock);
     Ok(image)

@@ -58,6 +58,10 @@ struct Live {
 
 pub type Counts = Arc<ArcSwap<HashMap<EndpointId, WorkerCounts>>>;
 
+/// Launches refused in a row (not crashes: the runtime could not start the worker at all)
+/// before an endpoint stops trying until it is updated.
+pub const MAX_LAUNCH_FAILURES: u32 = 5;
+
 pub struct Reconciler {
     store: Store,
     runtime: Arc<dyn WorkerRuntime>,
@@ -69,6 +73,10 @@ pub struct Reconciler {
     workers: HashMap<WorkerId, Live>,
     /// Consecutive worker failures per endpoint and when the last one happened (crash back-off).
     failures: HashMap<EndpointId, (u32, Millis)>,
+    /// Consecutive launches that the runtime refused (e.g. an image that cannot be pulled), per
+    /// endpoint, with the endpoint's last update time and the last reason. After
+    /// [`MAX_LAUNCH_FAILURES`] the endpoint stops trying until it is updated.
+    launch_failures: HashMap<EndpointId, (u32, Millis, String)>,
     last_table: RouteTable,
     /// Per endpoint: the autoscaler's state, when it last decided, and the gateway's request
     /// total then (to count arrivals).
@@ -98,6 +106,7 @@ impl Reconciler {
             probe_client: health::client(),
             workers: HashMap::new(),
             failures: HashMap::new(),
+            launch_failures: HashMap::new(),
             last_table: RouteTable::default(),
             scalers: HashMap::new(),
             tick: Duration::from_millis(500),
@@ -487,6 +496,26 @@ impl Reconciler {
         for id in pending {
             let ep_id = self.workers[&id].rec.endpoint_id.clone();
             let Some(e) = by_id.get(&ep_id) else { continue };
+            if let Some((n, generation, why)) = self.launch_failures.get(&ep_id)
+                && *n >= MAX_LAUNCH_FAILURES
+            {
+                if *generation == e.updated_at {
+                    let reason = format!(
+                        "gave up after {n} failed launches: {why}; update the endpoint (image, credentials) to try again"
+                    );
+                    let w = self.workers.get_mut(&id).expect("listed");
+                    if w.rec.reason.as_deref() != Some(&reason) {
+                        tracing::warn!(endpoint = %ep_id, %reason, "not launching");
+                        w.rec.reason = Some(reason);
+                        let rec = w.rec.clone();
+                        self.save(&rec).await;
+                    }
+                    continue;
+                }
+                // Updated since: try again from a clean slate.
+                self.launch_failures.remove(&ep_id);
+                self.failures.remove(&ep_id);
+            }
             if let Some((n, at)) = self.failures.get(&ep_id)
                 && t.saturating_sub(*at) < restart_backoff_ms(*n)
             {
@@ -530,16 +559,16 @@ impl Reconciler {
                     .map(|v| VolumeMount { name: v.name.clone(), mount_path: v.mount_path.clone() }),
                 registry: e.spec.registry_auth.clone(),
             };
-            launches.push((id, ep_id, alloc, spec));
+            launches.push((id, ep_id, e.updated_at, alloc, spec));
         }
         let runtime = &self.runtime;
         let results = futures_util::future::join_all(
-            launches
-                .into_iter()
-                .map(|(id, ep_id, alloc, spec)| async move { (id, ep_id, alloc, runtime.start(spec).await) }),
+            launches.into_iter().map(|(id, ep_id, generation, alloc, spec)| async move {
+                (id, ep_id, generation, alloc, runtime.start(spec).await)
+            }),
         )
         .await;
-        for (id, ep_id, alloc, result) in results {
+        for (id, ep_id, generation, alloc, result) in results {
             let w = self.workers.get_mut(&id).expect("listed");
             match result {
                 Ok(l) => {
@@ -559,6 +588,7 @@ impl Reconciler {
                         self.wake.clone(),
                     ));
                     tracing::info!(worker = %id, endpoint = %ep_id, addr = %l.addr, "worker launched");
+                    self.launch_failures.remove(&ep_id);
                     let rec = w.rec.clone();
                     self.save(&rec).await;
                 }
@@ -568,6 +598,12 @@ impl Reconciler {
                     finish(&mut w.rec, WorkerState::Failed, &err.to_string(), t);
                     self.save(&w.rec).await;
                     self.note_failure(&ep_id, t);
+                    let f = self.launch_failures.entry(ep_id.clone()).or_insert((0, generation, String::new()));
+                    if f.1 != generation {
+                        *f = (0, generation, String::new());
+                    }
+                    f.0 += 1;
+                    f.2 = err.to_string();
                 }
             }
         }

@@ -470,7 +470,8 @@ impl DockerRuntime {
                 continue;
             }
             for tag in img.repo_tags {
-                let _ = self.docker.remove_image(&tag, None::<bollard::query_parameters::RemoveImageOptions>, None).await;
+                let _ =
+                    self.docker.remove_image(&tag, None::<bollard::query_parameters::RemoveImageOptions>, None).await;
             }
         }
         Ok(())

@@ -230,9 +230,28 @@ async fn an_image_that_cannot_be_pulled_fails_the_worker_with_the_reason() {
     .await;
     let reason = failed["reason"].as_str().unwrap();
     assert!(reason.contains("127.0.0.1:9/sluice/none:1") && reason.contains("could not be pulled"), "{reason}");
-    // Retried with back-off, not in a tight loop.
-    let list = p.api_call(Method::GET, &format!("/v1/endpoints/{id}/workers"), None).await.json();
-    assert!(list["workers"].as_array().unwrap().len() <= 3, "{list}");
+    // Retried with back-off (1, 2, 4, 8 s), then given up with the reason in plain sight.
+    let pending = eventually("the endpoint gives up", Duration::from_secs(40), async || {
+        p.workers(&id).await.into_iter().find(|w| {
+            w["state"] == "pending"
+                && w["reason"].as_str().is_some_and(|r| r.contains("gave up after 5 failed launches"))
+        })
+    })
+    .await;
+    assert!(pending["reason"].as_str().unwrap().contains("could not be pulled"), "{pending}");
+    let failed = |ws: &[Value]| ws.iter().filter(|w| w["state"] == "failed").count();
+    assert_eq!(failed(&p.workers(&id).await), 5);
+    // An update (here: new credentials) tries again.
+    let r = p
+        .api_call(
+            Method::PATCH,
+            &format!("/v1/endpoints/{id}"),
+            Some(json!({"registry_auth": {"server": "127.0.0.1:9", "username": "u", "password": "p"}})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    eventually("a new attempt", Duration::from_secs(20), async || (failed(&p.workers(&id).await) > 5).then_some(()))
+        .await;
     // A process-runtime endpoint (no image) is refused by a Docker platform with the field named.
     let r = p.api_call(Method::POST, "/v1/endpoints", Some(json!({"name": "noimg", "start_command": "true"}))).await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text());

@@ -466,7 +466,8 @@ impl DockerRuntime {
         let filters = HashMap::from([("reference".to_owned(), vec![format!("{repo}:*")])]);
         let opts = bollard::query_parameters::ListImagesOptions { filters: Some(filters), ..Default::default() };
         for img in self.docker.list_images(Some(opts)).await.map_err(engine)? {
-            if img.repo_tags.iter().any(|t| t == keep) {
+            // Podman qualifies names (docker.io/library/…).
+            if img.repo_tags.iter().any(|t| t == keep || t.ends_with(&format!("/{keep}"))) {
                 continue;
             }
             for tag in img.repo_tags {
@@ -516,14 +517,13 @@ impl DockerRuntime {
         })
         .await
         .map_err(|e| Error::Launch(format!("image build task failed: {e}")))??;
-        let (repo, tag) = image.rsplit_once(':').unwrap_or((image, "latest"));
         let quoted = entrypoint.iter().map(|a| format!("{a:?}")).collect::<Vec<_>>().join(",");
         let mut changes = vec![format!("ENTRYPOINT [{quoted}]")];
         changes.extend(labels.iter().map(|(k, v)| format!("LABEL {k}={v:?}")));
         let opts = CreateImageOptions {
             from_src: Some("-".into()),
-            repo: Some(repo.into()),
-            tag: Some(tag.into()),
+            // `repo` may carry the tag; Podman's compatible API ignores a separate `tag`.
+            repo: Some(image.into()),
             changes,
             ..Default::default()
         };

@@ -98,8 +98,7 @@ pub async fn ensure_demo_image(rt: &DockerRuntime) -> anyhow::Result<String> {
         }
         files.sort();
         files.dedup();
-        rt.import_rootfs(&image, files, &["/sluice", "demo-worker", "--host", "0.0.0.0"], &[("io.sluice.demo", "1")])
-            .await?;
+        rt.import_rootfs(&image, files, &["/sluice", "demo-worker", "--host", "0.0.0.0"], &[]).await?;
         // Older builds' images are dead weight (about 200 MB each for a debug build).
         if let Err(e) = rt.remove_other_tags("sluice-demo-worker", &image).await {
             tracing::warn!(error = %e, "could not remove older demo images");
@@ -125,7 +124,9 @@ fn linked_libraries(bin: &std::path::Path) -> anyhow::Result<Vec<std::path::Path
 async fn ensure_demo(store: &Store, cfg: &ControlConfig, image: Option<String>) -> anyhow::Result<EndpointRecord> {
     let exe = std::env::current_exe().context("locating the sluice binary for the demo worker")?;
     let command = match image {
-        Some(_) => None,
+        // Explicit rather than the image's entrypoint: Podman's compatible import does not keep
+        // the entrypoint that Docker's does.
+        Some(_) => Some("exec /sluice demo-worker --host 0.0.0.0".to_owned()),
         None => Some(format!("exec '{}' demo-worker", exe.display().to_string().replace('\'', r"'\''"))),
     };
     if let Some(mut e) = store.find_endpoint_by_name(auth::ADMIN_ACCOUNT, DEMO_NAME).await? {

@@ -41,6 +41,73 @@ pub struct NetworkVolumeDto {
     pub mount_path: String,
 }
 
+/// An account (`/v1/accounts`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AccountView {
+    pub name: String,
+    /// Cap on any endpoint's `max_workers` (R5.5).
+    pub max_workers_quota: u32,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AccountList {
+    pub accounts: Vec<AccountView>,
+}
+
+/// Body of `POST /v1/accounts` (admin only).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AccountInput {
+    /// Lowercase letters, digits and `-`, at most 63; also the account's id.
+    pub name: Option<String>,
+    pub max_workers_quota: Option<i64>,
+}
+
+/// A new key: the only time the key itself is shown.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct NewKey {
+    pub key: String,
+    pub id: String,
+    pub prefix: String,
+    pub account: String,
+    pub label: Option<String>,
+}
+
+/// Answer of `POST /v1/accounts`: the account and its first key.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AccountCreated {
+    pub account: AccountView,
+    pub key: NewKey,
+}
+
+/// A key as listed (never the key itself).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct KeyView {
+    /// Names the key for `DELETE /v1/keys/{id}`.
+    pub id: String,
+    pub prefix: String,
+    pub role: String,
+    pub label: Option<String>,
+    pub created_at: String,
+    pub revoked_at: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct KeyList {
+    pub account: String,
+    pub keys: Vec<KeyView>,
+}
+
+/// Body of `POST /v1/keys`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KeyInput {
+    pub label: Option<String>,
+    /// Admin only: the account to create the key for (default: the caller's).
+    pub account: Option<String>,
+}
+
 /// One GPU of the inventory (`GET /v1/gpus`).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct GpuView {
@@ -171,6 +238,9 @@ pub struct EndpointInput {
     pub network_volume: Option<NetworkVolumeDto>,
     /// Credentials for pulling `image` from a private registry; stored, never returned.
     pub registry_auth: Option<RegistryAuthDto>,
+    /// Reachable through the gateway without a key; default false (a key of the owning
+    /// account is required: `Authorization: Bearer KEY` or the bare key).
+    pub public: Option<bool>,
     /// Path that must answer 200 before a worker gets traffic; default `/health`.
     pub health_check_path: Option<String>,
     /// Seconds an autoscaled worker may stay idle; 1–3600, default 10.
@@ -222,6 +292,7 @@ impl From<EndpointInput> for EndpointDraft {
             http_port: i.http_port,
             env: i.env,
             network_volume: i.network_volume.map(|v| NetworkVolume { name: v.name, mount_path: v.mount_path }),
+            public: i.public,
             registry_auth: i.registry_auth.map(|a| RegistryAuth {
                 server: a.server,
                 username: a.username,
@@ -282,6 +353,10 @@ pub struct EndpointView {
     pub registry_server: Option<String>,
     /// The image's pull state on each node of the data center (prewarm, R2.5).
     pub image_pulls: Vec<ImagePullView>,
+    /// Whether the gateway serves it without a key.
+    pub public: bool,
+    /// The owning account.
+    pub account: String,
     pub health_check_path: String,
     pub idle_timeout_secs: u32,
     pub execution_timeout_secs: u32,

@@ -419,8 +419,10 @@ impl Reconciler {
         }
         self.launch_pending(&by_id, t).await;
 
-        // 6. Publish the routing table and the counts.
-        self.publish(&endpoints, &desired_by_ep);
+        // 6. Publish the routing table (with the live keys, for private endpoints) and the counts.
+        let mut keys = self.store.live_keys().await?;
+        keys.sort();
+        self.publish(&endpoints, &desired_by_ep, keys);
         if self.passes % 120 == 1 {
             let _ = self.store.prune_workers(KEEP_FINISHED).await;
             let _ = self.store.prune_scaling_events(KEEP_EVENTS).await;
@@ -646,12 +648,21 @@ impl Reconciler {
     async fn stop_all(&mut self, reason: &str) {
         let t = now();
         // Nothing is routed any more.
-        self.plane.publish(RouteTable { version: self.last_table.version + 1, endpoints: Vec::new() });
+        self.plane.publish(RouteTable {
+            version: self.last_table.version + 1,
+            endpoints: Vec::new(),
+            keys: Vec::new(),
+        });
         let stops = self.workers.keys().map(|id| (id.clone(), WorkerState::Stopped, reason.to_owned())).collect();
         self.stop_workers(stops, t).await;
     }
 
-    fn publish(&mut self, endpoints: &[EndpointRecord], desired: &HashMap<EndpointId, u32>) {
+    fn publish(
+        &mut self,
+        endpoints: &[EndpointRecord],
+        desired: &HashMap<EndpointId, u32>,
+        keys: Vec<(String, String)>,
+    ) {
         let mut routes = Vec::with_capacity(endpoints.len());
         let mut counts: HashMap<EndpointId, WorkerCounts> = HashMap::new();
         for e in endpoints {
@@ -664,6 +675,8 @@ impl Reconciler {
             routes.push(EndpointRoute {
                 id: e.id.clone(),
                 status: e.status,
+                account: e.account.clone(),
+                public: e.spec.public,
                 load_balancing: e.spec.load_balancing,
                 execution_timeout_ms: u64::from(e.spec.execution_timeout_secs) * 1000,
                 queue_timeout_ms: u64::from(e.spec.queue_timeout_secs) * 1000,
@@ -690,8 +703,8 @@ impl Reconciler {
             counts.insert(e.id.clone(), c);
         }
         self.counts.store(Arc::new(counts));
-        if routes != self.last_table.endpoints {
-            let table = RouteTable { version: self.last_table.version + 1, endpoints: routes };
+        if routes != self.last_table.endpoints || keys != self.last_table.keys {
+            let table = RouteTable { version: self.last_table.version + 1, endpoints: routes, keys };
             self.plane.publish(table.clone());
             self.last_table = table;
         }

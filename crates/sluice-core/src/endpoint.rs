@@ -155,6 +155,7 @@ pub struct EndpointDraft {
     pub env: Option<BTreeMap<String, String>>,
     pub network_volume: Option<NetworkVolume>,
     pub registry_auth: Option<RegistryAuth>,
+    pub public: Option<bool>,
     pub health_check_path: Option<String>,
     pub idle_timeout_secs: Option<i64>,
     pub execution_timeout_secs: Option<i64>,
@@ -198,6 +199,7 @@ impl EndpointDraft {
             env,
             network_volume,
             registry_auth,
+            public,
             health_check_path,
             idle_timeout_secs,
             execution_timeout_secs,
@@ -236,6 +238,9 @@ pub struct EndpointSpec {
     /// Private registry credentials for pulls (absent in specs stored before they existed).
     #[serde(default)]
     pub registry_auth: Option<RegistryAuth>,
+    /// Reachable through the gateway without a key (default: private, R3.5).
+    #[serde(default)]
+    pub public: bool,
     pub health_check_path: String,
     pub idle_timeout_secs: u32,
     pub execution_timeout_secs: u32,
@@ -529,6 +534,7 @@ impl EndpointSpec {
             env,
             network_volume: d.network_volume,
             registry_auth: d.registry_auth,
+            public: d.public.unwrap_or(false),
             health_check_path,
             idle_timeout_secs,
             execution_timeout_secs,
@@ -580,6 +586,7 @@ impl EndpointSpec {
             env: Some(self.env.clone()),
             network_volume: self.network_volume.clone(),
             registry_auth: self.registry_auth.clone(),
+            public: Some(self.public),
             health_check_path: Some(self.health_check_path.clone()),
             idle_timeout_secs: Some(self.idle_timeout_secs.into()),
             execution_timeout_secs: Some(self.execution_timeout_secs.into()),

@@ -10,6 +10,7 @@ pub mod catalog;
 pub mod endpoint;
 pub mod error;
 pub mod ids;
+pub mod keys;
 pub mod placement;
 pub mod reconcile;
 pub mod routing;

@@ -10,12 +10,18 @@ use crate::{EndpointId, EndpointStatus, LoadBalancing, Millis, WorkerId, ids::is
 pub struct RouteTable {
     pub version: u64,
     pub endpoints: Vec<EndpointRoute>,
+    /// Live API keys: (hex SHA-256 digest, account). Private endpoints accept keys of their
+    /// account (and the admin's).
+    pub keys: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EndpointRoute {
     pub id: EndpointId,
     pub status: EndpointStatus,
+    /// The owning account, and whether a key is needed at all.
+    pub account: String,
+    pub public: bool,
     pub load_balancing: LoadBalancing,
     /// Whole-request deadline (R3.3).
     pub execution_timeout_ms: u64,

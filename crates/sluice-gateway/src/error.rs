@@ -23,6 +23,8 @@ pub enum Error {
     NoEndpointInRequest { domain: String },
     #[error("endpoint {0} does not exist")]
     EndpointNotFound(String),
+    #[error("endpoint {0} is private: send a key of its account as `Authorization: Bearer <key>`")]
+    Unauthorized(String),
     #[error("endpoint {0} is stopped; start it with `sluice endpoint start {0}`")]
     EndpointStopped(String),
     #[error(
@@ -42,7 +44,9 @@ pub enum Error {
 impl Error {
     pub fn fault(&self) -> Fault {
         match self {
-            Error::NoEndpointInRequest { .. } | Error::EndpointNotFound(_) => Fault::Downstream,
+            Error::NoEndpointInRequest { .. } | Error::EndpointNotFound(_) | Error::Unauthorized(_) => {
+                Fault::Downstream
+            }
             Error::EndpointStopped(_) | Error::NoWorker { .. } | Error::ConcurrencyLimit { .. } => Fault::Platform,
             Error::WorkerUnreachable(_) | Error::WorkerFailed(_) | Error::ExecutionTimeout(_) => Fault::Upstream,
         }
@@ -52,6 +56,7 @@ impl Error {
         match self {
             Error::NoEndpointInRequest { .. } => (StatusCode::NOT_FOUND, "no_endpoint"),
             Error::EndpointNotFound(_) => (StatusCode::NOT_FOUND, "endpoint_not_found"),
+            Error::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Error::EndpointStopped(_) => (StatusCode::SERVICE_UNAVAILABLE, "endpoint_stopped"),
             Error::NoWorker { .. } => (StatusCode::SERVICE_UNAVAILABLE, "no_worker_available"),
             Error::ConcurrencyLimit { .. } => (StatusCode::TOO_MANY_REQUESTS, "concurrency_limit"),

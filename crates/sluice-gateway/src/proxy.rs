@@ -16,6 +16,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use sluice_core::{
     EndpointStatus,
+    keys::{self, ADMIN_ACCOUNT},
     routing::{endpoint_from_host, endpoint_from_path, pick},
 };
 use tokio::time::Instant;
@@ -267,7 +268,27 @@ async fn proxy(
                 (id.to_owned(), Some(pq.parse().map_err(|_| Error::NoEndpointInRequest { domain: gw.domain.clone() })?))
             }
         };
-    let ep = gw.routes.load().endpoints.get(&id).cloned().ok_or_else(|| Error::EndpointNotFound(id.clone()))?;
+    let ep = {
+        let table = gw.routes.load();
+        let ep = table.endpoints.get(&id).cloned().ok_or_else(|| Error::EndpointNotFound(id.clone()))?;
+        if !ep.route.public {
+            // R3.5: a key of the owning account (or the admin's). No key or an unknown one: 401;
+            // another account's key: 404, as if the endpoint did not exist. The key is ours and
+            // is not forwarded to the worker.
+            let key = req
+                .headers_mut()
+                .remove(hyper::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok().and_then(keys::key_from_header).map(keys::digest));
+            match key.and_then(|d| table.keys.get(&d)) {
+                None => return Err(Error::Unauthorized(id)),
+                Some(account) if *account != ep.route.account && account != ADMIN_ACCOUNT => {
+                    return Err(Error::EndpointNotFound(id));
+                }
+                Some(_) => {}
+            }
+        }
+        ep
+    };
     if ep.route.status == EndpointStatus::Stopped {
         return Err(Error::EndpointStopped(id));
     }

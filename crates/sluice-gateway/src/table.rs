@@ -54,6 +54,8 @@ pub struct EndpointEntry {
 pub struct Table {
     pub version: u64,
     pub endpoints: HashMap<String, Arc<EndpointEntry>>,
+    /// Live key digest → account, for private endpoints.
+    pub keys: HashMap<String, String>,
 }
 
 /// The table plus the long-lived counters it is built from.
@@ -103,7 +105,8 @@ impl Routes {
         reg.endpoints.retain(|id, s| {
             endpoints.contains_key(id.as_str()) || s.in_flight.load(Relaxed) > 0 || s.waiting.load(Relaxed) > 0
         });
-        self.current.store(Arc::new(Table { version: table.version, endpoints }));
+        let keys = table.keys.into_iter().collect();
+        self.current.store(Arc::new(Table { version: table.version, endpoints, keys }));
     }
 
     /// What this gateway sees of every endpoint now.

@@ -71,6 +71,26 @@ pub struct KeyRecord {
     pub role: String,
 }
 
+/// A key as listed: never the key itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyInfo {
+    /// The first 16 hex digits of the key's digest: how a key is named for revocation.
+    pub id: String,
+    pub prefix: String,
+    pub account: String,
+    pub role: String,
+    pub label: Option<String>,
+    pub created_at: Millis,
+    pub revoked_at: Option<Millis>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccountRecord {
+    pub name: String,
+    pub max_workers_quota: u32,
+    pub created_at: Millis,
+}
+
 #[derive(Clone)]
 pub struct Store {
     writer: SqlitePool,
@@ -122,6 +142,14 @@ fn worker_from_row(r: &SqliteRow) -> Result<WorkerRecord> {
     })
 }
 
+fn account_from_row(r: &SqliteRow) -> Result<AccountRecord> {
+    Ok(AccountRecord {
+        name: r.try_get("name")?,
+        max_workers_quota: r.try_get::<i64, _>("max_workers_quota")? as u32,
+        created_at: Millis(r.try_get::<i64, _>("created_at")? as u64),
+    })
+}
+
 /// A unique-index violation on endpoints is a name already used by the account.
 fn name_conflict(e: sqlx::Error, name: &str) -> Error {
     match &e {
@@ -141,6 +169,7 @@ fn migrator() -> sqlx::migrate::Migrator {
     const MIGRATIONS: &[(i64, &str, &str)] = &[
         (1, "init", include_str!("../migrations/0001_init.sql")),
         (2, "scaling_events", include_str!("../migrations/0002_scaling_events.sql")),
+        (3, "accounts", include_str!("../migrations/0003_accounts.sql")),
     ];
     sqlx::migrate::Migrator::with_migrations(
         MIGRATIONS
@@ -227,6 +256,112 @@ impl Store {
             Ok(KeyRecord { prefix: r.try_get("prefix")?, account: r.try_get("account")?, role: r.try_get("role")? })
         })
         .transpose()
+    }
+
+    /// Every key of `account` (revoked ones included), newest first.
+    pub async fn list_keys(&self, account: &str) -> Result<Vec<KeyInfo>> {
+        let rows = sqlx::query(
+            "SELECT digest, prefix, account, role, label, created_at, revoked_at FROM api_keys
+             WHERE account = $1 ORDER BY created_at DESC, digest",
+        )
+        .bind(account)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let digest: String = r.try_get("digest")?;
+                Ok(KeyInfo {
+                    id: digest[..16.min(digest.len())].to_owned(),
+                    prefix: r.try_get("prefix")?,
+                    account: r.try_get("account")?,
+                    role: r.try_get("role")?,
+                    label: r.try_get("label")?,
+                    created_at: Millis(r.try_get::<i64, _>("created_at")? as u64),
+                    revoked_at: ms(r.try_get("revoked_at")?),
+                })
+            })
+            .collect()
+    }
+
+    /// Revokes the key of `account` whose id (the first 16 hex digits of its digest) is `id`.
+    /// Returns whether a live key was revoked.
+    pub async fn revoke_key(&self, account: &str, id: &str, now: Millis) -> Result<bool> {
+        if id.len() != 16 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(false);
+        }
+        let r = sqlx::query(
+            "UPDATE api_keys SET revoked_at = $1 WHERE account = $2 AND substr(digest, 1, 16) = $3 AND revoked_at IS NULL",
+        )
+        .bind(now.0 as i64)
+        .bind(account)
+        .bind(id.to_ascii_lowercase())
+        .execute(&self.writer)
+        .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    /// Digest → account of every live key (what the gateway checks private endpoints against).
+    pub async fn live_keys(&self) -> Result<Vec<(String, String)>> {
+        let rows = sqlx::query("SELECT digest, account FROM api_keys WHERE revoked_at IS NULL")
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter().map(|r| Ok((r.try_get("digest")?, r.try_get("account")?))).collect()
+    }
+
+    // ---- accounts ----
+
+    /// Creates an account; `Conflict` when the name is taken.
+    pub async fn create_account(&self, a: &AccountRecord) -> Result<()> {
+        sqlx::query("INSERT INTO accounts (name, max_workers_quota, created_at) VALUES ($1, $2, $3)")
+            .bind(&a.name)
+            .bind(i64::from(a.max_workers_quota))
+            .bind(a.created_at.0 as i64)
+            .execute(&self.writer)
+            .await
+            .map_err(|e| match &e {
+                sqlx::Error::Database(d) if d.is_unique_violation() => {
+                    Error::Conflict(format!("an account named {:?} already exists", a.name))
+                }
+                _ => e.into(),
+            })?;
+        Ok(())
+    }
+
+    /// Creates the account if it does not exist (the admin account at startup).
+    pub async fn ensure_account(&self, name: &str, quota: u32, now: Millis) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO accounts (name, max_workers_quota, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        )
+        .bind(name)
+        .bind(i64::from(quota))
+        .bind(now.0 as i64)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn get_account(&self, name: &str) -> Result<Option<AccountRecord>> {
+        let row = sqlx::query("SELECT name, max_workers_quota, created_at FROM accounts WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.reader)
+            .await?;
+        row.as_ref().map(account_from_row).transpose()
+    }
+
+    pub async fn list_accounts(&self) -> Result<Vec<AccountRecord>> {
+        let rows = sqlx::query("SELECT name, max_workers_quota, created_at FROM accounts ORDER BY name")
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter().map(account_from_row).collect()
+    }
+
+    pub async fn set_account_quota(&self, name: &str, quota: u32) -> Result<bool> {
+        let r = sqlx::query("UPDATE accounts SET max_workers_quota = $1 WHERE name = $2")
+            .bind(i64::from(quota))
+            .bind(name)
+            .execute(&self.writer)
+            .await?;
+        Ok(r.rows_affected() > 0)
     }
 
     // ---- endpoints ----

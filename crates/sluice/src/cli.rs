@@ -50,6 +50,22 @@ enum Cmd {
         #[command(subcommand)]
         cmd: ImageCmd,
     },
+    /// Accounts (admin key): create, list, change the quota.
+    #[command(subcommand_required = true)]
+    Account {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        cmd: AccountCmd,
+    },
+    /// API keys of your account (the admin may name any account).
+    #[command(subcommand_required = true)]
+    Key {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        cmd: KeyCmd,
+    },
     /// The GPU inventory: each node's GPUs, their type, and the worker holding each.
     Gpus {
         #[command(flatten)]
@@ -191,6 +207,47 @@ impl RegistryArgs {
         let password = std::env::var(&var).with_context(|| format!("--registry-password-env: ${var} is not set"))?;
         Ok(Some(sluice_api::RegistryAuthDto { server, username, password }))
     }
+}
+
+#[derive(Subcommand)]
+enum AccountCmd {
+    /// Create an account; prints its first key (shown only once).
+    Create {
+        name: String,
+        /// Cap on max_workers of any of its endpoints (default: the platform's).
+        #[arg(long)]
+        quota: Option<i64>,
+    },
+    List,
+    /// Change an account's max_workers quota.
+    Update {
+        name: String,
+        #[arg(long)]
+        quota: i64,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeyCmd {
+    /// Create a key; prints it (shown only once).
+    Create {
+        #[arg(long)]
+        label: Option<String>,
+        /// Admin only: another account.
+        #[arg(long)]
+        account: Option<String>,
+    },
+    /// List keys: id, prefix and label, never the key.
+    List {
+        #[arg(long)]
+        account: Option<String>,
+    },
+    /// Revoke a key by its id (from `key list`).
+    Revoke {
+        id: String,
+        #[arg(long)]
+        account: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -361,6 +418,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Deploy { conn, template, set, registry } => deploy(conn, template, set, registry).await,
         Cmd::Templates { conn } => templates(conn).await,
         Cmd::Gpus { conn } => gpus(conn).await,
+        Cmd::Account { conn, cmd } => account(conn, cmd).await,
+        Cmd::Key { conn, cmd } => key(conn, cmd).await,
         Cmd::Image { conn, cmd } => image(conn, cmd).await,
         Cmd::Sim(a) => crate::sim::run(a),
         Cmd::Plan(a) => crate::sim::plan(a),
@@ -586,6 +645,83 @@ async fn image(conn: Conn, cmd: ImageCmd) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn print_json_or(conn: &Conn, v: &Value, text: impl FnOnce(&Value)) -> anyhow::Result<()> {
+    if conn.json {
+        println!("{}", serde_json::to_string_pretty(v)?);
+    } else {
+        text(v);
+    }
+    Ok(())
+}
+
+async fn account(conn: Conn, cmd: AccountCmd) -> anyhow::Result<()> {
+    let c = conn.client();
+    match cmd {
+        AccountCmd::Create { name, quota } => {
+            let body = serde_json::json!({ "name": name, "max_workers_quota": quota });
+            let v = c.call(Method::POST, "/v1/accounts", Some(&body)).await?;
+            print_json_or(&conn, &v, |v| {
+                println!(
+                    "account {} (max_workers quota {})",
+                    s(&v["account"]["name"]),
+                    s(&v["account"]["max_workers_quota"])
+                );
+                println!("key     {}   (shown once; id {})", s(&v["key"]["key"]), s(&v["key"]["id"]));
+            })
+        }
+        AccountCmd::List => {
+            let v = c.call(Method::GET, "/v1/accounts", None).await?;
+            print_json_or(&conn, &v, |v| {
+                let rows: Vec<Vec<String>> = v["accounts"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|a| vec![s(&a["name"]), s(&a["max_workers_quota"]), s(&a["created_at"])])
+                    .collect();
+                print!("{}", table::render(&["NAME", "QUOTA", "CREATED"], &rows));
+            })
+        }
+        AccountCmd::Update { name, quota } => {
+            let body = serde_json::json!({ "max_workers_quota": quota });
+            let v = c.call(Method::PATCH, &format!("/v1/accounts/{name}"), Some(&body)).await?;
+            print_json_or(&conn, &v, |v| println!("account {} quota {}", s(&v["name"]), s(&v["max_workers_quota"])))
+        }
+    }
+}
+
+async fn key(conn: Conn, cmd: KeyCmd) -> anyhow::Result<()> {
+    let c = conn.client();
+    let q = |account: &Option<String>| account.as_ref().map_or_else(String::new, |a| format!("?account={a}"));
+    match cmd {
+        KeyCmd::Create { label, account } => {
+            let body = serde_json::json!({ "label": label, "account": account });
+            let v = c.call(Method::POST, "/v1/keys", Some(&body)).await?;
+            print_json_or(&conn, &v, |v| {
+                println!("{}   (shown once; id {}, account {})", s(&v["key"]), s(&v["id"]), s(&v["account"]))
+            })
+        }
+        KeyCmd::List { account } => {
+            let v = c.call(Method::GET, &format!("/v1/keys{}", q(&account)), None).await?;
+            print_json_or(&conn, &v, |v| {
+                let rows: Vec<Vec<String>> = v["keys"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|k| {
+                        vec![s(&k["id"]), s(&k["prefix"]), s(&k["label"]), s(&k["created_at"]), s(&k["revoked_at"])]
+                    })
+                    .collect();
+                print!("{}", table::render(&["ID", "PREFIX", "LABEL", "CREATED", "REVOKED"], &rows));
+            })
+        }
+        KeyCmd::Revoke { id, account } => {
+            c.call(Method::DELETE, &format!("/v1/keys/{id}{}", q(&account)), None).await?;
+            println!("revoked {id}");
+            Ok(())
+        }
+    }
 }
 
 async fn gpus(conn: Conn) -> anyhow::Result<()> {

@@ -141,6 +141,8 @@ async fn ensure_demo(store: &Store, cfg: &ControlConfig, image: Option<String>) 
     }
     let draft = EndpointDraft {
         name: Some(DEMO_NAME.into()),
+        // The demo answers anyone on this machine: `curl` it without a key.
+        public: Some(true),
         start_command: command,
         image,
         active_workers: Some(1),
@@ -186,6 +188,7 @@ pub async fn run(mut cfg: Config, shutdown: impl std::future::Future<Output = ()
     let store = Store::open_sqlite(&dir.join("sluice.db")).await.context("opening the store")?;
     let instance = store.instance_id(&EndpointId::generate(sluice_control::new_id()).to_string()).await?;
     let admin_key = ensure_admin_key(&store, dir).await?;
+    store.ensure_account(auth::ADMIN_ACCOUNT, cfg.max_workers_quota, now()).await?;
 
     let api_listener = bind(cfg.api_addr, "api").await?;
     let gw_listener = bind(cfg.gateway_addr, "gateway").await?;

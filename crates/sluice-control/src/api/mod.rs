@@ -1,5 +1,6 @@
 //! The `/v1` REST API (R1.1): endpoint CRUD, stop/start, workers, and the OpenAPI document.
 //! Every `/v1` call needs a bearer API key; every error is `{"error": {...}}` JSON.
+mod accounts;
 mod extract;
 
 use std::sync::Arc;
@@ -48,6 +49,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/endpoints/{id}/start", post(start_endpoint))
         .route("/endpoints/{id}/workers", get(list_workers))
         .route("/endpoints/{id}/events", get(list_events))
+        .route("/accounts", get(accounts::list_accounts).post(accounts::create_account))
+        .route("/accounts/{name}", axum::routing::patch(accounts::update_account))
+        .route("/keys", get(accounts::list_keys).post(accounts::create_key))
+        .route("/keys/{id}", axum::routing::delete(accounts::revoke_key))
         .route("/gpus", get(list_gpus))
         .route("/images", get(list_images))
         .route("/images/prewarm", post(prewarm_image))
@@ -194,6 +199,8 @@ fn view(st: &AppState, e: &EndpointRecord) -> EndpointView {
             .as_ref()
             .map(|v| NetworkVolumeDto { name: v.name.clone(), mount_path: v.mount_path.clone() }),
         registry_server: s.registry_auth.as_ref().map(|a| a.server.clone()),
+        public: s.public,
+        account: e.account.clone(),
         image_pulls: s
             .image
             .as_deref()
@@ -270,12 +277,21 @@ async fn create_endpoint(
     create(&st, &caller, EndpointDraft::from(input)).await
 }
 
+/// What a draft is validated against: the platform's offer and the account's quota.
+async fn validation(st: &AppState, account: &str) -> Result<sluice_core::ValidationContext, AppError> {
+    let mut v = st.cfg.validation();
+    if let Some(a) = st.store.get_account(account).await? {
+        v.max_workers_quota = a.max_workers_quota;
+    }
+    Ok(v)
+}
+
 async fn create(
     st: &AppState,
     caller: &Caller,
     draft: EndpointDraft,
 ) -> Result<(StatusCode, Json<EndpointView>), AppError> {
-    let spec = EndpointSpec::validate(draft, &st.cfg.validation())?;
+    let spec = EndpointSpec::validate(draft, &validation(st, &caller.account).await?)?;
     let t = now();
     let rec = EndpointRecord {
         id: EndpointId::generate(new_id()),
@@ -363,7 +379,7 @@ async fn update_endpoint(
 ) -> Result<Json<EndpointView>, AppError> {
     let mut e = load(&st, &caller, &id).await?;
     let draft = e.spec.to_draft().overlay(EndpointDraft::from(input));
-    let spec = EndpointSpec::validate(draft, &st.cfg.validation())?;
+    let spec = EndpointSpec::validate(draft, &validation(&st, &e.account).await?)?;
     if e.spec.workers_differ(&spec) {
         e.generation += 1;
     }
@@ -486,8 +502,8 @@ async fn list_events(
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Sluice control API", description = "Serverless GPU endpoints: endpoints, workers."),
-    paths(list_endpoints, create_endpoint, get_endpoint, update_endpoint, delete_endpoint, stop_endpoint, start_endpoint, list_workers, list_events, list_templates, deploy_template, list_images, prewarm_image, list_gpus),
-    components(schemas(GpuInventory, NodeView, GpuView, ImageList, ImagePullView, PrewarmInput, DeployInput, TemplateList, TemplateView, TemplateParamView, EndpointInput, EndpointView, EndpointList, WorkerView, WorkerList, WorkerCounts, NetworkVolumeDto, ErrorBody, ScalingEventView, ScalingEventList)),
+    paths(list_endpoints, create_endpoint, get_endpoint, update_endpoint, delete_endpoint, stop_endpoint, start_endpoint, list_workers, list_events, list_templates, deploy_template, list_images, prewarm_image, list_gpus, accounts::create_account, accounts::list_accounts, accounts::update_account, accounts::create_key, accounts::list_keys, accounts::revoke_key),
+    components(schemas(sluice_api::AccountView, sluice_api::AccountList, sluice_api::AccountInput, sluice_api::AccountCreated, sluice_api::NewKey, sluice_api::KeyView, sluice_api::KeyList, sluice_api::KeyInput, GpuInventory, NodeView, GpuView, ImageList, ImagePullView, PrewarmInput, DeployInput, TemplateList, TemplateView, TemplateParamView, EndpointInput, EndpointView, EndpointList, WorkerView, WorkerList, WorkerCounts, NetworkVolumeDto, ErrorBody, ScalingEventView, ScalingEventList)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]

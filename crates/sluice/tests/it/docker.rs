@@ -38,6 +38,8 @@ async fn containers_serve_scale_get_replaced_and_keep_their_volume() {
     let (p, demo, image) = start_docker(tempfile::tempdir().unwrap()).await;
     p.wait_ready(&demo, 1).await;
     let secret = "hunter2-registry-password";
+    // A volume of this run only (a failed earlier run may have left its own behind).
+    let vol = format!("models-{}", std::process::id());
     // The start command counts boots in the network volume and exports the count.
     let cmd = "n=0; [ -f /data/boots ] && read n < /data/boots; n=$((n+1)); echo $n > /data/boots; \
                export DEMO_BOOTS=$n; exec /sluice demo-worker --host 0.0.0.0";
@@ -45,7 +47,7 @@ async fn containers_serve_scale_get_replaced_and_keep_their_volume() {
         .create(json!({
             "name": "vol", "image": image, "start_command": cmd, "http_port": 9000,
             "env": {"DEMO_GREETING": "hi"},
-            "network_volume": {"name": "models", "mount_path": "/data"},
+            "network_volume": {"name": vol, "mount_path": "/data"},
             "registry_auth": {"server": "registry.example.com", "username": "bot", "password": secret},
             "active_workers": 1, "max_workers": 3, "idle_timeout_secs": 1, "scale_down_delay_secs": 1
         }))
@@ -103,7 +105,7 @@ async fn containers_serve_scale_get_replaced_and_keep_their_volume() {
     })
     .await;
     let (ok, vols) = docker(&["volume", "ls", "--format", "{{.Name}}"]);
-    assert!(ok && vols.lines().any(|v| v == "sluice-admin-models"), "the volume stays: {vols}");
+    assert!(ok && vols.lines().any(|v| v == format!("sluice-admin-{vol}")), "the volume stays: {vols}");
     let r = p.get(&id, "/from-zero").await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     let boots: u32 = r.json()["demo_env"]["DEMO_BOOTS"].as_str().unwrap().parse().unwrap();
@@ -151,13 +153,16 @@ async fn containers_serve_scale_get_replaced_and_keep_their_volume() {
     let byo: Value = serde_json::from_str(&out).unwrap();
     let byo = byo["id"].as_str().unwrap().to_owned();
     p.wait_ready(&byo, 1).await;
-    let r = p.get(&byo, "/from-template").await;
+    // Deployed endpoints are private: the gateway wants a key of the account.
+    let url = format!("{}/e/{byo}/from-template", p.gateway);
+    assert_eq!(p.get(&byo, "/from-template").await.status, StatusCode::UNAUTHORIZED);
+    let r = send(Method::GET, &url, &[("authorization".into(), format!("Bearer {}", p.key))], Default::default()).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
 
     let dir = p.stop();
     assert!(containers(&format!("io.sluice.instance={instance}")).is_empty(), "Ctrl-C removes every container");
     drop(dir);
-    let _ = docker(&["volume", "rm", "sluice-admin-models"]);
+    let _ = docker(&["volume", "rm", &format!("sluice-admin-{vol}")]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,5 +1,6 @@
 //! Integration tests: the real `sluice` binary, real SQLite, real worker processes, real HTTP over
 //! loopback. One test binary (each extra `tests/*.rs` is another link on 2 cores).
+mod accounts;
 mod api;
 mod autoscale;
 mod cli;

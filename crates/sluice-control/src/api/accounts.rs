@@ -1,0 +1,193 @@
+//! Accounts and API keys (R5.1, R5.5). The admin key creates accounts and may act on any
+//! account's keys; an account key sees and changes only its own.
+use axum::{
+    Extension, Json,
+    extract::{Path, Query, State},
+    http::StatusCode,
+};
+use sluice_api::{
+    AccountCreated, AccountInput, AccountList, AccountView, ErrorBody, KeyInput, KeyList, KeyView, NewKey,
+};
+use sluice_core::rfc3339;
+use sluice_store::AccountRecord;
+
+use super::{Caller, JsonBody, S};
+use crate::{AppError, AppState, auth, now};
+
+const LABEL_MAX: usize = 200;
+
+fn account_view(a: &AccountRecord) -> AccountView {
+    AccountView { name: a.name.clone(), max_workers_quota: a.max_workers_quota, created_at: rfc3339(a.created_at) }
+}
+
+fn admin_only(caller: &Caller) -> Result<(), AppError> {
+    if caller.is_admin() { Ok(()) } else { Err(AppError::Forbidden("only the admin key can do this".into())) }
+}
+
+fn quota(v: Option<i64>, default: u32) -> Result<u32, AppError> {
+    match v {
+        None => Ok(default),
+        Some(q) if (1..=100_000).contains(&q) => Ok(q as u32),
+        Some(q) => Err(AppError::InvalidField {
+            field: Some("max_workers_quota".into()),
+            message: format!("must be between 1 and 100000, got {q}"),
+        }),
+    }
+}
+
+fn label(v: Option<String>) -> Result<Option<String>, AppError> {
+    match v {
+        Some(l) if l.len() > LABEL_MAX || l.chars().any(char::is_control) => Err(AppError::InvalidField {
+            field: Some("label".into()),
+            message: format!("must be at most {LABEL_MAX} bytes without control characters"),
+        }),
+        other => Ok(other),
+    }
+}
+
+/// Creates a key for `account` and records it; the key is returned once.
+async fn new_key(st: &AppState, account: &str, role: &str, label: Option<String>) -> Result<NewKey, AppError> {
+    let key = auth::generate_key();
+    let digest = auth::digest(&key);
+    st.store.put_key(&digest, &auth::prefix(&key), account, role, label.as_deref(), now()).await?;
+    Ok(NewKey { id: digest[..16].to_owned(), prefix: auth::prefix(&key), account: account.to_owned(), label, key })
+}
+
+/// The account a caller acts on: its own, or (admin only) the one named.
+fn target_account(caller: &Caller, named: Option<String>) -> Result<String, AppError> {
+    match named {
+        Some(a) if a != caller.account => {
+            admin_only(caller)?;
+            Ok(a)
+        }
+        _ => Ok(caller.account.clone()),
+    }
+}
+
+#[utoipa::path(post, path = "/v1/accounts", tag = "accounts", request_body = AccountInput,
+    responses((status = 201, body = AccountCreated), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody),
+              (status = 422, body = ErrorBody)))]
+pub async fn create_account(
+    State(st): S,
+    Extension(caller): Extension<Caller>,
+    JsonBody(input): JsonBody<AccountInput>,
+) -> Result<(StatusCode, Json<AccountCreated>), AppError> {
+    admin_only(&caller)?;
+    let name = input.name.unwrap_or_default();
+    if !sluice_core::ids::is_id_label(&name) {
+        return Err(AppError::InvalidField {
+            field: Some("name".into()),
+            message: format!("must be 1-63 lowercase letters, digits or '-', starting with a letter, got {name:?}"),
+        });
+    }
+    let rec = AccountRecord {
+        name: name.clone(),
+        max_workers_quota: quota(input.max_workers_quota, st.cfg.max_workers_quota)?,
+        created_at: now(),
+    };
+    st.store.create_account(&rec).await?;
+    let key = new_key(&st, &name, "user", Some("created with the account".into())).await?;
+    tracing::info!(account = %name, "account created");
+    st.settle().await;
+    Ok((StatusCode::CREATED, Json(AccountCreated { account: account_view(&rec), key })))
+}
+
+#[utoipa::path(get, path = "/v1/accounts", tag = "accounts", responses((status = 200, body = AccountList)))]
+pub async fn list_accounts(State(st): S, Extension(caller): Extension<Caller>) -> Result<Json<AccountList>, AppError> {
+    let all = st.store.list_accounts().await?;
+    let accounts = all.iter().filter(|a| caller.is_admin() || a.name == caller.account).map(account_view).collect();
+    Ok(Json(AccountList { accounts }))
+}
+
+#[utoipa::path(patch, path = "/v1/accounts/{name}", tag = "accounts", params(("name" = String, Path)),
+    request_body = AccountInput,
+    responses((status = 200, body = AccountView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn update_account(
+    State(st): S,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+    JsonBody(input): JsonBody<AccountInput>,
+) -> Result<Json<AccountView>, AppError> {
+    admin_only(&caller)?;
+    if input.name.as_ref().is_some_and(|n| *n != name) {
+        return Err(AppError::InvalidField {
+            field: Some("name".into()),
+            message: "an account cannot be renamed".into(),
+        });
+    }
+    let missing = || AppError::NotFound(format!("account {name:?} not found"));
+    let current = st.store.get_account(&name).await?.ok_or_else(missing)?;
+    let q = quota(input.max_workers_quota, current.max_workers_quota)?;
+    st.store.set_account_quota(&name, q).await?;
+    let a = st.store.get_account(&name).await?.ok_or_else(missing)?;
+    Ok(Json(account_view(&a)))
+}
+
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct AccountQuery {
+    /// Admin only: whose keys (default: the caller's account).
+    account: Option<String>,
+}
+
+fn query<T>(q: Result<Query<T>, axum::extract::rejection::QueryRejection>) -> Result<T, AppError> {
+    q.map(|q| q.0).map_err(|e| AppError::InvalidField { field: None, message: e.body_text() })
+}
+
+#[utoipa::path(post, path = "/v1/keys", tag = "accounts", request_body = KeyInput,
+    responses((status = 201, body = NewKey), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn create_key(
+    State(st): S,
+    Extension(caller): Extension<Caller>,
+    JsonBody(input): JsonBody<KeyInput>,
+) -> Result<(StatusCode, Json<NewKey>), AppError> {
+    let account = target_account(&caller, input.account)?;
+    let label = label(input.label)?;
+    if st.store.get_account(&account).await?.is_none() {
+        return Err(AppError::NotFound(format!("account {account:?} not found")));
+    }
+    let key = new_key(&st, &account, "user", label).await?;
+    st.settle().await;
+    Ok((StatusCode::CREATED, Json(key)))
+}
+
+#[utoipa::path(get, path = "/v1/keys", tag = "accounts", params(AccountQuery), responses((status = 200, body = KeyList)))]
+pub async fn list_keys(
+    State(st): S,
+    Extension(caller): Extension<Caller>,
+    q: Result<Query<AccountQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<KeyList>, AppError> {
+    let account = target_account(&caller, query(q)?.account)?;
+    let keys = st
+        .store
+        .list_keys(&account)
+        .await?
+        .into_iter()
+        .map(|k| KeyView {
+            id: k.id,
+            prefix: k.prefix,
+            role: k.role,
+            label: k.label,
+            created_at: rfc3339(k.created_at),
+            revoked_at: k.revoked_at.map(rfc3339),
+        })
+        .collect();
+    Ok(Json(KeyList { account, keys }))
+}
+
+#[utoipa::path(delete, path = "/v1/keys/{id}", tag = "accounts", params(("id" = String, Path), AccountQuery),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+pub async fn revoke_key(
+    State(st): S,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    q: Result<Query<AccountQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<StatusCode, AppError> {
+    let account = target_account(&caller, query(q)?.account)?;
+    if !st.store.revoke_key(&account, &id, now()).await? {
+        return Err(AppError::NotFound(format!("no live key {id:?} in account {account:?}")));
+    }
+    tracing::info!(%account, key = %id, "key revoked");
+    st.settle().await;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,154 @@
+//! Accounts, keys and private endpoints (R5.1, R3.5, R5.5): isolation across two accounts on
+//! every `/v1` route and through the gateway, revoked keys, quotas.
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+/// A raw API call with an explicit key (or none).
+async fn call(p: &Platform, key: Option<&str>, method: Method, path: &str, body: Option<Value>) -> Resp {
+    let mut h: Vec<(String, String)> =
+        key.map(|k| ("authorization".into(), format!("Bearer {k}"))).into_iter().collect();
+    let bytes = match body {
+        Some(b) => {
+            h.push(("content-type".into(), "application/json".into()));
+            Bytes::from(serde_json::to_vec(&b).unwrap())
+        }
+        None => Bytes::new(),
+    };
+    send(method, &format!("{}{path}", p.api), &h, bytes).await
+}
+
+async fn gw(p: &Platform, id: &str, auth: Option<String>) -> Resp {
+    let h: Vec<(String, String)> = auth.map(|a| ("authorization".into(), a)).into_iter().collect();
+    send(Method::GET, &format!("{}/e/{id}/who", p.gateway), &h, Bytes::new()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accounts_are_isolated_on_the_api_and_the_gateway() {
+    let p = Platform::start().await;
+    let mk = async |name: &str, quota: Option<u32>| {
+        let r = call(
+            &p,
+            Some(&p.key),
+            Method::POST,
+            "/v1/accounts",
+            Some(json!({"name": name, "max_workers_quota": quota})),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+        r.json()["key"]["key"].as_str().unwrap().to_owned()
+    };
+    let alice = mk("alice", None).await;
+    let bob = mk("bob", Some(2)).await;
+    assert!(alice.starts_with("sk_") && alice != bob);
+    let r = call(&p, Some(&p.key), Method::POST, "/v1/accounts", Some(json!({"name": "alice"}))).await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    let r = call(&p, Some(&p.key), Method::POST, "/v1/accounts", Some(json!({"name": "Not Valid"}))).await;
+    assert_eq!(r.json()["error"]["field"], "name");
+    // Only the admin creates accounts.
+    let r = call(&p, Some(&alice), Method::POST, "/v1/accounts", Some(json!({"name": "eve"}))).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text());
+
+    // Names are per account: both may have "llama". Endpoints are private by default.
+    let body = json!({"name": "llama", "start_command": demo_cmd(), "active_workers": 1, "max_workers": 2});
+    let r = call(&p, Some(&alice), Method::POST, "/v1/endpoints", Some(body.clone())).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let a = r.json();
+    assert_eq!((a["public"].as_bool(), a["account"].as_str()), (Some(false), Some("alice")));
+    let a = a["id"].as_str().unwrap().to_owned();
+    let r = call(&p, Some(&bob), Method::POST, "/v1/endpoints", Some(body.clone())).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let b = r.json()["id"].as_str().unwrap().to_owned();
+    // Bob's quota is 2.
+    let mut big = body.clone();
+    big["name"] = json!("big");
+    big["max_workers"] = json!(3);
+    let r = call(&p, Some(&bob), Method::POST, "/v1/endpoints", Some(big.clone())).await;
+    assert_eq!(
+        (r.status, r.json()["error"]["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("max_workers"))
+    );
+    let r = call(&p, Some(&p.key), Method::PATCH, "/v1/accounts/bob", Some(json!({"max_workers_quota": 5}))).await;
+    assert_eq!(r.json()["max_workers_quota"], 5);
+    assert_eq!(call(&p, Some(&bob), Method::POST, "/v1/endpoints", Some(big)).await.status, StatusCode::CREATED);
+
+    // Every endpoint route: bob's key on alice's endpoint is 404, no key is 401.
+    let routes = [
+        (Method::GET, format!("/v1/endpoints/{a}"), None),
+        (Method::PATCH, format!("/v1/endpoints/{a}"), Some(json!({"max_workers": 2}))),
+        (Method::POST, format!("/v1/endpoints/{a}/stop"), None),
+        (Method::POST, format!("/v1/endpoints/{a}/start"), None),
+        (Method::GET, format!("/v1/endpoints/{a}/workers"), None),
+        (Method::GET, format!("/v1/endpoints/{a}/events"), None),
+        (Method::DELETE, format!("/v1/endpoints/{a}"), None),
+    ];
+    for (m, path, body) in &routes {
+        let r = call(&p, Some(&bob), m.clone(), path, body.clone()).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{m} {path}: {}", r.text());
+        assert_eq!(r.json()["error"]["code"], "not_found");
+        let r = call(&p, None, m.clone(), path, body.clone()).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{m} {path}");
+    }
+    for path in ["/v1/endpoints", "/v1/keys", "/v1/accounts", "/v1/gpus", "/v1/images", "/v1/templates"] {
+        assert_eq!(call(&p, None, Method::GET, path, None).await.status, StatusCode::UNAUTHORIZED, "{path}");
+    }
+    let list = call(&p, Some(&bob), Method::GET, "/v1/endpoints", None).await.json();
+    let ids: Vec<&str> = list["endpoints"].as_array().unwrap().iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert!(ids.contains(&b.as_str()) && !ids.contains(&a.as_str()), "{ids:?}");
+    let accts = call(&p, Some(&bob), Method::GET, "/v1/accounts", None).await.json();
+    assert_eq!(accts["accounts"].as_array().unwrap().len(), 1, "an account sees only itself: {accts}");
+    // Alice's endpoint is untouched by all of bob's attempts.
+    let still = call(&p, Some(&alice), Method::GET, &format!("/v1/endpoints/{a}"), None).await;
+    assert_eq!((still.status, still.json()["max_workers"].as_u64()), (StatusCode::OK, Some(2)));
+
+    // Through the gateway.
+    p.wait_ready(&a, 1).await;
+    assert_eq!(gw(&p, &a, None).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(gw(&p, &a, Some("Bearer sk_not_a_key".into())).await.status, StatusCode::UNAUTHORIZED);
+    let r = gw(&p, &a, Some(format!("Bearer {bob}"))).await;
+    assert_eq!((r.status, r.json()["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("endpoint_not_found")));
+    let r = gw(&p, &a, Some(format!("Bearer {alice}"))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert!(r.json()["headers"].get("authorization").is_none(), "the key is not forwarded: {}", r.text());
+    assert_eq!(gw(&p, &a, Some(alice.clone())).await.status, StatusCode::OK, "the bare key, as RunPod clients send it");
+    // Made public, it answers without a key.
+    let r = call(&p, Some(&alice), Method::PATCH, &format!("/v1/endpoints/{a}"), Some(json!({"public": true}))).await;
+    assert_eq!(r.json()["public"], true);
+    assert_eq!(gw(&p, &a, None).await.status, StatusCode::OK);
+    call(&p, Some(&alice), Method::PATCH, &format!("/v1/endpoints/{a}"), Some(json!({"public": false}))).await;
+
+    // Keys: a second key, listing shows no key, revoking the first locks it out everywhere.
+    let r = call(&p, Some(&alice), Method::POST, "/v1/keys", Some(json!({"label": "ci"}))).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let alice2 = r.json()["key"].as_str().unwrap().to_owned();
+    let keys = call(&p, Some(&alice2), Method::GET, "/v1/keys", None).await;
+    assert!(!keys.text().contains(&alice) && !keys.text().contains(&alice2), "keys are never listed");
+    let keys = keys.json();
+    assert_eq!(keys["keys"].as_array().unwrap().len(), 2);
+    let first = keys["keys"].as_array().unwrap().iter().find(|k| k["label"] != "ci").unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Bob cannot revoke alice's key, nor list her keys.
+    assert_eq!(
+        call(&p, Some(&bob), Method::DELETE, &format!("/v1/keys/{first}"), None).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(call(&p, Some(&bob), Method::GET, "/v1/keys?account=alice", None).await.status, StatusCode::FORBIDDEN);
+    let r = call(&p, Some(&alice2), Method::DELETE, &format!("/v1/keys/{first}"), None).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text());
+    assert_eq!(call(&p, Some(&alice), Method::GET, "/v1/endpoints", None).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(gw(&p, &a, Some(format!("Bearer {alice}"))).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(gw(&p, &a, Some(format!("Bearer {alice2}"))).await.status, StatusCode::OK);
+
+    // The CLI.
+    let (ok, out, err) = cli(&p, &["account", "create", "carol", "--quota", "4"]);
+    assert!(ok && out.contains("carol") && out.contains("sk_"), "{out}{err}");
+    let (ok, out, _) = cli(&p, &["key", "list", "--account", "carol"]);
+    assert!(ok && out.starts_with("ID") && out.lines().count() == 2, "{out}");
+    let (ok, out, _) = cli(&p, &["account", "list"]);
+    assert!(ok && out.contains("alice") && out.contains("bob") && out.contains("carol"), "{out}");
+    p.stop();
+}

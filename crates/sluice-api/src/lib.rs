@@ -41,6 +41,24 @@ pub struct NetworkVolumeDto {
     pub mount_path: String,
 }
 
+/// `GET /v1/endpoints/{id}/status`: the figures of seed 002's status page.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct EndpointStatusView {
+    pub id: String,
+    pub status: String,
+    /// Ready workers × concurrency per worker: what can run at once now.
+    pub current_concurrency_limit: u64,
+    /// `max_workers` × concurrency per worker: what can run once fully scaled.
+    pub fully_autoscaled_concurrency_limit: u64,
+    /// Absent: unlimited.
+    pub max_requests_per_minute: Option<u32>,
+    /// Requests being served now.
+    pub running_requests: u64,
+    /// Requests waiting in the gateway queue.
+    pub queued_requests: u64,
+    pub workers: WorkerCounts,
+}
+
 /// An account (`/v1/accounts`).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct AccountView {
@@ -279,6 +297,9 @@ pub struct EndpointInput {
     /// Requests that may wait for a worker (default 1000) and for how long (default the startup timeout).
     pub queue_capacity: Option<i64>,
     pub queue_timeout_secs: Option<i64>,
+    /// Requests per minute through the gateway, smoothed (GCRA); beyond it, 429. 0 or absent:
+    /// unlimited.
+    pub max_requests_per_minute: Option<i64>,
 }
 
 impl From<EndpointInput> for EndpointDraft {
@@ -317,6 +338,7 @@ impl From<EndpointInput> for EndpointDraft {
             scale_down_max_percent: i.scale_down_max_percent,
             queue_capacity: i.queue_capacity,
             queue_timeout_secs: i.queue_timeout_secs,
+            max_requests_per_minute: i.max_requests_per_minute,
         }
     }
 }
@@ -324,6 +346,12 @@ impl From<EndpointInput> for EndpointDraft {
 /// Worker counts of an endpoint by state, plus the reconciler's target.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
 pub struct WorkerCounts {
+    /// Requests being served and waiting in the gateway queue (for the status page; not part
+    /// of the `workers` object).
+    #[serde(skip)]
+    pub running: u64,
+    #[serde(skip)]
+    pub queued: u64,
     pub desired: u32,
     pub pending: u32,
     pub starting: u32,
@@ -376,6 +404,7 @@ pub struct EndpointView {
     pub scale_down_max_percent: u32,
     pub queue_capacity: u32,
     pub queue_timeout_secs: u32,
+    pub max_requests_per_minute: Option<u32>,
     pub workers: WorkerCounts,
     pub created_at: String,
     pub updated_at: String,

@@ -422,7 +422,7 @@ impl Reconciler {
         // 6. Publish the routing table (with the live keys, for private endpoints) and the counts.
         let mut keys = self.store.live_keys().await?;
         keys.sort();
-        self.publish(&endpoints, &desired_by_ep, keys);
+        self.publish(&endpoints, &desired_by_ep, keys, &traffic);
         if self.passes % 120 == 1 {
             let _ = self.store.prune_workers(KEEP_FINISHED).await;
             let _ = self.store.prune_scaling_events(KEEP_EVENTS).await;
@@ -662,6 +662,7 @@ impl Reconciler {
         endpoints: &[EndpointRecord],
         desired: &HashMap<EndpointId, u32>,
         keys: Vec<(String, String)>,
+        traffic: &HashMap<EndpointId, EndpointTraffic>,
     ) {
         let mut routes = Vec::with_capacity(endpoints.len());
         let mut counts: HashMap<EndpointId, WorkerCounts> = HashMap::new();
@@ -677,6 +678,7 @@ impl Reconciler {
                 status: e.status,
                 account: e.account.clone(),
                 public: e.spec.public,
+                max_requests_per_minute: e.spec.max_requests_per_minute,
                 load_balancing: e.spec.load_balancing,
                 execution_timeout_ms: u64::from(e.spec.execution_timeout_secs) * 1000,
                 queue_timeout_ms: u64::from(e.spec.queue_timeout_secs) * 1000,
@@ -690,7 +692,13 @@ impl Reconciler {
                     .filter_map(|w| Some(WorkerRoute { id: w.rec.id.clone(), addr: w.addr?.to_string() }))
                     .collect(),
             });
-            let mut c = WorkerCounts { desired: desired.get(&e.id).copied().unwrap_or(0), ..Default::default() };
+            let tr = traffic.get(&e.id);
+            let mut c = WorkerCounts {
+                desired: desired.get(&e.id).copied().unwrap_or(0),
+                running: tr.map_or(0, |t| t.in_flight),
+                queued: tr.map_or(0, |t| t.waiting),
+                ..Default::default()
+            };
             for w in self.workers.values().filter(|w| w.rec.endpoint_id == e.id) {
                 match w.rec.state {
                     WorkerState::Pending => c.pending += 1,

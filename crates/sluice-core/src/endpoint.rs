@@ -175,6 +175,8 @@ pub struct EndpointDraft {
     pub scale_down_max_percent: Option<i64>,
     pub queue_capacity: Option<i64>,
     pub queue_timeout_secs: Option<i64>,
+    /// 0 clears the limit.
+    pub max_requests_per_minute: Option<i64>,
 }
 
 impl EndpointDraft {
@@ -218,7 +220,8 @@ impl EndpointDraft {
             scale_down_delay_secs,
             scale_down_max_percent,
             queue_capacity,
-            queue_timeout_secs
+            queue_timeout_secs,
+            max_requests_per_minute
         );
         self
     }
@@ -263,6 +266,9 @@ pub struct EndpointSpec {
     /// Bounded gateway queue for requests that find no free worker (R3.4).
     pub queue_capacity: u32,
     pub queue_timeout_secs: u32,
+    /// Requests per minute through the gateway (R3.7); `None`: unlimited.
+    #[serde(default)]
+    pub max_requests_per_minute: Option<u32>,
 }
 
 fn range(field: &str, v: Option<i64>, default: i64, lo: i64, hi: i64) -> Result<i64, FieldError> {
@@ -521,6 +527,11 @@ impl EndpointSpec {
         let queue_capacity = range("queue_capacity", d.queue_capacity, 1000, 0, 1_000_000)? as u32;
         let queue_timeout_secs =
             range("queue_timeout_secs", d.queue_timeout_secs, i64::from(startup_timeout_secs), 1, 3600)? as u32;
+        let max_requests_per_minute =
+            match range("max_requests_per_minute", d.max_requests_per_minute, 0, 0, 100_000_000)? {
+                0 => None,
+                n => Some(n as u32),
+            };
         if scaling_signal == Signal::GpuUtilization && scaling_target > 100 {
             return Err(FieldError::new("scaling_target", "a utilization target is a percentage (1-100)"));
         }
@@ -554,6 +565,7 @@ impl EndpointSpec {
             scale_down_max_percent,
             queue_capacity,
             queue_timeout_secs,
+            max_requests_per_minute,
         })
     }
 
@@ -606,6 +618,7 @@ impl EndpointSpec {
             scale_down_max_percent: Some(self.scale_down_max_percent.into()),
             queue_capacity: Some(self.queue_capacity.into()),
             queue_timeout_secs: Some(self.queue_timeout_secs.into()),
+            max_requests_per_minute: Some(self.max_requests_per_minute.map_or(0, i64::from)),
         }
     }
 

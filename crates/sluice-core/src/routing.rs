@@ -33,6 +33,8 @@ pub struct EndpointRoute {
     pub concurrency_per_worker: u32,
     /// The endpoint already has `max_workers`: a refusal is a 429 (limit), not a 503.
     pub at_max: bool,
+    /// Requests per minute (R3.7); `None`: unlimited.
+    pub max_requests_per_minute: Option<u32>,
     /// Ready workers, in a stable order.
     pub workers: Vec<WorkerRoute>,
 }

@@ -33,6 +33,8 @@ pub enum Error {
     NoWorker { endpoint: String, why: &'static str, waited_ms: u64 },
     #[error("endpoint {endpoint} is at its concurrency limit (max workers, each at its per-worker cap): {why}")]
     ConcurrencyLimit { endpoint: String, why: &'static str },
+    #[error("endpoint {endpoint} allows {rpm} requests per minute; retry in {retry_after_secs} s")]
+    RateLimited { endpoint: String, rpm: u32, retry_after_secs: u64 },
     #[error("the worker could not be reached: {0}")]
     WorkerUnreachable(String),
     #[error("the worker failed while answering: {0}")]
@@ -48,6 +50,7 @@ impl Error {
                 Fault::Downstream
             }
             Error::EndpointStopped(_) | Error::NoWorker { .. } | Error::ConcurrencyLimit { .. } => Fault::Platform,
+            Error::RateLimited { .. } => Fault::Downstream,
             Error::WorkerUnreachable(_) | Error::WorkerFailed(_) | Error::ExecutionTimeout(_) => Fault::Upstream,
         }
     }
@@ -60,6 +63,7 @@ impl Error {
             Error::EndpointStopped(_) => (StatusCode::SERVICE_UNAVAILABLE, "endpoint_stopped"),
             Error::NoWorker { .. } => (StatusCode::SERVICE_UNAVAILABLE, "no_worker_available"),
             Error::ConcurrencyLimit { .. } => (StatusCode::TOO_MANY_REQUESTS, "concurrency_limit"),
+            Error::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limit"),
             Error::WorkerUnreachable(_) => (StatusCode::BAD_GATEWAY, "worker_unreachable"),
             Error::WorkerFailed(_) => (StatusCode::BAD_GATEWAY, "worker_failed"),
             Error::ExecutionTimeout(_) => (StatusCode::GATEWAY_TIMEOUT, "execution_timeout"),
@@ -77,6 +81,9 @@ impl Error {
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if matches!(self, Error::NoWorker { .. } | Error::ConcurrencyLimit { .. } | Error::EndpointStopped(_)) {
             h.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        if let Error::RateLimited { retry_after_secs, .. } = self {
+            h.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs.max(1)));
         }
         resp
     }

@@ -292,6 +292,17 @@ async fn proxy(
     if ep.route.status == EndpointStatus::Stopped {
         return Err(Error::EndpointStopped(id));
     }
+    if let Some(rate) = ep.stats.rate.load().as_ref()
+        && let Err(not_until) = rate.1.check()
+    {
+        use governor::clock::Clock as _;
+        let wait = not_until.wait_time_from(governor::clock::MonotonicClock.now());
+        return Err(Error::RateLimited {
+            endpoint: id,
+            rpm: rate.0,
+            retry_after_secs: wait.as_secs_f64().ceil() as u64,
+        });
+    }
     ep.stats.requests_total.fetch_add(1, Relaxed);
     ep.stats.last_request_ms.store(now_ms(), Relaxed);
     let timeout_secs = ep.route.execution_timeout_ms / 1000;

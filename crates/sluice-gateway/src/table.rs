@@ -32,6 +32,24 @@ pub struct EndpointStats {
     /// Waiting requests: sequence number → Unix ms they started waiting (oldest first).
     pub waiters: Mutex<std::collections::BTreeMap<u64, u64>>,
     pub waiter_seq: AtomicU64,
+    /// The requests-per-minute limiter and the quota it was built for; replaced when the
+    /// quota changes (a direct limiter per endpoint: bounded, nothing to prune).
+    pub rate: arc_swap::ArcSwapOption<(u32, RpmLimiter)>,
+}
+
+pub type RpmLimiter =
+    governor::RateLimiter<governor::state::NotKeyed, governor::state::InMemoryState, governor::clock::MonotonicClock>;
+
+/// A GCRA limiter for `rpm` requests per minute, smoothed: the burst allowed at once is a tenth
+/// of the minute's quota (at least one), so a minute's worth cannot arrive in one instant.
+pub fn rpm_limiter(rpm: u32) -> RpmLimiter {
+    use std::num::NonZeroU32;
+    let per_min = NonZeroU32::new(rpm.max(1)).expect("non-zero");
+    let burst = NonZeroU32::new((rpm / 10).max(1)).expect("non-zero");
+    governor::RateLimiter::direct_with_clock(
+        governor::Quota::per_minute(per_min).allow_burst(burst),
+        governor::clock::MonotonicClock,
+    )
 }
 
 /// One ready worker; `outstanding` survives swaps and outlives the worker's removal from the
@@ -84,6 +102,10 @@ impl Routes {
         let mut routed: Vec<WorkerId> = Vec::new();
         for route in table.endpoints {
             let stats = reg.endpoints.entry(route.id.clone()).or_default().clone();
+            let have = stats.rate.load().as_ref().map(|r| r.0);
+            if have != route.max_requests_per_minute {
+                stats.rate.store(route.max_requests_per_minute.map(|n| Arc::new((n, rpm_limiter(n)))));
+            }
             let mut workers = Vec::with_capacity(route.workers.len());
             for w in &route.workers {
                 let Ok(authority) = w.addr.parse::<Authority>() else { continue };

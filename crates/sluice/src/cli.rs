@@ -172,6 +172,8 @@ enum EndpointCmd {
     Delete { id: String },
     /// List an endpoint's workers.
     Workers { id: String },
+    /// The status page figures: concurrency limits, requests per minute, running and queued.
+    Status { id: String },
     /// Scaling decisions of an endpoint, newest first, with their reasons.
     Events {
         id: String,
@@ -331,6 +333,12 @@ struct SpecArgs {
     queue_capacity: Option<i64>,
     #[arg(long)]
     queue_timeout_secs: Option<i64>,
+    /// Requests per minute through the gateway (0: unlimited).
+    #[arg(long)]
+    max_requests_per_minute: Option<i64>,
+    /// Reachable through the gateway without a key.
+    #[arg(long)]
+    public: Option<bool>,
     #[command(flatten)]
     registry: RegistryArgs,
 }
@@ -372,7 +380,9 @@ impl SpecArgs {
             scale_down_delay_secs,
             scale_down_max_percent,
             queue_capacity,
-            queue_timeout_secs
+            queue_timeout_secs,
+            max_requests_per_minute,
+            public
         );
         if !self.env.is_empty() {
             let mut env = BTreeMap::new();
@@ -857,6 +867,32 @@ async fn endpoint(conn: Conn, cmd: EndpointCmd) -> anyhow::Result<()> {
                 })
                 .collect();
             println!("{}", table::render(&["ID", "AT", "WORKERS", "REASON"], &rows));
+        }
+        EndpointCmd::Status { id } => {
+            let v = c.call(Method::GET, &format!("/v1/endpoints/{id}/status"), None).await?;
+            if json_out {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                let w = &v["workers"];
+                println!("status                              {}", s(&v["status"]));
+                println!("current concurrency limit           {}", s(&v["current_concurrency_limit"]));
+                println!("fully autoscaled concurrency limit  {}", s(&v["fully_autoscaled_concurrency_limit"]));
+                let rpm = match &v["max_requests_per_minute"] {
+                    Value::Null => "unlimited".to_owned(),
+                    x => s(x),
+                };
+                println!("max requests per minute             {rpm}");
+                println!("running requests                    {}", s(&v["running_requests"]));
+                println!("queued requests                     {}", s(&v["queued_requests"]));
+                println!(
+                    "workers                             {} ready, {} starting, {} pending, {} draining (desired {})",
+                    s(&w["ready"]),
+                    s(&w["starting"]),
+                    s(&w["pending"]),
+                    s(&w["draining"]),
+                    s(&w["desired"])
+                );
+            }
         }
         EndpointCmd::Workers { id } => {
             let v = c.call(Method::GET, &format!("/v1/endpoints/{id}/workers"), None).await?;

@@ -48,6 +48,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/endpoints/{id}/stop", post(stop_endpoint))
         .route("/endpoints/{id}/start", post(start_endpoint))
         .route("/endpoints/{id}/workers", get(list_workers))
+        .route("/endpoints/{id}/status", get(endpoint_status))
         .route("/endpoints/{id}/events", get(list_events))
         .route("/accounts", get(accounts::list_accounts).post(accounts::create_account))
         .route("/accounts/{name}", axum::routing::patch(accounts::update_account))
@@ -225,6 +226,7 @@ fn view(st: &AppState, e: &EndpointRecord) -> EndpointView {
         scale_down_max_percent: s.scale_down_max_percent,
         queue_capacity: s.queue_capacity,
         queue_timeout_secs: s.queue_timeout_secs,
+        max_requests_per_minute: s.max_requests_per_minute,
         workers: counts,
         created_at: rfc3339(e.created_at),
         updated_at: rfc3339(e.updated_at),
@@ -455,6 +457,28 @@ async fn list_workers(
     Ok(Json(WorkerList { workers: ws.iter().map(worker_view).collect() }))
 }
 
+#[utoipa::path(get, path = "/v1/endpoints/{id}/status", tag = "endpoints", params(("id" = String, Path)),
+    responses((status = 200, body = sluice_api::EndpointStatusView), (status = 404, body = ErrorBody)))]
+async fn endpoint_status(
+    State(st): S,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Json<sluice_api::EndpointStatusView>, AppError> {
+    let e = load(&st, &caller, &id).await?;
+    let c = st.counts.load().get(&e.id).cloned().unwrap_or_default();
+    let cpw = u64::from(e.spec.concurrency_per_worker);
+    Ok(Json(sluice_api::EndpointStatusView {
+        id: e.id.to_string(),
+        status: e.status.as_str().into(),
+        current_concurrency_limit: u64::from(c.ready) * cpw,
+        fully_autoscaled_concurrency_limit: u64::from(e.spec.max_workers) * cpw,
+        max_requests_per_minute: e.spec.max_requests_per_minute,
+        running_requests: c.running,
+        queued_requests: c.queued,
+        workers: c,
+    }))
+}
+
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 struct EventsQuery {
@@ -502,8 +526,8 @@ async fn list_events(
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Sluice control API", description = "Serverless GPU endpoints: endpoints, workers."),
-    paths(list_endpoints, create_endpoint, get_endpoint, update_endpoint, delete_endpoint, stop_endpoint, start_endpoint, list_workers, list_events, list_templates, deploy_template, list_images, prewarm_image, list_gpus, accounts::create_account, accounts::list_accounts, accounts::update_account, accounts::create_key, accounts::list_keys, accounts::revoke_key),
-    components(schemas(sluice_api::AccountView, sluice_api::AccountList, sluice_api::AccountInput, sluice_api::AccountCreated, sluice_api::NewKey, sluice_api::KeyView, sluice_api::KeyList, sluice_api::KeyInput, GpuInventory, NodeView, GpuView, ImageList, ImagePullView, PrewarmInput, DeployInput, TemplateList, TemplateView, TemplateParamView, EndpointInput, EndpointView, EndpointList, WorkerView, WorkerList, WorkerCounts, NetworkVolumeDto, ErrorBody, ScalingEventView, ScalingEventList)),
+    paths(list_endpoints, create_endpoint, get_endpoint, update_endpoint, delete_endpoint, stop_endpoint, start_endpoint, list_workers, list_events, list_templates, deploy_template, list_images, prewarm_image, list_gpus, endpoint_status, accounts::create_account, accounts::list_accounts, accounts::update_account, accounts::create_key, accounts::list_keys, accounts::revoke_key),
+    components(schemas(sluice_api::EndpointStatusView, sluice_api::AccountView, sluice_api::AccountList, sluice_api::AccountInput, sluice_api::AccountCreated, sluice_api::NewKey, sluice_api::KeyView, sluice_api::KeyList, sluice_api::KeyInput, GpuInventory, NodeView, GpuView, ImageList, ImagePullView, PrewarmInput, DeployInput, TemplateList, TemplateView, TemplateParamView, EndpointInput, EndpointView, EndpointList, WorkerView, WorkerList, WorkerCounts, NetworkVolumeDto, ErrorBody, ScalingEventView, ScalingEventList)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]

@@ -154,3 +154,45 @@ async fn limits_answer_429_at_max_and_503_when_the_queue_times_out() {
     assert!(r.headers.contains_key("retry-after"));
     p.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_per_minute_answer_429_and_the_status_page_shows_the_limits() {
+    let p = Platform::start().await;
+    let id = p
+        .create_demo(
+            "rpm",
+            json!({"active_workers": 1, "max_workers": 3, "concurrency_per_worker": 4, "max_requests_per_minute": 3}),
+        )
+        .await;
+    p.wait_ready(&id, 1).await;
+    // 3 per minute, smoothed: one at once, then one every 20 s.
+    assert_eq!(p.get(&id, "/first").await.status, StatusCode::OK);
+    let r = p.get(&id, "/second").await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "rate_limit");
+    assert!(r.json()["error"]["message"].as_str().unwrap().contains("3 requests per minute"), "{}", r.text());
+    let after: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=20).contains(&after), "{after}");
+
+    // Lift the limit; the status page shows seed 002's figures while a request runs.
+    let r =
+        p.api_call(Method::PATCH, &format!("/v1/endpoints/{id}"), Some(json!({"max_requests_per_minute": 0}))).await;
+    assert_eq!(r.json()["max_requests_per_minute"], Value::Null, "{}", r.text());
+    let slow = sleep_reqs(&p, &id, 1, 3000);
+    let s = eventually("a running request on the status page", Duration::from_secs(10), async || {
+        let s = p.api_call(Method::GET, &format!("/v1/endpoints/{id}/status"), None).await.json();
+        (s["running_requests"] == 1).then_some(s)
+    })
+    .await;
+    assert_eq!(s["current_concurrency_limit"], 4);
+    assert_eq!(s["fully_autoscaled_concurrency_limit"], 12);
+    assert_eq!(s["max_requests_per_minute"], Value::Null);
+    assert_eq!(s["queued_requests"], 0);
+    assert_eq!(s["workers"]["ready"], 1);
+    let (ok, out, _) = cli(&p, &["endpoint", "status", &id]);
+    assert!(ok && out.contains("fully autoscaled concurrency limit  12") && out.contains("unlimited"), "{out}");
+    for r in slow {
+        assert_eq!(r.await.unwrap(), StatusCode::OK);
+    }
+    p.stop();
+}

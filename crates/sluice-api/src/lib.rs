@@ -59,6 +59,27 @@ pub struct EndpointStatusView {
     pub workers: WorkerCounts,
 }
 
+/// Usage of one endpoint on one UTC day.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct UsageRowView {
+    pub account: String,
+    pub endpoint: String,
+    /// `YYYY-MM-DD`, UTC.
+    pub day: String,
+    pub gpu_seconds: u64,
+    pub cost_usd: f64,
+}
+
+/// `GET /v1/usage`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct UsageReport {
+    pub from: String,
+    pub to: String,
+    pub rows: Vec<UsageRowView>,
+    pub total_gpu_seconds: u64,
+    pub total_cost_usd: f64,
+}
+
 /// An account (`/v1/accounts`).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct AccountView {
@@ -450,6 +471,8 @@ pub struct WorkerView {
     pub address: Option<String>,
     pub pid: Option<u32>,
     pub created_at: String,
+    /// When the runtime started it: metering runs from here to `stopped_at`.
+    pub launched_at: Option<String>,
     pub ready_at: Option<String>,
     pub stopped_at: Option<String>,
 }

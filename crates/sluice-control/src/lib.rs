@@ -55,6 +55,8 @@ pub struct ControlConfig {
     pub runtime: RuntimeKind,
     /// Largest accepted request body on the control API.
     pub max_body_bytes: usize,
+    /// Prices and accrual interval for metering (R5.2, R5.3).
+    pub metering: reconcile::MeteringConfig,
 }
 
 impl ControlConfig {
@@ -167,9 +169,12 @@ impl Control {
             self.runtime.clone(),
             self.plane.clone(),
             self.state.cfg.nodes.clone(),
-            self.state.wake.clone(),
-            self.state.counts.clone(),
-            self.state.passes_tx.clone(),
+            reconcile::Signals {
+                wake: self.state.wake.clone(),
+                counts: self.state.counts.clone(),
+                passes_tx: self.state.passes_tx.clone(),
+            },
+            self.state.cfg.metering.clone(),
         );
         tokio::spawn(r.run(shutdown))
     }

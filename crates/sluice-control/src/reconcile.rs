@@ -17,13 +17,14 @@ use sluice_api::WorkerCounts;
 use sluice_core::{
     EndpointId, EndpointStatus, Millis, WorkerId, WorkerState,
     autoscale::{MetricsSnapshot, ScalerState, decide},
+    billing::{Class, Price, classify, cost_nanos, seconds_due},
     placement::{Allocation, Node, place},
     reconcile::{WorkerBrief, drain_complete, pick_for_removal, startup_expired},
     routing::{EndpointRoute, EndpointTraffic, RouteTable, WorkerRoute},
     worker::restart_backoff_ms,
 };
 use sluice_runtime::{LaunchSpec, VolumeMount, WorkerRuntime};
-use sluice_store::{EndpointRecord, ScalingEvent, Store, WorkerRecord};
+use sluice_store::{EndpointRecord, ScalingEvent, Store, UsageEntry, WorkerRecord};
 use tokio::sync::{Notify, watch};
 
 use crate::{
@@ -62,6 +63,14 @@ pub type Counts = Arc<ArcSwap<HashMap<EndpointId, WorkerCounts>>>;
 /// before an endpoint stops trying until it is updated.
 pub const MAX_LAUNCH_FAILURES: u32 = 5;
 
+/// How usage is metered.
+#[derive(Debug, Clone)]
+pub struct MeteringConfig {
+    pub prices: Vec<Price>,
+    /// Running workers are accrued at least this often (R5.3: at least once a minute).
+    pub interval_ms: u64,
+}
+
 pub struct Reconciler {
     store: Store,
     runtime: Arc<dyn WorkerRuntime>,
@@ -78,6 +87,16 @@ pub struct Reconciler {
     /// [`MAX_LAUNCH_FAILURES`] the endpoint stops trying until it is updated.
     launch_failures: HashMap<EndpointId, (u32, Millis, String)>,
     last_table: RouteTable,
+    /// Metering (R5.3): prices, how often running workers are accrued, seconds already billed
+    /// per worker (with its class and endpoint), workers finished since the last accrual, and
+    /// what each endpoint is billed as (account, GPU type, active workers).
+    prices: Vec<Price>,
+    metering_interval_ms: u64,
+    last_meter: Millis,
+    billed: HashMap<WorkerId, (u64, Class, EndpointId)>,
+    billed_loaded: bool,
+    finished: Vec<WorkerRecord>,
+    billing_of: HashMap<EndpointId, (String, String, u32)>,
     /// Per endpoint: the autoscaler's state, when it last decided, and the gateway's request
     /// total then (to count arrivals).
     scalers: HashMap<EndpointId, Scaler>,
@@ -86,16 +105,23 @@ pub struct Reconciler {
     passes_tx: watch::Sender<u64>,
 }
 
+/// How the reconciler talks back: woken by, counts shown to, and passes awaited by the API.
+pub struct Signals {
+    pub wake: Arc<Notify>,
+    pub counts: Counts,
+    pub passes_tx: watch::Sender<u64>,
+}
+
 impl Reconciler {
     pub fn new(
         store: Store,
         runtime: Arc<dyn WorkerRuntime>,
         plane: Arc<dyn DataPlane>,
         nodes: Vec<Node>,
-        wake: Arc<Notify>,
-        counts: Counts,
-        passes_tx: watch::Sender<u64>,
+        signals: Signals,
+        metering: MeteringConfig,
     ) -> Self {
+        let Signals { wake, counts, passes_tx } = signals;
         Reconciler {
             store,
             runtime,
@@ -108,6 +134,13 @@ impl Reconciler {
             failures: HashMap::new(),
             launch_failures: HashMap::new(),
             last_table: RouteTable::default(),
+            prices: metering.prices,
+            metering_interval_ms: metering.interval_ms,
+            last_meter: Millis(0),
+            billed: HashMap::new(),
+            billed_loaded: false,
+            finished: Vec::new(),
+            billing_of: HashMap::new(),
             scalers: HashMap::new(),
             tick: Duration::from_millis(500),
             passes: 0,
@@ -135,6 +168,7 @@ impl Reconciler {
             }
         }
         self.stop_all("platform shut down").await;
+        self.meter(&[], now()).await;
     }
 
     /// Startup: rebuilds observed state from what the runtime actually runs, adopts the workers
@@ -259,6 +293,7 @@ impl Reconciler {
             finish(&mut w.rec, WorkerState::Failed, &reason, t);
             self.save(&w.rec).await;
             self.note_failure(&w.rec.endpoint_id, t);
+            self.finished.push(w.rec.clone());
         }
 
         // 2. Health: starting → ready, ready → starting (out of rotation), startup timeout → failed.
@@ -423,6 +458,7 @@ impl Reconciler {
         let mut keys = self.store.live_keys().await?;
         keys.sort();
         self.publish(&endpoints, &desired_by_ep, keys, &traffic);
+        self.meter(&endpoints, t).await;
         if self.passes % 120 == 1 {
             let _ = self.store.prune_workers(KEEP_FINISHED).await;
             let _ = self.store.prune_scaling_events(KEEP_EVENTS).await;
@@ -636,12 +672,118 @@ impl Reconciler {
             }
         }))
         .await;
-        for (rec, _) in recs {
+        let done = now();
+        for (mut rec, had_runtime) in recs {
+            if had_runtime && rec.launched_at.is_some() {
+                // Metered until the runtime confirmed the stop, not when it was decided.
+                rec.stopped_at = Some(done);
+                self.finished.push(rec.clone());
+            }
             tracing::info!(worker = %rec.id, state = rec.state.as_str(), reason = rec.reason.as_deref().unwrap_or(""), "worker finished");
             if rec.state == WorkerState::Failed {
                 self.note_failure(&rec.endpoint_id, t);
             }
             self.save(&rec).await;
+        }
+    }
+
+    /// Accrues usage (R5.3): every `metering_interval_ms` for running workers (whole seconds so
+    /// far), and for every worker that finished since (its lifetime rounded up). Entries are
+    /// written in one transaction and the billed seconds advance only once it committed, so a
+    /// crash loses at most one interval and nothing is counted twice.
+    async fn meter(&mut self, endpoints: &[EndpointRecord], t: Millis) {
+        for e in endpoints {
+            self.billing_of.insert(e.id.clone(), (e.account.clone(), e.spec.gpu_type.clone(), e.spec.active_workers));
+        }
+        let periodic = t.saturating_sub(self.last_meter) >= self.metering_interval_ms;
+        if !periodic && self.finished.is_empty() {
+            return;
+        }
+        if !self.billed_loaded {
+            let ids: Vec<WorkerId> = self
+                .workers
+                .values()
+                .map(|w| w.rec.id.clone())
+                .chain(self.finished.iter().map(|r| r.id.clone()))
+                .collect();
+            match self.store.billed(&ids).await {
+                Ok(b) => {
+                    for (id, (secs, class)) in b {
+                        let ep = self
+                            .workers
+                            .get(&id)
+                            .map(|w| w.rec.endpoint_id.clone())
+                            .or_else(|| self.finished.iter().find(|r| r.id == id).map(|r| r.endpoint_id.clone()));
+                        if let Some(ep) = ep {
+                            self.billed.insert(id, (secs, class, ep));
+                        }
+                    }
+                    self.billed_loaded = true;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not read the usage ledger; metering later");
+                    return;
+                }
+            }
+        }
+        // (record, end of interval, stopped)
+        let mut due: Vec<(WorkerRecord, Millis, bool)> =
+            self.finished.iter().filter_map(|r| Some((r.clone(), r.stopped_at?, true))).collect();
+        if periodic {
+            let mut live: Vec<&Live> = self.workers.values().filter(|w| w.rec.launched_at.is_some()).collect();
+            live.sort_by_key(|w| (w.rec.created_at, w.rec.id.clone()));
+            due.extend(live.into_iter().map(|w| (w.rec.clone(), t, false)));
+        }
+        let mut updates: HashMap<WorkerId, (u64, Class, EndpointId)> = HashMap::new();
+        let mut entries = Vec::new();
+        for (rec, end, stopped) in &due {
+            let Some(start) = rec.launched_at else { continue };
+            let Some((account, gpu_type, active)) = self.billing_of.get(&rec.endpoint_id).cloned() else { continue };
+            let (billed, class) = match updates.get(&rec.id).or(self.billed.get(&rec.id)) {
+                Some((b, c, _)) => (*b, *c),
+                None => {
+                    let baseline = self
+                        .billed
+                        .iter()
+                        .chain(updates.iter())
+                        .filter(|(id, (_, c, ep))| {
+                            *c == Class::Baseline && *ep == rec.endpoint_id && self.workers.contains_key(*id)
+                        })
+                        .count() as u32;
+                    (0, classify(baseline, active))
+                }
+            };
+            let secs = seconds_due(start, *end, *stopped, billed);
+            updates.insert(rec.id.clone(), (billed + secs, class, rec.endpoint_id.clone()));
+            if secs == 0 {
+                continue;
+            }
+            let gpus = rec.gpus.len() as u32;
+            let rate = self.prices.iter().find(|p| p.gpu_type == gpu_type).map_or(0, |p| p.nanos_per_gpu_second(class));
+            entries.push(UsageEntry {
+                account,
+                endpoint_id: rec.endpoint_id.clone(),
+                worker_id: rec.id.clone(),
+                class,
+                gpu_type,
+                gpus,
+                seconds: secs,
+                cost_nanos: cost_nanos(secs, gpus, rate),
+                at: *end,
+            });
+        }
+        if let Err(e) = self.store.add_usage(&entries).await {
+            tracing::warn!(error = %e, "could not write usage; will retry at the next accrual");
+            return;
+        }
+        for (id, v) in updates {
+            self.billed.insert(id, v);
+        }
+        for r in std::mem::take(&mut self.finished) {
+            self.billed.remove(&r.id);
+        }
+        if periodic {
+            self.last_meter = t;
         }
     }
 

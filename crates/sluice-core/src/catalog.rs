@@ -2,7 +2,8 @@
 
 /// (type, baseline USD per hour, autoscaling USD per second)
 pub const DEFAULT_PRICES: &[(&str, f64, f64)] = &[
-    ("SIM", 0.0, 0.0),
+    // The simulated type is priced so that metering and credits show real numbers.
+    ("SIM", 0.36, 0.0002),
     ("L40", 2.67, 0.00424),
     ("A40", 1.73, 0.00272),
     ("A100", 4.32, 0.00608),

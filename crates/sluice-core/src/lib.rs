@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod autoscale;
+pub mod billing;
 pub mod catalog;
 pub mod endpoint;
 pub mod error;

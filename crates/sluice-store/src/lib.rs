@@ -8,7 +8,7 @@
 
 mod error;
 
-use std::{path::Path, str::FromStr, time::Duration};
+use std::{collections::HashMap, path::Path, str::FromStr, time::Duration};
 
 pub use error::Error;
 use sluice_core::{EndpointId, EndpointSpec, EndpointStatus, Millis, WorkerId, WorkerState};
@@ -82,6 +82,30 @@ pub struct KeyInfo {
     pub label: Option<String>,
     pub created_at: Millis,
     pub revoked_at: Option<Millis>,
+}
+
+/// One metered interval of one worker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UsageEntry {
+    pub account: String,
+    pub endpoint_id: EndpointId,
+    pub worker_id: WorkerId,
+    pub class: sluice_core::billing::Class,
+    pub gpu_type: String,
+    pub gpus: u32,
+    pub seconds: u64,
+    pub cost_nanos: i64,
+    pub at: Millis,
+}
+
+/// Usage summed by endpoint and UTC day.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UsageRow {
+    pub account: String,
+    pub endpoint_id: String,
+    pub day: String,
+    pub gpu_seconds: u64,
+    pub cost_nanos: i64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -170,6 +194,7 @@ fn migrator() -> sqlx::migrate::Migrator {
         (1, "init", include_str!("../migrations/0001_init.sql")),
         (2, "scaling_events", include_str!("../migrations/0002_scaling_events.sql")),
         (3, "accounts", include_str!("../migrations/0003_accounts.sql")),
+        (4, "usage", include_str!("../migrations/0004_usage.sql")),
     ];
     sqlx::migrate::Migrator::with_migrations(
         MIGRATIONS
@@ -306,6 +331,88 @@ impl Store {
             .fetch_all(&self.reader)
             .await?;
         rows.iter().map(|r| Ok((r.try_get("digest")?, r.try_get("account")?))).collect()
+    }
+
+    // ---- usage ----
+
+    /// Appends entries in one transaction: all or none.
+    pub async fn add_usage(&self, entries: &[UsageEntry]) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.writer.begin().await?;
+        for e in entries {
+            sqlx::query(
+                "INSERT INTO usage_ledger (account, endpoint_id, worker_id, class, gpu_type, gpus, seconds, cost_nanos, at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(&e.account)
+            .bind(e.endpoint_id.as_str())
+            .bind(e.worker_id.as_str())
+            .bind(e.class.as_str())
+            .bind(&e.gpu_type)
+            .bind(i64::from(e.gpus))
+            .bind(e.seconds as i64)
+            .bind(e.cost_nanos)
+            .bind(e.at.0 as i64)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Seconds already billed, and the class, of each worker that has ledger entries among `workers`.
+    pub async fn billed(&self, workers: &[WorkerId]) -> Result<HashMap<WorkerId, (u64, sluice_core::billing::Class)>> {
+        let mut out = HashMap::new();
+        for w in workers {
+            let row = sqlx::query(
+                "SELECT SUM(seconds) AS s, MAX(class) AS c FROM usage_ledger WHERE worker_id = $1 GROUP BY worker_id",
+            )
+            .bind(w.as_str())
+            .fetch_optional(&self.reader)
+            .await?;
+            if let Some(r) = row {
+                let c: String = r.try_get("c")?;
+                let class = sluice_core::billing::Class::parse(&c).ok_or_else(|| corrupt("usage_ledger", c))?;
+                out.insert(w.clone(), (r.try_get::<i64, _>("s")? as u64, class));
+            }
+        }
+        Ok(out)
+    }
+
+    /// GPU-seconds and cost by account, endpoint and UTC day, for entries with `from <= at < to`.
+    pub async fn usage(
+        &self,
+        account: Option<&str>,
+        endpoint: Option<&str>,
+        from: Millis,
+        to: Millis,
+    ) -> Result<Vec<UsageRow>> {
+        let rows = sqlx::query(
+            "SELECT account, endpoint_id, date(at / 1000, 'unixepoch') AS day,
+                    SUM(seconds * gpus) AS gpu_seconds, SUM(cost_nanos) AS cost
+             FROM usage_ledger
+             WHERE at >= $1 AND at < $2 AND ($3 IS NULL OR account = $3) AND ($4 IS NULL OR endpoint_id = $4)
+             GROUP BY account, endpoint_id, day ORDER BY day, account, endpoint_id",
+        )
+        .bind(from.0 as i64)
+        .bind(to.0.min(i64::MAX as u64) as i64)
+        .bind(account)
+        .bind(endpoint)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(UsageRow {
+                    account: r.try_get("account")?,
+                    endpoint_id: r.try_get("endpoint_id")?,
+                    day: r.try_get("day")?,
+                    gpu_seconds: r.try_get::<i64, _>("gpu_seconds")? as u64,
+                    cost_nanos: r.try_get("cost")?,
+                })
+            })
+            .collect()
     }
 
     // ---- accounts ----

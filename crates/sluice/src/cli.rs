@@ -66,6 +66,22 @@ enum Cmd {
         #[command(subcommand)]
         cmd: KeyCmd,
     },
+    /// GPU-seconds and cost by endpoint and day.
+    Usage {
+        #[command(flatten)]
+        conn: Conn,
+        /// From (inclusive): YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ, UTC.
+        #[arg(long)]
+        from: Option<String>,
+        /// To (exclusive).
+        #[arg(long)]
+        to: Option<String>,
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// Admin only: one account.
+        #[arg(long)]
+        account: Option<String>,
+    },
     /// The GPU inventory: each node's GPUs, their type, and the worker holding each.
     Gpus {
         #[command(flatten)]
@@ -122,6 +138,9 @@ struct UpArgs {
     /// What runs workers: process or docker.
     #[arg(long, value_parser = ["process", "docker"])]
     runtime: Option<String>,
+    /// How often running workers' usage is written to the ledger (1-60 s).
+    #[arg(long)]
+    metering_interval_secs: Option<u64>,
 }
 
 /// Where the API is and how to authenticate.
@@ -428,6 +447,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Deploy { conn, template, set, registry } => deploy(conn, template, set, registry).await,
         Cmd::Templates { conn } => templates(conn).await,
         Cmd::Gpus { conn } => gpus(conn).await,
+        Cmd::Usage { conn, from, to, endpoint, account } => usage(conn, from, to, endpoint, account).await,
         Cmd::Account { conn, cmd } => account(conn, cmd).await,
         Cmd::Key { conn, cmd } => key(conn, cmd).await,
         Cmd::Image { conn, cmd } => image(conn, cmd).await,
@@ -459,6 +479,9 @@ async fn up(a: UpArgs) -> anyhow::Result<()> {
     }
     if a.no_demo {
         cfg.demo = false;
+    }
+    if let Some(v) = a.metering_interval_secs {
+        cfg.metering_interval_secs = v;
     }
     match a.runtime.as_deref() {
         Some("docker") => cfg.runtime = sluice_core::RuntimeKind::Docker,
@@ -732,6 +755,43 @@ async fn key(conn: Conn, cmd: KeyCmd) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+async fn usage(
+    conn: Conn,
+    from: Option<String>,
+    to: Option<String>,
+    endpoint: Option<String>,
+    account: Option<String>,
+) -> anyhow::Result<()> {
+    let params: Vec<String> = [("from", from), ("to", to), ("endpoint", endpoint), ("account", account)]
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| format!("{k}={v}")))
+        .collect();
+    let q = if params.is_empty() { String::new() } else { format!("?{}", params.join("&")) };
+    let v = conn.client().call(Method::GET, &format!("/v1/usage{q}"), None).await?;
+    print_json_or(&conn, &v, |v| {
+        let rows: Vec<Vec<String>> = v["rows"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| {
+                vec![
+                    s(&r["day"]),
+                    s(&r["account"]),
+                    s(&r["endpoint"]),
+                    s(&r["gpu_seconds"]),
+                    format!("{:.4}", r["cost_usd"].as_f64().unwrap_or(0.0)),
+                ]
+            })
+            .collect();
+        print!("{}", table::render(&["DAY", "ACCOUNT", "ENDPOINT", "GPU-SECONDS", "COST $"], &rows));
+        println!(
+            "total: {} GPU-seconds, ${:.4}",
+            s(&v["total_gpu_seconds"]),
+            v["total_cost_usd"].as_f64().unwrap_or(0.0)
+        );
+    })
 }
 
 async fn gpus(conn: Conn) -> anyhow::Result<()> {

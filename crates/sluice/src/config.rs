@@ -40,6 +40,20 @@ pub struct Config {
     /// Look for real NVIDIA GPUs through NVML (builds with the `nvml` feature) and use them
     /// instead of the first node's declared GPUs; without a driver, the declared inventory stays.
     pub gpu_discovery: bool,
+    /// Prices per GPU type (R5.2): baseline USD per hour, autoscaled USD per second. Defaults:
+    /// seed 001's table plus the simulated type. A type without a price is metered at $0.
+    pub gpu_prices: Vec<PriceConfig>,
+    /// How often running workers' usage is written to the ledger, seconds (1-60).
+    pub metering_interval_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceConfig {
+    #[serde(rename = "type")]
+    pub gpu_type: String,
+    pub per_hour: f64,
+    pub per_second: f64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -78,6 +92,11 @@ impl Default for Config {
             log_format: "pretty".into(),
             runtime: RuntimeKind::Process,
             gpu_discovery: true,
+            gpu_prices: sluice_core::catalog::DEFAULT_PRICES
+                .iter()
+                .map(|(t, h, s)| PriceConfig { gpu_type: (*t).into(), per_hour: *h, per_second: *s })
+                .collect(),
+            metering_interval_secs: 60,
         }
     }
 }
@@ -104,6 +123,14 @@ impl Config {
         }
         if self.domain.is_empty() || self.domain.contains(['/', ':', ' ']) {
             bail!("domain: {:?} is not a DNS name", self.domain);
+        }
+        if !(1..=60).contains(&self.metering_interval_secs) {
+            bail!("metering_interval_secs: must be between 1 and 60, got {}", self.metering_interval_secs);
+        }
+        for p in &self.gpu_prices {
+            if !(p.per_hour.is_finite() && p.per_hour >= 0.0 && p.per_second.is_finite() && p.per_second >= 0.0) {
+                bail!("gpu_prices.{}: prices must be finite and not negative", p.gpu_type);
+            }
         }
         if !matches!(self.log_format.as_str(), "pretty" | "json") {
             bail!("log_format: must be \"pretty\" or \"json\", got {:?}", self.log_format);

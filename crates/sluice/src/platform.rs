@@ -11,6 +11,7 @@ use std::{
 use anyhow::Context;
 use sluice_api::Addresses;
 use sluice_control::{Control, ControlConfig, DataPlane, auth, demand_fn, now};
+use sluice_core::billing::Price;
 use sluice_core::{
     EndpointDraft, EndpointId, EndpointSpec, EndpointStatus, RuntimeKind,
     routing::{EndpointTraffic, RouteTable},
@@ -220,6 +221,14 @@ pub async fn run(mut cfg: Config, shutdown: impl std::future::Future<Output = ()
         gateway_addr: gw_addr.to_string(),
         nodes: cfg.inventory(),
         gpu_source: if real_gpus { "nvml" } else { "declared" }.into(),
+        metering: sluice_control::reconcile::MeteringConfig {
+            prices: cfg
+                .gpu_prices
+                .iter()
+                .map(|p| Price { gpu_type: p.gpu_type.clone(), per_hour: p.per_hour, per_second: p.per_second })
+                .collect(),
+            interval_ms: cfg.metering_interval_secs * 1000,
+        },
         gpu_types: cfg.gpu_types.clone(),
         max_workers_quota: cfg.max_workers_quota,
         runtime: cfg.runtime,

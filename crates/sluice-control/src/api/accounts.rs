@@ -191,3 +191,61 @@ pub async fn revoke_key(
     st.settle().await;
     Ok(StatusCode::NO_CONTENT)
 }
+
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct UsageQuery {
+    /// Start, inclusive: `YYYY-MM-DD` or `YYYY-MM-DDTHH:MM:SSZ` (UTC); default: the beginning.
+    from: Option<String>,
+    /// End, exclusive; default: now.
+    to: Option<String>,
+    /// Only this endpoint.
+    endpoint: Option<String>,
+    /// Admin only: only this account (default for the admin: every account).
+    account: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/usage", tag = "accounts", params(UsageQuery),
+    responses((status = 200, body = sluice_api::UsageReport), (status = 422, body = ErrorBody)))]
+pub async fn usage(
+    State(st): S,
+    Extension(caller): Extension<Caller>,
+    q: Result<Query<UsageQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<sluice_api::UsageReport>, AppError> {
+    use sluice_core::billing::{parse_time, usd};
+    let q = query(q)?;
+    let time = |field: &str, v: &Option<String>, default: sluice_core::Millis| match v {
+        None => Ok(default),
+        Some(s) => parse_time(s).ok_or_else(|| AppError::InvalidField {
+            field: Some(field.into()),
+            message: format!("must be YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ (UTC), got {s:?}"),
+        }),
+    };
+    let from = time("from", &q.from, sluice_core::Millis(0))?;
+    let to = time("to", &q.to, sluice_core::Millis(now().0 + 1))?;
+    let account = match (caller.is_admin(), q.account) {
+        (true, a) => a,
+        (false, Some(a)) if a != caller.account => {
+            return Err(AppError::Forbidden("only the admin key can see other accounts' usage".into()));
+        }
+        (false, _) => Some(caller.account.clone()),
+    };
+    let rows = st.store.usage(account.as_deref(), q.endpoint.as_deref(), from, to).await?;
+    let total_nanos: i64 = rows.iter().map(|r| r.cost_nanos).sum();
+    Ok(Json(sluice_api::UsageReport {
+        from: rfc3339(from),
+        to: rfc3339(to),
+        total_gpu_seconds: rows.iter().map(|r| r.gpu_seconds).sum(),
+        total_cost_usd: usd(total_nanos),
+        rows: rows
+            .into_iter()
+            .map(|r| sluice_api::UsageRowView {
+                account: r.account,
+                endpoint: r.endpoint_id,
+                day: r.day,
+                gpu_seconds: r.gpu_seconds,
+                cost_usd: usd(r.cost_nanos),
+            })
+            .collect(),
+    }))
+}

@@ -152,3 +152,57 @@ async fn accounts_are_isolated_on_the_api_and_the_gateway() {
     assert!(ok && out.contains("alice") && out.contains("bob") && out.contains("carol"), "{out}");
     p.stop();
 }
+
+/// Unix ms of an RFC 3339 time as the API writes it (`YYYY-MM-DDTHH:MM:SS.mmmZ`).
+fn ms(s: &str) -> u64 {
+    let day = sluice_core::billing::parse_time(&s[..10]).unwrap().0;
+    let n = |r: std::ops::Range<usize>| s[r].parse::<u64>().unwrap();
+    day + n(11..13) * 3_600_000 + n(14..16) * 60_000 + n(17..19) * 1000 + n(20..23)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workers_lifetime_is_metered_per_second_into_the_ledger() {
+    let p = Platform::start_in(tempfile::tempdir().unwrap(), &["--no-demo", "--metering-interval-secs", "1"]).await;
+    let r = call(&p, Some(&p.key), Method::POST, "/v1/accounts", Some(json!({"name": "metered"}))).await;
+    let key = r.json()["key"]["key"].as_str().unwrap().to_owned();
+    let body = json!({"name": "m", "start_command": demo_cmd(), "active_workers": 1, "max_workers": 1,
+                      "gpus_per_worker": 2, "gpu_type": "SIM"});
+    let id =
+        call(&p, Some(&key), Method::POST, "/v1/endpoints", Some(body)).await.json()["id"].as_str().unwrap().to_owned();
+    p.wait_ready(&id, 1).await;
+    // Let a few periodic accruals happen while it runs, then stop it.
+    eventually("usage while running", std::time::Duration::from_secs(10), async || {
+        let u = call(&p, Some(&key), Method::GET, &format!("/v1/usage?endpoint={id}"), None).await.json();
+        (u["total_gpu_seconds"].as_u64() >= Some(4)).then_some(())
+    })
+    .await;
+    call(&p, Some(&key), Method::POST, &format!("/v1/endpoints/{id}/stop"), None).await;
+    let w = eventually("the worker stopped", std::time::Duration::from_secs(20), async || {
+        p.workers(&id).await.into_iter().find(|w| w["state"] == "stopped")
+    })
+    .await;
+    let life_ms = ms(w["stopped_at"].as_str().unwrap()) - ms(w["launched_at"].as_str().unwrap());
+    let expect = life_ms.div_ceil(1000) * 2;
+    // The final accrual comes with the stop; the ledger then holds the lifetime rounded up, × 2 GPUs.
+    let u = eventually("the final accrual", std::time::Duration::from_secs(10), async || {
+        let u = call(&p, Some(&key), Method::GET, &format!("/v1/usage?endpoint={id}"), None).await.json();
+        (u["total_gpu_seconds"].as_u64() == Some(expect)).then_some(u)
+    })
+    .await;
+    // Baseline (active_workers 1) at SIM's $0.36/h: $0.0001 per GPU-second.
+    let cost = u["total_cost_usd"].as_f64().unwrap();
+    assert!((cost - expect as f64 * 0.0001).abs() < 1e-9, "{u}");
+    let rows = u["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{u}");
+    assert_eq!(rows[0]["endpoint"], id.as_str());
+    // Another account sees none of it; a bad date names the field.
+    let other = call(&p, Some(&p.key), Method::POST, "/v1/accounts", Some(json!({"name": "other"}))).await.json();
+    let other = other["key"]["key"].as_str().unwrap().to_owned();
+    let u2 = call(&p, Some(&other), Method::GET, "/v1/usage", None).await.json();
+    assert_eq!(u2["total_gpu_seconds"], 0, "{u2}");
+    let r = call(&p, Some(&key), Method::GET, "/v1/usage?from=yesterday", None).await;
+    assert_eq!((r.status, r.json()["error"]["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("from")));
+    let (ok, out, _) = cli(&p, &["usage", "--endpoint", &id]);
+    assert!(ok && out.contains(&id) && out.contains(&format!("total: {expect} GPU-seconds")), "{out}");
+    p.stop();
+}

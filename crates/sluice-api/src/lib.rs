@@ -87,6 +87,35 @@ pub struct AccountView {
     /// Cap on any endpoint's `max_workers` (R5.5).
     pub max_workers_quota: u32,
     pub created_at: String,
+    /// Credit in USD (R5.4); absent: unlimited (the admin account).
+    pub balance_usd: Option<f64>,
+    /// The balance is below 10 hours of the account's current runtime cost.
+    pub low_credit_warning: bool,
+    /// Where low-credit warnings are POSTed.
+    pub webhook_url: Option<String>,
+}
+
+/// Body of `POST /v1/accounts/{name}/credit` (admin only).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreditInput {
+    /// Dollars to add, more than 0.
+    pub amount_usd: f64,
+}
+
+/// An account event: a low-credit warning, a turn-off, a top-up.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AccountEventView {
+    pub id: i64,
+    pub at: String,
+    /// `low_credit`, `turned_off` or `credit_added`.
+    pub kind: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AccountEventList {
+    pub events: Vec<AccountEventView>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -101,6 +130,8 @@ pub struct AccountInput {
     /// Lowercase letters, digits and `-`, at most 63; also the account's id.
     pub name: Option<String>,
     pub max_workers_quota: Option<i64>,
+    /// Low-credit warnings are POSTed here as JSON (http://; empty string clears it).
+    pub webhook_url: Option<String>,
 }
 
 /// A new key: the only time the key itself is shown.

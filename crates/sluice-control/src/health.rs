@@ -80,3 +80,30 @@ pub fn spawn(client: ProbeClient, addr: SocketAddr, path: String, wake: Arc<Noti
     .abort_handle();
     Probe { state, handle }
 }
+
+/// POSTs a JSON notification (low-credit warnings) to an account's webhook, in the background,
+/// with up to three attempts 10 s apart; failures are logged, never fatal.
+pub fn notify(url: String, body: serde_json::Value) {
+    tokio::spawn(async move {
+        let mut c = HttpConnector::new();
+        c.set_connect_timeout(Some(Duration::from_secs(5)));
+        let client: Client<HttpConnector, http_body_util::Full<Bytes>> = Client::builder(TokioExecutor::new()).build(c);
+        let bytes = Bytes::from(body.to_string());
+        for attempt in 1..=3 {
+            let req = hyper::Request::post(&url)
+                .header(hyper::header::CONTENT_TYPE, "application/json")
+                .body(http_body_util::Full::new(bytes.clone()));
+            let Ok(req) = req else {
+                tracing::warn!(%url, "webhook URL is not usable");
+                return;
+            };
+            match tokio::time::timeout(Duration::from_secs(10), client.request(req)).await {
+                Ok(Ok(r)) if r.status().is_success() => return,
+                Ok(Ok(r)) => tracing::warn!(%url, status = %r.status(), attempt, "webhook refused"),
+                Ok(Err(e)) => tracing::warn!(%url, error = %e, attempt, "webhook failed"),
+                Err(_) => tracing::warn!(%url, attempt, "webhook timed out"),
+            }
+            tokio::time::sleep(Duration::from_secs(10)).await;
+        }
+    });
+}

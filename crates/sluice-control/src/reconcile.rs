@@ -17,7 +17,7 @@ use sluice_api::WorkerCounts;
 use sluice_core::{
     EndpointId, EndpointStatus, Millis, WorkerId, WorkerState,
     autoscale::{MetricsSnapshot, ScalerState, decide},
-    billing::{Class, Price, classify, cost_nanos, seconds_due},
+    billing::{Class, Price, classify, cost_nanos, credit_verdict, hourly_cost_nanos, seconds_due, usd},
     placement::{Allocation, Node, place},
     reconcile::{WorkerBrief, drain_complete, pick_for_removal, startup_expired},
     routing::{EndpointRoute, EndpointTraffic, RouteTable, WorkerRoute},
@@ -372,7 +372,7 @@ impl Reconciler {
                         in_flight: tr.worker_in_flight(&w.rec.id),
                     })
                     .collect();
-                let why = if e.status == EndpointStatus::Stopped { "endpoint stopped" } else { "scaled down" };
+                let why = if e.status != EndpointStatus::Running { "endpoint stopped" } else { "scaled down" };
                 for id in pick_for_removal(&briefs, current.len() - desired as usize) {
                     to_stop.push((id, WorkerState::Stopped, why.into()));
                 }
@@ -478,7 +478,7 @@ impl Reconciler {
             last_eval: None,
             last_total: tr.requests_total,
         });
-        if e.status == EndpointStatus::Stopped {
+        if e.status != EndpointStatus::Running {
             sc.state = ScalerState::default();
             sc.last_total = tr.requests_total;
             return 0;
@@ -784,6 +784,68 @@ impl Reconciler {
         }
         if periodic {
             self.last_meter = t;
+        }
+        self.check_credit(t).await;
+    }
+
+    /// Credit rules (R5.4) after each accrual: warn once per crossing below 10 hours of the
+    /// account's current runtime cost (event, and the webhook if set), and turn every endpoint
+    /// off below $10.
+    async fn check_credit(&mut self, t: Millis) {
+        let accounts = match self.store.list_accounts().await {
+            Ok(a) => a,
+            Err(e) => return tracing::warn!(error = %e, "could not read accounts for the credit check"),
+        };
+        for a in accounts {
+            let Some(balance) = a.balance_nanos else { continue };
+            let hourly: i64 = self
+                .workers
+                .values()
+                .filter(|w| w.rec.launched_at.is_some())
+                .filter_map(|w| {
+                    let (acct, gpu_type, _) = self.billing_of.get(&w.rec.endpoint_id)?;
+                    (*acct == a.name).then_some(())?;
+                    let class = self.billed.get(&w.rec.id).map_or(Class::Autoscaled, |b| b.1);
+                    let price = self.prices.iter().find(|p| p.gpu_type == *gpu_type);
+                    Some(hourly_cost_nanos(&[(w.rec.gpus.len() as u32, class)], price))
+                })
+                .sum();
+            let v = credit_verdict(balance, hourly, a.low_credit_warned);
+            if v.warn {
+                let msg = format!(
+                    "low credit: the balance of ${:.2} covers less than 10 hours of the current runtime cost (${:.2} per hour)",
+                    usd(balance),
+                    usd(hourly)
+                );
+                tracing::warn!(account = %a.name, "{msg}");
+                let _ = self.store.set_low_credit_warned(&a.name, true).await;
+                let _ = self.store.add_account_event(&a.name, t, "low_credit", &msg).await;
+                if let Some(url) = &a.webhook_url {
+                    health::notify(
+                        url.clone(),
+                        serde_json::json!({"event": "low_credit", "account": a.name, "balance_usd": usd(balance),
+                                           "cost_per_hour_usd": usd(hourly), "message": msg}),
+                    );
+                }
+            } else if v.rearm {
+                let _ = self.store.set_low_credit_warned(&a.name, false).await;
+            }
+            if v.turn_off {
+                match self.store.turn_off_account(&a.name, t).await {
+                    Ok(ids) if !ids.is_empty() => {
+                        let msg = format!(
+                            "credit below $10 (${:.2}): turned off {}; add credit, then start them again",
+                            usd(balance),
+                            ids.join(", ")
+                        );
+                        tracing::warn!(account = %a.name, "{msg}");
+                        let _ = self.store.add_account_event(&a.name, t, "turned_off", &msg).await;
+                        self.wake.notify_one();
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(account = %a.name, error = %e, "could not turn endpoints off"),
+                }
+            }
         }
     }
 

@@ -86,6 +86,47 @@ pub fn day(t: Millis) -> String {
     crate::rfc3339(t)[..10].to_owned()
 }
 
+/// Below this balance every endpoint of the account is turned off (R5.4): $10.
+pub const CREDIT_FLOOR_NANOS: i64 = 10 * NANOS;
+
+/// What 24 hours of an endpoint's runtime cost (R5.4, as documented): its active workers × GPUs
+/// per worker × the baseline hourly price × 24. Scaling above `active_workers` is not counted.
+pub fn daily_cost_nanos(active_workers: u32, gpus_per_worker: u32, price: Option<&Price>) -> i64 {
+    let per_hour = price.map_or(0, |p| (p.per_hour * NANOS as f64).round() as i64);
+    per_hour.saturating_mul(i64::from(active_workers) * i64::from(gpus_per_worker)).saturating_mul(24)
+}
+
+/// The balance an account needs to create or change an endpoint to this daily cost: 24 hours of
+/// it, and never less than the floor below which endpoints are turned off.
+pub fn balance_required(daily_cost: i64) -> i64 {
+    daily_cost.max(CREDIT_FLOOR_NANOS)
+}
+
+/// The hourly cost of workers now running: (GPUs, class) each, at `price`.
+pub fn hourly_cost_nanos(workers: &[(u32, Class)], price: Option<&Price>) -> i64 {
+    let Some(p) = price else { return 0 };
+    workers.iter().map(|(g, c)| p.nanos_per_gpu_second(*c).saturating_mul(3600).saturating_mul(i64::from(*g))).sum()
+}
+
+/// What an account's credit calls for now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CreditVerdict {
+    /// Record (and send) the low-credit warning: the balance just fell below 10 hours of the
+    /// current runtime cost.
+    pub warn: bool,
+    /// The balance is back above that line: the next crossing warns again.
+    pub rearm: bool,
+    /// Below the floor: turn every endpoint off.
+    pub turn_off: bool,
+}
+
+/// Credit rules (R5.4) for a balance, the account's current hourly cost, and whether the warning
+/// was already given for this crossing.
+pub fn credit_verdict(balance: i64, hourly_cost: i64, warned: bool) -> CreditVerdict {
+    let low = hourly_cost > 0 && balance < hourly_cost.saturating_mul(10);
+    CreditVerdict { warn: low && !warned, rearm: !low && warned, turn_off: balance < CREDIT_FLOOR_NANOS }
+}
+
 /// Parses `YYYY-MM-DD` (midnight UTC) or `YYYY-MM-DDTHH:MM:SSZ` into Unix ms.
 pub fn parse_time(s: &str) -> Option<Millis> {
     let b = s.as_bytes();
@@ -152,6 +193,32 @@ mod tests {
         assert_eq!(seconds_due(s, Millis(1_000), true, 0), 0);
         // A clock that went backwards bills nothing rather than underflowing.
         assert_eq!(seconds_due(s, Millis(500), true, 3), 0);
+    }
+
+    #[test]
+    fn credit_rules() {
+        let p = a100();
+        assert_eq!(daily_cost_nanos(2, 4, Some(&p)), 2 * 4 * 4_320_000_000 * 24); // $829.44
+        assert_eq!(daily_cost_nanos(0, 4, Some(&p)), 0);
+        assert_eq!(daily_cost_nanos(2, 4, None), 0);
+        assert_eq!(balance_required(0), CREDIT_FLOOR_NANOS);
+        assert_eq!(balance_required(50 * NANOS), 50 * NANOS);
+        // One baseline A100 worker with 2 GPUs: $8.64 an hour; one autoscaled: 0.00608 × 3600.
+        assert_eq!(hourly_cost_nanos(&[(2, Class::Baseline)], Some(&p)), 8_640_000_000);
+        assert_eq!(hourly_cost_nanos(&[(1, Class::Autoscaled)], Some(&p)), 21_888_000_000);
+        let hour = 8_640_000_000;
+        let v = |b: i64, warned| credit_verdict(b, hour, warned);
+        assert_eq!(v(100 * NANOS, false), CreditVerdict { warn: false, rearm: false, turn_off: false });
+        assert_eq!(v(80 * NANOS, false), CreditVerdict { warn: true, rearm: false, turn_off: false });
+        assert_eq!(
+            v(80 * NANOS, true),
+            CreditVerdict { warn: false, rearm: false, turn_off: false },
+            "once per crossing"
+        );
+        assert_eq!(v(100 * NANOS, true), CreditVerdict { warn: false, rearm: true, turn_off: false });
+        assert_eq!(v(9 * NANOS, true), CreditVerdict { warn: false, rearm: false, turn_off: true });
+        assert!(!credit_verdict(1, 0, false).warn, "nothing running, nothing to warn about");
+        assert!(credit_verdict(1, 0, false).turn_off);
     }
 
     #[test]

@@ -68,6 +68,8 @@ impl LoadBalancing {
 pub enum EndpointStatus {
     Running,
     Stopped,
+    /// Turned off because the account's credit fell below the floor (R5.4); requests get 402.
+    StoppedNoCredit,
 }
 
 impl EndpointStatus {
@@ -75,12 +77,14 @@ impl EndpointStatus {
         match self {
             EndpointStatus::Running => "running",
             EndpointStatus::Stopped => "stopped",
+            EndpointStatus::StoppedNoCredit => "stopped_no_credit",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "running" => Some(EndpointStatus::Running),
             "stopped" => Some(EndpointStatus::Stopped),
+            "stopped_no_credit" => Some(EndpointStatus::StoppedNoCredit),
             _ => None,
         }
     }

@@ -28,6 +28,10 @@ pub enum Error {
     #[error("endpoint {0} is stopped; start it with `sluice endpoint start {0}`")]
     EndpointStopped(String),
     #[error(
+        "endpoint {0} is turned off: its account's credit is below $10; add credit, then `sluice endpoint start {0}`"
+    )]
+    NoCredit(String),
+    #[error(
         "no worker of endpoint {endpoint} could take the request: {why} (waited {waited_ms} ms); capacity is being added, retry shortly"
     )]
     NoWorker { endpoint: String, why: &'static str, waited_ms: u64 },
@@ -50,7 +54,7 @@ impl Error {
                 Fault::Downstream
             }
             Error::EndpointStopped(_) | Error::NoWorker { .. } | Error::ConcurrencyLimit { .. } => Fault::Platform,
-            Error::RateLimited { .. } => Fault::Downstream,
+            Error::RateLimited { .. } | Error::NoCredit(_) => Fault::Downstream,
             Error::WorkerUnreachable(_) | Error::WorkerFailed(_) | Error::ExecutionTimeout(_) => Fault::Upstream,
         }
     }
@@ -64,6 +68,7 @@ impl Error {
             Error::NoWorker { .. } => (StatusCode::SERVICE_UNAVAILABLE, "no_worker_available"),
             Error::ConcurrencyLimit { .. } => (StatusCode::TOO_MANY_REQUESTS, "concurrency_limit"),
             Error::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limit"),
+            Error::NoCredit(_) => (StatusCode::PAYMENT_REQUIRED, "insufficient_credit"),
             Error::WorkerUnreachable(_) => (StatusCode::BAD_GATEWAY, "worker_unreachable"),
             Error::WorkerFailed(_) => (StatusCode::BAD_GATEWAY, "worker_failed"),
             Error::ExecutionTimeout(_) => (StatusCode::GATEWAY_TIMEOUT, "execution_timeout"),

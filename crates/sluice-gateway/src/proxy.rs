@@ -149,8 +149,10 @@ async fn acquire(
         {
             let table = gw.routes.load();
             let Some(now) = table.endpoints.get(&id) else { return Err(Error::EndpointNotFound(id)) };
-            if now.route.status == EndpointStatus::Stopped {
-                return Err(Error::EndpointStopped(id));
+            match now.route.status {
+                EndpointStatus::Running => {}
+                EndpointStatus::Stopped => return Err(Error::EndpointStopped(id)),
+                EndpointStatus::StoppedNoCredit => return Err(Error::NoCredit(id)),
             }
             cur = now.clone();
         }
@@ -289,8 +291,10 @@ async fn proxy(
         }
         ep
     };
-    if ep.route.status == EndpointStatus::Stopped {
-        return Err(Error::EndpointStopped(id));
+    match ep.route.status {
+        EndpointStatus::Running => {}
+        EndpointStatus::Stopped => return Err(Error::EndpointStopped(id)),
+        EndpointStatus::StoppedNoCredit => return Err(Error::NoCredit(id)),
     }
     if let Some(rate) = ep.stats.rate.load().as_ref()
         && let Err(not_until) = rate.1.check()

@@ -58,6 +58,14 @@ enum Cmd {
         #[command(subcommand)]
         cmd: AccountCmd,
     },
+    /// Credit (admin): `sluice credit add ACCOUNT USD`.
+    #[command(subcommand_required = true)]
+    Credit {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        cmd: CreditCmd,
+    },
     /// API keys of your account (the admin may name any account).
     #[command(subcommand_required = true)]
     Key {
@@ -240,12 +248,25 @@ enum AccountCmd {
         quota: Option<i64>,
     },
     List,
-    /// Change an account's max_workers quota.
+    /// Change an account's quota or webhook.
     Update {
         name: String,
         #[arg(long)]
-        quota: i64,
+        quota: Option<i64>,
+        /// http:// URL that low-credit warnings are POSTed to ("" clears it).
+        #[arg(long)]
+        webhook_url: Option<String>,
     },
+    /// Warnings, turn-offs and top-ups of an account, newest first.
+    Events {
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum CreditCmd {
+    /// Add dollars to an account's balance.
+    Add { account: String, usd: f64 },
 }
 
 #[derive(Subcommand)]
@@ -450,6 +471,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Usage { conn, from, to, endpoint, account } => usage(conn, from, to, endpoint, account).await,
         Cmd::Account { conn, cmd } => account(conn, cmd).await,
         Cmd::Key { conn, cmd } => key(conn, cmd).await,
+        Cmd::Credit { conn, cmd: CreditCmd::Add { account, usd } } => {
+            let body = serde_json::json!({ "amount_usd": usd });
+            let v = conn.client().call(Method::POST, &format!("/v1/accounts/{account}/credit"), Some(&body)).await?;
+            print_json_or(&conn, &v, |v| {
+                println!("account {} balance ${:.2}", s(&v["name"]), v["balance_usd"].as_f64().unwrap_or(0.0))
+            })
+        }
         Cmd::Image { conn, cmd } => image(conn, cmd).await,
         Cmd::Sim(a) => crate::sim::run(a),
         Cmd::Plan(a) => crate::sim::plan(a),
@@ -711,13 +739,32 @@ async fn account(conn: Conn, cmd: AccountCmd) -> anyhow::Result<()> {
                     .as_array()
                     .into_iter()
                     .flatten()
-                    .map(|a| vec![s(&a["name"]), s(&a["max_workers_quota"]), s(&a["created_at"])])
+                    .map(|a| {
+                        let balance = match a["balance_usd"].as_f64() {
+                            Some(b) => format!("{b:.2}"),
+                            None => "unlimited".into(),
+                        };
+                        let warn = if a["low_credit_warning"] == true { "LOW CREDIT" } else { "" };
+                        vec![s(&a["name"]), s(&a["max_workers_quota"]), balance, warn.into(), s(&a["created_at"])]
+                    })
                     .collect();
-                print!("{}", table::render(&["NAME", "QUOTA", "CREATED"], &rows));
+                print!("{}", table::render(&["NAME", "QUOTA", "BALANCE $", "WARNING", "CREATED"], &rows));
             })
         }
-        AccountCmd::Update { name, quota } => {
-            let body = serde_json::json!({ "max_workers_quota": quota });
+        AccountCmd::Events { name } => {
+            let v = c.call(Method::GET, &format!("/v1/accounts/{name}/events"), None).await?;
+            print_json_or(&conn, &v, |v| {
+                let rows: Vec<Vec<String>> = v["events"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|e| vec![s(&e["at"]), s(&e["kind"]), s(&e["message"])])
+                    .collect();
+                print!("{}", table::render(&["AT", "KIND", "MESSAGE"], &rows));
+            })
+        }
+        AccountCmd::Update { name, quota, webhook_url } => {
+            let body = serde_json::json!({ "max_workers_quota": quota, "webhook_url": webhook_url });
             let v = c.call(Method::PATCH, &format!("/v1/accounts/{name}"), Some(&body)).await?;
             print_json_or(&conn, &v, |v| println!("account {} quota {}", s(&v["name"]), s(&v["max_workers_quota"])))
         }

@@ -17,7 +17,100 @@ use crate::{AppError, AppState, auth, now};
 const LABEL_MAX: usize = 200;
 
 fn account_view(a: &AccountRecord) -> AccountView {
-    AccountView { name: a.name.clone(), max_workers_quota: a.max_workers_quota, created_at: rfc3339(a.created_at) }
+    AccountView {
+        name: a.name.clone(),
+        max_workers_quota: a.max_workers_quota,
+        created_at: rfc3339(a.created_at),
+        balance_usd: a.balance_nanos.map(sluice_core::billing::usd),
+        low_credit_warning: a.low_credit_warned,
+        webhook_url: a.webhook_url.clone(),
+    }
+}
+
+fn webhook(v: &str) -> Result<Option<String>, AppError> {
+    if v.is_empty() {
+        return Ok(None);
+    }
+    let ok =
+        v.len() <= 2048 && v.starts_with("http://") && v.parse::<axum::http::Uri>().is_ok_and(|u| u.host().is_some());
+    if !ok {
+        return Err(AppError::InvalidField {
+            field: Some("webhook_url".into()),
+            message: "must be an http:// URL with a host (at most 2048 bytes)".into(),
+        });
+    }
+    Ok(Some(v.to_owned()))
+}
+
+/// R5.4: creating an endpoint, changing one's cost, or starting one needs a balance of 24 hours
+/// of its runtime cost (active workers × GPUs per worker × hourly price × 24), and never less
+/// than the $10 floor. Unlimited accounts (the admin's) always pass.
+pub async fn require_credit(st: &AppState, account: &str, spec: &sluice_core::EndpointSpec) -> Result<(), AppError> {
+    use sluice_core::billing::{balance_required, daily_cost_nanos, usd};
+    let Some(a) = st.store.get_account(account).await? else { return Ok(()) };
+    let Some(balance) = a.balance_nanos else { return Ok(()) };
+    let price = st.cfg.metering.prices.iter().find(|p| p.gpu_type == spec.gpu_type);
+    let daily = daily_cost_nanos(spec.active_workers, spec.gpus_per_worker, price);
+    let need = balance_required(daily);
+    if balance < need {
+        return Err(AppError::PaymentRequired(format!(
+            "account {account} has ${:.2}; this needs ${:.2} (24 hours of {} active worker(s) x {} {} GPU(s), at least $10): add ${:.2}",
+            usd(balance),
+            usd(need),
+            spec.active_workers,
+            spec.gpus_per_worker,
+            spec.gpu_type,
+            usd(need - balance)
+        )));
+    }
+    Ok(())
+}
+
+#[utoipa::path(post, path = "/v1/accounts/{name}/credit", tag = "accounts", params(("name" = String, Path)),
+    request_body = sluice_api::CreditInput,
+    responses((status = 200, body = AccountView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn add_credit(
+    State(st): S,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+    JsonBody(input): JsonBody<sluice_api::CreditInput>,
+) -> Result<Json<AccountView>, AppError> {
+    admin_only(&caller)?;
+    if !(input.amount_usd.is_finite() && input.amount_usd > 0.0 && input.amount_usd <= 1e9) {
+        return Err(AppError::InvalidField {
+            field: Some("amount_usd".into()),
+            message: format!("must be more than 0 and at most 1e9, got {}", input.amount_usd),
+        });
+    }
+    let nanos = (input.amount_usd * sluice_core::billing::NANOS as f64).round() as i64;
+    st.store.add_credit(&name, nanos, now()).await.map_err(|e| match e {
+        sluice_store::Error::NotFound => AppError::NotFound(format!("account {name:?} not found")),
+        other => other.into(),
+    })?;
+    tracing::info!(account = %name, amount_usd = input.amount_usd, "credit added");
+    let a =
+        st.store.get_account(&name).await?.ok_or_else(|| AppError::NotFound(format!("account {name:?} not found")))?;
+    Ok(Json(account_view(&a)))
+}
+
+#[utoipa::path(get, path = "/v1/accounts/{name}/events", tag = "accounts", params(("name" = String, Path)),
+    responses((status = 200, body = sluice_api::AccountEventList), (status = 404, body = ErrorBody)))]
+pub async fn account_events(
+    State(st): S,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> Result<Json<sluice_api::AccountEventList>, AppError> {
+    if name != caller.account && !caller.is_admin() {
+        return Err(AppError::NotFound(format!("account {name:?} not found")));
+    }
+    let events = st
+        .store
+        .list_account_events(&name, 100)
+        .await?
+        .into_iter()
+        .map(|e| sluice_api::AccountEventView { id: e.id, at: rfc3339(e.at), kind: e.kind, message: e.message })
+        .collect();
+    Ok(Json(sluice_api::AccountEventList { events }))
 }
 
 fn admin_only(caller: &Caller) -> Result<(), AppError> {
@@ -84,6 +177,9 @@ pub async fn create_account(
         name: name.clone(),
         max_workers_quota: quota(input.max_workers_quota, st.cfg.max_workers_quota)?,
         created_at: now(),
+        balance_nanos: Some(0),
+        low_credit_warned: false,
+        webhook_url: input.webhook_url.as_deref().map(webhook).transpose()?.flatten(),
     };
     st.store.create_account(&rec).await?;
     let key = new_key(&st, &name, "user", Some("created with the account".into())).await?;
@@ -118,7 +214,11 @@ pub async fn update_account(
     let missing = || AppError::NotFound(format!("account {name:?} not found"));
     let current = st.store.get_account(&name).await?.ok_or_else(missing)?;
     let q = quota(input.max_workers_quota, current.max_workers_quota)?;
+    let hook = input.webhook_url.as_deref().map(webhook).transpose()?;
     st.store.set_account_quota(&name, q).await?;
+    if let Some(h) = hook {
+        st.store.set_webhook(&name, h.as_deref()).await?;
+    }
     let a = st.store.get_account(&name).await?.ok_or_else(missing)?;
     Ok(Json(account_view(&a)))
 }

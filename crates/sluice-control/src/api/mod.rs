@@ -52,6 +52,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/endpoints/{id}/events", get(list_events))
         .route("/accounts", get(accounts::list_accounts).post(accounts::create_account))
         .route("/accounts/{name}", axum::routing::patch(accounts::update_account))
+        .route("/accounts/{name}/credit", post(accounts::add_credit))
+        .route("/accounts/{name}/events", get(accounts::account_events))
         .route("/keys", get(accounts::list_keys).post(accounts::create_key))
         .route("/keys/{id}", axum::routing::delete(accounts::revoke_key))
         .route("/usage", get(accounts::usage))
@@ -296,6 +298,7 @@ async fn create(
     draft: EndpointDraft,
 ) -> Result<(StatusCode, Json<EndpointView>), AppError> {
     let spec = EndpointSpec::validate(draft, &validation(st, &caller.account).await?)?;
+    accounts::require_credit(st, &caller.account, &spec).await?;
     let t = now();
     let rec = EndpointRecord {
         id: EndpointId::generate(new_id()),
@@ -384,6 +387,10 @@ async fn update_endpoint(
     let mut e = load(&st, &caller, &id).await?;
     let draft = e.spec.to_draft().overlay(EndpointDraft::from(input));
     let spec = EndpointSpec::validate(draft, &validation(&st, &e.account).await?)?;
+    let cost = |s: &EndpointSpec| (s.active_workers * s.gpus_per_worker, s.gpu_type.clone());
+    if cost(&e.spec) != cost(&spec) && e.status == EndpointStatus::Running {
+        accounts::require_credit(&st, &e.account, &spec).await?;
+    }
     if e.spec.workers_differ(&spec) {
         e.generation += 1;
     }
@@ -418,6 +425,9 @@ async fn set_status(
     status: EndpointStatus,
 ) -> Result<Json<EndpointView>, AppError> {
     let mut e = load(st, caller, id).await?;
+    if status == EndpointStatus::Running && e.status != status {
+        accounts::require_credit(st, &e.account, &e.spec).await?;
+    }
     if e.status != status {
         e.status = status;
         e.updated_at = now();
@@ -528,8 +538,8 @@ async fn list_events(
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Sluice control API", description = "Serverless GPU endpoints: endpoints, workers."),
-    paths(list_endpoints, create_endpoint, get_endpoint, update_endpoint, delete_endpoint, stop_endpoint, start_endpoint, list_workers, list_events, list_templates, deploy_template, list_images, prewarm_image, list_gpus, endpoint_status, accounts::create_account, accounts::list_accounts, accounts::update_account, accounts::create_key, accounts::list_keys, accounts::revoke_key, accounts::usage),
-    components(schemas(sluice_api::UsageReport, sluice_api::UsageRowView, sluice_api::EndpointStatusView, sluice_api::AccountView, sluice_api::AccountList, sluice_api::AccountInput, sluice_api::AccountCreated, sluice_api::NewKey, sluice_api::KeyView, sluice_api::KeyList, sluice_api::KeyInput, GpuInventory, NodeView, GpuView, ImageList, ImagePullView, PrewarmInput, DeployInput, TemplateList, TemplateView, TemplateParamView, EndpointInput, EndpointView, EndpointList, WorkerView, WorkerList, WorkerCounts, NetworkVolumeDto, ErrorBody, ScalingEventView, ScalingEventList)),
+    paths(list_endpoints, create_endpoint, get_endpoint, update_endpoint, delete_endpoint, stop_endpoint, start_endpoint, list_workers, list_events, list_templates, deploy_template, list_images, prewarm_image, list_gpus, endpoint_status, accounts::create_account, accounts::list_accounts, accounts::update_account, accounts::create_key, accounts::list_keys, accounts::revoke_key, accounts::usage, accounts::add_credit, accounts::account_events),
+    components(schemas(sluice_api::CreditInput, sluice_api::AccountEventView, sluice_api::AccountEventList, sluice_api::UsageReport, sluice_api::UsageRowView, sluice_api::EndpointStatusView, sluice_api::AccountView, sluice_api::AccountList, sluice_api::AccountInput, sluice_api::AccountCreated, sluice_api::NewKey, sluice_api::KeyView, sluice_api::KeyList, sluice_api::KeyInput, GpuInventory, NodeView, GpuView, ImageList, ImagePullView, PrewarmInput, DeployInput, TemplateList, TemplateView, TemplateParamView, EndpointInput, EndpointView, EndpointList, WorkerView, WorkerList, WorkerCounts, NetworkVolumeDto, ErrorBody, ScalingEventView, ScalingEventList)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]

@@ -38,6 +38,9 @@ async fn accounts_are_isolated_on_the_api_and_the_gateway() {
         )
         .await;
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+        let path = format!("/v1/accounts/{name}/credit");
+        let credit = call(&p, Some(&p.key), Method::POST, &path, Some(json!({"amount_usd": 1000}))).await;
+        assert_eq!(credit.status, StatusCode::OK);
         r.json()["key"]["key"].as_str().unwrap().to_owned()
     };
     let alice = mk("alice", None).await;
@@ -165,6 +168,8 @@ async fn a_workers_lifetime_is_metered_per_second_into_the_ledger() {
     let p = Platform::start_in(tempfile::tempdir().unwrap(), &["--no-demo", "--metering-interval-secs", "1"]).await;
     let r = call(&p, Some(&p.key), Method::POST, "/v1/accounts", Some(json!({"name": "metered"}))).await;
     let key = r.json()["key"]["key"].as_str().unwrap().to_owned();
+    let (ok, out, err) = cli(&p, &["credit", "add", "metered", "100"]);
+    assert!(ok && out.contains("balance $100.00"), "{out}{err}");
     let body = json!({"name": "m", "start_command": demo_cmd(), "active_workers": 1, "max_workers": 1,
                       "gpus_per_worker": 2, "gpu_type": "SIM"});
     let id =
@@ -204,5 +209,115 @@ async fn a_workers_lifetime_is_metered_per_second_into_the_ledger() {
     assert_eq!((r.status, r.json()["error"]["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("from")));
     let (ok, out, _) = cli(&p, &["usage", "--endpoint", &id]);
     assert!(ok && out.contains(&id) && out.contains(&format!("total: {expect} GPU-seconds")), "{out}");
+    p.stop();
+}
+
+/// A webhook receiver on loopback: the bodies of the POSTs it got.
+async fn webhook_sink() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", l.local_addr().unwrap());
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let g = got.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut n = 0;
+            // Read until the JSON body's closing brace arrived.
+            while let Ok(k) = s.read(&mut buf[n..]).await {
+                n += k;
+                if k == 0 || String::from_utf8_lossy(&buf[..n]).trim_end().ends_with('}') {
+                    break;
+                }
+            }
+            g.lock().unwrap().push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
+        }
+    });
+    (url, got)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credit_rules_402_warn_turn_off_and_come_back_after_a_top_up() {
+    // The simulated GPU at $1 per GPU-second (baseline $3600/h), accrued every second.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("sluice.toml");
+    std::fs::write(
+        &cfg,
+        "metering_interval_secs = 1\ngpu_prices = [{ type = \"SIM\", per_hour = 3600.0, per_second = 1.0 }]\n",
+    )
+    .unwrap();
+    let p = Platform::start_in(dir, &["--no-demo", "--config", cfg.to_str().unwrap()]).await;
+    let (hook, got) = webhook_sink().await;
+    let r =
+        call(&p, Some(&p.key), Method::POST, "/v1/accounts", Some(json!({"name": "payer", "webhook_url": hook}))).await;
+    assert_eq!(r.json()["account"]["balance_usd"], 0.0, "{}", r.text());
+    let key = r.json()["key"]["key"].as_str().unwrap().to_owned();
+    let ep = json!({"name": "burn", "start_command": demo_cmd(), "active_workers": 0, "max_workers": 1,
+                    "gpus_per_worker": 4, "idle_timeout_secs": 60});
+
+    // No credit: even a scale-to-zero endpoint needs the $10 floor.
+    let r = call(&p, Some(&key), Method::POST, "/v1/endpoints", Some(ep.clone())).await;
+    assert_eq!(
+        (r.status, r.json()["error"]["code"].as_str()),
+        (StatusCode::PAYMENT_REQUIRED, Some("insufficient_credit"))
+    );
+    assert!(r.json()["error"]["message"].as_str().unwrap().contains("needs $10.00"), "{}", r.text());
+    call(&p, Some(&p.key), Method::POST, "/v1/accounts/payer/credit", Some(json!({"amount_usd": 40}))).await;
+    // The 24-hour rule: one active worker of 4 GPUs at $3600/h each needs $345600.
+    let mut active = ep.clone();
+    active["active_workers"] = json!(1);
+    let r = call(&p, Some(&key), Method::POST, "/v1/endpoints", Some(active)).await;
+    assert_eq!(r.status, StatusCode::PAYMENT_REQUIRED);
+    assert!(r.json()["error"]["message"].as_str().unwrap().contains("needs $345600.00"), "{}", r.text());
+    let r = call(&p, Some(&key), Method::POST, "/v1/endpoints", Some(ep.clone())).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+    // Changing its cost is checked too; a change that keeps the cost is not.
+    let r =
+        call(&p, Some(&key), Method::PATCH, &format!("/v1/endpoints/{id}"), Some(json!({"active_workers": 1}))).await;
+    assert_eq!(r.status, StatusCode::PAYMENT_REQUIRED);
+    let r = call(&p, Some(&key), Method::PATCH, &format!("/v1/endpoints/{id}"), Some(json!({"idle_timeout_secs": 50})))
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+
+    // A request starts a worker burning $4/s: the warning comes at once (10 hours of that is
+    // far more than $40), once, to the events and the webhook; below $10 everything turns off.
+    let auth = Some(format!("Bearer {key}"));
+    assert_eq!(gw(&p, &id, auth.clone()).await.status, StatusCode::OK);
+    let events = eventually("the turn-off", std::time::Duration::from_secs(30), async || {
+        let e = call(&p, Some(&key), Method::GET, "/v1/accounts/payer/events", None).await.json();
+        e["events"].as_array().unwrap().iter().any(|e| e["kind"] == "turned_off").then_some(e)
+    })
+    .await;
+    let kinds: Vec<&str> = events["events"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds.iter().filter(|k| **k == "low_credit").count(), 1, "{kinds:?}");
+    eventually("the webhook", std::time::Duration::from_secs(10), async || {
+        got.lock().unwrap().iter().any(|b| b.contains("\"low_credit\"") && b.contains("payer")).then_some(())
+    })
+    .await;
+    let e = call(&p, Some(&key), Method::GET, &format!("/v1/endpoints/{id}"), None).await.json();
+    assert_eq!(e["status"], "stopped_no_credit", "{e}");
+    let r = gw(&p, &id, auth.clone()).await;
+    assert_eq!(
+        (r.status, r.json()["error"]["code"].as_str()),
+        (StatusCode::PAYMENT_REQUIRED, Some("insufficient_credit"))
+    );
+    eventually("the worker stopped", std::time::Duration::from_secs(20), async || {
+        p.workers(&id).await.iter().all(|w| w["state"] == "stopped").then_some(())
+    })
+    .await;
+    let acct = call(&p, Some(&key), Method::GET, "/v1/accounts", None).await.json();
+    assert!(acct["accounts"][0]["balance_usd"].as_f64().unwrap() < 10.0, "{acct}");
+    // Starting again needs credit; after a top-up it runs and serves.
+    let r = call(&p, Some(&key), Method::POST, &format!("/v1/endpoints/{id}/start"), None).await;
+    assert_eq!(r.status, StatusCode::PAYMENT_REQUIRED, "{}", r.text());
+    let (ok, out, _) = cli(&p, &["credit", "add", "payer", "500"]);
+    assert!(ok, "{out}");
+    let r = call(&p, Some(&key), Method::POST, &format!("/v1/endpoints/{id}/start"), None).await;
+    assert_eq!((r.status, r.json()["status"].as_str()), (StatusCode::OK, Some("running")), "{}", r.text());
+    assert_eq!(gw(&p, &id, auth).await.status, StatusCode::OK);
+    let (ok, out, _) = cli(&p, &["account", "events", "payer"]);
+    assert!(ok && out.contains("turned_off") && out.contains("credit_added"), "{out}");
     p.stop();
 }

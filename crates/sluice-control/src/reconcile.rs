@@ -883,6 +883,7 @@ impl Reconciler {
                 account: e.account.clone(),
                 public: e.spec.public,
                 max_requests_per_minute: e.spec.max_requests_per_minute,
+                max_workers: e.spec.max_workers,
                 load_balancing: e.spec.load_balancing,
                 execution_timeout_ms: u64::from(e.spec.execution_timeout_secs) * 1000,
                 queue_timeout_ms: u64::from(e.spec.queue_timeout_secs) * 1000,

@@ -33,6 +33,7 @@ pub struct EndpointRoute {
     pub concurrency_per_worker: u32,
     /// The endpoint already has `max_workers`: a refusal is a 429 (limit), not a 503.
     pub at_max: bool,
+    pub max_workers: u32,
     /// Requests per minute (R3.7); `None`: unlimited.
     pub max_requests_per_minute: Option<u32>,
     /// Ready workers, in a stable order.

@@ -35,8 +35,10 @@ pub enum Error {
         "no worker of endpoint {endpoint} could take the request: {why} (waited {waited_ms} ms); capacity is being added, retry shortly"
     )]
     NoWorker { endpoint: String, why: &'static str, waited_ms: u64 },
-    #[error("endpoint {endpoint} is at its concurrency limit (max workers, each at its per-worker cap): {why}")]
-    ConcurrencyLimit { endpoint: String, why: &'static str },
+    #[error(
+        "endpoint {endpoint} is at its fully autoscaled concurrency limit of {limit} requests ({max_workers} workers x {per_worker} each): {why}"
+    )]
+    ConcurrencyLimit { endpoint: String, why: &'static str, limit: u64, max_workers: u32, per_worker: u32 },
     #[error("endpoint {endpoint} allows {rpm} requests per minute; retry in {retry_after_secs} s")]
     RateLimited { endpoint: String, rpm: u32, retry_after_secs: u64 },
     #[error("the worker could not be reached: {0}")]

@@ -115,7 +115,13 @@ fn pick_worker(ep: &EndpointEntry, exclude: Option<&WorkerEntry>) -> Option<Arc<
 fn refused(ep: &EndpointEntry, why: &'static str, waited_ms: u64) -> Error {
     let id = ep.route.id.to_string();
     if ep.route.at_max {
-        Error::ConcurrencyLimit { endpoint: id, why }
+        Error::ConcurrencyLimit {
+            endpoint: id,
+            why,
+            limit: u64::from(ep.route.max_workers) * u64::from(ep.route.concurrency_per_worker),
+            max_workers: ep.route.max_workers,
+            per_worker: ep.route.concurrency_per_worker,
+        }
     } else {
         Error::NoWorker { endpoint: id, why, waited_ms }
     }

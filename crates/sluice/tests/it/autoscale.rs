@@ -136,6 +136,11 @@ async fn limits_answer_429_at_max_and_503_when_the_queue_times_out() {
     let r = p.get(&id, "/sleep?ms=10").await;
     assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.text());
     assert_eq!(r.json()["error"]["code"], "concurrency_limit");
+    assert!(
+        r.text().contains("fully autoscaled concurrency limit of 1 requests"),
+        "the body names the limit: {}",
+        r.text()
+    );
     assert!(r.headers.contains_key("retry-after"));
     for s in slow {
         assert_eq!(s.await.unwrap(), StatusCode::OK, "the queued request is served");

@@ -248,6 +248,18 @@ impl Reconciler {
         }
     }
 
+    /// Why a pending worker is still pending; recorded only when it changes. Returns whether it did.
+    async fn set_pending_reason(&mut self, id: &WorkerId, reason: String) -> bool {
+        let Some(w) = self.workers.get_mut(id) else { return false };
+        if w.rec.reason.as_deref() == Some(reason.as_str()) {
+            return false;
+        }
+        w.rec.reason = Some(reason);
+        let rec = w.rec.clone();
+        self.save(&rec).await;
+        true
+    }
+
     fn note_failure(&mut self, ep: &EndpointId, t: Millis) {
         let f = self.failures.entry(ep.clone()).or_insert((0, t));
         f.0 += 1;
@@ -404,9 +416,12 @@ impl Reconciler {
                 stops.push((id, state, reason));
             }
         }
-        // Drained workers stop once their requests are done (bounded by the execution timeout).
+        // Drained workers stop once their requests are done (bounded by the execution timeout),
+        // but never in the pass that began the drain: the gateway may route to them until this
+        // pass publishes the table without them, and only the next traffic report counts what
+        // it sent them meanwhile.
         for w in self.workers.values() {
-            if w.rec.state == WorkerState::Draining {
+            if w.rec.state == WorkerState::Draining && w.since < t {
                 let in_flight = traffic.get(&w.rec.endpoint_id).map_or(0, |tr| tr.worker_in_flight(&w.rec.id));
                 if drain_complete(w.since, t, in_flight, w.execution_timeout_secs) {
                     stops.push((
@@ -541,12 +556,8 @@ impl Reconciler {
                     let reason = format!(
                         "gave up after {n} failed launches: {why}; update the endpoint (image, credentials) to try again"
                     );
-                    let w = self.workers.get_mut(&id).expect("listed");
-                    if w.rec.reason.as_deref() != Some(&reason) {
+                    if self.set_pending_reason(&id, reason.clone()).await {
                         tracing::warn!(endpoint = %ep_id, %reason, "not launching");
-                        w.rec.reason = Some(reason);
-                        let rec = w.rec.clone();
-                        self.save(&rec).await;
                     }
                     continue;
                 }
@@ -557,25 +568,16 @@ impl Reconciler {
             if let Some((n, at)) = self.failures.get(&ep_id)
                 && t.saturating_sub(*at) < restart_backoff_ms(*n)
             {
-                let w = self.workers.get_mut(&id).expect("listed");
                 let reason = format!("restarting after {n} failure(s); back-off {} ms", restart_backoff_ms(*n));
-                if w.rec.reason.as_deref() != Some(&reason) {
-                    w.rec.reason = Some(reason);
-                    let rec = w.rec.clone();
-                    self.save(&rec).await;
-                }
+                self.set_pending_reason(&id, reason).await;
                 continue;
             }
             let placed = place(&self.nodes, &allocated, &e.spec.data_center, &e.spec.gpu_type, e.spec.gpus_per_worker);
-            let w = self.workers.get_mut(&id).expect("listed");
             let alloc = match placed {
                 Ok(a) => a,
                 Err(reason) => {
-                    if w.rec.reason.as_deref() != Some(&reason) {
+                    if self.set_pending_reason(&id, reason.clone()).await {
                         tracing::info!(worker = %id, %reason, "worker cannot be placed yet");
-                        w.rec.reason = Some(reason);
-                        let rec = w.rec.clone();
-                        self.save(&rec).await;
                     }
                     continue;
                 }

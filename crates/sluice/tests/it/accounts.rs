@@ -298,11 +298,14 @@ async fn credit_rules_402_warn_turn_off_and_come_back_after_a_top_up() {
     .await;
     let e = call(&p, Some(&key), Method::GET, &format!("/v1/endpoints/{id}"), None).await.json();
     assert_eq!(e["status"], "stopped_no_credit", "{e}");
-    let r = gw(&p, &id, auth.clone()).await;
-    assert_eq!(
-        (r.status, r.json()["error"]["code"].as_str()),
-        (StatusCode::PAYMENT_REQUIRED, Some("insufficient_credit"))
-    );
+    // Until the turn-off reaches the gateway a request may still be served; after it, 402.
+    let r = eventually("402 from the gateway", std::time::Duration::from_secs(10), async || {
+        let r = gw(&p, &id, auth.clone()).await;
+        assert!(r.status == StatusCode::OK || r.status == StatusCode::PAYMENT_REQUIRED, "{} {}", r.status, r.text());
+        (r.status == StatusCode::PAYMENT_REQUIRED).then_some(r)
+    })
+    .await;
+    assert_eq!(r.json()["error"]["code"], "insufficient_credit");
     eventually("the worker stopped", std::time::Duration::from_secs(20), async || {
         p.workers(&id).await.iter().all(|w| w["state"] == "stopped").then_some(())
     })

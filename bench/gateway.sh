@@ -36,7 +36,7 @@ API=$(python3 -c "import json,sys;print(json.load(open(sys.argv[1]))['api'])" "$
 GW=$(python3 -c "import json,sys;print(json.load(open(sys.argv[1]))['gateway'])" "$WORK/data/addresses.json")
 KEY=$(cat "$WORK/data/admin.key")
 ID=$(curl -sf -H "Authorization: Bearer $KEY" -H 'content-type: application/json' \
-    -d "{\"name\":\"bench\",\"start_command\":\"exec '$BIN' demo-worker\",\"execution_timeout_secs\":60}" \
+    -d "{\"name\":\"bench\",\"start_command\":\"exec '$BIN' demo-worker\",\"execution_timeout_secs\":60,\"public\":${PUBLIC:-false}}" \
     "$API/v1/endpoints" | python3 -c "import json,sys;print(json.load(sys.stdin)['id'])")
 WORKER=""
 for _ in $(seq 100); do
@@ -71,7 +71,11 @@ nginx -c "$WORK/nginx.conf"
 sleep 0.5
 
 declare -A URL=( [direct]="http://$WORKER/health" [sluice]="$GW/e/$ID/health" [nginx]="http://127.0.0.1:$NGINX_PORT/health" )
-for t in direct sluice nginx; do curl -sf "${URL[$t]}" >/dev/null || { echo "$t not answering at ${URL[$t]}" >&2; exit 1; }; done
+# The endpoint is private (the default; PUBLIC=true makes it public): every request carries the
+# key, so the gateway's key check is part of what is measured. Direct and nginx get the same
+# header and ignore it.
+AUTH="Authorization: Bearer $KEY"
+for t in direct sluice nginx; do curl -sf -H "$AUTH" "${URL[$t]}" >/dev/null || { echo "$t not answering at ${URL[$t]}" >&2; exit 1; }; done
 
 # CPU ticks (user+system) of a set of pids, to report proxy CPU time per request.
 ticks() { local sum=0; for p in "$@"; do sum=$((sum + $(awk '{print $14+$15}' "/proc/$p/stat"))); done; echo $sum; }
@@ -92,7 +96,7 @@ PAIRED=""
 for r in $(seq "$ROUNDS"); do
     for t in direct sluice nginx; do
         before=$(ticks ${PIDS[$t]})
-        wrk -t2 -c$CONNS -d"${DUR}s" --latency "${URL[$t]}" >"$OUT/sat-$t-$r.txt"
+        wrk -t2 -c$CONNS -d"${DUR}s" --latency -H "$AUTH" "${URL[$t]}" >"$OUT/sat-$t-$r.txt"
         after=$(ticks ${PIDS[$t]})
         n=$(grep -E '^ +[0-9]+ requests in' "$OUT/sat-$t-$r.txt" | awk '{print $1}')
         SAT[$t]="${SAT[$t]:-} $(rps "$OUT/sat-$t-$r.txt")"
@@ -110,7 +114,7 @@ HALF=$(( ${SATM[sluice]} / 2 ))
 THINK=$(python3 -c "print(max(1, round($CONNS*1000/$HALF)))")
 declare -A P50 P99 GOT
 for t in direct sluice nginx; do
-    THINK_MS=$THINK wrk -t2 -c$CONNS -d"${DUR}s" --latency -s bench/delay.lua "${URL[$t]}" >"$OUT/half-$t.txt"
+    THINK_MS=$THINK wrk -t2 -c$CONNS -d"${DUR}s" --latency -H "$AUTH" -s bench/delay.lua "${URL[$t]}" >"$OUT/half-$t.txt"
     GOT[$t]=$(rps "$OUT/half-$t.txt"); P50[$t]=$(to_ms "$(pct "$OUT/half-$t.txt" 50%)"); P99[$t]=$(to_ms "$(pct "$OUT/half-$t.txt" 99%)")
 done
 

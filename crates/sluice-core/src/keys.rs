@@ -5,10 +5,34 @@ use sha2::{Digest, Sha256};
 /// The operator's account: its keys act on every account.
 pub const ADMIN_ACCOUNT: &str = "admin";
 
-/// Hex SHA-256 of a key: what the store keeps and what the gateway compares.
+/// SHA-256 of a key (the gateway compares these, per request, without allocating).
+pub fn digest_bytes(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+/// Hex SHA-256 of a key: what the store keeps.
 pub fn digest(key: &str) -> String {
-    let d = Sha256::digest(key.as_bytes());
-    d.iter().map(|b| format!("{b:02x}")).collect()
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(64);
+    for b in digest_bytes(key) {
+        s.push(HEX[usize::from(b >> 4)] as char);
+        s.push(HEX[usize::from(b & 15)] as char);
+    }
+    s
+}
+
+/// The bytes of a hex digest as [`digest`] writes it.
+pub fn parse_digest(hex: &str) -> Option<[u8; 32]> {
+    let b = hex.as_bytes();
+    if b.len() != 64 {
+        return None;
+    }
+    let nib = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    let mut out = [0u8; 32];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = nib(b[2 * i])? << 4 | nib(b[2 * i + 1])?;
+    }
+    Some(out)
 }
 
 /// The displayable prefix of a key.
@@ -35,6 +59,9 @@ mod tests {
     #[test]
     fn digests_and_headers() {
         assert_eq!(digest("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(parse_digest(&digest("abc")), Some(digest_bytes("abc")));
+        assert_eq!(parse_digest("zz"), None);
+        assert_eq!(parse_digest(&"g".repeat(64)), None);
         assert_eq!(prefix("sk_abcdefgh"), "sk_abcde");
         assert_eq!(key_from_header("Bearer sk_x"), Some("sk_x"));
         assert_eq!(key_from_header("bearer   sk_x "), Some("sk_x"));

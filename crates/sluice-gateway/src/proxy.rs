@@ -286,7 +286,7 @@ async fn proxy(
             let key = req
                 .headers_mut()
                 .remove(hyper::header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok().and_then(keys::key_from_header).map(keys::digest));
+                .and_then(|v| v.to_str().ok().and_then(keys::key_from_header).map(keys::digest_bytes));
             match key.and_then(|d| table.keys.get(&d)) {
                 None => return Err(Error::Unauthorized(id)),
                 Some(account) if *account != ep.route.account && account != ADMIN_ACCOUNT => {

@@ -72,8 +72,8 @@ pub struct EndpointEntry {
 pub struct Table {
     pub version: u64,
     pub endpoints: HashMap<String, Arc<EndpointEntry>>,
-    /// Live key digest → account, for private endpoints.
-    pub keys: HashMap<String, String>,
+    /// Live key digest (SHA-256 bytes) → account, for private endpoints.
+    pub keys: HashMap<[u8; 32], String>,
 }
 
 /// The table plus the long-lived counters it is built from.
@@ -127,7 +127,11 @@ impl Routes {
         reg.endpoints.retain(|id, s| {
             endpoints.contains_key(id.as_str()) || s.in_flight.load(Relaxed) > 0 || s.waiting.load(Relaxed) > 0
         });
-        let keys = table.keys.into_iter().collect();
+        let keys = table
+            .keys
+            .into_iter()
+            .filter_map(|(hex, account)| Some((sluice_core::keys::parse_digest(&hex)?, account)))
+            .collect();
         self.current.store(Arc::new(Table { version: table.version, endpoints, keys }));
     }
 

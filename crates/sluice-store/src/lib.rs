@@ -212,6 +212,7 @@ fn migrator() -> sqlx::migrate::Migrator {
         (3, "accounts", include_str!("../migrations/0003_accounts.sql")),
         (4, "usage", include_str!("../migrations/0004_usage.sql")),
         (5, "credit", include_str!("../migrations/0005_credit.sql")),
+        (6, "demo_public", include_str!("../migrations/0006_demo_public.sql")),
     ];
     sqlx::migrate::Migrator::with_migrations(
         MIGRATIONS

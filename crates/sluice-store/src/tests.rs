@@ -134,3 +134,18 @@ async fn scaling_events_page_newest_first_and_prune() {
     assert_eq!(s.prune_scaling_events(3).await.unwrap(), 2);
     assert_eq!(s.list_scaling_events(&id, None, 10).await.unwrap().len(), 3);
 }
+
+#[tokio::test]
+async fn the_demo_of_an_older_data_directory_stays_public() {
+    let (_d, s) = open().await;
+    s.create_endpoint(&endpoint("demo1", "admin", "demo")).await.unwrap();
+    s.create_endpoint(&endpoint("other1", "admin", "other")).await.unwrap();
+    // Specs written before `public` existed have no such key.
+    sqlx::query("UPDATE endpoints SET spec = json_remove(spec, '$.public')").execute(&s.writer).await.unwrap();
+    use sqlx::SqlSafeStr;
+    sqlx::raw_sql(include_str!("../migrations/0006_demo_public.sql").into_sql_str()).execute(&s.writer).await.unwrap();
+    let demo = s.get_endpoint(&EndpointId::parse("demo1").unwrap()).await.unwrap().unwrap();
+    let other = s.get_endpoint(&EndpointId::parse("other1").unwrap()).await.unwrap().unwrap();
+    assert!(demo.spec.public, "the demo answers without a key, as before");
+    assert!(!other.spec.public, "every other endpoint is private");
+}

@@ -11,6 +11,7 @@ pub mod catalog;
 pub mod endpoint;
 pub mod error;
 pub mod ids;
+pub mod jobs;
 pub mod keys;
 pub mod placement;
 pub mod reconcile;

@@ -84,6 +84,42 @@ pub struct KeyInfo {
     pub revoked_at: Option<Millis>,
 }
 
+/// An async job (R6).
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobRecord {
+    pub id: String,
+    pub endpoint_id: EndpointId,
+    pub account: String,
+    pub state: sluice_core::jobs::JobState,
+    /// JSON text.
+    pub input: String,
+    /// JSON text.
+    pub output: Option<String>,
+    pub error: Option<String>,
+    pub policy: sluice_core::jobs::JobPolicy,
+    /// Submitted through `/runsync` (shorter result retention).
+    pub sync: bool,
+    pub webhook: Option<String>,
+    pub idempotency_key: Option<String>,
+    pub worker_id: Option<String>,
+    pub retries: u32,
+    pub created_at: Millis,
+    pub started_at: Option<Millis>,
+    pub finished_at: Option<Millis>,
+}
+
+/// Jobs of an endpoint by state (the `/health` figures).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobCounts {
+    pub in_queue: u64,
+    pub in_progress: u64,
+    pub completed: u64,
+    pub failed: u64,
+    pub cancelled: u64,
+    pub timed_out: u64,
+    pub retried: u64,
+}
+
 /// One metered interval of one worker.
 #[derive(Debug, Clone, PartialEq)]
 pub struct UsageEntry {
@@ -179,6 +215,36 @@ fn worker_from_row(r: &SqliteRow) -> Result<WorkerRecord> {
     })
 }
 
+const JOB_COLUMNS: &str = "id, endpoint_id, account, state, input, output, error, execution_timeout_ms, ttl_ms, \
+    low_priority, sync, webhook, idempotency_key, worker_id, retries, created_at, started_at, finished_at";
+
+fn job_from_row(r: &SqliteRow) -> Result<JobRecord> {
+    let state: String = r.try_get("state")?;
+    let ep: String = r.try_get("endpoint_id")?;
+    Ok(JobRecord {
+        id: r.try_get("id")?,
+        endpoint_id: EndpointId::parse(&ep).map_err(|e| corrupt("jobs", e))?,
+        account: r.try_get("account")?,
+        state: sluice_core::jobs::JobState::parse(&state).ok_or_else(|| corrupt("jobs", format!("state {state}")))?,
+        input: r.try_get("input")?,
+        output: r.try_get("output")?,
+        error: r.try_get("error")?,
+        policy: sluice_core::jobs::JobPolicy {
+            execution_timeout_ms: r.try_get::<i64, _>("execution_timeout_ms")? as u64,
+            ttl_ms: r.try_get::<i64, _>("ttl_ms")? as u64,
+            low_priority: r.try_get::<i64, _>("low_priority")? != 0,
+        },
+        sync: r.try_get::<i64, _>("sync")? != 0,
+        webhook: r.try_get("webhook")?,
+        idempotency_key: r.try_get("idempotency_key")?,
+        worker_id: r.try_get("worker_id")?,
+        retries: r.try_get::<i64, _>("retries")? as u32,
+        created_at: Millis(r.try_get::<i64, _>("created_at")? as u64),
+        started_at: ms(r.try_get("started_at")?),
+        finished_at: ms(r.try_get("finished_at")?),
+    })
+}
+
 fn account_from_row(r: &SqliteRow) -> Result<AccountRecord> {
     Ok(AccountRecord {
         name: r.try_get("name")?,
@@ -213,6 +279,7 @@ fn migrator() -> sqlx::migrate::Migrator {
         (4, "usage", include_str!("../migrations/0004_usage.sql")),
         (5, "credit", include_str!("../migrations/0005_credit.sql")),
         (6, "demo_public", include_str!("../migrations/0006_demo_public.sql")),
+        (7, "jobs", include_str!("../migrations/0007_jobs.sql")),
     ];
     sqlx::migrate::Migrator::with_migrations(
         MIGRATIONS
@@ -349,6 +416,216 @@ impl Store {
             .fetch_all(&self.reader)
             .await?;
         rows.iter().map(|r| Ok((r.try_get("digest")?, r.try_get("account")?))).collect()
+    }
+
+    // ---- jobs ----
+
+    /// Accepts a job durably. With an idempotency key already used on this endpoint, returns the
+    /// existing job instead (and `false`: nothing new was created).
+    pub async fn create_job(&self, j: &JobRecord) -> Result<(JobRecord, bool)> {
+        let r = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO jobs ({JOB_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
+        )))
+        .bind(&j.id)
+        .bind(j.endpoint_id.as_str())
+        .bind(&j.account)
+        .bind(j.state.as_str())
+        .bind(&j.input)
+        .bind(&j.output)
+        .bind(&j.error)
+        .bind(j.policy.execution_timeout_ms as i64)
+        .bind(j.policy.ttl_ms as i64)
+        .bind(i64::from(j.policy.low_priority))
+        .bind(i64::from(j.sync))
+        .bind(&j.webhook)
+        .bind(&j.idempotency_key)
+        .bind(&j.worker_id)
+        .bind(i64::from(j.retries))
+        .bind(j.created_at.0 as i64)
+        .bind(j.started_at.map(|t| t.0 as i64))
+        .bind(j.finished_at.map(|t| t.0 as i64))
+        .execute(&self.writer)
+        .await;
+        match r {
+            Ok(_) => Ok((j.clone(), true)),
+            Err(sqlx::Error::Database(d)) if d.is_unique_violation() && j.idempotency_key.is_some() => {
+                let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT {JOB_COLUMNS} FROM jobs WHERE endpoint_id = $1 AND idempotency_key = $2"
+                )))
+                .bind(j.endpoint_id.as_str())
+                .bind(&j.idempotency_key)
+                .fetch_one(&self.writer)
+                .await?;
+                Ok((job_from_row(&row)?, false))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn get_job(&self, endpoint: &EndpointId, id: &str) -> Result<Option<JobRecord>> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE endpoint_id = $1 AND id = $2"
+        )))
+        .bind(endpoint.as_str())
+        .bind(id)
+        .fetch_optional(&self.writer)
+        .await?;
+        row.as_ref().map(job_from_row).transpose()
+    }
+
+    /// Hands the oldest queued job of an endpoint to a worker, atomically (no job is taken twice).
+    pub async fn claim_job(&self, endpoint: &EndpointId, worker: &str, now: Millis) -> Result<Option<JobRecord>> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE jobs SET state = 'IN_PROGRESS', worker_id = $1, started_at = $2
+             WHERE id = (SELECT id FROM jobs WHERE endpoint_id = $3 AND state = 'IN_QUEUE' ORDER BY created_at, id LIMIT 1)
+             RETURNING {JOB_COLUMNS}"
+        )))
+        .bind(worker)
+        .bind(now.0 as i64)
+        .bind(endpoint.as_str())
+        .fetch_optional(&self.writer)
+        .await?;
+        row.as_ref().map(job_from_row).transpose()
+    }
+
+    /// Ends a job that is in progress (a result, a failure, a timeout). Returns whether it was
+    /// still in progress: a late result for a cancelled or timed-out job changes nothing.
+    pub async fn finish_job(
+        &self,
+        id: &str,
+        state: sluice_core::jobs::JobState,
+        output: Option<&str>,
+        error: Option<&str>,
+        now: Millis,
+    ) -> Result<bool> {
+        let r = sqlx::query(
+            "UPDATE jobs SET state = $1, output = COALESCE($2, output), error = $3, finished_at = $4
+             WHERE id = $5 AND state = 'IN_PROGRESS'",
+        )
+        .bind(state.as_str())
+        .bind(output)
+        .bind(error)
+        .bind(now.0 as i64)
+        .bind(id)
+        .execute(&self.writer)
+        .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    /// Progress of a running job (`progress_update`): its output so far, not an end.
+    pub async fn set_job_progress(&self, id: &str, output: &str) -> Result<bool> {
+        let r = sqlx::query("UPDATE jobs SET output = $1 WHERE id = $2 AND state = 'IN_PROGRESS'")
+            .bind(output)
+            .bind(id)
+            .execute(&self.writer)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    /// Cancels a queued or running job; returns the job as it is afterwards.
+    pub async fn cancel_job(&self, endpoint: &EndpointId, id: &str, now: Millis) -> Result<Option<JobRecord>> {
+        sqlx::query(
+            "UPDATE jobs SET state = 'CANCELLED', finished_at = $1
+             WHERE endpoint_id = $2 AND id = $3 AND state IN ('IN_QUEUE', 'IN_PROGRESS')",
+        )
+        .bind(now.0 as i64)
+        .bind(endpoint.as_str())
+        .bind(id)
+        .execute(&self.writer)
+        .await?;
+        self.get_job(endpoint, id).await
+    }
+
+    /// Puts the jobs a dead worker held back in the queue (at-least-once), counting a retry.
+    pub async fn requeue_worker_jobs(&self, worker: &str) -> Result<u64> {
+        let r = sqlx::query(
+            "UPDATE jobs SET state = 'IN_QUEUE', worker_id = NULL, started_at = NULL, retries = retries + 1
+             WHERE worker_id = $1 AND state = 'IN_PROGRESS'",
+        )
+        .bind(worker)
+        .execute(&self.writer)
+        .await?;
+        Ok(r.rows_affected())
+    }
+
+    /// Removes an endpoint's queued jobs (`purge-queue`); running ones are left alone.
+    pub async fn purge_queue(&self, endpoint: &EndpointId) -> Result<u64> {
+        let r = sqlx::query("DELETE FROM jobs WHERE endpoint_id = $1 AND state = 'IN_QUEUE'")
+            .bind(endpoint.as_str())
+            .execute(&self.writer)
+            .await?;
+        Ok(r.rows_affected())
+    }
+
+    /// Deletes a job and its stream (TTL, result retention).
+    pub async fn delete_job(&self, id: &str) -> Result<()> {
+        let mut tx = self.writer.begin().await?;
+        sqlx::query("DELETE FROM job_stream WHERE job_id = $1").bind(id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM jobs WHERE id = $1").bind(id).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn job_counts(&self, endpoint: &EndpointId) -> Result<JobCounts> {
+        let rows = sqlx::query(
+            "SELECT state, COUNT(*) AS n, SUM(CASE WHEN retries > 0 THEN 1 ELSE 0 END) AS r
+             FROM jobs WHERE endpoint_id = $1 GROUP BY state",
+        )
+        .bind(endpoint.as_str())
+        .fetch_all(&self.reader)
+        .await?;
+        let mut c = JobCounts::default();
+        for r in rows {
+            let state: String = r.try_get("state")?;
+            let n = r.try_get::<i64, _>("n")? as u64;
+            c.retried += r.try_get::<i64, _>("r")? as u64;
+            match state.as_str() {
+                "IN_QUEUE" => c.in_queue = n,
+                "IN_PROGRESS" => c.in_progress = n,
+                "COMPLETED" => c.completed = n,
+                "FAILED" => c.failed = n,
+                "CANCELLED" => c.cancelled = n,
+                "TIMED_OUT" => c.timed_out = n,
+                other => return Err(corrupt("jobs", format!("state {other}"))),
+            }
+        }
+        Ok(c)
+    }
+
+    /// Appends a chunk of partial output to a running job's stream.
+    pub async fn add_stream_chunk(&self, id: &str, chunk: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO job_stream (job_id, seq, chunk)
+             VALUES ($1, (SELECT COALESCE(MAX(seq), -1) + 1 FROM job_stream WHERE job_id = $1), $2)",
+        )
+        .bind(id)
+        .bind(chunk)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    /// The chunks not handed out yet, and advances the cursor past them (each chunk is
+    /// delivered once, RunPod's `/stream` semantics).
+    pub async fn take_stream_chunks(&self, id: &str) -> Result<Vec<String>> {
+        let mut tx = self.writer.begin().await?;
+        let row =
+            sqlx::query("SELECT stream_delivered FROM jobs WHERE id = $1").bind(id).fetch_optional(&mut *tx).await?;
+        let Some(row) = row else { return Ok(Vec::new()) };
+        let from: i64 = row.try_get("stream_delivered")?;
+        let rows = sqlx::query("SELECT chunk FROM job_stream WHERE job_id = $1 AND seq >= $2 ORDER BY seq")
+            .bind(id)
+            .bind(from)
+            .fetch_all(&mut *tx)
+            .await?;
+        let chunks: Vec<String> = rows.iter().map(|r| r.try_get("chunk")).collect::<std::result::Result<_, _>>()?;
+        sqlx::query("UPDATE jobs SET stream_delivered = $1 WHERE id = $2")
+            .bind(from + chunks.len() as i64)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(chunks)
     }
 
     // ---- usage ----

@@ -149,3 +149,87 @@ async fn the_demo_of_an_older_data_directory_stays_public() {
     assert!(demo.spec.public, "the demo answers without a key, as before");
     assert!(!other.spec.public, "every other endpoint is private");
 }
+
+fn job(id: &str, ep: &str, created: u64, key: Option<&str>) -> JobRecord {
+    JobRecord {
+        id: id.into(),
+        endpoint_id: EndpointId::parse(ep).unwrap(),
+        account: "a".into(),
+        state: sluice_core::jobs::JobState::InQueue,
+        input: r#"{"prompt":"hi"}"#.into(),
+        output: None,
+        error: None,
+        policy: sluice_core::jobs::JobPolicy::validate(None).unwrap(),
+        sync: false,
+        webhook: None,
+        idempotency_key: key.map(str::to_owned),
+        worker_id: None,
+        retries: 0,
+        created_at: Millis(created),
+        started_at: None,
+        finished_at: None,
+    }
+}
+
+#[tokio::test]
+async fn jobs_are_durable_claimed_once_and_end_once() {
+    use sluice_core::jobs::JobState::*;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let ep = EndpointId::parse("ep1").unwrap();
+    {
+        let s = Store::open_sqlite(&path).await.unwrap();
+        assert!(s.create_job(&job("j1", "ep1", 1, Some("k"))).await.unwrap().1);
+        // The same idempotency key returns the first job.
+        let (again, new) = s.create_job(&job("j9", "ep1", 2, Some("k"))).await.unwrap();
+        assert!(!new);
+        assert_eq!(again.id, "j1");
+        assert!(s.create_job(&job("j2", "ep1", 3, None)).await.unwrap().1);
+        s.close().await;
+    }
+    // Survives a reopen (a restart of the platform).
+    let s = Store::open_sqlite(&path).await.unwrap();
+    assert_eq!(s.job_counts(&ep).await.unwrap().in_queue, 2);
+    // Oldest first, each handed out once.
+    let a = s.claim_job(&ep, "w1", Millis(10)).await.unwrap().unwrap();
+    let b = s.claim_job(&ep, "w2", Millis(11)).await.unwrap().unwrap();
+    assert_eq!((a.id.as_str(), a.state, a.worker_id.as_deref()), ("j1", InProgress, Some("w1")));
+    assert_eq!(b.id, "j2");
+    assert!(s.claim_job(&ep, "w3", Millis(12)).await.unwrap().is_none());
+    // Progress is not an end; a result ends it once; a late second result changes nothing.
+    assert!(s.set_job_progress("j1", r#"{"pct":50}"#).await.unwrap());
+    assert!(s.finish_job("j1", Completed, Some(r#"{"text":"ok"}"#), None, Millis(20)).await.unwrap());
+    assert!(!s.finish_job("j1", Failed, None, Some("late"), Millis(21)).await.unwrap());
+    let done = s.get_job(&ep, "j1").await.unwrap().unwrap();
+    assert_eq!(
+        (done.state, done.output.as_deref(), done.finished_at),
+        (Completed, Some(r#"{"text":"ok"}"#), Some(Millis(20)))
+    );
+    // A dead worker's job goes back to the queue with a retry counted.
+    assert_eq!(s.requeue_worker_jobs("w2").await.unwrap(), 1);
+    let back = s.get_job(&ep, "j2").await.unwrap().unwrap();
+    assert_eq!((back.state, back.retries, back.worker_id), (InQueue, 1, None));
+    // Cancel, purge, counts.
+    assert_eq!(s.cancel_job(&ep, "j2", Millis(30)).await.unwrap().unwrap().state, Cancelled);
+    assert_eq!(s.cancel_job(&ep, "j1", Millis(31)).await.unwrap().unwrap().state, Completed, "final stays final");
+    s.create_job(&job("j3", "ep1", 40, None)).await.unwrap();
+    assert_eq!(s.purge_queue(&ep).await.unwrap(), 1);
+    let c = s.job_counts(&ep).await.unwrap();
+    assert_eq!((c.in_queue, c.completed, c.cancelled, c.retried), (0, 1, 1, 1));
+    s.delete_job("j1").await.unwrap();
+    assert!(s.get_job(&ep, "j1").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn stream_chunks_are_delivered_once_in_order() {
+    let (_d, s) = open().await;
+    s.create_job(&job("j1", "ep1", 1, None)).await.unwrap();
+    for c in ["a", "b"] {
+        s.add_stream_chunk("j1", &format!("\"{c}\"")).await.unwrap();
+    }
+    assert_eq!(s.take_stream_chunks("j1").await.unwrap(), ["\"a\"", "\"b\""]);
+    assert!(s.take_stream_chunks("j1").await.unwrap().is_empty());
+    s.add_stream_chunk("j1", "\"c\"").await.unwrap();
+    assert_eq!(s.take_stream_chunks("j1").await.unwrap(), ["\"c\""]);
+    assert!(s.take_stream_chunks("nope").await.unwrap().is_empty());
+}

@@ -311,6 +311,14 @@ pub struct EndpointInput {
     /// Reachable through the gateway without a key; default false (a key of the owning
     /// account is required: `Authorization: Bearer KEY` or the bare key).
     pub public: Option<bool>,
+    /// `http` (default): requests are proxied to workers. `queue`: RunPod-style async jobs
+    /// under `/v2/{id}/…` on the gateway.
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    /// Queue endpoints: `push` (the platform POSTs `{"id", "input"}` to the worker).
+    pub delivery: Option<String>,
+    /// Queue endpoints: the worker path jobs are POSTed to; default `/`.
+    pub job_path: Option<String>,
     /// Path that must answer 200 before a worker gets traffic; default `/health`.
     pub health_check_path: Option<String>,
     /// Seconds an autoscaled worker may stay idle; 1–3600, default 10.
@@ -366,6 +374,9 @@ impl From<EndpointInput> for EndpointDraft {
             env: i.env,
             network_volume: i.network_volume.map(|v| NetworkVolume { name: v.name, mount_path: v.mount_path }),
             public: i.public,
+            kind: i.kind,
+            delivery: i.delivery,
+            job_path: i.job_path,
             registry_auth: i.registry_auth.map(|a| RegistryAuth {
                 server: a.server,
                 username: a.username,
@@ -435,6 +446,11 @@ pub struct EndpointView {
     pub image_pulls: Vec<ImagePullView>,
     /// Whether the gateway serves it without a key.
     pub public: bool,
+    /// `http` or `queue`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub delivery: String,
+    pub job_path: String,
     /// The owning account.
     pub account: String,
     pub health_check_path: String,

@@ -10,6 +10,7 @@ pub mod auth;
 mod error;
 mod health;
 pub mod images;
+pub mod queue;
 pub mod reconcile;
 
 use std::{
@@ -92,6 +93,10 @@ pub struct AppState {
     passes_tx: watch::Sender<u64>,
     /// Image pulls ahead of need.
     pub images: Arc<images::Images>,
+    /// Signalled whenever a job is queued, ends or is cancelled (runsync waits, dispatch).
+    pub jobs_changed: Notify,
+    /// The routing table the reconciler last published (ready workers, for job dispatch).
+    pub table: Arc<ArcSwap<RouteTable>>,
 }
 
 impl AppState {
@@ -126,6 +131,8 @@ impl Control {
         let images = images::Images::new(runtime.clone(), cfg.nodes.clone());
         let state = Arc::new(AppState {
             images,
+            jobs_changed: Notify::new(),
+            table: Arc::new(ArcSwap::from_pointee(RouteTable::default())),
             store,
             cfg,
             wake,
@@ -155,6 +162,16 @@ impl Control {
         Ok(())
     }
 
+    /// RunPod's client API for queue endpoints, `/v2/{id}/…` (served on the gateway's address).
+    pub fn v2_router(&self) -> axum::Router {
+        queue::router(self.state.clone())
+    }
+
+    /// Starts pushing queued jobs to workers; it stops once `shutdown` turns true.
+    pub fn spawn_dispatcher(&self, shutdown: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(queue::dispatch(self.state.clone(), self.state.table.clone(), shutdown))
+    }
+
     /// Resolves once the reconciler has finished its first pass: the workers of a previous
     /// run are adopted and the gateway has its routing table.
     pub async fn first_pass(&self) {
@@ -170,6 +187,7 @@ impl Control {
             self.plane.clone(),
             self.state.cfg.nodes.clone(),
             reconcile::Signals {
+                table: self.state.table.clone(),
                 wake: self.state.wake.clone(),
                 counts: self.state.counts.clone(),
                 passes_tx: self.state.passes_tx.clone(),

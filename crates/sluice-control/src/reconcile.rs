@@ -87,6 +87,7 @@ pub struct Reconciler {
     /// [`MAX_LAUNCH_FAILURES`] the endpoint stops trying until it is updated.
     launch_failures: HashMap<EndpointId, (u32, Millis, String)>,
     last_table: RouteTable,
+    shared_table: Arc<arc_swap::ArcSwap<RouteTable>>,
     /// Metering (R5.3): prices, how often running workers are accrued, seconds already billed
     /// per worker (with its class and endpoint), workers finished since the last accrual, and
     /// what each endpoint is billed as (account, GPU type, active workers).
@@ -107,6 +108,8 @@ pub struct Reconciler {
 
 /// How the reconciler talks back: woken by, counts shown to, and passes awaited by the API.
 pub struct Signals {
+    /// Where the published routing table is kept for the job dispatcher.
+    pub table: Arc<arc_swap::ArcSwap<RouteTable>>,
     pub wake: Arc<Notify>,
     pub counts: Counts,
     pub passes_tx: watch::Sender<u64>,
@@ -121,7 +124,7 @@ impl Reconciler {
         signals: Signals,
         metering: MeteringConfig,
     ) -> Self {
-        let Signals { wake, counts, passes_tx } = signals;
+        let Signals { table, wake, counts, passes_tx } = signals;
         Reconciler {
             store,
             runtime,
@@ -134,6 +137,7 @@ impl Reconciler {
             failures: HashMap::new(),
             launch_failures: HashMap::new(),
             last_table: RouteTable::default(),
+            shared_table: table,
             prices: metering.prices,
             metering_interval_ms: metering.interval_ms,
             last_meter: Millis(0),
@@ -271,8 +275,32 @@ impl Reconciler {
         self.passes += 1;
         let endpoints: Vec<EndpointRecord> = self.store.list_endpoints(None).await?;
         let by_id: HashMap<&EndpointId, &EndpointRecord> = endpoints.iter().map(|e| (&e.id, e)).collect();
-        let traffic: HashMap<EndpointId, EndpointTraffic> =
+        let mut traffic: HashMap<EndpointId, EndpointTraffic> =
             self.plane.traffic().into_iter().filter_map(|tr| Some((tr.endpoint.clone()?, tr))).collect();
+        // Queue endpoints' load is their jobs: queued ones wait, running ones are in flight.
+        for e in endpoints.iter().filter(|e| e.spec.kind == sluice_core::endpoint::EndpointKind::Queue) {
+            let c = self.store.job_counts(&e.id).await?;
+            let busy = c.in_queue + c.in_progress > 0;
+            let total = c.in_queue + c.in_progress + c.completed + c.failed + c.cancelled + c.timed_out;
+            traffic.insert(
+                e.id.clone(),
+                EndpointTraffic {
+                    endpoint: Some(e.id.clone()),
+                    in_flight: c.in_progress,
+                    waiting: c.in_queue,
+                    requests_total: total,
+                    last_request_at: busy.then_some(t),
+                    per_worker: self
+                        .store
+                        .jobs_in_progress_by_worker(&e.id)
+                        .await?
+                        .into_iter()
+                        .filter_map(|(w, n)| Some((WorkerId::parse(&w).ok()?, n)))
+                        .collect(),
+                    ..Default::default()
+                },
+            );
+        }
         let none = EndpointTraffic::default();
 
         // 1. What the runtime says: exits, and workers that vanished.
@@ -921,6 +949,7 @@ impl Reconciler {
         if routes != self.last_table.endpoints || keys != self.last_table.keys {
             let table = RouteTable { version: self.last_table.version + 1, endpoints: routes, keys };
             self.plane.publish(table.clone());
+            self.shared_table.store(Arc::new(table.clone()));
             self.last_table = table;
         }
     }

@@ -37,6 +37,24 @@ pub enum RuntimeKind {
     Docker,
 }
 
+/// What an endpoint serves: plain HTTP through the gateway, or an async job queue (R6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndpointKind {
+    #[default]
+    Http,
+    Queue,
+}
+
+/// How a queue endpoint's jobs reach workers: the platform POSTs `{"id", "input"}` to the
+/// worker (`push`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Delivery {
+    #[default]
+    Push,
+}
+
 /// How the gateway picks among an endpoint's ready workers (R3.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -160,6 +178,12 @@ pub struct EndpointDraft {
     pub network_volume: Option<NetworkVolume>,
     pub registry_auth: Option<RegistryAuth>,
     pub public: Option<bool>,
+    /// `http` (default) or `queue`.
+    pub kind: Option<String>,
+    /// Queue endpoints: `push`.
+    pub delivery: Option<String>,
+    /// Queue endpoints with push delivery: the path jobs are POSTed to.
+    pub job_path: Option<String>,
     pub health_check_path: Option<String>,
     pub idle_timeout_secs: Option<i64>,
     pub execution_timeout_secs: Option<i64>,
@@ -206,6 +230,9 @@ impl EndpointDraft {
             network_volume,
             registry_auth,
             public,
+            kind,
+            delivery,
+            job_path,
             health_check_path,
             idle_timeout_secs,
             execution_timeout_secs,
@@ -248,6 +275,12 @@ pub struct EndpointSpec {
     /// Reachable through the gateway without a key (default: private, R3.5).
     #[serde(default)]
     pub public: bool,
+    #[serde(default)]
+    pub kind: EndpointKind,
+    #[serde(default)]
+    pub delivery: Delivery,
+    #[serde(default = "default_job_path")]
+    pub job_path: String,
     pub health_check_path: String,
     pub idle_timeout_secs: u32,
     pub execution_timeout_secs: u32,
@@ -273,6 +306,10 @@ pub struct EndpointSpec {
     /// Requests per minute through the gateway (R3.7); `None`: unlimited.
     #[serde(default)]
     pub max_requests_per_minute: Option<u32>,
+}
+
+fn default_job_path() -> String {
+    "/".into()
 }
 
 fn range(field: &str, v: Option<i64>, default: i64, lo: i64, hi: i64) -> Result<i64, FieldError> {
@@ -439,6 +476,25 @@ impl EndpointSpec {
         if let Some(a) = &d.registry_auth {
             validate_registry_auth(a)?;
         }
+        let kind = match d.kind.as_deref() {
+            None | Some("http") => EndpointKind::Http,
+            Some("queue") => EndpointKind::Queue,
+            Some(other) => {
+                return Err(FieldError::new("type", format!("must be \"http\" or \"queue\", got {other:?}")));
+            }
+        };
+        let delivery = match d.delivery.as_deref() {
+            None | Some("push") => Delivery::Push,
+            Some("pull") => {
+                return Err(FieldError::new(
+                    "delivery",
+                    "pull delivery (RunPod SDK workers taking jobs) is not available yet; use \"push\"",
+                ));
+            }
+            Some(other) => return Err(FieldError::new("delivery", format!("must be \"push\", got {other:?}"))),
+        };
+        let job_path = d.job_path.clone().unwrap_or_else(default_job_path);
+        validate_abs_path("job_path", &job_path, true)?;
         let health_check_path = d.health_check_path.unwrap_or_else(|| DEFAULT_HEALTH_CHECK_PATH.to_owned());
         if !health_check_path.starts_with('/')
             || health_check_path.len() > 1024
@@ -550,6 +606,9 @@ impl EndpointSpec {
             network_volume: d.network_volume,
             registry_auth: d.registry_auth,
             public: d.public.unwrap_or(false),
+            kind,
+            delivery,
+            job_path,
             health_check_path,
             idle_timeout_secs,
             execution_timeout_secs,
@@ -603,6 +662,12 @@ impl EndpointSpec {
             network_volume: self.network_volume.clone(),
             registry_auth: self.registry_auth.clone(),
             public: Some(self.public),
+            kind: Some(match self.kind {
+                EndpointKind::Http => "http".into(),
+                EndpointKind::Queue => "queue".into(),
+            }),
+            delivery: Some("push".into()),
+            job_path: Some(self.job_path.clone()),
             health_check_path: Some(self.health_check_path.clone()),
             idle_timeout_secs: Some(self.idle_timeout_secs.into()),
             execution_timeout_secs: Some(self.execution_timeout_secs.into()),

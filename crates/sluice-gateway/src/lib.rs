@@ -57,7 +57,17 @@ impl Default for GatewayConfig {
     }
 }
 
+/// Serves what the proxy does not: the `/v2/…` queue API (R6), handed over by whoever wires the
+/// platform, so that the gateway itself stays free of the store.
+pub type SideService = Arc<
+    dyn Fn(hyper::Request<hyper::body::Incoming>) -> futures_util::future::BoxFuture<'static, hyper::Response<BoxBody>>
+        + Send
+        + Sync,
+>;
+
 pub struct Inner {
+    /// Requests under `/v2/` go here when set.
+    side: arc_swap::ArcSwapOption<SideService>,
     routes: Routes,
     changed: watch::Sender<u64>,
     domain: String,
@@ -75,6 +85,11 @@ pub struct Gateway {
 }
 
 impl Gateway {
+    /// Installs the service for `/v2/…` paths (the queue API).
+    pub fn set_side_service(&self, svc: SideService) {
+        self.inner.side.store(Some(Arc::new(svc)));
+    }
+
     pub fn new(cfg: GatewayConfig, on_demand: DemandFn) -> Self {
         let threads = match cfg.threads {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -82,6 +97,7 @@ impl Gateway {
         };
         Gateway {
             inner: Arc::new(Inner {
+                side: arc_swap::ArcSwapOption::empty(),
                 routes: Routes::default(),
                 changed: watch::channel(0).0,
                 domain: cfg.domain,

@@ -85,6 +85,11 @@ pub async fn handle(
     req: Request<Incoming>,
     remote: SocketAddr,
 ) -> Response<BoxBody> {
+    if req.uri().path().starts_with("/v2/")
+        && let Some(side) = gw.side.load_full()
+    {
+        return side(req).await;
+    }
     match proxy(&gw, &client, req, remote).await {
         Ok(resp) => resp,
         Err(e) => {

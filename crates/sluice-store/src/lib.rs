@@ -592,6 +592,18 @@ impl Store {
         Ok(c)
     }
 
+    /// Jobs in progress per worker of an endpoint (a draining worker stops only once its jobs end).
+    pub async fn jobs_in_progress_by_worker(&self, endpoint: &EndpointId) -> Result<Vec<(String, u64)>> {
+        let rows = sqlx::query(
+            "SELECT worker_id, COUNT(*) AS n FROM jobs WHERE endpoint_id = $1 AND state = 'IN_PROGRESS'
+             AND worker_id IS NOT NULL GROUP BY worker_id",
+        )
+        .bind(endpoint.as_str())
+        .fetch_all(&self.writer)
+        .await?;
+        rows.iter().map(|r| Ok((r.try_get("worker_id")?, r.try_get::<i64, _>("n")? as u64))).collect()
+    }
+
     /// Appends a chunk of partial output to a running job's stream.
     pub async fn add_stream_chunk(&self, id: &str, chunk: &str) -> Result<()> {
         sqlx::query(

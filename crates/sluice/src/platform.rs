@@ -250,7 +250,22 @@ pub async fn run(mut cfg: Config, shutdown: impl std::future::Future<Output = ()
     let control = Control::with_waker(store.clone(), runtime, Arc::new(LocalPlane(gateway.clone())), ccfg, wake);
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let reconciler = control.spawn_reconciler(stop_rx);
+    let reconciler = control.spawn_reconciler(stop_rx.clone());
+    let dispatcher = control.spawn_dispatcher(stop_rx);
+    // The queue API (/v2/…) is served on the gateway's address by the control plane's router.
+    let v2 = control.v2_router();
+    gateway.set_side_service(Arc::new(move |req| {
+        let v2 = v2.clone();
+        Box::pin(async move {
+            use http_body_util::BodyExt as _;
+            use tower::ServiceExt as _;
+            let resp = match v2.oneshot(req.map(axum::body::Body::new)).await {
+                Ok(r) => r,
+                Err(never) => match never {},
+            };
+            resp.map(|b| b.map_err(sluice_gateway::body::BoxError::from).boxed_unsync())
+        })
+    }));
     // Serve only once the first pass has adopted what a previous run left and published the
     // routing table: before that, the gateway would answer 404 for endpoints that exist.
     control.first_pass().await;
@@ -298,6 +313,7 @@ pub async fn run(mut cfg: Config, shutdown: impl std::future::Future<Output = ()
     let _ = tokio::time::timeout(Duration::from_secs(5), api).await;
     let _ = stop_tx.send(true);
     reconciler.await.context("reconciler task")?;
+    let _ = dispatcher.await;
     store.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -204,6 +204,12 @@ fn view(st: &AppState, e: &EndpointRecord) -> EndpointView {
             .map(|v| NetworkVolumeDto { name: v.name.clone(), mount_path: v.mount_path.clone() }),
         registry_server: s.registry_auth.as_ref().map(|a| a.server.clone()),
         public: s.public,
+        kind: match s.kind {
+            sluice_core::endpoint::EndpointKind::Http => "http".into(),
+            sluice_core::endpoint::EndpointKind::Queue => "queue".into(),
+        },
+        delivery: "push".into(),
+        job_path: s.job_path.clone(),
         account: e.account.clone(),
         image_pulls: s
             .image

@@ -7,5 +7,6 @@ mod cli;
 mod docker;
 mod gateway;
 mod lifecycle;
+mod queue;
 mod restart;
 mod support;

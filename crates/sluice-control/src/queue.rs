@@ -1,0 +1,396 @@
+//! Queue endpoints (R6), first part: RunPod's client API under `/v2/{endpoint}/…` (served on the
+//! gateway's address through `Gateway::set_side_service`) and the push dispatcher, which POSTs
+//! `{"id", "input"}` to a ready worker's `job_path` and records the answer. Jobs live in the store,
+//! so an accepted job survives a restart.
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use axum::{
+    Json, Router,
+    body::Bytes,
+    extract::{Path, Query, State},
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::TokioExecutor,
+};
+use serde_json::{Value, json};
+use sluice_core::{
+    EndpointId, EndpointStatus, Millis, WorkerId,
+    endpoint::EndpointKind,
+    jobs::{JobPolicy, JobState, PolicyInput, is_job_id, job_id},
+    keys::{ADMIN_ACCOUNT, digest, key_from_header},
+    routing::RouteTable,
+};
+use sluice_store::{EndpointRecord, JobRecord};
+use tokio::sync::{Notify, watch};
+
+use crate::{AppState, new_id, now};
+
+/// Largest `/run` body (RunPod: 10 MB; `/runsync` 20 MB).
+const MAX_RUN_BODY: usize = 20 * 1024 * 1024;
+
+type S = State<Arc<AppState>>;
+
+/// A `/v2` error: RunPod's clients read the status code; the body says what happened.
+struct V2Error(StatusCode, String);
+
+impl IntoResponse for V2Error {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<sluice_store::Error> for V2Error {
+    fn from(e: sluice_store::Error) -> Self {
+        tracing::error!(error = %e, "store error in the queue API");
+        V2Error(StatusCode::INTERNAL_SERVER_ERROR, "internal error".into())
+    }
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/v2/{id}/run", post(run))
+        .route("/v2/{id}/runsync", post(runsync))
+        .route("/v2/{id}/status/{job}", get(status).post(status))
+        .route("/v2/{id}/status-sync/{job}", get(status_sync).post(status_sync))
+        .route("/v2/{id}/stream/{job}", get(stream).post(stream))
+        .route("/v2/{id}/cancel/{job}", post(cancel))
+        .route("/v2/{id}/purge-queue", post(purge))
+        .route("/v2/{id}/health", get(health))
+        .fallback(|| async { V2Error(StatusCode::NOT_FOUND, "no such operation".into()) })
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_RUN_BODY))
+        .with_state(state)
+}
+
+/// The endpoint a `/v2` call names, checked like the gateway does: a private endpoint needs a
+/// key of its account (or the admin's), Bearer or bare; another account's key sees 404.
+async fn endpoint(st: &AppState, headers: &HeaderMap, id: &str) -> Result<EndpointRecord, V2Error> {
+    let missing = || V2Error(StatusCode::NOT_FOUND, format!("endpoint {id} does not exist"));
+    let id = EndpointId::parse(id).map_err(|_| missing())?;
+    let e = st.store.get_endpoint(&id).await?.ok_or_else(missing)?;
+    if !e.spec.public {
+        let key =
+            headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(key_from_header);
+        let Some(k) = key else {
+            return Err(V2Error(StatusCode::UNAUTHORIZED, "send an API key as Authorization".into()));
+        };
+        let Some(rec) = st.store.find_key(&digest(k)).await? else {
+            return Err(V2Error(StatusCode::UNAUTHORIZED, "unknown or revoked API key".into()));
+        };
+        if rec.account != e.account && rec.account != ADMIN_ACCOUNT {
+            return Err(missing());
+        }
+    }
+    if e.spec.kind != EndpointKind::Queue {
+        return Err(V2Error(
+            StatusCode::BAD_REQUEST,
+            format!("endpoint {id} is not a queue endpoint (type = \"http\")"),
+        ));
+    }
+    Ok(e)
+}
+
+/// RunPod's status envelope.
+pub fn envelope(j: &JobRecord, now: Millis) -> Value {
+    let mut v = json!({ "id": j.id, "status": j.state.as_str() });
+    let delay = j.started_at.unwrap_or(now).saturating_sub(j.created_at);
+    v["delayTime"] = json!(delay);
+    if let Some(s) = j.started_at {
+        v["executionTime"] = json!(j.finished_at.unwrap_or(now).saturating_sub(s));
+    }
+    if let Some(o) = &j.output {
+        v["output"] = serde_json::from_str(o).unwrap_or_else(|_| Value::String(o.clone()));
+    }
+    if let Some(e) = &j.error {
+        v["error"] = Value::String(e.clone());
+    }
+    if j.retries > 0 {
+        v["retries"] = json!(j.retries);
+    }
+    if let Some(w) = &j.worker_id {
+        v["workerId"] = Value::String(w.clone());
+    }
+    v
+}
+
+/// Accepts a job from a `/run` or `/runsync` body.
+async fn submit(
+    st: &AppState,
+    e: &EndpointRecord,
+    headers: &HeaderMap,
+    body: &Bytes,
+    sync: bool,
+) -> Result<JobRecord, V2Error> {
+    let bad = |m: String| V2Error(StatusCode::BAD_REQUEST, m);
+    let v: Value = serde_json::from_slice(body).map_err(|x| bad(format!("body is not JSON: {x}")))?;
+    let input = v.get("input").filter(|i| !i.is_null()).ok_or_else(|| bad("\"input\" is required".into()))?;
+    let policy_in: Option<PolicyInput> = match v.get("policy") {
+        None | Some(Value::Null) => None,
+        Some(p) => Some(serde_json::from_value(p.clone()).map_err(|x| bad(format!("policy: {x}")))?),
+    };
+    let policy = JobPolicy::validate(policy_in.as_ref()).map_err(|f| bad(format!("{}: {}", f.field, f.message)))?;
+    let webhook = match v.get("webhook") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(w)) if w.starts_with("http://") || w.starts_with("https://") => Some(w.clone()),
+        Some(_) => return Err(bad("webhook: must be an http(s) URL".into())),
+    };
+    let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    if key.as_ref().is_some_and(|k| k.is_empty() || k.len() > 200) {
+        return Err(bad("Idempotency-Key: 1 to 200 characters".into()));
+    }
+    let job = JobRecord {
+        id: job_id(new_id(), sync),
+        endpoint_id: e.id.clone(),
+        account: e.account.clone(),
+        state: JobState::InQueue,
+        input: input.to_string(),
+        output: None,
+        error: None,
+        policy,
+        sync,
+        webhook,
+        idempotency_key: key,
+        worker_id: None,
+        retries: 0,
+        created_at: now(),
+        started_at: None,
+        finished_at: None,
+    };
+    let (job, new) = st.store.create_job(&job).await?;
+    if new {
+        tracing::debug!(job = %job.id, endpoint = %e.id, "job queued");
+        st.jobs_changed.notify_waiters();
+        st.wake.notify_one();
+    }
+    Ok(job)
+}
+
+async fn run(State(st): S, Path(id): Path<String>, headers: HeaderMap, body: Bytes) -> Result<Json<Value>, V2Error> {
+    let e = endpoint(&st, &headers, &id).await?;
+    let job = submit(&st, &e, &headers, &body, false).await?;
+    Ok(Json(json!({ "id": job.id, "status": job.state.as_str() })))
+}
+
+#[derive(serde::Deserialize)]
+struct WaitQuery {
+    wait: Option<u64>,
+}
+
+/// Waits (bounded) until the job is final or gone; returns it as it is then.
+async fn wait_final(st: &AppState, ep: &EndpointId, id: &str, wait_ms: u64) -> Result<Option<JobRecord>, V2Error> {
+    let until = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
+    loop {
+        let changed = st.jobs_changed.notified();
+        let j = st.store.get_job(ep, id).await?;
+        if j.as_ref().is_none_or(|j| j.state.is_final()) || tokio::time::Instant::now() >= until {
+            return Ok(j);
+        }
+        // Woken by any job change; a timer covers what no notification announces.
+        let _ =
+            tokio::time::timeout_at(until.min(tokio::time::Instant::now() + Duration::from_millis(250)), changed).await;
+    }
+}
+
+fn wait_ms(q: &WaitQuery) -> u64 {
+    q.wait.unwrap_or(90_000).clamp(1_000, 300_000)
+}
+
+async fn runsync(
+    State(st): S,
+    Path(id): Path<String>,
+    Query(q): Query<WaitQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, V2Error> {
+    let e = endpoint(&st, &headers, &id).await?;
+    let job = submit(&st, &e, &headers, &body, true).await?;
+    let j = wait_final(&st, &e.id, &job.id, wait_ms(&q)).await?.unwrap_or(job);
+    Ok(Json(envelope(&j, now())))
+}
+
+async fn status(
+    State(st): S,
+    Path((id, job)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, V2Error> {
+    let e = endpoint(&st, &headers, &id).await?;
+    let gone = || V2Error(StatusCode::NOT_FOUND, format!("job {job} does not exist or has expired"));
+    if !is_job_id(&job) {
+        return Err(gone());
+    }
+    let j = st.store.get_job(&e.id, &job).await?.ok_or_else(gone)?;
+    Ok(Json(envelope(&j, now())))
+}
+
+async fn status_sync(
+    State(st): S,
+    Path((id, job)): Path<(String, String)>,
+    Query(q): Query<WaitQuery>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, V2Error> {
+    let e = endpoint(&st, &headers, &id).await?;
+    let gone = || V2Error(StatusCode::NOT_FOUND, format!("job {job} does not exist or has expired"));
+    if !is_job_id(&job) {
+        return Err(gone());
+    }
+    let j = wait_final(&st, &e.id, &job, wait_ms(&q)).await?.ok_or_else(gone)?;
+    Ok(Json(envelope(&j, now())))
+}
+
+async fn stream(
+    State(st): S,
+    Path((id, job)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, V2Error> {
+    let e = endpoint(&st, &headers, &id).await?;
+    let gone = || V2Error(StatusCode::NOT_FOUND, format!("job {job} does not exist or has expired"));
+    if !is_job_id(&job) {
+        return Err(gone());
+    }
+    let j = st.store.get_job(&e.id, &job).await?.ok_or_else(gone)?;
+    let chunks = st.store.take_stream_chunks(&job).await?;
+    let stream: Vec<Value> = chunks
+        .iter()
+        .map(|c| json!({ "output": serde_json::from_str::<Value>(c).unwrap_or_else(|_| Value::String(c.clone())) }))
+        .collect();
+    // The "stream" key is always there: RunPod's clients index it even when it is empty.
+    Ok(Json(json!({ "status": j.state.as_str(), "stream": stream })))
+}
+
+async fn cancel(
+    State(st): S,
+    Path((id, job)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, V2Error> {
+    let e = endpoint(&st, &headers, &id).await?;
+    let gone = || V2Error(StatusCode::NOT_FOUND, format!("job {job} does not exist or has expired"));
+    if !is_job_id(&job) {
+        return Err(gone());
+    }
+    let j = st.store.cancel_job(&e.id, &job, now()).await?.ok_or_else(gone)?;
+    st.jobs_changed.notify_waiters();
+    Ok(Json(json!({ "id": j.id, "status": j.state.as_str() })))
+}
+
+async fn purge(State(st): S, Path(id): Path<String>, headers: HeaderMap) -> Result<Json<Value>, V2Error> {
+    let e = endpoint(&st, &headers, &id).await?;
+    let removed = st.store.purge_queue(&e.id).await?;
+    Ok(Json(json!({ "removed": removed, "status": "completed" })))
+}
+
+async fn health(State(st): S, Path(id): Path<String>, headers: HeaderMap) -> Result<Json<Value>, V2Error> {
+    let e = endpoint(&st, &headers, &id).await?;
+    let c = st.store.job_counts(&e.id).await?;
+    let w = st.counts.load().get(&e.id).cloned().unwrap_or_default();
+    let busy = u64::from(w.ready).min(c.in_progress);
+    Ok(Json(json!({
+        "jobs": { "completed": c.completed, "failed": c.failed + c.timed_out, "inProgress": c.in_progress,
+                  "inQueue": c.in_queue, "retried": c.retried },
+        "workers": { "idle": u64::from(w.ready) - busy, "initializing": w.starting + w.pending, "ready": w.ready,
+                     "running": busy, "throttled": 0, "unhealthy": 0 },
+    })))
+}
+
+/// Pushes queued jobs to ready workers of push-delivery queue endpoints, at most
+/// `concurrency_per_worker` at a time per worker, until `shutdown`.
+pub async fn dispatch(
+    st: Arc<AppState>,
+    table: Arc<arc_swap::ArcSwap<RouteTable>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let client: Client<HttpConnector, http_body_util::Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+    let busy: Arc<Mutex<HashMap<WorkerId, u32>>> = Arc::new(Mutex::new(HashMap::new()));
+    let freed = Arc::new(Notify::new());
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        let endpoints = st.store.list_endpoints(None).await.unwrap_or_default();
+        let routes = table.load();
+        for e in endpoints.iter().filter(|e| e.spec.kind == EndpointKind::Queue && e.status == EndpointStatus::Running)
+        {
+            let Some(route) = routes.endpoints.iter().find(|r| r.id == e.id) else { continue };
+            for w in &route.workers {
+                loop {
+                    let used = busy.lock().unwrap().get(&w.id).copied().unwrap_or(0);
+                    if used >= e.spec.concurrency_per_worker {
+                        break;
+                    }
+                    let Ok(Some(job)) = st.store.claim_job(&e.id, w.id.as_str(), now()).await else { break };
+                    *busy.lock().unwrap().entry(w.id.clone()).or_default() += 1;
+                    let (st, client, busy, freed) = (st.clone(), client.clone(), busy.clone(), freed.clone());
+                    let url = format!("http://{}{}", w.addr, e.spec.job_path);
+                    let worker = w.id.clone();
+                    tokio::spawn(async move {
+                        push(&st, &client, &url, &job).await;
+                        if let Some(n) = busy.lock().unwrap().get_mut(&worker) {
+                            *n = n.saturating_sub(1);
+                        }
+                        st.jobs_changed.notify_waiters();
+                        st.wake.notify_one();
+                        freed.notify_one();
+                    });
+                }
+            }
+        }
+        tokio::select! {
+            () = st.jobs_changed.notified() => {}
+            () = freed.notified() => {}
+            () = tokio::time::sleep(Duration::from_millis(200)) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+/// One job to one worker: its answer is the output (a 2xx) or the error; no answer within the
+/// execution timeout is TIMED_OUT.
+async fn push(st: &AppState, client: &Client<HttpConnector, http_body_util::Full<Bytes>>, url: &str, job: &JobRecord) {
+    use http_body_util::BodyExt as _;
+    let input: Value = serde_json::from_str(&job.input).unwrap_or(Value::Null);
+    let body = json!({ "id": job.id, "input": input }).to_string();
+    let req = hyper::Request::post(url)
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .body(http_body_util::Full::new(Bytes::from(body)));
+    let Ok(req) = req else { return };
+    let timeout = Duration::from_millis(job.policy.execution_timeout_ms);
+    let outcome = tokio::time::timeout(timeout, async {
+        let resp = client.request(req).await.map_err(|e| format!("worker unreachable: {e}"))?;
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.map_err(|e| format!("reading the answer: {e}"))?.to_bytes();
+        Ok::<_, String>((status, bytes))
+    })
+    .await;
+    let t = now();
+    let result = match outcome {
+        Err(_) => st.store.finish_job(&job.id, JobState::TimedOut, None, Some("execution timeout"), t).await,
+        Ok(Err(e)) => st.store.finish_job(&job.id, JobState::Failed, None, Some(&e), t).await,
+        Ok(Ok((status, bytes))) => {
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            let output = serde_json::from_str::<Value>(&text).unwrap_or(Value::String(text)).to_string();
+            if status.is_success() {
+                st.store.finish_job(&job.id, JobState::Completed, Some(&output), None, t).await
+            } else {
+                st.store
+                    .finish_job(
+                        &job.id,
+                        JobState::Failed,
+                        None,
+                        Some(&format!("worker answered {status}: {output}")),
+                        t,
+                    )
+                    .await
+            }
+        }
+    };
+    if let Err(e) = result {
+        tracing::warn!(job = %job.id, error = %e, "could not record a job's end");
+    }
+}

@@ -1,0 +1,125 @@
+//! Queue endpoints (R6), push delivery: RunPod's client API under /v2 on the gateway, jobs pushed
+//! to demo workers, durable across a kill -9 of the platform.
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+async fn v2(p: &Platform, method: Method, path: &str, body: Option<Value>, extra: &[(&str, &str)]) -> Resp {
+    let mut h: Vec<(String, String)> = vec![("authorization".into(), p.key.clone())]; // the bare key, as RunPod's docs send it
+    h.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+    let bytes = match body {
+        Some(b) => {
+            h.push(("content-type".into(), "application/json".into()));
+            Bytes::from(serde_json::to_vec(&b).unwrap())
+        }
+        None => Bytes::new(),
+    };
+    send(method, &format!("{}/v2{path}", p.gateway), &h, bytes).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_run_through_push_workers_with_runpods_shapes() {
+    let p = Platform::start().await;
+    let q = p
+        .create(json!({"name": "q", "type": "queue", "public": false, "start_command": demo_cmd(),
+                       "job_path": "/job", "active_workers": 0, "max_workers": 2, "concurrency_per_worker": 4}))
+        .await;
+    assert_eq!((q["type"].as_str(), q["delivery"].as_str()), (Some("queue"), Some("push")), "{q}");
+    let id = q["id"].as_str().unwrap().to_owned();
+
+    // /run at zero workers: accepted at once, a worker starts, the job is pushed and completes.
+    let r = v2(&p, Method::POST, &format!("/{id}/run"), Some(json!({"input": {"prompt": "hello"}})), &[]).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let job = r.json();
+    assert_eq!(job["status"], "IN_QUEUE");
+    let job = job["id"].as_str().unwrap().to_owned();
+    assert!(job.ends_with("-u1"), "{job}");
+    let done = eventually("the job completed", Duration::from_secs(30), async || {
+        let s = v2(&p, Method::GET, &format!("/{id}/status/{job}"), None, &[]).await.json();
+        (s["status"] == "COMPLETED").then_some(s)
+    })
+    .await;
+    // The worker got {"id", "input"} at job_path; its JSON answer is the output.
+    assert_eq!(done["output"]["path"], "/job", "{done}");
+    let sent: Value = serde_json::from_str(done["output"]["body"].as_str().unwrap()).unwrap();
+    assert_eq!((sent["id"].as_str(), &sent["input"]), (Some(job.as_str()), &json!({"prompt": "hello"})));
+    assert!(done["delayTime"].as_u64().is_some() && done["executionTime"].as_u64().is_some(), "{done}");
+    assert!(done["workerId"].is_string());
+
+    // /runsync answers with the result; the id says it was synchronous.
+    let r = v2(&p, Method::POST, &format!("/{id}/runsync"), Some(json!({"input": [1, 2]})), &[]).await;
+    let s = r.json();
+    assert_eq!(
+        (s["status"].as_str(), s["id"].as_str().map(|i| i.starts_with("sync-"))),
+        (Some("COMPLETED"), Some(true)),
+        "{s}"
+    );
+    // The same Idempotency-Key returns the same job.
+    let a = v2(&p, Method::POST, &format!("/{id}/run"), Some(json!({"input": 1})), &[("idempotency-key", "k1")])
+        .await
+        .json();
+    let b = v2(&p, Method::POST, &format!("/{id}/run"), Some(json!({"input": 2})), &[("idempotency-key", "k1")])
+        .await
+        .json();
+    assert_eq!(a["id"], b["id"]);
+    // The stream key is always there; health counts jobs and workers.
+    let s = v2(&p, Method::GET, &format!("/{id}/stream/{job}"), None, &[]).await.json();
+    assert_eq!((s["status"].as_str(), s["stream"].as_array().map(Vec::len)), (Some("COMPLETED"), Some(0)), "{s}");
+    let h = eventually("health counts", Duration::from_secs(10), async || {
+        let h = v2(&p, Method::GET, &format!("/{id}/health"), None, &[]).await.json();
+        (h["jobs"]["completed"].as_u64() >= Some(3)).then_some(h)
+    })
+    .await;
+    assert!(h["workers"]["ready"].as_u64() >= Some(1), "{h}");
+
+    // Errors: no key 401, no input 400, unknown job 404, bad policy 400, an http endpoint 400.
+    let r = send(Method::POST, &format!("{}/v2/{id}/run", p.gateway), &[], Bytes::from("{\"input\":1}")).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let r = v2(&p, Method::POST, &format!("/{id}/run"), Some(json!({"nope": 1})), &[]).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
+    assert_eq!(
+        v2(&p, Method::GET, &format!("/{id}/status/0000aaaa-none"), None, &[]).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let r = v2(&p, Method::POST, &format!("/{id}/run"), Some(json!({"input": 1, "policy": {"ttl": 5}})), &[]).await;
+    assert!(r.status == StatusCode::BAD_REQUEST && r.text().contains("policy.ttl"), "{}", r.text());
+    let http = p.create_demo("plain", json!({})).await;
+    assert_eq!(
+        v2(&p, Method::POST, &format!("/{http}/run"), Some(json!({"input": 1})), &[]).await.status,
+        StatusCode::BAD_REQUEST
+    );
+    p.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_jobs_survive_a_crash_and_can_be_cancelled_or_purged() {
+    let p = Platform::start().await;
+    // Workers that never become healthy: jobs stay queued.
+    let q = p
+        .create(json!({"name": "stuck", "type": "queue", "start_command": "exec sleep 300", "active_workers": 0,
+                       "max_workers": 1, "startup_timeout_secs": 600}))
+        .await;
+    let id = q["id"].as_str().unwrap().to_owned();
+    let mut jobs = Vec::new();
+    for i in 0..3 {
+        let r = v2(&p, Method::POST, &format!("/{id}/run"), Some(json!({"input": i})), &[]).await.json();
+        jobs.push(r["id"].as_str().unwrap().to_owned());
+    }
+    let dir = p.kill9();
+    let p = Platform::start_in(dir, &["--no-demo"]).await;
+    for j in &jobs {
+        let s = v2(&p, Method::GET, &format!("/{id}/status/{j}"), None, &[]).await.json();
+        assert_eq!(s["status"], "IN_QUEUE", "accepted jobs survive a kill -9: {s}");
+    }
+    let c = v2(&p, Method::POST, &format!("/{id}/cancel/{}", jobs[0]), None, &[]).await.json();
+    assert_eq!(c["status"], "CANCELLED");
+    let r = v2(&p, Method::POST, &format!("/{id}/purge-queue"), None, &[]).await.json();
+    assert_eq!(r, json!({"removed": 2, "status": "completed"}));
+    let h = v2(&p, Method::GET, &format!("/{id}/health"), None, &[]).await.json();
+    assert_eq!((h["jobs"]["inQueue"].as_u64(), h["jobs"]["failed"].as_u64()), (Some(0), Some(0)), "{h}");
+    p.stop();
+}

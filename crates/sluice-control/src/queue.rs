@@ -24,7 +24,7 @@ use serde_json::{Value, json};
 use sluice_core::{
     EndpointId, EndpointStatus, Millis, WorkerId,
     endpoint::EndpointKind,
-    jobs::{JobPolicy, JobState, PolicyInput, is_job_id, job_id},
+    jobs::{Due, JobPolicy, JobState, PolicyInput, due, is_job_id, job_id},
     keys::{ADMIN_ACCOUNT, digest, key_from_header},
     routing::RouteTable,
 };
@@ -62,6 +62,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v2/{id}/status-sync/{job}", get(status_sync).post(status_sync))
         .route("/v2/{id}/stream/{job}", get(stream).post(stream))
         .route("/v2/{id}/cancel/{job}", post(cancel))
+        .route("/v2/{id}/retry/{job}", post(retry))
         .route("/v2/{id}/purge-queue", post(purge))
         .route("/v2/{id}/health", get(health))
         .fallback(|| async { V2Error(StatusCode::NOT_FOUND, "no such operation".into()) })
@@ -279,6 +280,28 @@ async fn cancel(
     Ok(Json(json!({ "id": j.id, "status": j.state.as_str() })))
 }
 
+async fn retry(
+    State(st): S,
+    Path((id, job)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, V2Error> {
+    let e = endpoint(&st, &headers, &id).await?;
+    let gone = || V2Error(StatusCode::NOT_FOUND, format!("job {job} does not exist or has expired"));
+    if !is_job_id(&job) {
+        return Err(gone());
+    }
+    let j = st.store.retry_job(&e.id, &job).await?.ok_or_else(gone)?;
+    if j.state != JobState::InQueue {
+        return Err(V2Error(
+            StatusCode::BAD_REQUEST,
+            format!("job {job} is {}; only FAILED and TIMED_OUT jobs can be retried", j.state.as_str()),
+        ));
+    }
+    st.jobs_changed.notify_waiters();
+    st.wake.notify_one();
+    Ok(Json(json!({ "id": j.id, "status": j.state.as_str() })))
+}
+
 async fn purge(State(st): S, Path(id): Path<String>, headers: HeaderMap) -> Result<Json<Value>, V2Error> {
     let e = endpoint(&st, &headers, &id).await?;
     let removed = st.store.purge_queue(&e.id).await?;
@@ -309,9 +332,14 @@ pub async fn dispatch(
         Client::builder(TokioExecutor::new()).build(HttpConnector::new());
     let busy: Arc<Mutex<HashMap<WorkerId, u32>>> = Arc::new(Mutex::new(HashMap::new()));
     let freed = Arc::new(Notify::new());
+    let mut last_sweep = Millis(0);
     loop {
         if *shutdown.borrow() {
             break;
+        }
+        if now().saturating_sub(last_sweep) >= 1_000 {
+            last_sweep = now();
+            sweep(&st, last_sweep).await;
         }
         let endpoints = st.store.list_endpoints(None).await.unwrap_or_default();
         let routes = table.load();
@@ -350,6 +378,31 @@ pub async fn dispatch(
     }
 }
 
+/// Applies the job clocks (`sluice_core::jobs::due`): TTL and result retention delete, a job
+/// running past its execution timeout is TIMED_OUT.
+async fn sweep(st: &AppState, t: Millis) {
+    let jobs = match st.store.jobs_maybe_due(t, 500).await {
+        Ok(j) => j,
+        Err(e) => return tracing::warn!(error = %e, "could not read jobs to expire"),
+    };
+    for j in jobs {
+        let r = match due(j.state, &j.policy, j.sync, j.created_at, j.started_at, j.finished_at, t) {
+            Due::Nothing => Ok(()),
+            Due::Delete => st.store.delete_job(&j.id).await,
+            Due::TimeOut => {
+                st.store.finish_job(&j.id, JobState::TimedOut, None, Some("execution timeout"), t).await.map(drop)
+            }
+        };
+        if let Err(e) = r {
+            tracing::warn!(job = %j.id, error = %e, "could not expire a job");
+        }
+        st.jobs_changed.notify_waiters();
+    }
+}
+
+/// Times a job is handed out again after its worker went away before answering.
+const MAX_RETRIES: u32 = 3;
+
 /// One job to one worker: its answer is the output (a 2xx) or the error; no answer within the
 /// execution timeout is TIMED_OUT.
 async fn push(st: &AppState, client: &Client<HttpConnector, http_body_util::Full<Bytes>>, url: &str, job: &JobRecord) {
@@ -371,7 +424,8 @@ async fn push(st: &AppState, client: &Client<HttpConnector, http_body_util::Full
     let t = now();
     let result = match outcome {
         Err(_) => st.store.finish_job(&job.id, JobState::TimedOut, None, Some("execution timeout"), t).await,
-        Ok(Err(e)) => st.store.finish_job(&job.id, JobState::Failed, None, Some(&e), t).await,
+        // No answer at all: the worker went away. At least once: the job goes back to the queue.
+        Ok(Err(e)) => st.store.requeue_job(&job.id, MAX_RETRIES, &e, t).await.map(|s| s.is_some()),
         Ok(Ok((status, bytes))) => {
             let text = String::from_utf8_lossy(&bytes).into_owned();
             let output = serde_json::from_str::<Value>(&text).unwrap_or(Value::String(text)).to_string();

@@ -536,6 +536,70 @@ impl Store {
         self.get_job(endpoint, id).await
     }
 
+    /// Puts one running job back in the queue (its worker went away before answering), counting
+    /// a retry; past `max_retries` it fails instead. Returns the state it ends in.
+    pub async fn requeue_job(
+        &self,
+        id: &str,
+        max_retries: u32,
+        reason: &str,
+        now: Millis,
+    ) -> Result<Option<sluice_core::jobs::JobState>> {
+        let row = sqlx::query(
+            "UPDATE jobs SET
+                state = CASE WHEN retries < $1 THEN 'IN_QUEUE' ELSE 'FAILED' END,
+                error = CASE WHEN retries < $1 THEN NULL ELSE $2 END,
+                finished_at = CASE WHEN retries < $1 THEN NULL ELSE $3 END,
+                worker_id = CASE WHEN retries < $1 THEN NULL ELSE worker_id END,
+                started_at = CASE WHEN retries < $1 THEN NULL ELSE started_at END,
+                retries = CASE WHEN retries < $1 THEN retries + 1 ELSE retries END
+             WHERE id = $4 AND state = 'IN_PROGRESS' RETURNING state",
+        )
+        .bind(i64::from(max_retries))
+        .bind(reason)
+        .bind(now.0 as i64)
+        .bind(id)
+        .fetch_optional(&self.writer)
+        .await?;
+        row.map(|r| {
+            let s: String = r.try_get("state")?;
+            sluice_core::jobs::JobState::parse(&s).ok_or_else(|| corrupt("jobs", s))
+        })
+        .transpose()
+    }
+
+    /// `retry`: a FAILED or TIMED_OUT job goes back to the queue with the same id, its previous
+    /// output removed. Returns the job afterwards (unchanged when it could not be retried).
+    pub async fn retry_job(&self, endpoint: &EndpointId, id: &str) -> Result<Option<JobRecord>> {
+        sqlx::query(
+            "UPDATE jobs SET state = 'IN_QUEUE', output = NULL, error = NULL, worker_id = NULL, started_at = NULL,
+                finished_at = NULL, retries = retries + 1
+             WHERE endpoint_id = $1 AND id = $2 AND state IN ('FAILED', 'TIMED_OUT')",
+        )
+        .bind(endpoint.as_str())
+        .bind(id)
+        .execute(&self.writer)
+        .await?;
+        self.get_job(endpoint, id).await
+    }
+
+    /// Jobs whose clocks may have run out at `now` (TTL, result retention, execution timeout);
+    /// the caller decides with `sluice_core::jobs::due`.
+    pub async fn jobs_maybe_due(&self, now: Millis, limit: u32) -> Result<Vec<JobRecord>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {JOB_COLUMNS} FROM jobs
+             WHERE created_at + ttl_ms <= $1
+                OR (finished_at IS NOT NULL AND finished_at + 60000 <= $1)
+                OR (state = 'IN_PROGRESS' AND started_at + execution_timeout_ms <= $1)
+             LIMIT $2"
+        )))
+        .bind(now.0 as i64)
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
     /// Puts the jobs a dead worker held back in the queue (at-least-once), counting a retry.
     pub async fn requeue_worker_jobs(&self, worker: &str) -> Result<u64> {
         let r = sqlx::query(

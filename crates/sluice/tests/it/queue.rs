@@ -123,3 +123,66 @@ async fn queued_jobs_survive_a_crash_and_can_be_cancelled_or_purged() {
     assert_eq!((h["jobs"]["inQueue"].as_u64(), h["jobs"]["failed"].as_u64()), (Some(0), Some(0)), "{h}");
     p.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_retry_timeouts_and_ttl() {
+    let p = Platform::start().await;
+    let mk = async |name: &str, path: &str| {
+        let q = p
+            .create(json!({"name": name, "type": "queue", "start_command": demo_cmd(), "job_path": path,
+                           "active_workers": 1, "max_workers": 1}))
+            .await;
+        q["id"].as_str().unwrap().to_owned()
+    };
+    // The demo worker answers POST /ws with 405: the job fails with the answer; retry requeues it.
+    let bad = mk("bad", "/ws").await;
+    let slow = mk("slow", "/sleep?ms=8000").await;
+    p.wait_ready(&bad, 1).await;
+    let j = v2(&p, Method::POST, &format!("/{bad}/run"), Some(json!({"input": 1})), &[]).await.json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let failed = eventually("FAILED", Duration::from_secs(20), async || {
+        let s = v2(&p, Method::GET, &format!("/{bad}/status/{j}"), None, &[]).await.json();
+        (s["status"] == "FAILED").then_some(s)
+    })
+    .await;
+    assert!(failed["error"].as_str().unwrap().contains("405"), "{failed}");
+    let r = v2(&p, Method::POST, &format!("/{bad}/retry/{j}"), None, &[]).await.json();
+    assert_eq!(r["status"], "IN_QUEUE", "{r}");
+    let again = eventually("FAILED again", Duration::from_secs(20), async || {
+        let s = v2(&p, Method::GET, &format!("/{bad}/status/{j}"), None, &[]).await.json();
+        (s["status"] == "FAILED").then_some(s)
+    })
+    .await;
+    assert_eq!(again["retries"], 1, "{again}");
+    // A completed job cannot be retried.
+    let ok = mk("ok", "/job").await;
+    p.wait_ready(&ok, 1).await;
+    let s = v2(&p, Method::POST, &format!("/{ok}/runsync"), Some(json!({"input": 1})), &[]).await.json();
+    assert_eq!(s["status"], "COMPLETED");
+    let r = v2(&p, Method::POST, &format!("/{ok}/retry/{}", s["id"].as_str().unwrap()), None, &[]).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+
+    // Longer than its execution timeout: TIMED_OUT.
+    p.wait_ready(&slow, 1).await;
+    let body = json!({"input": 1, "policy": {"executionTimeout": 5000}});
+    let j =
+        v2(&p, Method::POST, &format!("/{slow}/run"), Some(body), &[]).await.json()["id"].as_str().unwrap().to_owned();
+    let to = eventually("TIMED_OUT", Duration::from_secs(20), async || {
+        let s = v2(&p, Method::GET, &format!("/{slow}/status/{j}"), None, &[]).await.json();
+        (s["status"] == "TIMED_OUT").then_some(s)
+    })
+    .await;
+    assert!(to["executionTime"].as_u64() >= Some(5000), "{to}");
+    // TTL: the job is deleted 10 s after submission, running or not; status then 404.
+    let body = json!({"input": 1, "policy": {"ttl": 10000}});
+    let j =
+        v2(&p, Method::POST, &format!("/{slow}/run"), Some(body), &[]).await.json()["id"].as_str().unwrap().to_owned();
+    eventually("deleted by its TTL", Duration::from_secs(20), async || {
+        (v2(&p, Method::GET, &format!("/{slow}/status/{j}"), None, &[]).await.status == StatusCode::NOT_FOUND)
+            .then_some(())
+    })
+    .await;
+    p.stop();
+}

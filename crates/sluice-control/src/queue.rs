@@ -447,4 +447,19 @@ async fn push(st: &AppState, client: &Client<HttpConnector, http_body_util::Full
     if let Err(e) = result {
         tracing::warn!(job = %job.id, error = %e, "could not record a job's end");
     }
+    notify_webhook(st, job).await;
+}
+
+/// When a job with a webhook has ended: POST its status envelope (with `input` and `webhook`,
+/// as RunPod sends it) to the webhook; retried twice, 10 s apart.
+async fn notify_webhook(st: &AppState, job: &JobRecord) {
+    let Some(url) = &job.webhook else { return };
+    let Ok(Some(j)) = st.store.get_job(&job.endpoint_id, &job.id).await else { return };
+    if !j.state.is_final() {
+        return;
+    }
+    let mut body = envelope(&j, now());
+    body["input"] = serde_json::from_str(&j.input).unwrap_or(Value::Null);
+    body["webhook"] = Value::String(url.clone());
+    crate::health::notify(url.clone(), body);
 }

@@ -50,6 +50,19 @@ async fn jobs_run_through_push_workers_with_runpods_shapes() {
     assert!(done["delayTime"].as_u64().is_some() && done["executionTime"].as_u64().is_some(), "{done}");
     assert!(done["workerId"].is_string());
 
+    // A webhook gets the status envelope, with the input, when the job ends.
+    let (hook, got) = webhook_sink().await;
+    let r = v2(&p, Method::POST, &format!("/{id}/run"), Some(json!({"input": {"n": 7}, "webhook": hook})), &[]).await;
+    let hooked = r.json()["id"].as_str().unwrap().to_owned();
+    eventually("the job's webhook", Duration::from_secs(20), async || {
+        got.lock()
+            .unwrap()
+            .iter()
+            .any(|b| b.contains(&hooked) && b.contains("\"COMPLETED\"") && b.contains("\"n\":7"))
+            .then_some(())
+    })
+    .await;
+
     // /runsync answers with the result; the id says it was synchronous.
     let r = v2(&p, Method::POST, &format!("/{id}/runsync"), Some(json!({"input": [1, 2]})), &[]).await;
     let s = r.json();

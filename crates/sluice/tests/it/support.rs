@@ -268,3 +268,28 @@ pub fn cli(p: &Platform, args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// A webhook receiver on loopback: the bodies of the POSTs it got.
+pub async fn webhook_sink() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", l.local_addr().unwrap());
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let g = got.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut n = 0;
+            // Read until the JSON body's closing brace arrived.
+            while let Ok(k) = s.read(&mut buf[n..]).await {
+                n += k;
+                if k == 0 || String::from_utf8_lossy(&buf[..n]).trim_end().ends_with('}') {
+                    break;
+                }
+            }
+            g.lock().unwrap().push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
+        }
+    });
+    (url, got)
+}

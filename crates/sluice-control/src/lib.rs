@@ -93,8 +93,10 @@ pub struct AppState {
     passes_tx: watch::Sender<u64>,
     /// Image pulls ahead of need.
     pub images: Arc<images::Images>,
-    /// Signalled whenever a job is queued, ends or is cancelled (runsync waits, dispatch).
+    /// Signalled whenever a job is queued, ends or is cancelled (runsync and status-sync waits).
     pub jobs_changed: Notify,
+    /// Wakes the dispatcher: a job was queued (keeps a permit, so a wake is never lost).
+    pub dispatch_wake: Notify,
     /// The routing table the reconciler last published (ready workers, for job dispatch).
     pub table: Arc<ArcSwap<RouteTable>>,
 }
@@ -132,6 +134,7 @@ impl Control {
         let state = Arc::new(AppState {
             images,
             jobs_changed: Notify::new(),
+            dispatch_wake: Notify::new(),
             table: Arc::new(ArcSwap::from_pointee(RouteTable::default())),
             store,
             cfg,

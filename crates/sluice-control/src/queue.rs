@@ -168,6 +168,7 @@ async fn submit(
     if new {
         tracing::debug!(job = %job.id, endpoint = %e.id, "job queued");
         st.jobs_changed.notify_waiters();
+        st.dispatch_wake.notify_one();
         st.wake.notify_one();
     }
     Ok(job)
@@ -290,16 +291,17 @@ async fn retry(
     if !is_job_id(&job) {
         return Err(gone());
     }
-    let j = st.store.retry_job(&e.id, &job).await?.ok_or_else(gone)?;
-    if j.state != JobState::InQueue {
+    let (retried, j) = st.store.retry_job(&e.id, &job).await?.ok_or_else(gone)?;
+    if !retried {
         return Err(V2Error(
             StatusCode::BAD_REQUEST,
             format!("job {job} is {}; only FAILED and TIMED_OUT jobs can be retried", j.state.as_str()),
         ));
     }
     st.jobs_changed.notify_waiters();
+    st.dispatch_wake.notify_one();
     st.wake.notify_one();
-    Ok(Json(json!({ "id": j.id, "status": j.state.as_str() })))
+    Ok(Json(json!({ "id": j.id, "status": JobState::InQueue.as_str() })))
 }
 
 async fn purge(State(st): S, Path(id): Path<String>, headers: HeaderMap) -> Result<Json<Value>, V2Error> {
@@ -370,7 +372,7 @@ pub async fn dispatch(
             }
         }
         tokio::select! {
-            () = st.jobs_changed.notified() => {}
+            () = st.dispatch_wake.notified() => {}
             () = freed.notified() => {}
             () = tokio::time::sleep(Duration::from_millis(200)) => {}
             _ = shutdown.changed() => {}

@@ -569,9 +569,11 @@ impl Store {
     }
 
     /// `retry`: a FAILED or TIMED_OUT job goes back to the queue with the same id, its previous
-    /// output removed. Returns the job afterwards (unchanged when it could not be retried).
-    pub async fn retry_job(&self, endpoint: &EndpointId, id: &str) -> Result<Option<JobRecord>> {
-        sqlx::query(
+    /// output removed. Returns whether it was requeued, and the job as it was found (`None`: no
+    /// such job). The job may be taken again at once, so its state afterwards says nothing.
+    pub async fn retry_job(&self, endpoint: &EndpointId, id: &str) -> Result<Option<(bool, JobRecord)>> {
+        let before = self.get_job(endpoint, id).await?;
+        let r = sqlx::query(
             "UPDATE jobs SET state = 'IN_QUEUE', output = NULL, error = NULL, worker_id = NULL, started_at = NULL,
                 finished_at = NULL, retries = retries + 1
              WHERE endpoint_id = $1 AND id = $2 AND state IN ('FAILED', 'TIMED_OUT')",
@@ -580,7 +582,7 @@ impl Store {
         .bind(id)
         .execute(&self.writer)
         .await?;
-        self.get_job(endpoint, id).await
+        Ok(before.map(|j| (r.rows_affected() > 0, j)))
     }
 
     /// Jobs whose clocks may have run out at `now` (TTL, result retention, execution timeout);

@@ -379,6 +379,15 @@ struct SpecArgs {
     /// Reachable through the gateway without a key.
     #[arg(long)]
     public: Option<bool>,
+    /// http (default) or queue (RunPod-style jobs under /v2/{id}/).
+    #[arg(long = "type", value_name = "TYPE")]
+    kind: Option<String>,
+    /// Queue endpoints: push.
+    #[arg(long)]
+    delivery: Option<String>,
+    /// Queue endpoints: the worker path jobs are POSTed to (default /).
+    #[arg(long)]
+    job_path: Option<String>,
     #[command(flatten)]
     registry: RegistryArgs,
 }
@@ -422,7 +431,10 @@ impl SpecArgs {
             queue_capacity,
             queue_timeout_secs,
             max_requests_per_minute,
-            public
+            public,
+            kind,
+            delivery,
+            job_path
         );
         if !self.env.is_empty() {
             let mut env = BTreeMap::new();

@@ -60,6 +60,36 @@ async fn endpoint_commands_drive_the_api() {
     let (ok, out, _) = cli(&p, &["endpoint", "workers", &id]);
     assert!(ok && out.starts_with("ID"), "{out}");
 
+    // A queue endpoint from flags.
+    let (ok, out, err) = cli(
+        &p,
+        &[
+            "endpoint",
+            "create",
+            "--name",
+            "jobs",
+            "--type",
+            "queue",
+            "--job-path",
+            "/run-job",
+            "--start-command",
+            "true",
+            "--active-workers",
+            "0",
+            "--json",
+        ],
+    );
+    assert!(ok, "{err}");
+    let q: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!((q["type"].as_str(), q["job_path"].as_str()), (Some("queue"), Some("/run-job")), "{q}");
+    let (ok, _, err) = cli(
+        &p,
+        &["endpoint", "create", "--name", "pull", "--type", "queue", "--delivery", "pull", "--start-command", "true"],
+    );
+    assert!(!ok && err.contains("delivery"), "{err}");
+    let (ok, out, _) = cli(&p, &["endpoint", "delete", q["id"].as_str().unwrap()]);
+    assert!(ok && out.contains("deleted"), "{out}");
+
     // Errors: non-zero exit and a message naming the field; nothing created.
     let (ok, _, err) =
         cli(&p, &["endpoint", "create", "--name", "bad", "--start-command", "true", "--gpus-per-worker", "9"]);

@@ -98,6 +98,13 @@ async fn endpoint(st: &AppState, headers: &HeaderMap, id: &str) -> Result<Endpoi
     Ok(e)
 }
 
+/// Checks a job id from a path: malformed ones are 404 without touching the store. Returns the
+/// 404 to answer when the store does not have the job.
+fn job_ref(job: &str) -> Result<impl Fn() -> V2Error + '_, V2Error> {
+    let gone = move || V2Error(StatusCode::NOT_FOUND, format!("job {job} does not exist or has expired"));
+    if is_job_id(job) { Ok(gone) } else { Err(gone()) }
+}
+
 /// RunPod's status envelope.
 pub fn envelope(j: &JobRecord, now: Millis) -> Value {
     let mut v = json!({ "id": j.id, "status": j.state.as_str() });
@@ -223,10 +230,7 @@ async fn status(
     headers: HeaderMap,
 ) -> Result<Json<Value>, V2Error> {
     let e = endpoint(&st, &headers, &id).await?;
-    let gone = || V2Error(StatusCode::NOT_FOUND, format!("job {job} does not exist or has expired"));
-    if !is_job_id(&job) {
-        return Err(gone());
-    }
+    let gone = job_ref(&job)?;
     let j = st.store.get_job(&e.id, &job).await?.ok_or_else(gone)?;
     Ok(Json(envelope(&j, now())))
 }
@@ -238,10 +242,7 @@ async fn status_sync(
     headers: HeaderMap,
 ) -> Result<Json<Value>, V2Error> {
     let e = endpoint(&st, &headers, &id).await?;
-    let gone = || V2Error(StatusCode::NOT_FOUND, format!("job {job} does not exist or has expired"));
-    if !is_job_id(&job) {
-        return Err(gone());
-    }
+    let gone = job_ref(&job)?;
     let j = wait_final(&st, &e.id, &job, wait_ms(&q)).await?.ok_or_else(gone)?;
     Ok(Json(envelope(&j, now())))
 }
@@ -252,10 +253,7 @@ async fn stream(
     headers: HeaderMap,
 ) -> Result<Json<Value>, V2Error> {
     let e = endpoint(&st, &headers, &id).await?;
-    let gone = || V2Error(StatusCode::NOT_FOUND, format!("job {job} does not exist or has expired"));
-    if !is_job_id(&job) {
-        return Err(gone());
-    }
+    let gone = job_ref(&job)?;
     let j = st.store.get_job(&e.id, &job).await?.ok_or_else(gone)?;
     let chunks = st.store.take_stream_chunks(&job).await?;
     let stream: Vec<Value> = chunks
@@ -272,10 +270,7 @@ async fn cancel(
     headers: HeaderMap,
 ) -> Result<Json<Value>, V2Error> {
     let e = endpoint(&st, &headers, &id).await?;
-    let gone = || V2Error(StatusCode::NOT_FOUND, format!("job {job} does not exist or has expired"));
-    if !is_job_id(&job) {
-        return Err(gone());
-    }
+    let gone = job_ref(&job)?;
     let j = st.store.cancel_job(&e.id, &job, now()).await?.ok_or_else(gone)?;
     st.jobs_changed.notify_waiters();
     Ok(Json(json!({ "id": j.id, "status": j.state.as_str() })))
@@ -287,10 +282,7 @@ async fn retry(
     headers: HeaderMap,
 ) -> Result<Json<Value>, V2Error> {
     let e = endpoint(&st, &headers, &id).await?;
-    let gone = || V2Error(StatusCode::NOT_FOUND, format!("job {job} does not exist or has expired"));
-    if !is_job_id(&job) {
-        return Err(gone());
-    }
+    let gone = job_ref(&job)?;
     let (retried, j) = st.store.retry_job(&e.id, &job).await?.ok_or_else(gone)?;
     if !retried {
         return Err(V2Error(

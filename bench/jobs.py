@@ -60,7 +60,7 @@ def main():
         auth = {"Authorization": f"Bearer {key}"}
         binary = os.path.join(ROOT, "target/release/sluice")
         e = post(addrs["api"] + "/v1/endpoints", {
-            "name": "q", "type": "queue", "public": True, "start_command": f"exec '{binary}' demo-worker",
+            "name": "q", "type": "queue", "delivery": "push", "public": True, "start_command": f"exec '{binary}' demo-worker",
             "job_path": "/job", "active_workers": 1, "max_workers": 1, "concurrency_per_worker": 64}, auth)
         eid = e["id"]
         worker = None

@@ -14,6 +14,9 @@ fi
 # They are part of the suite; without an Engine they fail, never skip.
 bash scripts/docker.sh
 
+# RunPod's SDK (client and worker) for the compatibility tests, in a venv under target/.
+bash scripts/python.sh
+
 # The NVML path is compiled only with `--features nvml` (no GPU here): keep it compiling.
 cargo check -q -p sluice --features nvml
 

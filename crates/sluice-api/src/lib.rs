@@ -315,7 +315,9 @@ pub struct EndpointInput {
     /// under `/v2/{id}/…` on the gateway.
     #[serde(rename = "type")]
     pub kind: Option<String>,
-    /// Queue endpoints: `push` (the platform POSTs `{"id", "input"}` to the worker).
+    /// Queue endpoints: `pull` (default: workers built on RunPod's `runpod.serverless.start()`
+    /// take jobs with its worker protocol) or `push` (the platform POSTs `{"id", "input"}` to the
+    /// worker's `job_path`).
     pub delivery: Option<String>,
     /// Queue endpoints: the worker path jobs are POSTed to; default `/`.
     pub job_path: Option<String>,

@@ -81,6 +81,28 @@ pub fn spawn(client: ProbeClient, addr: SocketAddr, path: String, wake: Arc<Noti
     Probe { state, handle }
 }
 
+/// The health of a pull worker: its heartbeat (any protocol call counts), checked every
+/// 100 ms until it is first heard from and every 500 ms after. `failures` counts the whole ping
+/// intervals missed.
+pub fn spawn_heartbeat(reg: Arc<crate::pull::Registry>, worker: sluice_core::WorkerId, wake: Arc<Notify>) -> Probe {
+    let state = Arc::new(ProbeState::default());
+    let st = state.clone();
+    let handle = tokio::spawn(async move {
+        loop {
+            let (ok, missed) = crate::pull::heartbeat(&reg, &worker, crate::now());
+            let was = st.healthy.swap(ok, Relaxed);
+            let before = st.failures.swap(missed, Relaxed);
+            if ok != was || (missed != before && missed >= UNHEALTHY_AFTER) {
+                wake.notify_one();
+            }
+            let every = if reg.last_seen(&worker).is_some() { 500 } else { 100 };
+            tokio::time::sleep(Duration::from_millis(every)).await;
+        }
+    })
+    .abort_handle();
+    Probe { state, handle }
+}
+
 /// POSTs a JSON notification (low-credit warnings) to an account's webhook, in the background,
 /// with up to three attempts 10 s apart; failures are logged, never fatal.
 pub fn notify(url: String, body: serde_json::Value) {

@@ -10,6 +10,7 @@ pub mod auth;
 mod error;
 mod health;
 pub mod images;
+pub mod pull;
 pub mod queue;
 pub mod reconcile;
 
@@ -58,6 +59,19 @@ pub struct ControlConfig {
     pub max_body_bytes: usize,
     /// Prices and accrual interval for metering (R5.2, R5.3).
     pub metering: reconcile::MeteringConfig,
+    /// RunPod-protocol (pull) workers: how they reach the platform and how often they ping.
+    pub pull: PullConfig,
+}
+
+/// Settings for workers that take jobs with RunPod's worker protocol.
+#[derive(Debug, Clone)]
+pub struct PullConfig {
+    /// The platform's address as workers reach it (their `/v2/…` URLs start with it).
+    pub api_url: String,
+    /// Kept for the life of the data directory; worker tokens are derived from it.
+    pub token_secret: String,
+    /// `RUNPOD_PING_INTERVAL`; three missed intervals make a worker dead.
+    pub ping_interval_ms: u64,
 }
 
 impl ControlConfig {
@@ -99,6 +113,8 @@ pub struct AppState {
     pub dispatch_wake: Notify,
     /// The routing table the reconciler last published (ready workers, for job dispatch).
     pub table: Arc<ArcSwap<RouteTable>>,
+    /// Pull workers between their calls (heartbeats, held jobs, requests to be replaced).
+    pub pull: Arc<pull::Registry>,
 }
 
 impl AppState {
@@ -131,7 +147,13 @@ impl Control {
     ) -> Self {
         let (passes_tx, passes) = watch::channel(0);
         let images = images::Images::new(runtime.clone(), cfg.nodes.clone());
+        let pull = Arc::new(pull::Registry::new(
+            cfg.pull.token_secret.clone().into_bytes(),
+            cfg.pull.api_url.clone(),
+            cfg.pull.ping_interval_ms,
+        ));
         let state = Arc::new(AppState {
+            pull,
             images,
             jobs_changed: Notify::new(),
             dispatch_wake: Notify::new(),
@@ -175,6 +197,11 @@ impl Control {
         tokio::spawn(queue::dispatch(self.state.clone(), self.state.table.clone(), shutdown))
     }
 
+    /// Ends the job-take and job-stop polls that workers hold (platform shutdown).
+    pub fn close_polls(&self) {
+        self.state.pull.close();
+    }
+
     /// Resolves once the reconciler has finished its first pass: the workers of a previous
     /// run are adopted and the gateway has its routing table.
     pub async fn first_pass(&self) {
@@ -194,6 +221,7 @@ impl Control {
                 wake: self.state.wake.clone(),
                 counts: self.state.counts.clone(),
                 passes_tx: self.state.passes_tx.clone(),
+                pull: self.state.pull.clone(),
             },
             self.state.cfg.metering.clone(),
         );

@@ -23,8 +23,8 @@ use hyper_util::{
 use serde_json::{Value, json};
 use sluice_core::{
     EndpointId, EndpointStatus, Millis, WorkerId,
-    endpoint::EndpointKind,
-    jobs::{Due, JobPolicy, JobState, PolicyInput, due, is_job_id, job_id},
+    endpoint::{Delivery, EndpointKind},
+    jobs::{Due, JobPolicy, JobState, MAX_RETRIES, PolicyInput, due, is_job_id, job_id},
     keys::{ADMIN_ACCOUNT, digest, key_from_header},
     routing::RouteTable,
 };
@@ -65,6 +65,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v2/{id}/retry/{job}", post(retry))
         .route("/v2/{id}/purge-queue", post(purge))
         .route("/v2/{id}/health", get(health))
+        .merge(crate::pull::routes())
         .fallback(|| async { V2Error(StatusCode::NOT_FOUND, "no such operation".into()) })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_RUN_BODY))
         .with_state(state)
@@ -337,8 +338,11 @@ pub async fn dispatch(
         }
         let endpoints = st.store.list_endpoints(None).await.unwrap_or_default();
         let routes = table.load();
-        for e in endpoints.iter().filter(|e| e.spec.kind == EndpointKind::Queue && e.status == EndpointStatus::Running)
-        {
+        for e in endpoints.iter().filter(|e| {
+            e.spec.kind == EndpointKind::Queue
+                && e.spec.delivery == Delivery::Push
+                && e.status == EndpointStatus::Running
+        }) {
             let Some(route) = routes.endpoints.iter().find(|r| r.id == e.id) else { continue };
             for w in &route.workers {
                 loop {
@@ -394,9 +398,6 @@ async fn sweep(st: &AppState, t: Millis) {
     }
 }
 
-/// Times a job is handed out again after its worker went away before answering.
-const MAX_RETRIES: u32 = 3;
-
 /// One job to one worker: its answer is the output (a 2xx) or the error; no answer within the
 /// execution timeout is TIMED_OUT.
 async fn push(st: &AppState, client: &Client<HttpConnector, http_body_util::Full<Bytes>>, url: &str, job: &JobRecord) {
@@ -446,7 +447,7 @@ async fn push(st: &AppState, client: &Client<HttpConnector, http_body_util::Full
 
 /// When a job with a webhook has ended: POST its status envelope (with `input` and `webhook`,
 /// as RunPod sends it) to the webhook; retried twice, 10 s apart.
-async fn notify_webhook(st: &AppState, job: &JobRecord) {
+pub(crate) async fn notify_webhook(st: &AppState, job: &JobRecord) {
     let Some(url) = &job.webhook else { return };
     let Ok(Some(j)) = st.store.get_job(&job.endpoint_id, &job.id).await else { return };
     if !j.state.is_final() {

@@ -55,6 +55,14 @@ struct Live {
     health_path: String,
     execution_timeout_secs: u32,
     probe: Option<Probe>,
+    /// Takes jobs with RunPod's worker protocol: its health is its heartbeat, not an HTTP probe.
+    pull: bool,
+}
+
+/// Whether the endpoint's workers take jobs with RunPod's worker protocol.
+fn is_pull(e: &EndpointRecord) -> bool {
+    e.spec.kind == sluice_core::endpoint::EndpointKind::Queue
+        && e.spec.delivery == sluice_core::endpoint::Delivery::Pull
 }
 
 pub type Counts = Arc<ArcSwap<HashMap<EndpointId, WorkerCounts>>>;
@@ -104,6 +112,7 @@ pub struct Reconciler {
     tick: Duration,
     passes: u64,
     passes_tx: watch::Sender<u64>,
+    pull: Arc<crate::pull::Registry>,
 }
 
 /// How the reconciler talks back: woken by, counts shown to, and passes awaited by the API.
@@ -113,6 +122,8 @@ pub struct Signals {
     pub wake: Arc<Notify>,
     pub counts: Counts,
     pub passes_tx: watch::Sender<u64>,
+    /// Pull workers' heartbeats and requests.
+    pub pull: Arc<crate::pull::Registry>,
 }
 
 impl Reconciler {
@@ -124,7 +135,7 @@ impl Reconciler {
         signals: Signals,
         metering: MeteringConfig,
     ) -> Self {
-        let Signals { table, wake, counts, passes_tx } = signals;
+        let Signals { table, wake, counts, passes_tx, pull } = signals;
         Reconciler {
             store,
             runtime,
@@ -149,6 +160,7 @@ impl Reconciler {
             tick: Duration::from_millis(500),
             passes: 0,
             passes_tx,
+            pull,
         }
     }
 
@@ -203,12 +215,7 @@ impl Reconciler {
                     rec.port = Some(addr.port());
                     rec.pid = obs.pid;
                     self.store.upsert_worker(&rec).await?;
-                    let probe = health::spawn(
-                        self.probe_client.clone(),
-                        addr,
-                        ep.spec.health_check_path.clone(),
-                        self.wake.clone(),
-                    );
+                    let probe = self.probe(is_pull(ep), &rec.id, addr, &ep.spec.health_check_path);
                     self.workers.insert(
                         rec.id.clone(),
                         Live {
@@ -218,6 +225,7 @@ impl Reconciler {
                             health_path: ep.spec.health_check_path.clone(),
                             execution_timeout_secs: ep.spec.execution_timeout_secs,
                             probe: Some(probe),
+                            pull: is_pull(ep),
                         },
                     );
                 }
@@ -229,6 +237,7 @@ impl Reconciler {
                     if let Some(mut rec) = rec {
                         finish(&mut rec, WorkerState::Stopped, "stopped after platform restart: no longer wanted", t);
                         self.store.upsert_worker(&rec).await?;
+                        self.requeue_jobs(&rec.id, "its worker was stopped", t).await;
                     }
                 }
             }
@@ -242,8 +251,30 @@ impl Reconciler {
             let state = if rec.state == WorkerState::Pending { WorkerState::Stopped } else { WorkerState::Failed };
             finish(&mut rec, state, reason, t);
             self.store.upsert_worker(&rec).await?;
+            self.requeue_jobs(&rec.id, "its worker was gone after a platform restart", t).await;
         }
         Ok(())
+    }
+
+    /// The health source of a launched worker: its heartbeat for a pull worker, else an HTTP
+    /// probe of its health path.
+    fn probe(&self, pull: bool, id: &WorkerId, addr: SocketAddr, path: &str) -> Probe {
+        if pull {
+            health::spawn_heartbeat(self.pull.clone(), id.clone(), self.wake.clone())
+        } else {
+            health::spawn(self.probe_client.clone(), addr, path.to_owned(), self.wake.clone())
+        }
+    }
+
+    /// A worker has ended: the jobs it was running go back to the queue (at-least-once, up to
+    /// `MAX_RETRIES`; beyond, they fail with `why`), and what the protocol knew of it is dropped.
+    async fn requeue_jobs(&self, id: &WorkerId, why: &str, t: Millis) {
+        self.pull.forget(id);
+        match self.store.requeue_worker_jobs(id.as_str(), sluice_core::jobs::MAX_RETRIES, why, t).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(worker = %id, jobs = n, "jobs of an ended worker went back to the queue"),
+            Err(e) => tracing::warn!(worker = %id, error = %e, "could not requeue an ended worker's jobs"),
+        }
     }
 
     async fn save(&self, rec: &WorkerRecord) {
@@ -326,18 +357,34 @@ impl Reconciler {
             tracing::warn!(worker = %id, "stopping a worker process the platform does not know");
             let _ = self.runtime.stop(&id, STOP_GRACE).await;
         }
+        let refresh = self.pull.take_refresh();
         for (id, reason) in failed {
             let Some(mut w) = self.workers.remove(&id) else { continue };
-            tracing::warn!(worker = %id, endpoint = %w.rec.endpoint_id, %reason, "worker failed");
             let _ = self.runtime.stop(&id, Duration::ZERO).await; // reap stragglers of its group
-            finish(&mut w.rec, WorkerState::Failed, &reason, t);
+            if refresh.contains(&id) {
+                // It exited by itself after its handler asked for refresh_worker: not a crash.
+                tracing::info!(worker = %id, "worker exited for refresh_worker; replacing it");
+                finish(&mut w.rec, WorkerState::Stopped, "refresh_worker: replaced after its job", t);
+            } else {
+                let reason = match self.pull.unhealthy_reason(&id) {
+                    Some(why) => format!("{why}; {reason}"),
+                    None => reason,
+                };
+                tracing::warn!(worker = %id, endpoint = %w.rec.endpoint_id, %reason, "worker failed");
+                finish(&mut w.rec, WorkerState::Failed, &reason, t);
+                self.note_failure(&w.rec.endpoint_id, t);
+            }
             self.save(&w.rec).await;
-            self.note_failure(&w.rec.endpoint_id, t);
+            self.requeue_jobs(&id, "its worker failed", t).await;
             self.finished.push(w.rec.clone());
         }
 
         // 2. Health: starting → ready, ready → starting (out of rotation), startup timeout → failed.
         let mut to_stop: Vec<(WorkerId, WorkerState, String)> = Vec::new();
+        for id in refresh.into_iter().filter(|id| self.workers.get(id).is_some_and(|w| w.rec.state.is_live())) {
+            // Not drained: the handler that asked is done, and the worker takes nothing more.
+            to_stop.push((id, WorkerState::Stopped, "refresh_worker: replaced after its job".into()));
+        }
         let ids: Vec<WorkerId> = self.workers.keys().cloned().collect();
         for id in ids {
             let w = self.workers.get_mut(&id).expect("listed above");
@@ -356,6 +403,14 @@ impl Reconciler {
                     self.failures.remove(&rec.endpoint_id);
                     self.save(&rec).await;
                 }
+                WorkerState::Ready if w.pull && fails >= sluice_core::pull::MISSED_PINGS_DEAD => {
+                    let every = self.pull.ping_ms;
+                    to_stop.push((
+                        id.clone(),
+                        WorkerState::Failed,
+                        format!("missed {fails} heartbeats ({every} ms apart): presumed dead"),
+                    ));
+                }
                 WorkerState::Ready if fails >= UNHEALTHY_AFTER => {
                     advance(&mut w.rec, WorkerState::Starting);
                     w.rec.reason = Some(format!("health check {} failing; out of rotation", w.health_path));
@@ -365,7 +420,9 @@ impl Reconciler {
                     self.save(&rec).await;
                 }
                 WorkerState::Starting if startup_expired(w.since, t, startup) => {
-                    let reason = if w.rec.ready_at.is_some() {
+                    let reason = if w.pull {
+                        format!("did not call for jobs or ping within the startup timeout of {startup} s")
+                    } else if w.rec.ready_at.is_some() {
                         format!("health check failing for {startup} s")
                     } else {
                         format!("did not answer 200 on {} within the startup timeout of {startup} s", w.health_path)
@@ -491,6 +548,7 @@ impl Reconciler {
                         health_path: e.spec.health_check_path.clone(),
                         execution_timeout_secs: e.spec.execution_timeout_secs,
                         probe: None,
+                        pull: is_pull(e),
                     },
                 );
             }
@@ -611,13 +669,17 @@ impl Reconciler {
                 }
             };
             allocated.push(alloc.clone());
+            let mut env = e.spec.env.clone();
+            if is_pull(e) {
+                env.extend(self.pull.env(&ep_id, &id, &e.spec.gpu_type));
+            }
             let spec = LaunchSpec {
                 worker: id.clone(),
                 endpoint: ep_id.clone(),
                 shell: e.spec.shell.clone(),
                 start_command: e.spec.start_command.clone(),
                 image: e.spec.image.clone(),
-                env: e.spec.env.clone(),
+                env,
                 gpus: alloc.gpus.clone(),
                 http_port: e.spec.http_port,
                 volume: e
@@ -649,12 +711,10 @@ impl Reconciler {
                     w.rec.launched_at = Some(t);
                     w.addr = Some(l.addr);
                     w.since = t;
-                    w.probe = Some(health::spawn(
-                        self.probe_client.clone(),
-                        l.addr,
-                        w.health_path.clone(),
-                        self.wake.clone(),
-                    ));
+                    let (pull, path) = (w.pull, w.health_path.clone());
+                    let probe = self.probe(pull, &id, l.addr, &path);
+                    let w = self.workers.get_mut(&id).expect("listed");
+                    w.probe = Some(probe);
                     tracing::info!(worker = %id, endpoint = %ep_id, addr = %l.addr, "worker launched");
                     self.launch_failures.remove(&ep_id);
                     let rec = w.rec.clone();
@@ -692,11 +752,16 @@ impl Reconciler {
                 recs.push((w.rec, had_runtime));
             }
         }
+        for (rec, _) in &recs {
+            self.pull.retire(&rec.id);
+        }
         let runtime = self.runtime.clone();
         join_all(recs.iter().filter(|(_, r)| *r).map(|(rec, _)| {
             let runtime = runtime.clone();
+            // A failed worker (hung, silent, never ready) gets no grace: nothing it does now counts.
+            let grace = if rec.state == WorkerState::Failed { Duration::ZERO } else { STOP_GRACE };
             async move {
-                if let Err(e) = runtime.stop(&rec.id, STOP_GRACE).await {
+                if let Err(e) = runtime.stop(&rec.id, grace).await {
                     tracing::warn!(worker = %rec.id, error = %e, "stop failed");
                 }
             }
@@ -714,6 +779,7 @@ impl Reconciler {
                 self.note_failure(&rec.endpoint_id, t);
             }
             self.save(&rec).await;
+            self.requeue_jobs(&rec.id, "its worker was stopped", t).await;
         }
     }
 

@@ -46,13 +46,24 @@ pub enum EndpointKind {
     Queue,
 }
 
-/// How a queue endpoint's jobs reach workers: the platform POSTs `{"id", "input"}` to the
-/// worker (`push`).
+/// How a queue endpoint's jobs reach workers: workers take them (`pull`, RunPod's worker
+/// protocol, what `runpod.serverless.start()` speaks), or the platform POSTs `{"id", "input"}`
+/// to the worker's `job_path` (`push`, any HTTP server).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Delivery {
     #[default]
+    Pull,
     Push,
+}
+
+impl Delivery {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Delivery::Pull => "pull",
+            Delivery::Push => "push",
+        }
+    }
 }
 
 /// How the gateway picks among an endpoint's ready workers (R3.1).
@@ -180,7 +191,7 @@ pub struct EndpointDraft {
     pub public: Option<bool>,
     /// `http` (default) or `queue`.
     pub kind: Option<String>,
-    /// Queue endpoints: `push`.
+    /// Queue endpoints: `pull` (default, RunPod SDK workers) or `push`.
     pub delivery: Option<String>,
     /// Queue endpoints with push delivery: the path jobs are POSTed to.
     pub job_path: Option<String>,
@@ -484,14 +495,11 @@ impl EndpointSpec {
             }
         };
         let delivery = match d.delivery.as_deref() {
-            None | Some("push") => Delivery::Push,
-            Some("pull") => {
-                return Err(FieldError::new(
-                    "delivery",
-                    "pull delivery (RunPod SDK workers taking jobs) is not available yet; use \"push\"",
-                ));
+            None | Some("pull") => Delivery::Pull,
+            Some("push") => Delivery::Push,
+            Some(other) => {
+                return Err(FieldError::new("delivery", format!("must be \"pull\" or \"push\", got {other:?}")));
             }
-            Some(other) => return Err(FieldError::new("delivery", format!("must be \"push\", got {other:?}"))),
         };
         let job_path = d.job_path.clone().unwrap_or_else(default_job_path);
         validate_abs_path("job_path", &job_path, true)?;
@@ -666,7 +674,7 @@ impl EndpointSpec {
                 EndpointKind::Http => "http".into(),
                 EndpointKind::Queue => "queue".into(),
             }),
-            delivery: Some("push".into()),
+            delivery: Some(self.delivery.as_str().into()),
             job_path: Some(self.job_path.clone()),
             health_check_path: Some(self.health_check_path.clone()),
             idle_timeout_secs: Some(self.idle_timeout_secs.into()),
@@ -747,6 +755,28 @@ mod tests {
         assert_eq!(s.idle_timeout_secs, 10);
         assert_eq!(s.execution_timeout_secs, 600);
         assert_eq!(s.load_balancing, LoadBalancing::RoundRobin);
+    }
+
+    #[test]
+    fn queue_kinds_and_delivery() {
+        let q = |delivery: Option<&str>| {
+            let mut d = draft();
+            d.kind = Some("queue".into());
+            d.delivery = delivery.map(Into::into);
+            EndpointSpec::validate(d, &ctx()).map(|s| (s.kind, s.delivery))
+        };
+        assert_eq!(q(None).unwrap(), (EndpointKind::Queue, Delivery::Pull), "RunPod SDK workers by default");
+        assert_eq!(q(Some("pull")).unwrap().1, Delivery::Pull);
+        assert_eq!(q(Some("push")).unwrap().1, Delivery::Push);
+        assert_eq!(q(Some("Push")).unwrap_err().field, "delivery");
+        assert_eq!(q(Some("")).unwrap_err().field, "delivery");
+        check(|d| d.kind = Some("batch".into()), Some("type"));
+        // The spec round-trips its delivery through a draft.
+        let mut d = draft();
+        d.kind = Some("queue".into());
+        d.delivery = Some("push".into());
+        let s = EndpointSpec::validate(d, &ctx()).unwrap();
+        assert_eq!(EndpointSpec::validate(s.to_draft(), &ctx()).unwrap().delivery, Delivery::Push);
     }
 
     #[test]

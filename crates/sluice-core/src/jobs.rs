@@ -103,6 +103,10 @@ impl JobPolicy {
     }
 }
 
+/// Times a job is handed out again after its worker went away before answering; past that it
+/// fails visibly.
+pub const MAX_RETRIES: u32 = 3;
+
 /// A job id in RunPod's shape: a UUID with a `-u1` suffix, or `sync-` + UUID for `/runsync`.
 pub fn job_id(random: [u8; 16], sync: bool) -> String {
     let h: String = random.iter().map(|b| format!("{b:02x}")).collect();

@@ -313,11 +313,17 @@ impl Store {
     /// This installation's identity, created on first use with `fresh` (random, from the caller).
     /// Worker processes carry it so that a restarted platform recognises exactly its own.
     pub async fn instance_id(&self, fresh: &str) -> Result<String> {
-        sqlx::query("INSERT INTO meta (key, value) VALUES ('instance_id', $1) ON CONFLICT (key) DO NOTHING")
+        self.meta_or_init("instance_id", fresh).await
+    }
+
+    /// A value kept for the life of the data directory: the stored one, or `fresh` the first time.
+    pub async fn meta_or_init(&self, key: &str, fresh: &str) -> Result<String> {
+        sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
+            .bind(key)
             .bind(fresh)
             .execute(&self.writer)
             .await?;
-        let row = sqlx::query("SELECT value FROM meta WHERE key = 'instance_id'").fetch_one(&self.writer).await?;
+        let row = sqlx::query("SELECT value FROM meta WHERE key = $1").bind(key).fetch_one(&self.writer).await?;
         Ok(row.try_get("value")?)
     }
 
@@ -498,28 +504,63 @@ impl Store {
         error: Option<&str>,
         now: Millis,
     ) -> Result<bool> {
+        self.finish_job_of(id, None, state, output, error, now).await
+    }
+
+    /// [`Store::finish_job`], and only if `worker` (when given) is the one running it: a result
+    /// from a worker the job was taken away from changes nothing.
+    pub async fn finish_job_of(
+        &self,
+        id: &str,
+        worker: Option<&str>,
+        state: sluice_core::jobs::JobState,
+        output: Option<&str>,
+        error: Option<&str>,
+        now: Millis,
+    ) -> Result<bool> {
         let r = sqlx::query(
             "UPDATE jobs SET state = $1, output = COALESCE($2, output), error = $3, finished_at = $4
-             WHERE id = $5 AND state = 'IN_PROGRESS'",
+             WHERE id = $5 AND state = 'IN_PROGRESS' AND ($6 IS NULL OR worker_id = $6)",
         )
         .bind(state.as_str())
         .bind(output)
         .bind(error)
         .bind(now.0 as i64)
         .bind(id)
+        .bind(worker)
         .execute(&self.writer)
         .await?;
         Ok(r.rows_affected() > 0)
     }
 
-    /// Progress of a running job (`progress_update`): its output so far, not an end.
-    pub async fn set_job_progress(&self, id: &str, output: &str) -> Result<bool> {
-        let r = sqlx::query("UPDATE jobs SET output = $1 WHERE id = $2 AND state = 'IN_PROGRESS'")
+    /// Progress of a job running on `worker` (`progress_update`): its output so far, not an end.
+    pub async fn set_job_progress(&self, id: &str, worker: &str, output: &str) -> Result<bool> {
+        let r = sqlx::query("UPDATE jobs SET output = $1 WHERE id = $2 AND state = 'IN_PROGRESS' AND worker_id = $3")
             .bind(output)
             .bind(id)
+            .bind(worker)
             .execute(&self.writer)
             .await?;
         Ok(r.rows_affected() > 0)
+    }
+
+    /// Whether `worker` is running job `id` (a stream chunk is accepted only then).
+    pub async fn job_runs_on(&self, id: &str, worker: &str) -> Result<bool> {
+        let row = sqlx::query("SELECT 1 FROM jobs WHERE id = $1 AND state = 'IN_PROGRESS' AND worker_id = $2")
+            .bind(id)
+            .bind(worker)
+            .fetch_optional(&self.reader)
+            .await?;
+        Ok(row.is_some())
+    }
+
+    /// The ids of the jobs running on `worker`.
+    pub async fn running_on(&self, worker: &str) -> Result<Vec<String>> {
+        let rows = sqlx::query("SELECT id FROM jobs WHERE worker_id = $1 AND state = 'IN_PROGRESS'")
+            .bind(worker)
+            .fetch_all(&self.writer)
+            .await?;
+        rows.iter().map(|r| Ok(r.try_get("id")?)).collect()
     }
 
     /// Cancels a queued or running job; returns the job as it is afterwards.
@@ -602,15 +643,28 @@ impl Store {
         rows.iter().map(job_from_row).collect()
     }
 
-    /// Puts the jobs a dead worker held back in the queue (at-least-once), counting a retry.
-    pub async fn requeue_worker_jobs(&self, worker: &str) -> Result<u64> {
+    /// Puts the jobs a dead or stopped worker held back in the queue (at-least-once), counting
+    /// a retry; those past `max_retries` fail with `reason` instead. Returns how many went back.
+    pub async fn requeue_worker_jobs(&self, worker: &str, max_retries: u32, reason: &str, now: Millis) -> Result<u64> {
+        let mut tx = self.writer.begin().await?;
+        sqlx::query(
+            "UPDATE jobs SET state = 'FAILED', error = $1, finished_at = $2
+             WHERE worker_id = $3 AND state = 'IN_PROGRESS' AND retries >= $4",
+        )
+        .bind(reason)
+        .bind(now.0 as i64)
+        .bind(worker)
+        .bind(i64::from(max_retries))
+        .execute(&mut *tx)
+        .await?;
         let r = sqlx::query(
             "UPDATE jobs SET state = 'IN_QUEUE', worker_id = NULL, started_at = NULL, retries = retries + 1
              WHERE worker_id = $1 AND state = 'IN_PROGRESS'",
         )
         .bind(worker)
-        .execute(&self.writer)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(r.rows_affected())
     }
 

@@ -197,8 +197,13 @@ async fn jobs_are_durable_claimed_once_and_end_once() {
     assert_eq!(b.id, "j2");
     assert!(s.claim_job(&ep, "w3", Millis(12)).await.unwrap().is_none());
     // Progress is not an end; a result ends it once; a late second result changes nothing.
-    assert!(s.set_job_progress("j1", r#"{"pct":50}"#).await.unwrap());
-    assert!(s.finish_job("j1", Completed, Some(r#"{"text":"ok"}"#), None, Millis(20)).await.unwrap());
+    assert!(s.set_job_progress("j1", "w1", r#"{"pct":50}"#).await.unwrap());
+    assert!(!s.set_job_progress("j1", "w2", r#"{"pct":60}"#).await.unwrap(), "only from its worker");
+    assert!(s.job_runs_on("j1", "w1").await.unwrap() && !s.job_runs_on("j1", "w2").await.unwrap());
+    assert_eq!(s.running_on("w1").await.unwrap(), vec!["j1".to_string()]);
+    assert!(!s.finish_job_of("j1", Some("w2"), Failed, None, Some("not yours"), Millis(19)).await.unwrap());
+    assert!(s.finish_job_of("j1", Some("w1"), Completed, Some(r#"{"text":"ok"}"#), None, Millis(20)).await.unwrap());
+    assert!(s.running_on("w1").await.unwrap().is_empty());
     assert!(!s.finish_job("j1", Failed, None, Some("late"), Millis(21)).await.unwrap());
     let done = s.get_job(&ep, "j1").await.unwrap().unwrap();
     assert_eq!(
@@ -206,9 +211,15 @@ async fn jobs_are_durable_claimed_once_and_end_once() {
         (Completed, Some(r#"{"text":"ok"}"#), Some(Millis(20)))
     );
     // A dead worker's job goes back to the queue with a retry counted.
-    assert_eq!(s.requeue_worker_jobs("w2").await.unwrap(), 1);
+    assert_eq!(s.requeue_worker_jobs("w2", 1, "worker died", Millis(25)).await.unwrap(), 1);
     let back = s.get_job(&ep, "j2").await.unwrap().unwrap();
     assert_eq!((back.state, back.retries, back.worker_id), (InQueue, 1, None));
+    // Past the cap it fails visibly instead of going round again.
+    s.claim_job(&ep, "w4", Millis(26)).await.unwrap().unwrap();
+    assert_eq!(s.requeue_worker_jobs("w4", 1, "worker died", Millis(27)).await.unwrap(), 0);
+    let failed = s.get_job(&ep, "j2").await.unwrap().unwrap();
+    assert_eq!((failed.state, failed.error.as_deref()), (Failed, Some("worker died")));
+    assert!(s.retry_job(&ep, "j2").await.unwrap().unwrap().0);
     // Cancel, purge, counts.
     assert_eq!(s.cancel_job(&ep, "j2", Millis(30)).await.unwrap().unwrap().state, Cancelled);
     assert_eq!(s.cancel_job(&ep, "j1", Millis(31)).await.unwrap().unwrap().state, Completed, "final stays final");

@@ -21,6 +21,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the whole platform in one process (control API, gateway, workers, embedded store).
+    #[command(args_override_self = true)]
     Up(UpArgs),
     /// Manage endpoints through the control API.
     #[command(subcommand_required = true)]
@@ -149,6 +150,12 @@ struct UpArgs {
     /// How often running workers' usage is written to the ledger (1-60 s).
     #[arg(long)]
     metering_interval_secs: Option<u64>,
+    /// RUNPOD_PING_INTERVAL for pull workers, ms (500-60000); three missed pings = dead.
+    #[arg(long)]
+    worker_ping_interval_ms: Option<u64>,
+    /// The platform's address as pull workers reach it [default: the gateway's address].
+    #[arg(long)]
+    worker_api_url: Option<String>,
 }
 
 /// Where the API is and how to authenticate.
@@ -382,7 +389,8 @@ struct SpecArgs {
     /// http (default) or queue (RunPod-style jobs under /v2/{id}/).
     #[arg(long = "type", value_name = "TYPE")]
     kind: Option<String>,
-    /// Queue endpoints: push.
+    /// Queue endpoints: pull (default; workers built on runpod.serverless.start() take jobs) or
+    /// push (the platform POSTs {"id", "input"} to the worker's --job-path).
     #[arg(long)]
     delivery: Option<String>,
     /// Queue endpoints: the worker path jobs are POSTed to (default /).
@@ -522,6 +530,12 @@ async fn up(a: UpArgs) -> anyhow::Result<()> {
     }
     if let Some(v) = a.metering_interval_secs {
         cfg.metering_interval_secs = v;
+    }
+    if let Some(v) = a.worker_ping_interval_ms {
+        cfg.worker_ping_interval_ms = v;
+    }
+    if let Some(v) = a.worker_api_url {
+        cfg.worker_api_url = Some(v);
     }
     match a.runtime.as_deref() {
         Some("docker") => cfg.runtime = sluice_core::RuntimeKind::Docker,

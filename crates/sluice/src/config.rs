@@ -45,6 +45,13 @@ pub struct Config {
     pub gpu_prices: Vec<PriceConfig>,
     /// How often running workers' usage is written to the ledger, seconds (1-60).
     pub metering_interval_secs: u64,
+    /// The platform's address as RunPod-protocol (pull) workers reach it, e.g.
+    /// `http://10.0.0.5:8080`; default: the gateway's own address. With the Docker runtime and
+    /// a loopback address, pull workers' containers share the host's network to reach it.
+    pub worker_api_url: Option<String>,
+    /// `RUNPOD_PING_INTERVAL` given to pull workers, ms (500-60000); a worker silent for three
+    /// intervals is presumed dead and replaced, and its jobs go back to the queue.
+    pub worker_ping_interval_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -97,6 +104,8 @@ impl Default for Config {
                 .map(|(t, h, s)| PriceConfig { gpu_type: (*t).into(), per_hour: *h, per_second: *s })
                 .collect(),
             metering_interval_secs: 60,
+            worker_api_url: None,
+            worker_ping_interval_ms: sluice_core::pull::DEFAULT_PING_MS,
         }
     }
 }
@@ -131,6 +140,14 @@ impl Config {
             if !(p.per_hour.is_finite() && p.per_hour >= 0.0 && p.per_second.is_finite() && p.per_second >= 0.0) {
                 bail!("gpu_prices.{}: prices must be finite and not negative", p.gpu_type);
             }
+        }
+        if !(500..=60_000).contains(&self.worker_ping_interval_ms) {
+            bail!("worker_ping_interval_ms: must be between 500 and 60000, got {}", self.worker_ping_interval_ms);
+        }
+        if let Some(u) = &self.worker_api_url
+            && !(u.starts_with("http://") || u.starts_with("https://"))
+        {
+            bail!("worker_api_url: must be an http:// or https:// URL, got {u:?}");
         }
         if !matches!(self.log_format.as_str(), "pretty" | "json") {
             bail!("log_format: must be \"pretty\" or \"json\", got {:?}", self.log_format);

@@ -189,6 +189,9 @@ pub async fn run(mut cfg: Config, shutdown: impl std::future::Future<Output = ()
     let store = Store::open_sqlite(&dir.join("sluice.db")).await.context("opening the store")?;
     let instance = store.instance_id(&EndpointId::generate(sluice_control::new_id()).to_string()).await?;
     let admin_key = ensure_admin_key(&store, dir).await?;
+    let fresh_secret: String =
+        sluice_control::new_id().iter().chain(&sluice_control::new_id()).map(|b| format!("{b:02x}")).collect();
+    let token_secret = store.meta_or_init("worker_token_secret", &fresh_secret).await?;
     store.ensure_account(auth::ADMIN_ACCOUNT, cfg.max_workers_quota, now()).await?;
 
     let api_listener = bind(cfg.api_addr, "api").await?;
@@ -233,6 +236,11 @@ pub async fn run(mut cfg: Config, shutdown: impl std::future::Future<Output = ()
         max_workers_quota: cfg.max_workers_quota,
         runtime: cfg.runtime,
         max_body_bytes: cfg.max_body_bytes,
+        pull: sluice_control::PullConfig {
+            api_url: cfg.worker_api_url.clone().unwrap_or_else(|| format!("http://{gw_addr}")),
+            token_secret,
+            ping_interval_ms: cfg.worker_ping_interval_ms,
+        },
     };
     let demo = if cfg.demo { Some(ensure_demo(&store, &ccfg, demo_image).await?) } else { None };
 
@@ -308,6 +316,7 @@ pub async fn run(mut cfg: Config, shutdown: impl std::future::Future<Output = ()
 
     shutdown.await;
     tracing::info!("shutting down: closing the gateway and API, then stopping workers");
+    control.close_polls();
     let _ = front_tx.send(true);
     let _ = gw.await;
     let _ = tokio::time::timeout(Duration::from_secs(5), api).await;

@@ -208,7 +208,7 @@ fn view(st: &AppState, e: &EndpointRecord) -> EndpointView {
             sluice_core::endpoint::EndpointKind::Http => "http".into(),
             sluice_core::endpoint::EndpointKind::Queue => "queue".into(),
         },
-        delivery: "push".into(),
+        delivery: s.delivery.as_str().into(),
         job_path: s.job_path.clone(),
         account: e.account.clone(),
         image_pulls: s

@@ -70,6 +70,8 @@ async fn endpoint_commands_drive_the_api() {
             "jobs",
             "--type",
             "queue",
+            "--delivery",
+            "push",
             "--job-path",
             "/run-job",
             "--start-command",
@@ -81,12 +83,16 @@ async fn endpoint_commands_drive_the_api() {
     );
     assert!(ok, "{err}");
     let q: Value = serde_json::from_str(&out).unwrap();
-    assert_eq!((q["type"].as_str(), q["job_path"].as_str()), (Some("queue"), Some("/run-job")), "{q}");
+    assert_eq!(
+        (q["type"].as_str(), q["delivery"].as_str(), q["job_path"].as_str()),
+        (Some("queue"), Some("push"), Some("/run-job")),
+        "{q}"
+    );
     let (ok, _, err) = cli(
         &p,
-        &["endpoint", "create", "--name", "pull", "--type", "queue", "--delivery", "pull", "--start-command", "true"],
+        &["endpoint", "create", "--name", "pull", "--type", "queue", "--delivery", "poll", "--start-command", "true"],
     );
-    assert!(!ok && err.contains("delivery"), "{err}");
+    assert!(!ok && err.contains("delivery") && err.contains("\"pull\" or \"push\""), "{err}");
     let (ok, out, _) = cli(&p, &["endpoint", "delete", q["id"].as_str().unwrap()]);
     assert!(ok && out.contains("deleted"), "{out}");
 

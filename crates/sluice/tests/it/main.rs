@@ -9,4 +9,5 @@ mod gateway;
 mod lifecycle;
 mod queue;
 mod restart;
+mod runpod;
 mod support;

@@ -25,7 +25,7 @@ async fn v2(p: &Platform, method: Method, path: &str, body: Option<Value>, extra
 async fn jobs_run_through_push_workers_with_runpods_shapes() {
     let p = Platform::start().await;
     let q = p
-        .create(json!({"name": "q", "type": "queue", "public": false, "start_command": demo_cmd(),
+        .create(json!({"name": "q", "type": "queue", "delivery": "push", "public": false, "start_command": demo_cmd(),
                        "job_path": "/job", "active_workers": 0, "max_workers": 2, "concurrency_per_worker": 4}))
         .await;
     assert_eq!((q["type"].as_str(), q["delivery"].as_str()), (Some("queue"), Some("push")), "{q}");
@@ -113,7 +113,7 @@ async fn queued_jobs_survive_a_crash_and_can_be_cancelled_or_purged() {
     let p = Platform::start().await;
     // Workers that never become healthy: jobs stay queued.
     let q = p
-        .create(json!({"name": "stuck", "type": "queue", "start_command": "exec sleep 300", "active_workers": 0,
+        .create(json!({"name": "stuck", "type": "queue", "delivery": "push", "start_command": "exec sleep 300", "active_workers": 0,
                        "max_workers": 1, "startup_timeout_secs": 600}))
         .await;
     let id = q["id"].as_str().unwrap().to_owned();
@@ -142,8 +142,10 @@ async fn failures_retry_timeouts_and_ttl() {
     let p = Platform::start().await;
     let mk = async |name: &str, path: &str| {
         let q = p
-            .create(json!({"name": name, "type": "queue", "start_command": demo_cmd(), "job_path": path,
-                           "active_workers": 1, "max_workers": 1}))
+            .create(
+                json!({"name": name, "type": "queue", "delivery": "push", "start_command": demo_cmd(), "job_path": path,
+                           "active_workers": 1, "max_workers": 1}),
+            )
             .await;
         q["id"].as_str().unwrap().to_owned()
     };

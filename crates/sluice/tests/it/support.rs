@@ -23,6 +23,26 @@ use tokio::time::Instant;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_sluice");
 
+/// The Python with RunPod's SDK (PyPI `runpod`) that `scripts/python.sh` installs; the RunPod
+/// tests need it and fail (never skip) without it.
+pub fn python() -> PathBuf {
+    let p = std::env::var_os("SLUICE_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/pyenv/bin/python"));
+    assert!(p.exists(), "{} is missing: run `bash scripts/python.sh` (scripts/test.sh does)", p.display());
+    p
+}
+
+/// A script of `crates/sluice/tests/py`.
+pub fn py_script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py").join(name)
+}
+
+/// The start command of a worker built on RunPod's SDK (`tests/py/worker.py`).
+pub fn sdk_worker_cmd() -> String {
+    format!("exec '{}' '{}'", python().display(), py_script("worker.py").display())
+}
+
 /// The start command of a demo worker (optionally with a simulated model-loading delay).
 pub fn demo_cmd() -> String {
     format!("exec '{BIN}' demo-worker")

@@ -1,0 +1,462 @@
+//! RunPod's worker protocol (R6.2), the server side: what an unmodified worker built on
+//! `runpod.serverless.start()` calls when the platform started it with `RUNPOD_*` variables
+//! (`sluice_core::pull::worker_env`). All under `/v2/{endpoint}/` on the gateway's address:
+//!
+//! - `GET job-take/{worker}` and `GET job-take-batch/{worker}?batch_size=N`: long-poll for jobs
+//!   (held [`HOLD_MS`], then 204); only a ready worker is handed jobs.
+//! - `POST job-done/{worker}/{job}`: the result, or a progress update (`status: IN_PROGRESS`).
+//! - `POST job-stream/{worker}/{job}`: one chunk of a generator's output.
+//! - `GET job-stop/{worker}`: long-poll for jobs to stop (cancelled, timed out, expired).
+//! - `GET ping/{worker}`: the heartbeat; a worker silent for three intervals is presumed dead.
+//!
+//! Every call carries the worker's token (`RUNPOD_AI_API_KEY`) as the raw `Authorization`
+//! header; it is valid for that endpoint and worker only, never for the client API.
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use axum::{
+    Json, Router,
+    body::Bytes,
+    extract::{Path, Query, State},
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use serde_json::{Value, json};
+use sluice_core::{
+    EndpointId, EndpointStatus, Millis, WorkerId,
+    jobs::JobState,
+    keys::key_from_header,
+    pull::{
+        HOLD_MS, Held, MISSED_PINGS_DEAD, Report, batch_size, jobs_to_stop, missed_pings, parse_chunk, parse_job_ids,
+        parse_report, token, token_matches,
+    },
+};
+use tokio::sync::Notify;
+
+use crate::{AppState, now};
+
+/// What the platform knows of its pull workers between their calls: when each was last heard
+/// from, which jobs it holds, and what it asked for. Shared by the protocol handlers and the
+/// reconciler (which turns silence into a dead worker and `refresh_worker` into a replacement).
+pub struct Registry {
+    secret: Vec<u8>,
+    /// Where workers reach the platform's `/v2` API.
+    pub base_url: String,
+    pub ping_ms: u64,
+    seen: Mutex<HashMap<WorkerId, Millis>>,
+    held: Mutex<HashMap<WorkerId, HashMap<String, Held>>>,
+    /// Workers being stopped: their polls end at once, so the SDK sees its SIGTERM promptly.
+    retired: Mutex<HashSet<WorkerId>>,
+    refresh: Mutex<HashSet<WorkerId>>,
+    unhealthy: Mutex<HashMap<WorkerId, String>>,
+    closing: AtomicBool,
+    closed: Notify,
+}
+
+impl Registry {
+    pub fn new(secret: Vec<u8>, base_url: String, ping_ms: u64) -> Self {
+        Registry {
+            secret,
+            base_url,
+            ping_ms,
+            seen: Mutex::default(),
+            held: Mutex::default(),
+            retired: Mutex::default(),
+            refresh: Mutex::default(),
+            unhealthy: Mutex::default(),
+            closing: AtomicBool::new(false),
+            closed: Notify::new(),
+        }
+    }
+
+    /// The variables a worker of `endpoint` is started with.
+    pub fn env(&self, endpoint: &EndpointId, worker: &WorkerId, gpu: &str) -> Vec<(String, String)> {
+        let tok = token(&self.secret, endpoint.as_str(), worker.as_str());
+        sluice_core::pull::worker_env(&self.base_url, endpoint.as_str(), worker.as_str(), gpu, &tok, self.ping_ms)
+    }
+
+    /// When the worker was last heard from.
+    pub fn last_seen(&self, w: &WorkerId) -> Option<Millis> {
+        self.seen.lock().unwrap().get(w).copied()
+    }
+
+    fn saw(&self, w: &WorkerId, t: Millis) {
+        self.seen.lock().unwrap().insert(w.clone(), t);
+    }
+
+    fn hold(&self, w: &WorkerId, jobs: impl IntoIterator<Item = String>) {
+        let mut held = self.held.lock().unwrap();
+        let h = held.entry(w.clone()).or_default();
+        for j in jobs {
+            h.entry(j).or_default();
+        }
+    }
+
+    fn release(&self, w: &WorkerId, job: &str) {
+        if let Some(h) = self.held.lock().unwrap().get_mut(w) {
+            h.remove(job);
+        }
+    }
+
+    /// Workers whose handler asked for `refresh_worker` since the last call.
+    pub fn take_refresh(&self) -> HashSet<WorkerId> {
+        std::mem::take(&mut *self.refresh.lock().unwrap())
+    }
+
+    /// Why a worker declared itself unhealthy (a failed fitness check), if it did.
+    pub fn unhealthy_reason(&self, w: &WorkerId) -> Option<String> {
+        self.unhealthy.lock().unwrap().get(w).cloned()
+    }
+
+    /// Forgets a worker that has ended.
+    pub fn forget(&self, w: &WorkerId) {
+        self.seen.lock().unwrap().remove(w);
+        self.held.lock().unwrap().remove(w);
+        self.unhealthy.lock().unwrap().remove(w);
+        self.retired.lock().unwrap().remove(w);
+    }
+
+    /// The worker is about to be stopped: its held polls end now (204), and so do new ones.
+    pub fn retire(&self, w: &WorkerId) {
+        self.retired.lock().unwrap().insert(w.clone());
+        self.closed.notify_waiters();
+    }
+
+    fn polls_end(&self, w: &WorkerId) -> bool {
+        self.is_closing() || self.retired.lock().unwrap().contains(w)
+    }
+
+    /// A ping's list of the jobs the worker has: they are held (after a restart, this is how
+    /// the stop channel learns them), and a job it was told to stop and no longer lists is
+    /// gone from it.
+    fn running_per_ping(&self, w: &WorkerId, ids: Vec<String>) {
+        let mut held = self.held.lock().unwrap();
+        let h = held.entry(w.clone()).or_default();
+        h.retain(|j, x| x.tells == 0 || ids.contains(j));
+        for j in ids {
+            h.entry(j).or_default();
+        }
+    }
+
+    /// Ends every held poll at once (platform shutdown), so the gateway can close.
+    pub fn close(&self) {
+        self.closing.store(true, Ordering::Relaxed);
+        self.closed.notify_waiters();
+    }
+
+    fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Relaxed)
+    }
+}
+
+/// Heartbeat health for the reconciler: whether the worker has been heard from and has not
+/// missed [`MISSED_PINGS_DEAD`] intervals, and how many it has missed.
+pub fn heartbeat(reg: &Registry, w: &WorkerId, t: Millis) -> (bool, u32) {
+    match reg.last_seen(w) {
+        None => (false, 0),
+        Some(last) => {
+            let missed = missed_pings(last, t, reg.ping_ms);
+            (missed < MISSED_PINGS_DEAD, missed)
+        }
+    }
+}
+
+type S = State<Arc<AppState>>;
+
+struct Refusal(StatusCode, String);
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<sluice_store::Error> for Refusal {
+    fn from(e: sluice_store::Error) -> Self {
+        tracing::error!(error = %e, "store error in the worker protocol");
+        Refusal(StatusCode::INTERNAL_SERVER_ERROR, "internal error".into())
+    }
+}
+
+/// The protocol's routes, merged into the `/v2` router.
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/v2/{id}/job-take/{worker}", get(take_one))
+        .route("/v2/{id}/job-take-batch/{worker}", get(take_batch))
+        .route("/v2/{id}/job-stop/{worker}", get(stop_poll))
+        .route("/v2/{id}/job-done/{worker}/{job}", post(done))
+        .route("/v2/{id}/job-stream/{worker}/{job}", post(stream_chunk))
+        .route("/v2/{id}/ping/{worker}", get(ping))
+}
+
+/// Checks the worker token for this endpoint and worker; returns both ids.
+fn authorize(st: &AppState, headers: &HeaderMap, ep: &str, worker: &str) -> Result<(EndpointId, WorkerId), Refusal> {
+    let unauthorized =
+        || Refusal(StatusCode::UNAUTHORIZED, "send this worker's RUNPOD_AI_API_KEY as Authorization".into());
+    let presented = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(key_from_header)
+        .ok_or_else(unauthorized)?;
+    let (Ok(e), Ok(w)) = (EndpointId::parse(ep), WorkerId::parse(worker)) else {
+        return Err(unauthorized());
+    };
+    if !token_matches(presented, &token(&st.pull.secret, e.as_str(), w.as_str())) {
+        return Err(unauthorized());
+    }
+    Ok((e, w))
+}
+
+/// Whether `w` is a ready (in rotation, not draining) worker of a running endpoint.
+fn in_rotation(st: &AppState, e: &EndpointId, w: &WorkerId) -> bool {
+    st.table
+        .load()
+        .endpoints
+        .iter()
+        .any(|r| &r.id == e && r.status == EndpointStatus::Running && r.workers.iter().any(|x| &x.id == w))
+}
+
+#[derive(serde::Deserialize)]
+struct TakeQuery {
+    batch_size: Option<String>,
+}
+
+async fn take_one(
+    State(st): S,
+    Path((id, worker)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, Refusal> {
+    take(st, &id, &worker, &headers, None).await
+}
+
+async fn take_batch(
+    State(st): S,
+    Path((id, worker)): Path<(String, String)>,
+    Query(q): Query<TakeQuery>,
+    headers: HeaderMap,
+) -> Result<Response, Refusal> {
+    let n = batch_size(q.batch_size.as_deref());
+    take(st, &id, &worker, &headers, Some(n)).await
+}
+
+/// Waits until `check` yields something, a job change or a second passes, the hold ends, the
+/// worker is being stopped or the platform shuts down; `None` when the hold ended empty.
+async fn hold<T, F, Fut>(st: &AppState, w: &WorkerId, mut check: F) -> Result<Option<T>, Refusal>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>, Refusal>>,
+{
+    let until = tokio::time::Instant::now() + Duration::from_millis(HOLD_MS);
+    loop {
+        let changed = st.jobs_changed.notified();
+        let closed = st.pull.closed.notified();
+        tokio::pin!(changed, closed);
+        changed.as_mut().enable();
+        closed.as_mut().enable();
+        if let Some(v) = check().await? {
+            return Ok(Some(v));
+        }
+        if st.pull.polls_end(w) || tokio::time::Instant::now() >= until {
+            return Ok(None);
+        }
+        let tick = until.min(tokio::time::Instant::now() + Duration::from_secs(1));
+        tokio::select! {
+            () = changed => {}
+            () = closed => {}
+            () = tokio::time::sleep_until(tick) => {}
+        }
+    }
+}
+
+/// `job-take` (`batch`: `None`) and `job-take-batch`: the oldest queued jobs, once the worker is
+/// in rotation. A single take answers an object, a batch an array.
+async fn take(
+    st: Arc<AppState>,
+    id: &str,
+    worker: &str,
+    headers: &HeaderMap,
+    batch: Option<u32>,
+) -> Result<Response, Refusal> {
+    let (e, w) = authorize(&st, headers, id, worker)?;
+    let first = !st.pull.seen.lock().unwrap().contains_key(&w);
+    st.pull.saw(&w, now());
+    if first {
+        st.wake.notify_one(); // a starting worker that calls in is ready: tell the reconciler now
+    }
+    let want = batch.unwrap_or(1);
+    let jobs = hold(&st, &w, || {
+        let (st, e, w) = (st.clone(), e.clone(), w.clone());
+        async move {
+            if !in_rotation(&st, &e, &w) {
+                return Ok(None);
+            }
+            let mut jobs = Vec::new();
+            while jobs.len() < want as usize {
+                match st.store.claim_job(&e, w.as_str(), now()).await? {
+                    Some(j) => jobs.push(j),
+                    None => break,
+                }
+            }
+            Ok((!jobs.is_empty()).then_some(jobs))
+        }
+    })
+    .await?;
+    let Some(jobs) = jobs else { return Ok(StatusCode::NO_CONTENT.into_response()) };
+    st.pull.hold(&w, jobs.iter().map(|j| j.id.clone()));
+    st.jobs_changed.notify_waiters();
+    st.wake.notify_one();
+    let items: Vec<Value> = jobs
+        .iter()
+        .map(|j| json!({ "id": j.id, "input": serde_json::from_str::<Value>(&j.input).unwrap_or(Value::Null) }))
+        .collect();
+    tracing::debug!(worker = %w, jobs = items.len(), "jobs taken");
+    Ok(match batch {
+        None => Json(items.into_iter().next().unwrap_or(Value::Null)).into_response(),
+        Some(_) => Json(Value::Array(items)).into_response(),
+    })
+}
+
+/// `job-stop`: the jobs this worker holds that no longer run on it.
+async fn stop_poll(
+    State(st): S,
+    Path((id, worker)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, Refusal> {
+    let (_, w) = authorize(&st, &headers, &id, &worker)?;
+    let stop = hold(&st, &w, || {
+        let (st, w) = (st.clone(), w.clone());
+        async move {
+            let held: HashMap<String, Held> = st.pull.held.lock().unwrap().get(&w).cloned().unwrap_or_default();
+            if held.is_empty() {
+                return Ok(None);
+            }
+            let running = st.store.running_on(w.as_str()).await?;
+            let stop = jobs_to_stop(&held, &running, now());
+            Ok((!stop.is_empty()).then_some(stop))
+        }
+    })
+    .await?;
+    let Some(stop) = stop else { return Ok(StatusCode::NO_CONTENT.into_response()) };
+    // Kept, marked told: told again in RETELL_MS while the worker still has it (a stop that
+    // arrives between the SDK's take and the start of its handler finds nothing to cancel).
+    let t = now();
+    if let Some(h) = st.pull.held.lock().unwrap().get_mut(&w) {
+        for j in &stop {
+            if let Some(x) = h.get_mut(j) {
+                x.tells += 1;
+                x.last_told = t;
+            }
+        }
+    }
+    tracing::info!(worker = %w, jobs = ?stop, "telling a worker to stop jobs");
+    Ok(Json(json!({ "jobsToStop": stop })).into_response())
+}
+
+/// `job-done`: a result, or a progress update. Answered 200 even when the job no longer runs
+/// on this worker (cancelled, timed out): there is nothing for the worker to retry.
+async fn done(
+    State(st): S,
+    Path((id, worker, job)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Refusal> {
+    let (e, w) = authorize(&st, &headers, &id, &worker)?;
+    let t = now();
+    st.pull.saw(&w, t);
+    let report = parse_report(&body).map_err(|m| Refusal(StatusCode::BAD_REQUEST, m))?;
+    let accepted = match report {
+        Report::Progress(v) => st.store.set_job_progress(&job, w.as_str(), &v.to_string()).await?,
+        Report::Done { output, error, stop_pod } => {
+            if stop_pod {
+                tracing::info!(worker = %w, "the handler asked for refresh_worker: the worker will be replaced");
+                st.pull.refresh.lock().unwrap().insert(w.clone());
+            }
+            // Released first: a stop poll never sees a finished job as one to stop.
+            st.pull.release(&w, &job);
+            let output = output.map(|o| o.to_string());
+            let (state, error) = match error {
+                Some(e) => (JobState::Failed, Some(e)),
+                None => (JobState::Completed, None),
+            };
+            let ended =
+                st.store.finish_job_of(&job, Some(w.as_str()), state, output.as_deref(), error.as_deref(), t).await?;
+            if ended && let Ok(Some(j)) = st.store.get_job(&e, &job).await {
+                crate::queue::notify_webhook(&st, &j).await;
+            }
+            st.wake.notify_one();
+            ended
+        }
+    };
+    if !accepted {
+        tracing::debug!(worker = %w, %job, "report for a job that no longer runs on this worker");
+    }
+    st.jobs_changed.notify_waiters();
+    Ok(Json(json!({ "accepted": accepted })).into_response())
+}
+
+/// `job-stream`: one chunk of a generator's output, for `/stream`.
+async fn stream_chunk(
+    State(st): S,
+    Path((id, worker, job)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Refusal> {
+    let (_, w) = authorize(&st, &headers, &id, &worker)?;
+    st.pull.saw(&w, now());
+    let chunk = parse_chunk(&body).map_err(|m| Refusal(StatusCode::BAD_REQUEST, m))?;
+    let accepted = match chunk {
+        Ok(v) if st.store.job_runs_on(&job, w.as_str()).await? => {
+            st.store.add_stream_chunk(&job, &v.to_string()).await?;
+            st.jobs_changed.notify_waiters();
+            true
+        }
+        // A generator's error ends the job on job-done, which follows.
+        _ => false,
+    };
+    Ok(Json(json!({ "accepted": accepted })).into_response())
+}
+
+#[derive(serde::Deserialize)]
+struct PingQuery {
+    job_id: Option<String>,
+    status: Option<String>,
+    check: Option<String>,
+    reason: Option<String>,
+}
+
+/// `ping`: the heartbeat, with the jobs the worker is running (after a platform restart, this
+/// is how the stop channel learns what each worker holds). `status=unhealthy` is a failed
+/// fitness check, reported just before the worker exits.
+async fn ping(
+    State(st): S,
+    Path((id, worker)): Path<(String, String)>,
+    Query(q): Query<PingQuery>,
+    headers: HeaderMap,
+) -> Result<Response, Refusal> {
+    let (_, w) = authorize(&st, &headers, &id, &worker)?;
+    if q.status.as_deref() == Some("unhealthy") {
+        let why = format!(
+            "worker reported itself unhealthy: {} check failed: {}",
+            q.check.as_deref().unwrap_or("a"),
+            q.reason.as_deref().unwrap_or("no reason given")
+        );
+        tracing::warn!(worker = %w, %why);
+        st.pull.unhealthy.lock().unwrap().insert(w.clone(), why);
+        st.wake.notify_one();
+        return Ok(Json(json!({})).into_response());
+    }
+    let first = !st.pull.seen.lock().unwrap().contains_key(&w);
+    st.pull.saw(&w, now());
+    if first {
+        st.wake.notify_one();
+    }
+    st.pull.running_per_ping(&w, parse_job_ids(q.job_id.as_deref()));
+    Ok(Json(json!({})).into_response())
+}

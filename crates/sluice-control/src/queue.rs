@@ -33,8 +33,24 @@ use tokio::sync::{Notify, watch};
 
 use crate::{AppState, new_id, now};
 
-/// Largest `/run` body (RunPod: 10 MB; `/runsync` 20 MB).
-const MAX_RUN_BODY: usize = 20 * 1024 * 1024;
+/// Largest `/run` body (RunPod's limit).
+pub const MAX_RUN_BODY: usize = 10 * 1024 * 1024;
+/// Largest `/runsync` body (RunPod's limit).
+pub const MAX_RUNSYNC_BODY: usize = 20 * 1024 * 1024;
+
+/// Reads a request body of at most `limit` bytes; a larger one is a 413 with a JSON body.
+pub(crate) async fn read_body(body: axum::body::Body, limit: usize) -> Result<Bytes, (StatusCode, String)> {
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let too_big = std::error::Error::source(&e)
+            .is_some_and(|s| s.downcast_ref::<http_body_util::LengthLimitError>().is_some())
+            || e.to_string().contains("length limit");
+        if too_big {
+            (StatusCode::PAYLOAD_TOO_LARGE, format!("request body is over the limit of {} MB", limit >> 20))
+        } else {
+            (StatusCode::BAD_REQUEST, format!("could not read the request body: {e}"))
+        }
+    })
+}
 
 type S = State<Arc<AppState>>;
 
@@ -67,7 +83,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v2/{id}/health", get(health))
         .merge(crate::pull::routes())
         .fallback(|| async { V2Error(StatusCode::NOT_FOUND, "no such operation".into()) })
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_RUN_BODY))
+        // Workers' results (job-done, job-stream); /run and /runsync read their own bodies.
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_RUNSYNC_BODY))
         .with_state(state)
 }
 
@@ -182,8 +199,14 @@ async fn submit(
     Ok(job)
 }
 
-async fn run(State(st): S, Path(id): Path<String>, headers: HeaderMap, body: Bytes) -> Result<Json<Value>, V2Error> {
+async fn run(
+    State(st): S,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Result<Json<Value>, V2Error> {
     let e = endpoint(&st, &headers, &id).await?;
+    let body = read_body(body, MAX_RUN_BODY).await.map_err(|(c, m)| V2Error(c, m))?;
     let job = submit(&st, &e, &headers, &body, false).await?;
     Ok(Json(json!({ "id": job.id, "status": job.state.as_str() })))
 }
@@ -217,9 +240,10 @@ async fn runsync(
     Path(id): Path<String>,
     Query(q): Query<WaitQuery>,
     headers: HeaderMap,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Result<Json<Value>, V2Error> {
     let e = endpoint(&st, &headers, &id).await?;
+    let body = read_body(body, MAX_RUNSYNC_BODY).await.map_err(|(c, m)| V2Error(c, m))?;
     let job = submit(&st, &e, &headers, &body, true).await?;
     let j = wait_final(&st, &e.id, &job.id, wait_ms(&q)).await?.unwrap_or(job);
     Ok(Json(envelope(&j, now())))

@@ -105,6 +105,17 @@ async fn jobs_run_through_push_workers_with_runpods_shapes() {
         v2(&p, Method::POST, &format!("/{http}/run"), Some(json!({"input": 1})), &[]).await.status,
         StatusCode::BAD_REQUEST
     );
+    // Bodies over RunPod's limits (10 MB /run, 20 MB /runsync): 413 with a JSON error, no job.
+    let before = v2(&p, Method::GET, &format!("/{id}/health"), None, &[]).await.json()["jobs"].clone();
+    let big = json!({"input": {"blob": "x".repeat(10 * 1024 * 1024)}});
+    let r = v2(&p, Method::POST, &format!("/{id}/run"), Some(big.clone()), &[]).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.text());
+    assert!(r.json()["error"].as_str().unwrap().contains("10 MB"), "{}", r.text());
+    let huge = json!({"input": {"blob": "x".repeat(20 * 1024 * 1024)}});
+    let r = v2(&p, Method::POST, &format!("/{id}/runsync"), Some(huge), &[]).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.text());
+    assert!(r.json()["error"].as_str().unwrap().contains("20 MB"), "{}", r.text());
+    assert_eq!(v2(&p, Method::GET, &format!("/{id}/health"), None, &[]).await.json()["jobs"], before);
     p.stop();
 }
 

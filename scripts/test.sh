@@ -16,6 +16,8 @@ bash scripts/docker.sh
 
 # RunPod's SDK (client and worker) for the compatibility tests, in a venv under target/.
 bash scripts/python.sh
+# ...and the same SDK worker as a container image, for the Docker tests.
+bash scripts/sdk-image.sh
 
 # The NVML path is compiled only with `--features nvml` (no GPU here): keep it compiling.
 cargo check -q -p sluice --features nvml

@@ -688,6 +688,7 @@ impl Reconciler {
                     .as_ref()
                     .map(|v| VolumeMount { name: v.name.clone(), mount_path: v.mount_path.clone() }),
                 registry: e.spec.registry_auth.clone(),
+                host_network: is_pull(e) && sluice_core::pull::is_loopback_url(&self.pull.base_url),
             };
             launches.push((id, ep_id, e.updated_at, alloc, spec));
         }

@@ -94,6 +94,23 @@ pub fn worker_env(
     .collect()
 }
 
+/// Whether workers reach the platform at a loopback address (`127.0.0.0/8`, `::1`,
+/// `localhost`): containers then share the host's network, since from a bridge network
+/// loopback is the container itself.
+pub fn is_loopback_url(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = if let Some(v6) = host.strip_prefix('[') {
+        v6.split(']').next().unwrap_or("")
+    } else {
+        host.split(':').next().unwrap_or("")
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host == "::1"
+        || host.parse::<std::net::Ipv4Addr>().is_ok_and(|a| a.is_loopback())
+}
+
 /// What a worker POSTed to `job-done`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Report {
@@ -255,6 +272,30 @@ mod tests {
             ("w1", "tok", "2000")
         );
         assert_eq!(env["RUNPOD_ENDPOINT_ID"], "ep1");
+    }
+
+    #[test]
+    fn loopback_urls() {
+        for u in [
+            "http://127.0.0.1:8080",
+            "http://127.9.9.9/x",
+            "http://localhost:1",
+            "http://[::1]:80/v2",
+            "https://LOCALHOST",
+        ] {
+            assert!(is_loopback_url(u), "{u}");
+        }
+        for u in [
+            "http://10.0.0.5:8080",
+            "http://sluice.internal",
+            "http://128.0.0.1",
+            "http://[::2]:80",
+            "http://127.0.0.1.example.com",
+            "http://user@10.1.1.1",
+        ] {
+            assert!(!is_loopback_url(u), "{u}");
+        }
+        assert!(is_loopback_url("http://u:p@127.0.0.1:9"));
     }
 
     #[test]

@@ -41,6 +41,9 @@ pub const LABEL_INSTANCE: &str = "io.sluice.instance";
 pub const LABEL_ENDPOINT: &str = "io.sluice.endpoint";
 pub const LABEL_WORKER: &str = "io.sluice.worker";
 pub const LABEL_VOLUME: &str = "io.sluice.volume";
+/// On a container sharing the host's network: the loopback port it was given (nothing is
+/// published, so a restarted platform reads its address here).
+pub const LABEL_HOST_PORT: &str = "io.sluice.host-port";
 
 #[derive(Debug, Clone)]
 pub struct DockerRuntimeConfig {
@@ -130,23 +133,36 @@ pub fn container_body(cfg: &DockerRuntimeConfig, spec: &LaunchSpec, image: &str)
         Some(c) => (Some(vec![spec.shell.clone(), "-c".into(), c.clone()]), Some(Vec::new())),
         None => (None, None),
     };
-    let labels = HashMap::from([
+    let mut labels = HashMap::from([
         (LABEL_INSTANCE.to_owned(), cfg.instance_id.clone()),
         (LABEL_ENDPOINT.to_owned(), spec.endpoint.to_string()),
         (LABEL_WORKER.to_owned(), spec.worker.to_string()),
     ]);
+    if spec.host_network {
+        labels.insert(LABEL_HOST_PORT.to_owned(), spec.http_port.to_string());
+    }
+    let (exposed_ports, port_bindings, network_mode) = if spec.host_network {
+        (None, None, Some("host".to_owned()))
+    } else {
+        (
+            Some(vec![port_key.clone()]),
+            Some(HashMap::from([(
+                port_key,
+                Some(vec![PortBinding { host_ip: Some("127.0.0.1".into()), host_port: Some(String::new()) }]),
+            )])),
+            None,
+        )
+    };
     ContainerCreateBody {
         image: Some(image.to_owned()),
         env: Some(env),
         entrypoint,
         cmd,
         labels: Some(labels),
-        exposed_ports: Some(vec![port_key.clone()]),
+        exposed_ports,
         host_config: Some(HostConfig {
-            port_bindings: Some(HashMap::from([(
-                port_key,
-                Some(vec![PortBinding { host_ip: Some("127.0.0.1".into()), host_port: Some(String::new()) }]),
-            )])),
+            port_bindings,
+            network_mode,
             mounts: (!mounts.is_empty()).then_some(mounts),
             device_requests,
             ..Default::default()
@@ -275,6 +291,9 @@ impl DockerRuntime {
         }
         let started = async {
             self.docker.start_container(&name, None).await.map_err(engine)?;
+            if spec.host_network {
+                return Ok(SocketAddr::from((Ipv4Addr::LOCALHOST, spec.http_port)));
+            }
             let info = self.docker.inspect_container(&name, None).await.map_err(engine)?;
             let port = info
                 .network_settings
@@ -387,6 +406,7 @@ impl DockerRuntime {
                         .into_iter()
                         .find(|p| p.ip.as_deref() == Some("127.0.0.1") && p.public_port.is_some())
                         .and_then(|p| p.public_port)
+                        .or_else(|| labels.get(LABEL_HOST_PORT).and_then(|p| p.parse().ok()))
                         .map(|p| SocketAddr::from((Ipv4Addr::LOCALHOST, p)));
                     if addr.is_some() {
                         let adopted = self
@@ -558,7 +578,22 @@ mod tests {
             http_port: 8080,
             volume: Some(VolumeMount { name: "models".into(), mount_path: "/data".into() }),
             registry: None,
+            host_network: false,
         }
+    }
+
+    #[test]
+    fn host_network_publishes_nothing_and_labels_its_port() {
+        let b = container_body(&cfg(false), &LaunchSpec { host_network: true, ..spec(Some("w"), vec![0]) }, "img:1");
+        assert_eq!(b.exposed_ports, None);
+        let hc = b.host_config.unwrap();
+        assert_eq!((hc.network_mode.as_deref(), hc.port_bindings), (Some("host"), None));
+        assert_eq!(b.labels.unwrap()[LABEL_HOST_PORT], "8080");
+        assert!(b.env.unwrap().contains(&"PORT=8080".to_owned()));
+        // The default: a bridge network, nothing about the host's port.
+        let b = container_body(&cfg(false), &spec(Some("w"), vec![0]), "img:1");
+        assert_eq!(b.host_config.unwrap().network_mode, None);
+        assert!(!b.labels.unwrap().contains_key(LABEL_HOST_PORT));
     }
 
     #[test]

@@ -35,6 +35,10 @@ pub struct LaunchSpec {
     pub volume: Option<VolumeMount>,
     /// Private registry credentials for pulling `image`.
     pub registry: Option<RegistryAuth>,
+    /// Share the host's network (containers only): a worker that must reach the platform on a
+    /// loopback address (a RunPod-protocol worker) cannot from a bridge network. Nothing is
+    /// published; the worker's port is the host's `http_port`.
+    pub host_network: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -338,6 +338,7 @@ mod tests {
             http_port: 8000,
             volume: Some(crate::VolumeMount { name: "vol".into(), mount_path: "/data".into() }),
             registry: None,
+            host_network: false,
         }
     }
 

@@ -417,3 +417,67 @@ async fn images_are_prewarmed_from_a_private_registry_with_progress_and_clear_fa
     p.stop();
     let _ = docker(&["rmi", &tiny, &other]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdk_workers_run_as_containers_and_a_killed_one_loses_no_job() {
+    let p = Platform::start_in(
+        tempfile::tempdir().unwrap(),
+        &["--runtime", "docker", "--no-demo", "--worker-ping-interval-ms", "1000"],
+    )
+    .await;
+    let e = p
+        .create(json!({
+            "name": "sdk", "type": "queue", "public": false, "image": sdk_image(),
+            "start_command": "exec python /opt/worker.py",
+            "env": {"MODE": "sync", "RUNPOD_SKIP_AUTO_SYSTEM_CHECKS": "true"},
+            "active_workers": 1, "max_workers": 2, "startup_timeout_secs": 60
+        }))
+        .await;
+    assert_eq!(e["delivery"], "pull", "{e}");
+    let id = e["id"].as_str().unwrap().to_owned();
+    p.wait_ready(&id, 1).await;
+    let v2 = async |method: Method, path: String, body: Option<Value>| {
+        let h = vec![("authorization".to_owned(), p.key.clone())];
+        let b = body.map_or_else(bytes::Bytes::new, |b| bytes::Bytes::from(b.to_string()));
+        send(method, &format!("{}/v2/{id}{path}", p.gateway), &h, b).await.json()
+    };
+
+    // The containerized SDK worker reaches the platform on loopback (it shares the host's
+    // network), takes the job, reports progress, then the result.
+    let job = v2(Method::POST, "/run".into(), Some(json!({"input": {"progress": true}}))).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let progress = eventually("progress from the container", Duration::from_secs(30), async || {
+        let s = v2(Method::GET, format!("/status/{job}"), None).await;
+        (s["status"] == "IN_PROGRESS" && !s["output"].is_null()).then_some(s)
+    })
+    .await;
+    assert_eq!(progress["output"], json!({"progress": "half"}), "{progress}");
+    let done = eventually("the job completed", Duration::from_secs(30), async || {
+        let s = v2(Method::GET, format!("/status/{job}"), None).await;
+        (s["status"] == "COMPLETED").then_some(s)
+    })
+    .await;
+    let victim = done["workerId"].as_str().unwrap().to_owned();
+    assert_eq!(done["output"]["worker"], victim.as_str(), "RUNPOD_POD_ID is the worker id: {done}");
+
+    // Killed mid-job: the job goes back to the queue and completes in a new container.
+    let job =
+        v2(Method::POST, "/run".into(), Some(json!({"input": {"sleep": 3}}))).await["id"].as_str().unwrap().to_owned();
+    eventually("the job runs", Duration::from_secs(30), async || {
+        (v2(Method::GET, format!("/status/{job}"), None).await["status"] == "IN_PROGRESS").then_some(())
+    })
+    .await;
+    let (ok, out) = docker(&["kill", &format!("sluice-{victim}")]);
+    assert!(ok, "{out}");
+    let done = eventually("the job completed elsewhere", Duration::from_secs(60), async || {
+        let s = v2(Method::GET, format!("/status/{job}"), None).await;
+        (s["status"] == "COMPLETED").then_some(s)
+    })
+    .await;
+    assert_ne!(done["workerId"], victim.as_str(), "{done}");
+    assert_eq!(done["retries"], 1, "{done}");
+    p.stop();
+    assert!(containers(&format!("io.sluice.endpoint={id}")).is_empty(), "no container left behind");
+}

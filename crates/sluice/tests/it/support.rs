@@ -43,6 +43,14 @@ pub fn sdk_worker_cmd() -> String {
     format!("exec '{}' '{}'", python().display(), py_script("worker.py").display())
 }
 
+/// The image of a RunPod SDK worker (`tests/py/worker.py`) that `scripts/sdk-image.sh` builds.
+pub fn sdk_image() -> String {
+    let f = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/sdk-image");
+    let tag = std::fs::read_to_string(&f).unwrap_or_default().trim().to_owned();
+    assert!(!tag.is_empty(), "{} is missing: run `bash scripts/sdk-image.sh` (scripts/test.sh does)", f.display());
+    tag
+}
+
 /// The start command of a demo worker (optionally with a simulated model-loading delay).
 pub fn demo_cmd() -> String {
     format!("exec '{BIN}' demo-worker")

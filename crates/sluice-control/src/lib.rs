@@ -108,7 +108,7 @@ pub struct AppState {
     /// Image pulls ahead of need.
     pub images: Arc<images::Images>,
     /// Signalled whenever a job is queued, ends or is cancelled (runsync and status-sync waits).
-    pub jobs_changed: Notify,
+    pub jobs_changed: Arc<Notify>,
     /// Wakes the dispatcher: a job was queued (keeps a permit, so a wake is never lost).
     pub dispatch_wake: Notify,
     /// The routing table the reconciler last published (ready workers, for job dispatch).
@@ -155,7 +155,7 @@ impl Control {
         let state = Arc::new(AppState {
             pull,
             images,
-            jobs_changed: Notify::new(),
+            jobs_changed: Arc::new(Notify::new()),
             dispatch_wake: Notify::new(),
             table: Arc::new(ArcSwap::from_pointee(RouteTable::default())),
             store,

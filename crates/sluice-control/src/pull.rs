@@ -54,6 +54,9 @@ pub struct Registry {
     held: Mutex<HashMap<WorkerId, HashMap<String, Held>>>,
     /// Workers being stopped: their polls end at once, so the SDK sees its SIGTERM promptly.
     retired: Mutex<HashSet<WorkerId>>,
+    /// Per endpoint: woken once per queued job, so that one held take claims it (rather than
+    /// every held take querying the store for one job).
+    queued: Mutex<HashMap<EndpointId, Arc<Notify>>>,
     refresh: Mutex<HashSet<WorkerId>>,
     unhealthy: Mutex<HashMap<WorkerId, String>>,
     closing: AtomicBool,
@@ -69,6 +72,7 @@ impl Registry {
             seen: Mutex::default(),
             held: Mutex::default(),
             retired: Mutex::default(),
+            queued: Mutex::default(),
             refresh: Mutex::default(),
             unhealthy: Mutex::default(),
             closing: AtomicBool::new(false),
@@ -80,6 +84,17 @@ impl Registry {
     pub fn env(&self, endpoint: &EndpointId, worker: &WorkerId, gpu: &str) -> Vec<(String, String)> {
         let tok = token(&self.secret, endpoint.as_str(), worker.as_str());
         sluice_core::pull::worker_env(&self.base_url, endpoint.as_str(), worker.as_str(), gpu, &tok, self.ping_ms)
+    }
+
+    fn queued(&self, e: &EndpointId) -> Arc<Notify> {
+        self.queued.lock().unwrap().entry(e.clone()).or_default().clone()
+    }
+
+    /// A job was queued on `e`: one held take (of a worker in rotation) wakes to claim it.
+    pub fn job_queued(&self, e: &EndpointId) {
+        if let Some(n) = self.queued.lock().unwrap().get(e) {
+            n.notify_one();
+        }
     }
 
     /// When the worker was last heard from.
@@ -246,16 +261,24 @@ async fn take_batch(
     take(st, &id, &worker, &headers, Some(n)).await
 }
 
-/// Waits until `check` yields something, a job change or a second passes, the hold ends, the
-/// worker is being stopped or the platform shuts down; `None` when the hold ended empty.
-async fn hold<T, F, Fut>(st: &AppState, w: &WorkerId, mut check: F) -> Result<Option<T>, Refusal>
+/// Waits until `check` yields something: it is tried again when `wake()`'s notify fires (none:
+/// only the timer) or a second passes. Ends early when the hold is over, the worker is being
+/// stopped or the platform shuts down; `None` when the hold ended empty.
+async fn hold<T, F, Fut>(
+    st: &AppState,
+    w: &WorkerId,
+    wake: impl Fn() -> Option<Arc<Notify>>,
+    mut check: F,
+) -> Result<Option<T>, Refusal>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<Option<T>, Refusal>>,
 {
     let until = tokio::time::Instant::now() + Duration::from_millis(HOLD_MS);
+    let never = Notify::new();
     loop {
-        let changed = st.jobs_changed.notified();
+        let source = wake();
+        let changed = source.as_deref().unwrap_or(&never).notified();
         let closed = st.pull.closed.notified();
         tokio::pin!(changed, closed);
         changed.as_mut().enable();
@@ -291,7 +314,11 @@ async fn take(
         st.wake.notify_one(); // a starting worker that calls in is ready: tell the reconciler now
     }
     let want = batch.unwrap_or(1);
-    let jobs = hold(&st, &w, || {
+    // Only a worker in rotation listens for queued jobs: a starting one would take the wake-up
+    // and claim nothing.
+    let queued = st.pull.queued(&e);
+    let wake = || in_rotation(&st, &e, &w).then(|| queued.clone());
+    let jobs = hold(&st, &w, wake, || {
         let (st, e, w) = (st.clone(), e.clone(), w.clone());
         async move {
             if !in_rotation(&st, &e, &w) {
@@ -330,18 +357,23 @@ async fn stop_poll(
     headers: HeaderMap,
 ) -> Result<Response, Refusal> {
     let (_, w) = authorize(&st, &headers, &id, &worker)?;
-    let stop = hold(&st, &w, || {
-        let (st, w) = (st.clone(), w.clone());
-        async move {
-            let held: HashMap<String, Held> = st.pull.held.lock().unwrap().get(&w).cloned().unwrap_or_default();
-            if held.is_empty() {
-                return Ok(None);
+    let stop = hold(
+        &st,
+        &w,
+        || Some(st.jobs_changed.clone()),
+        || {
+            let (st, w) = (st.clone(), w.clone());
+            async move {
+                let held: HashMap<String, Held> = st.pull.held.lock().unwrap().get(&w).cloned().unwrap_or_default();
+                if held.is_empty() {
+                    return Ok(None);
+                }
+                let running = st.store.running_on(w.as_str()).await?;
+                let stop = jobs_to_stop(&held, &running, now());
+                Ok((!stop.is_empty()).then_some(stop))
             }
-            let running = st.store.running_on(w.as_str()).await?;
-            let stop = jobs_to_stop(&held, &running, now());
-            Ok((!stop.is_empty()).then_some(stop))
-        }
-    })
+        },
+    )
     .await?;
     let Some(stop) = stop else { return Ok(StatusCode::NO_CONTENT.into_response()) };
     // Kept, marked told: told again in RETELL_MS while the worker still has it (a stop that
@@ -387,11 +419,14 @@ async fn done(
             };
             let ended =
                 st.store.finish_job_of(&job, Some(w.as_str()), state, output.as_deref(), error.as_deref(), t).await?;
-            if ended && let Ok(Some(j)) = st.store.get_job(&e, &job).await {
-                crate::queue::notify_webhook(&st, &j).await;
+            // The webhook gets the job as it ended (read again only when there is one).
+            if let Some(Some(hook)) = &ended
+                && let Ok(Some(j)) = st.store.get_job(&e, &job).await
+            {
+                crate::queue::notify_webhook(&j, hook);
             }
             st.wake.notify_one();
-            ended
+            ended.is_some()
         }
     };
     if !accepted {

@@ -194,6 +194,7 @@ async fn submit(
         tracing::debug!(job = %job.id, endpoint = %e.id, "job queued");
         st.jobs_changed.notify_waiters();
         st.dispatch_wake.notify_one();
+        st.pull.job_queued(&e.id);
         st.wake.notify_one();
     }
     Ok(job)
@@ -317,6 +318,7 @@ async fn retry(
     }
     st.jobs_changed.notify_waiters();
     st.dispatch_wake.notify_one();
+    st.pull.job_queued(&e.id);
     st.wake.notify_one();
     Ok(Json(json!({ "id": j.id, "status": JobState::InQueue.as_str() })))
 }
@@ -466,19 +468,22 @@ async fn push(st: &AppState, client: &Client<HttpConnector, http_body_util::Full
     if let Err(e) = result {
         tracing::warn!(job = %job.id, error = %e, "could not record a job's end");
     }
-    notify_webhook(st, job).await;
+    // The webhook gets the job as it ended (read again only when there is one).
+    if let Some(url) = &job.webhook
+        && let Ok(Some(j)) = st.store.get_job(&job.endpoint_id, &job.id).await
+    {
+        notify_webhook(&j, url);
+    }
 }
 
 /// When a job with a webhook has ended: POST its status envelope (with `input` and `webhook`,
 /// as RunPod sends it) to the webhook; retried twice, 10 s apart.
-pub(crate) async fn notify_webhook(st: &AppState, job: &JobRecord) {
-    let Some(url) = &job.webhook else { return };
-    let Ok(Some(j)) = st.store.get_job(&job.endpoint_id, &job.id).await else { return };
+pub(crate) fn notify_webhook(j: &JobRecord, url: &str) {
     if !j.state.is_final() {
         return;
     }
-    let mut body = envelope(&j, now());
+    let mut body = envelope(j, now());
     body["input"] = serde_json::from_str(&j.input).unwrap_or(Value::Null);
-    body["webhook"] = Value::String(url.clone());
-    crate::health::notify(url.clone(), body);
+    body["webhook"] = Value::String(url.to_owned());
+    crate::health::notify(url.to_owned(), body);
 }

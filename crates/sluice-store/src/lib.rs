@@ -504,11 +504,11 @@ impl Store {
         error: Option<&str>,
         now: Millis,
     ) -> Result<bool> {
-        self.finish_job_of(id, None, state, output, error, now).await
+        Ok(self.finish_job_of(id, None, state, output, error, now).await?.is_some())
     }
 
     /// [`Store::finish_job`], and only if `worker` (when given) is the one running it: a result
-    /// from a worker the job was taken away from changes nothing.
+    /// from a worker the job was taken away from changes nothing. `Some(webhook)` when it ended.
     pub async fn finish_job_of(
         &self,
         id: &str,
@@ -517,10 +517,10 @@ impl Store {
         output: Option<&str>,
         error: Option<&str>,
         now: Millis,
-    ) -> Result<bool> {
-        let r = sqlx::query(
+    ) -> Result<Option<Option<String>>> {
+        let row = sqlx::query(
             "UPDATE jobs SET state = $1, output = COALESCE($2, output), error = $3, finished_at = $4
-             WHERE id = $5 AND state = 'IN_PROGRESS' AND ($6 IS NULL OR worker_id = $6)",
+             WHERE id = $5 AND state = 'IN_PROGRESS' AND ($6 IS NULL OR worker_id = $6) RETURNING webhook",
         )
         .bind(state.as_str())
         .bind(output)
@@ -528,9 +528,9 @@ impl Store {
         .bind(now.0 as i64)
         .bind(id)
         .bind(worker)
-        .execute(&self.writer)
+        .fetch_optional(&self.writer)
         .await?;
-        Ok(r.rows_affected() > 0)
+        row.map(|r| Ok(r.try_get("webhook")?)).transpose()
     }
 
     /// Progress of a job running on `worker` (`progress_update`): its output so far, not an end.

@@ -201,8 +201,9 @@ async fn jobs_are_durable_claimed_once_and_end_once() {
     assert!(!s.set_job_progress("j1", "w2", r#"{"pct":60}"#).await.unwrap(), "only from its worker");
     assert!(s.job_runs_on("j1", "w1").await.unwrap() && !s.job_runs_on("j1", "w2").await.unwrap());
     assert_eq!(s.running_on("w1").await.unwrap(), vec!["j1".to_string()]);
-    assert!(!s.finish_job_of("j1", Some("w2"), Failed, None, Some("not yours"), Millis(19)).await.unwrap());
-    assert!(s.finish_job_of("j1", Some("w1"), Completed, Some(r#"{"text":"ok"}"#), None, Millis(20)).await.unwrap());
+    assert!(s.finish_job_of("j1", Some("w2"), Failed, None, Some("not yours"), Millis(19)).await.unwrap().is_none());
+    let ended = s.finish_job_of("j1", Some("w1"), Completed, Some(r#"{"text":"ok"}"#), None, Millis(20)).await.unwrap();
+    assert_eq!(ended, Some(None), "ended, and it has no webhook");
     assert!(s.running_on("w1").await.unwrap().is_empty());
     assert!(!s.finish_job("j1", Failed, None, Some("late"), Millis(21)).await.unwrap());
     let done = s.get_job(&ep, "j1").await.unwrap().unwrap();

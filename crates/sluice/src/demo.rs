@@ -1,6 +1,8 @@
 //! `sluice demo-worker`: the small worker that ships with the platform. It serves the demo
 //! endpoint of `sluice up` and the tests: health, echo, sleep, server-sent events, WebSocket
-//! echo, a crash switch and a simulated model-loading delay.
+//! echo, a crash switch and a simulated model-loading delay. Started as a pull worker of a queue
+//! endpoint (`RUNPOD_WEBHOOK_GET_JOB` set), it also takes jobs with RunPod's worker protocol and
+//! answers each with `{"echo": input}` at once (`DEMO_PULL_TASKS` polls at a time, default 8).
 use std::{
     collections::BTreeMap,
     sync::{
@@ -55,6 +57,13 @@ pub async fn run(host: std::net::IpAddr, port: u16, startup_delay_ms: u64) -> an
         .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(state);
     eprintln!("demo-worker: listening on {host}:{port}");
+    if let Ok(take) = std::env::var("RUNPOD_WEBHOOK_GET_JOB") {
+        let tasks = std::env::var("DEMO_PULL_TASKS").ok().and_then(|v| v.parse().ok()).unwrap_or(8usize);
+        eprintln!("demo-worker: taking jobs with {tasks} polls");
+        for _ in 0..tasks {
+            tokio::spawn(pull_loop(take.clone()));
+        }
+    }
     axum::serve(listener, app)
         .with_graceful_shutdown(async {
             let mut term =
@@ -64,6 +73,47 @@ pub async fn run(host: std::net::IpAddr, port: u16, startup_delay_ms: u64) -> an
         })
         .await?;
     Ok(())
+}
+
+/// One poll at a time: take a job, answer `{"echo": input}`. Errors back off for a second.
+async fn pull_loop(take: String) {
+    use http_body_util::{BodyExt, Full};
+    let env = |k: &str| std::env::var(k).unwrap_or_default();
+    let me = env("RUNPOD_POD_ID");
+    let token = env("RUNPOD_AI_API_KEY");
+    let take = format!("{}&job_in_progress=0", take.replace("$ID", &me));
+    let done = env("RUNPOD_WEBHOOK_POST_OUTPUT").replace("$RUNPOD_POD_ID", &me);
+    let client: hyper_util::client::legacy::Client<_, Full<Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build(hyper_util::client::legacy::connect::HttpConnector::new());
+    let call = async |method: Method, url: String, body: Bytes| -> anyhow::Result<(StatusCode, Bytes)> {
+        let req = axum::http::Request::builder()
+            .method(method)
+            .uri(url)
+            .header(header::AUTHORIZATION, &token)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Full::new(body))?;
+        let resp = client.request(req).await?;
+        let status = resp.status();
+        Ok((status, resp.into_body().collect().await?.to_bytes()))
+    };
+    loop {
+        let job = match call(Method::GET, take.clone(), Bytes::new()).await {
+            Ok((StatusCode::OK, b)) => serde_json::from_slice::<serde_json::Value>(&b).ok(),
+            Ok((StatusCode::NO_CONTENT, _)) => None,
+            _ => {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                None
+            }
+        };
+        let Some(job) = job else { continue };
+        let Some(id) = job["id"].as_str() else { continue };
+        let out = serde_json::json!({ "output": { "echo": job["input"] } }).to_string();
+        let url = format!("{}&isStream=false", done.replace("$ID", id));
+        if call(Method::POST, url, Bytes::from(out)).await.is_err() {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
 }
 
 async fn boot(State(d): S) -> Json<serde_json::Value> {

@@ -500,6 +500,27 @@ pub struct ScalingEventList {
     pub next_before: Option<i64>,
 }
 
+/// One line of an endpoint's log: a worker's output (`stdout`, `stderr`) or a platform event
+/// (`platform`). `id` orders lines; a follower resumes after it (SSE `Last-Event-ID`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LogLineView {
+    pub id: i64,
+    /// RFC 3339, UTC.
+    pub time: String,
+    pub ts_ms: u64,
+    pub worker: Option<String>,
+    pub stream: String,
+    pub line: String,
+}
+
+/// Log lines, oldest first, and how many lines of this endpoint were dropped because the
+/// platform could not store them fast enough.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LogList {
+    pub lines: Vec<LogLineView>,
+    pub dropped: u64,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct EndpointList {
     pub endpoints: Vec<EndpointView>,

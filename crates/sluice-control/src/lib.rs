@@ -10,6 +10,7 @@ pub mod auth;
 mod error;
 mod health;
 pub mod images;
+pub mod logs;
 pub mod pull;
 pub mod queue;
 pub mod reconcile;
@@ -61,6 +62,8 @@ pub struct ControlConfig {
     pub metering: reconcile::MeteringConfig,
     /// RunPod-protocol (pull) workers: how they reach the platform and how often they ping.
     pub pull: PullConfig,
+    /// How long log lines are kept, and how much per endpoint.
+    pub log_retention: logs::Retention,
 }
 
 /// Settings for workers that take jobs with RunPod's worker protocol.
@@ -115,6 +118,8 @@ pub struct AppState {
     pub table: Arc<ArcSwap<RouteTable>>,
     /// Pull workers between their calls (heartbeats, held jobs, requests to be replaced).
     pub pull: Arc<pull::Registry>,
+    /// Worker output and platform events.
+    pub logs: Arc<logs::Logs>,
 }
 
 impl AppState {
@@ -152,8 +157,10 @@ impl Control {
             cfg.pull.api_url.clone(),
             cfg.pull.ping_interval_ms,
         ));
+        let logs = logs::Logs::new(cfg.log_retention);
         let state = Arc::new(AppState {
             pull,
+            logs,
             images,
             jobs_changed: Arc::new(Notify::new()),
             dispatch_wake: Notify::new(),
@@ -197,6 +204,11 @@ impl Control {
         tokio::spawn(queue::dispatch(self.state.clone(), self.state.table.clone(), shutdown))
     }
 
+    /// Starts storing log lines; once `shutdown` turns true it stores what is queued and ends.
+    pub fn spawn_log_writer(&self, shutdown: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(self.state.logs.clone().run_writer(self.state.store.clone(), shutdown))
+    }
+
     /// Ends the job-take and job-stop polls that workers hold (platform shutdown).
     pub fn close_polls(&self) {
         self.state.pull.close();
@@ -222,6 +234,7 @@ impl Control {
                 counts: self.state.counts.clone(),
                 passes_tx: self.state.passes_tx.clone(),
                 pull: self.state.pull.clone(),
+                logs: self.state.logs.clone(),
             },
             self.state.cfg.metering.clone(),
         );

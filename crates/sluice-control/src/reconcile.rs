@@ -113,6 +113,7 @@ pub struct Reconciler {
     passes: u64,
     passes_tx: watch::Sender<u64>,
     pull: Arc<crate::pull::Registry>,
+    logs: Arc<crate::logs::Logs>,
 }
 
 /// How the reconciler talks back: woken by, counts shown to, and passes awaited by the API.
@@ -124,6 +125,8 @@ pub struct Signals {
     pub passes_tx: watch::Sender<u64>,
     /// Pull workers' heartbeats and requests.
     pub pull: Arc<crate::pull::Registry>,
+    /// Where worker output is copied and platform events are written.
+    pub logs: Arc<crate::logs::Logs>,
 }
 
 impl Reconciler {
@@ -135,7 +138,7 @@ impl Reconciler {
         signals: Signals,
         metering: MeteringConfig,
     ) -> Self {
-        let Signals { table, wake, counts, passes_tx, pull } = signals;
+        let Signals { table, wake, counts, passes_tx, pull, logs } = signals;
         Reconciler {
             store,
             runtime,
@@ -161,6 +164,7 @@ impl Reconciler {
             passes: 0,
             passes_tx,
             pull,
+            logs,
         }
     }
 
@@ -216,6 +220,13 @@ impl Reconciler {
                     rec.pid = obs.pid;
                     self.store.upsert_worker(&rec).await?;
                     let probe = self.probe(is_pull(ep), &rec.id, addr, &ep.spec.health_check_path);
+                    self.logs.follow(
+                        &rec.endpoint_id,
+                        &rec.id,
+                        self.runtime.log_paths(&rec.endpoint_id, &rec.id),
+                        true,
+                    );
+                    self.logs.event(&rec.endpoint_id, Some(&rec.id), "worker adopted after a platform restart");
                     self.workers.insert(
                         rec.id.clone(),
                         Live {
@@ -270,6 +281,7 @@ impl Reconciler {
     /// `MAX_RETRIES`; beyond, they fail with `why`), and what the protocol knew of it is dropped.
     async fn requeue_jobs(&self, id: &WorkerId, why: &str, t: Millis) {
         self.pull.forget(id);
+        self.logs.unfollow(id);
         match self.store.requeue_worker_jobs(id.as_str(), sluice_core::jobs::MAX_RETRIES, why, t).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(worker = %id, jobs = n, "jobs of an ended worker went back to the queue"),
@@ -371,6 +383,7 @@ impl Reconciler {
                     None => reason,
                 };
                 tracing::warn!(worker = %id, endpoint = %w.rec.endpoint_id, %reason, "worker failed");
+                self.logs.event(&w.rec.endpoint_id, Some(&id), format!("worker failed: {reason}"));
                 finish(&mut w.rec, WorkerState::Failed, &reason, t);
                 self.note_failure(&w.rec.endpoint_id, t);
             }
@@ -399,6 +412,8 @@ impl Reconciler {
                     w.rec.ready_at = Some(t);
                     w.since = t;
                     tracing::info!(worker = %id, endpoint = %w.rec.endpoint_id, "worker ready");
+                    let took = w.rec.launched_at.map_or(0, |l| t.saturating_sub(l));
+                    self.logs.event(&w.rec.endpoint_id, Some(&id), format!("worker ready, {took} ms after launch"));
                     let rec = w.rec.clone();
                     self.failures.remove(&rec.endpoint_id);
                     self.save(&rec).await;
@@ -495,6 +510,11 @@ impl Reconciler {
                 w.rec.reason = Some(reason);
                 w.since = t;
                 tracing::info!(worker = %id, "draining worker");
+                self.logs.event(
+                    &w.rec.endpoint_id,
+                    Some(&id),
+                    format!("worker draining: {}", w.rec.reason.as_deref().unwrap_or("")),
+                );
                 let rec = w.rec.clone();
                 self.save(&rec).await;
             } else if w.rec.state.is_live() {
@@ -602,6 +622,7 @@ impl Reconciler {
         let d = decide(&policy, &mut sc.state, &snap, t);
         if d.target != before {
             tracing::info!(endpoint = %e.id, from = before, to = d.target, reason = %d.reason, "scaling decision");
+            self.logs.event(&e.id, None, format!("scaled from {before} to {} workers: {}", d.target, d.reason));
             let ev = ScalingEvent {
                 id: 0,
                 endpoint_id: e.id.clone(),
@@ -707,6 +728,7 @@ impl Reconciler {
                     w.rec.reason = None;
                     w.rec.node = Some(alloc.node);
                     w.rec.gpus = alloc.gpus;
+                    let alloc_gpus = w.rec.gpus.clone();
                     w.rec.port = Some(l.addr.port());
                     w.rec.pid = l.pid;
                     w.rec.launched_at = Some(t);
@@ -717,6 +739,12 @@ impl Reconciler {
                     let w = self.workers.get_mut(&id).expect("listed");
                     w.probe = Some(probe);
                     tracing::info!(worker = %id, endpoint = %ep_id, addr = %l.addr, "worker launched");
+                    self.logs.follow(&ep_id, &id, self.runtime.log_paths(&ep_id, &id), false);
+                    self.logs.event(
+                        &ep_id,
+                        Some(&id),
+                        format!("worker launched at {} with GPUs {:?}", l.addr, alloc_gpus),
+                    );
                     self.launch_failures.remove(&ep_id);
                     let rec = w.rec.clone();
                     self.save(&rec).await;
@@ -724,6 +752,7 @@ impl Reconciler {
                 Err(err) => {
                     let mut w = self.workers.remove(&id).expect("listed");
                     tracing::warn!(worker = %id, error = %err, "worker launch failed");
+                    self.logs.event(&ep_id, Some(&id), format!("worker launch failed: {err}"));
                     finish(&mut w.rec, WorkerState::Failed, &err.to_string(), t);
                     self.save(&w.rec).await;
                     self.note_failure(&ep_id, t);
@@ -776,6 +805,11 @@ impl Reconciler {
                 self.finished.push(rec.clone());
             }
             tracing::info!(worker = %rec.id, state = rec.state.as_str(), reason = rec.reason.as_deref().unwrap_or(""), "worker finished");
+            self.logs.event(
+                &rec.endpoint_id,
+                Some(&rec.id),
+                format!("worker {}: {}", rec.state.as_str(), rec.reason.as_deref().unwrap_or("")),
+            );
             if rec.state == WorkerState::Failed {
                 self.note_failure(&rec.endpoint_id, t);
             }
@@ -915,6 +949,11 @@ impl Reconciler {
                     usd(hourly)
                 );
                 tracing::warn!(account = %a.name, "{msg}");
+                for (ep, (account, _, _)) in &self.billing_of {
+                    if *account == a.name {
+                        self.logs.event(ep, None, msg.clone());
+                    }
+                }
                 let _ = self.store.set_low_credit_warned(&a.name, true).await;
                 let _ = self.store.add_account_event(&a.name, t, "low_credit", &msg).await;
                 if let Some(url) = &a.webhook_url {
@@ -936,6 +975,9 @@ impl Reconciler {
                             ids.join(", ")
                         );
                         tracing::warn!(account = %a.name, "{msg}");
+                        for id in ids.iter().filter_map(|i| EndpointId::parse(i).ok()) {
+                            self.logs.event(&id, None, format!("endpoint turned off: {msg}"));
+                        }
                         let _ = self.store.add_account_event(&a.name, t, "turned_off", &msg).await;
                         self.wake.notify_one();
                     }

@@ -7,10 +7,12 @@
 #![forbid(unsafe_code)]
 
 mod error;
+mod logs;
 
 use std::{collections::HashMap, path::Path, str::FromStr, time::Duration};
 
 pub use error::Error;
+pub use logs::{LogLine, LogQuery, NewLogLine};
 use sluice_core::{EndpointId, EndpointSpec, EndpointStatus, Millis, WorkerId, WorkerState};
 use sqlx::{
     Row,
@@ -280,6 +282,7 @@ fn migrator() -> sqlx::migrate::Migrator {
         (5, "credit", include_str!("../migrations/0005_credit.sql")),
         (6, "demo_public", include_str!("../migrations/0006_demo_public.sql")),
         (7, "jobs", include_str!("../migrations/0007_jobs.sql")),
+        (8, "logs", include_str!("../migrations/0008_logs.sql")),
     ];
     sqlx::migrate::Migrator::with_migrations(
         MIGRATIONS

@@ -245,3 +245,70 @@ async fn stream_chunks_are_delivered_once_in_order() {
     assert_eq!(s.take_stream_chunks("j1").await.unwrap(), ["\"c\""]);
     assert!(s.take_stream_chunks("nope").await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn log_lines_query_follow_and_retention() {
+    use crate::{LogQuery, NewLogLine};
+    let (_d, s) = open().await;
+    let ep = EndpointId::parse("ep1").unwrap();
+    let other = EndpointId::parse("ep2").unwrap();
+    let line = |e: &EndpointId, w: &str, stream: &'static str, ts: u64, text: &str| NewLogLine {
+        endpoint_id: e.clone(),
+        worker_id: (!w.is_empty()).then(|| w.to_owned()),
+        stream,
+        ts: Millis(ts),
+        line: text.to_owned(),
+    };
+    let stored = s
+        .add_log_lines(&[
+            line(&ep, "w1", "stdout", 1_000, "booting"),
+            line(&ep, "w1", "stderr", 2_000, "WARN disk 50%_full"),
+            line(&ep, "", "platform", 3_000, "worker w2 launched"),
+            line(&ep, "w2", "stdout", 4_000, "GET /health 200"),
+            line(&other, "w9", "stdout", 4_500, "elsewhere"),
+        ])
+        .await
+        .unwrap();
+    assert!(stored.windows(2).all(|p| p[0].id < p[1].id), "ids grow");
+    let q = |f: fn(&mut LogQuery)| {
+        let mut q = LogQuery { limit: 100, ..Default::default() };
+        f(&mut q);
+        q
+    };
+    let texts = |v: Vec<crate::LogLine>| v.into_iter().map(|l| l.line).collect::<Vec<_>>();
+    assert_eq!(s.query_logs(&ep, &q(|_| {})).await.unwrap().len(), 4, "only this endpoint");
+    assert_eq!(
+        texts(s.query_logs(&ep, &q(|q| q.worker = Some("w1".into()))).await.unwrap()),
+        ["booting", "WARN disk 50%_full"]
+    );
+    assert_eq!(
+        texts(s.query_logs(&ep, &q(|q| q.stream = Some("platform".into()))).await.unwrap()),
+        ["worker w2 launched"]
+    );
+    assert_eq!(
+        texts(
+            s.query_logs(&ep, &q(|q| (q.since, q.until) = (Some(Millis(2_000)), Some(Millis(3_000))))).await.unwrap()
+        ),
+        ["WARN disk 50%_full", "worker w2 launched"]
+    );
+    let like = |p: &str| sluice_core::logs::like_pattern(p);
+    let mut lq = q(|_| {});
+    lq.like = Some(like("warn"));
+    assert_eq!(texts(s.query_logs(&ep, &lq).await.unwrap()), ["WARN disk 50%_full"], "case-insensitive");
+    lq.like = Some(like("50%_"));
+    assert_eq!(s.query_logs(&ep, &lq).await.unwrap().len(), 1, "% and _ are literal");
+    lq.like = Some(like("5%_"));
+    assert_eq!(s.query_logs(&ep, &lq).await.unwrap().len(), 0);
+    lq.like = Some(like("GET */health"));
+    assert_eq!(texts(s.query_logs(&ep, &lq).await.unwrap()), ["GET /health 200"]);
+    // The newest `limit`, oldest first; after an id, the oldest after it.
+    assert_eq!(texts(s.query_logs(&ep, &q(|q| q.limit = 2)).await.unwrap()), ["worker w2 launched", "GET /health 200"]);
+    let mut after = q(|q| q.limit = 1);
+    after.after_id = Some(stored[0].id);
+    assert_eq!(texts(s.query_logs(&ep, &after).await.unwrap()), ["WARN disk 50%_full"]);
+    // Retention: by age, then by bytes per endpoint (newest kept).
+    assert_eq!(s.prune_logs(Millis(1_500), u64::MAX).await.unwrap(), 1);
+    assert_eq!(s.prune_logs(Millis(0), 20).await.unwrap(), 2, "ep1 keeps its newest 20 bytes' worth");
+    assert_eq!(texts(s.query_logs(&ep, &q(|_| {})).await.unwrap()), ["GET /health 200"]);
+    assert_eq!(texts(s.query_logs(&other, &q(|_| {})).await.unwrap()), ["elsewhere"]);
+}

@@ -76,6 +76,33 @@ enum Cmd {
         cmd: KeyCmd,
     },
     /// GPU-seconds and cost by endpoint and day.
+    /// An endpoint's log: worker output and platform events. `-f` follows it live.
+    Logs {
+        #[command(flatten)]
+        conn: Conn,
+        endpoint: String,
+        /// Keep printing new lines as they come (Ctrl-C stops).
+        #[arg(short, long)]
+        follow: bool,
+        /// Only this worker's lines.
+        #[arg(long)]
+        worker: Option<String>,
+        /// stdout, stderr or platform.
+        #[arg(long)]
+        stream: Option<String>,
+        /// From: an age (10m, 2h, 7d), RFC 3339 or Unix ms.
+        #[arg(long)]
+        since: Option<String>,
+        /// Until (same forms).
+        #[arg(long)]
+        until: Option<String>,
+        /// Only lines containing this (case-insensitive; * matches anything).
+        #[arg(long)]
+        grep: Option<String>,
+        /// How many of the newest matching lines (1-5000).
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
     Usage {
         #[command(flatten)]
         conn: Conn,
@@ -489,6 +516,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Templates { conn } => templates(conn).await,
         Cmd::Gpus { conn } => gpus(conn).await,
         Cmd::Usage { conn, from, to, endpoint, account } => usage(conn, from, to, endpoint, account).await,
+        Cmd::Logs { conn, endpoint, follow, worker, stream, since, until, grep, limit } => {
+            let mut path = format!("/v1/endpoints/{endpoint}/logs?limit={limit}");
+            for (k, v) in [("worker", worker), ("stream", stream), ("since", since), ("until", until), ("q", grep)] {
+                if let Some(v) = v {
+                    path.push_str(&format!("&{k}={}", sluice_core::pull::query_value(&v)));
+                }
+            }
+            logs(conn, path, follow).await
+        }
         Cmd::Account { conn, cmd } => account(conn, cmd).await,
         Cmd::Key { conn, cmd } => key(conn, cmd).await,
         Cmd::Credit { conn, cmd: CreditCmd::Add { account, usd } } => {
@@ -502,6 +538,47 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Sim(a) => crate::sim::run(a),
         Cmd::Plan(a) => crate::sim::plan(a),
         Cmd::DemoWorker { host, port, startup_delay_ms } => crate::demo::run(host, port, startup_delay_ms).await,
+    }
+}
+
+fn print_log_line(json: bool, l: &serde_json::Value) {
+    if json {
+        println!("{l}");
+    } else {
+        let worker = l["worker"].as_str().unwrap_or("-");
+        println!("{}  {worker:<12}  {:<8}  {}", s(&l["time"]), s(&l["stream"]), s(&l["line"]));
+    }
+}
+
+async fn logs(conn: Conn, path: String, follow: bool) -> anyhow::Result<()> {
+    let client = conn.client();
+    if !follow {
+        let v = client.call(Method::GET, &path, None).await?;
+        for l in v["lines"].as_array().into_iter().flatten() {
+            print_log_line(conn.json, l);
+        }
+        if let Some(n) = v["dropped"].as_u64().filter(|n| *n > 0) {
+            eprintln!("({n} lines of this endpoint were dropped: the platform could not store them fast enough)");
+        }
+        return Ok(());
+    }
+    let mut last = None;
+    loop {
+        let json = conn.json;
+        let followed = client
+            .follow_events(&format!("{path}&follow=true"), last.clone(), |_, data| {
+                if let Ok(l) = serde_json::from_str::<serde_json::Value>(data) {
+                    print_log_line(json, &l);
+                }
+            })
+            .await;
+        match followed {
+            Ok(id) => last = id.or(last),
+            // The API refused (bad query, unknown endpoint): no point in retrying.
+            Err(e) if e.downcast_ref::<crate::client::ApiError>().is_some() => return Err(e),
+            Err(e) => eprintln!("log stream interrupted ({e:#}); reconnecting"),
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     }
 }
 

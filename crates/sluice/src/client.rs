@@ -88,4 +88,61 @@ impl ApiClient {
         }
         .into())
     }
+
+    /// Follows a server-sent event stream: `on_event(id, data)` for each event, until the
+    /// stream ends. `last_id` is sent as `Last-Event-ID` to resume after it. Returns the last id.
+    pub async fn follow_events(
+        &self,
+        path: &str,
+        last_id: Option<String>,
+        mut on_event: impl FnMut(Option<&str>, &str),
+    ) -> anyhow::Result<Option<String>> {
+        let uri = format!("{}{path}", self.base);
+        let mut req = Request::builder().method(Method::GET).uri(&uri).header(header::ACCEPT, "text/event-stream");
+        if let Some(k) = &self.key {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {k}"));
+        }
+        if let Some(id) = &last_id {
+            req = req.header("last-event-id", id);
+        }
+        let resp =
+            self.http.request(req.body(Full::new(Bytes::new()))?).await.with_context(|| {
+                format!("could not reach the Sluice API at {} (is `sluice up` running?)", self.base)
+            })?;
+        let status = resp.status();
+        let mut body = resp.into_body();
+        if !status.is_success() {
+            let raw = body.collect().await?.to_bytes();
+            return Err(ApiError {
+                status,
+                body: serde_json::from_slice(&raw).ok(),
+                raw: String::from_utf8_lossy(&raw).into_owned(),
+            }
+            .into());
+        }
+        let mut last = last_id;
+        let mut buf = String::new();
+        while let Some(frame) = body.frame().await {
+            let Ok(data) = frame?.into_data() else { continue };
+            buf.push_str(&String::from_utf8_lossy(&data));
+            while let Some(end) = buf.find("\n\n") {
+                let event: String = buf.drain(..end + 2).collect();
+                let (mut id, mut lines) = (None, Vec::new());
+                for l in event.lines() {
+                    if let Some(v) = l.strip_prefix("id:") {
+                        id = Some(v.trim().to_owned());
+                    } else if let Some(v) = l.strip_prefix("data:") {
+                        lines.push(v.strip_prefix(' ').unwrap_or(v));
+                    }
+                }
+                if !lines.is_empty() {
+                    on_event(id.as_deref(), &lines.join("\n"));
+                }
+                if id.is_some() {
+                    last = id;
+                }
+            }
+        }
+        Ok(last)
+    }
 }

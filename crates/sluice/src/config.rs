@@ -52,6 +52,10 @@ pub struct Config {
     /// `RUNPOD_PING_INTERVAL` given to pull workers, ms (500-60000); a worker silent for three
     /// intervals is presumed dead and replaced, and its jobs go back to the queue.
     pub worker_ping_interval_ms: u64,
+    /// Worker output and platform events are kept this long, hours (1-8760).
+    pub log_retention_hours: u64,
+    /// ... and at most this much text per endpoint, MiB (oldest lines go first; 1-102400).
+    pub log_retention_mb: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -106,6 +110,8 @@ impl Default for Config {
             metering_interval_secs: 60,
             worker_api_url: None,
             worker_ping_interval_ms: sluice_core::pull::DEFAULT_PING_MS,
+            log_retention_hours: 168,
+            log_retention_mb: 64,
         }
     }
 }
@@ -140,6 +146,12 @@ impl Config {
             if !(p.per_hour.is_finite() && p.per_hour >= 0.0 && p.per_second.is_finite() && p.per_second >= 0.0) {
                 bail!("gpu_prices.{}: prices must be finite and not negative", p.gpu_type);
             }
+        }
+        if !(1..=8760).contains(&self.log_retention_hours) {
+            bail!("log_retention_hours: must be between 1 and 8760, got {}", self.log_retention_hours);
+        }
+        if !(1..=102_400).contains(&self.log_retention_mb) {
+            bail!("log_retention_mb: must be between 1 and 102400, got {}", self.log_retention_mb);
         }
         if !(500..=60_000).contains(&self.worker_ping_interval_ms) {
             bail!("worker_ping_interval_ms: must be between 500 and 60000, got {}", self.worker_ping_interval_ms);

@@ -236,6 +236,10 @@ pub async fn run(mut cfg: Config, shutdown: impl std::future::Future<Output = ()
         max_workers_quota: cfg.max_workers_quota,
         runtime: cfg.runtime,
         max_body_bytes: cfg.max_body_bytes,
+        log_retention: sluice_control::logs::Retention {
+            max_age_ms: cfg.log_retention_hours * 3_600_000,
+            max_bytes_per_endpoint: cfg.log_retention_mb * 1024 * 1024,
+        },
         pull: sluice_control::PullConfig {
             api_url: cfg.worker_api_url.clone().unwrap_or_else(|| format!("http://{gw_addr}")),
             token_secret,
@@ -259,6 +263,9 @@ pub async fn run(mut cfg: Config, shutdown: impl std::future::Future<Output = ()
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let reconciler = control.spawn_reconciler(stop_rx.clone());
+    // Stopped after the reconciler, so the last lines of the workers it stops are stored.
+    let (logs_stop_tx, logs_stop_rx) = watch::channel(false);
+    let log_writer = control.spawn_log_writer(logs_stop_rx);
     let dispatcher = control.spawn_dispatcher(stop_rx);
     // The queue API (/v2/…) is served on the gateway's address by the control plane's router.
     let v2 = control.v2_router();
@@ -323,6 +330,8 @@ pub async fn run(mut cfg: Config, shutdown: impl std::future::Future<Output = ()
     let _ = stop_tx.send(true);
     reconciler.await.context("reconciler task")?;
     let _ = dispatcher.await;
+    let _ = logs_stop_tx.send(true);
+    let _ = log_writer.await;
     store.close().await;
     tracing::info!("stopped");
     Ok(())

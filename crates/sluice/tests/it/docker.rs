@@ -58,6 +58,13 @@ async fn containers_serve_scale_get_replaced_and_keep_their_volume() {
 
     let w1 = p.wait_ready(&id, 1).await.remove(0);
     let w1_id = w1["id"].as_str().unwrap().to_owned();
+    // The container's output reaches the endpoint's log, with its worker and stream.
+    eventually("the container's output in the log", Duration::from_secs(20), async || {
+        let v =
+            p.api_call(Method::GET, &format!("/v1/endpoints/{id}/logs?q=listening&worker={w1_id}"), None).await.json();
+        v["lines"].as_array().unwrap().iter().any(|l| l["stream"] == "stderr").then_some(())
+    })
+    .await;
     let r = p.get(&id, "/first").await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     let body = r.json();

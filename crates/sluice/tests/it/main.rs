@@ -7,6 +7,7 @@ mod cli;
 mod docker;
 mod gateway;
 mod lifecycle;
+mod logs;
 mod queue;
 mod restart;
 mod runpod;

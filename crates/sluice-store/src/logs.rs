@@ -1,0 +1,141 @@
+//! Log lines: worker output and platform events, per endpoint.
+use sluice_core::{EndpointId, Millis};
+use sqlx::Row;
+
+use crate::{Result, Store};
+
+/// A line to store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewLogLine {
+    pub endpoint_id: EndpointId,
+    pub worker_id: Option<String>,
+    pub stream: &'static str,
+    pub ts: Millis,
+    pub line: String,
+}
+
+/// A stored line; `id` orders lines and is what a follower resumes after.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogLine {
+    pub id: i64,
+    pub endpoint_id: EndpointId,
+    pub worker_id: Option<String>,
+    pub stream: String,
+    pub ts: Millis,
+    pub line: String,
+}
+
+/// What to read. `like` is a `LIKE` pattern with `\` as escape (`sluice_core::logs::like_pattern`).
+#[derive(Debug, Clone, Default)]
+pub struct LogQuery {
+    pub worker: Option<String>,
+    pub stream: Option<String>,
+    pub since: Option<Millis>,
+    pub until: Option<Millis>,
+    pub like: Option<String>,
+    /// Only lines after this id (a follower's resume point).
+    pub after_id: Option<i64>,
+    /// The newest `limit` lines that match, returned oldest first; with `after_id`, the oldest.
+    pub limit: u32,
+}
+
+impl Store {
+    /// Stores lines in one transaction; returns them with their ids, in order.
+    pub async fn add_log_lines(&self, lines: &[NewLogLine]) -> Result<Vec<LogLine>> {
+        let mut tx = self.writer.begin().await?;
+        let mut out = Vec::with_capacity(lines.len());
+        for l in lines {
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO log_lines (endpoint_id, worker_id, stream, ts, line) VALUES ($1, $2, $3, $4, $5)
+                 RETURNING id",
+            )
+            .bind(l.endpoint_id.as_str())
+            .bind(l.worker_id.as_deref())
+            .bind(l.stream)
+            .bind(l.ts.0 as i64)
+            .bind(&l.line)
+            .fetch_one(&mut *tx)
+            .await?;
+            out.push(LogLine {
+                id,
+                endpoint_id: l.endpoint_id.clone(),
+                worker_id: l.worker_id.clone(),
+                stream: l.stream.to_owned(),
+                ts: l.ts,
+                line: l.line.clone(),
+            });
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    pub async fn query_logs(&self, endpoint: &EndpointId, q: &LogQuery) -> Result<Vec<LogLine>> {
+        let forward = q.after_id.is_some();
+        let sql = format!(
+            "SELECT id, endpoint_id, worker_id, stream, ts, line FROM log_lines
+             WHERE endpoint_id = $1 AND ($2 IS NULL OR worker_id = $2) AND ($3 IS NULL OR stream = $3)
+               AND ($4 IS NULL OR ts >= $4) AND ($5 IS NULL OR ts <= $5)
+               AND ($6 IS NULL OR line LIKE $6 ESCAPE '\\') AND ($7 IS NULL OR id > $7)
+             ORDER BY id {} LIMIT $8",
+            if forward { "ASC" } else { "DESC" }
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(endpoint.as_str())
+            .bind(q.worker.as_deref())
+            .bind(q.stream.as_deref())
+            .bind(q.since.map(|t| t.0 as i64))
+            .bind(q.until.map(|t| t.0 as i64))
+            .bind(q.like.as_deref())
+            .bind(q.after_id)
+            .bind(i64::from(q.limit))
+            .fetch_all(&self.reader)
+            .await?;
+        let mut lines = rows
+            .iter()
+            .map(|r| {
+                Ok(LogLine {
+                    id: r.try_get("id")?,
+                    endpoint_id: EndpointId::parse(&r.try_get::<String, _>("endpoint_id")?)
+                        .map_err(|e| crate::corrupt("log_lines", e.to_string()))?,
+                    worker_id: r.try_get("worker_id")?,
+                    stream: r.try_get("stream")?,
+                    ts: Millis(r.try_get::<i64, _>("ts")? as u64),
+                    line: r.try_get("line")?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if !forward {
+            lines.reverse();
+        }
+        Ok(lines)
+    }
+
+    /// Retention: drops lines older than `before`, then, per endpoint, the oldest lines beyond
+    /// `max_bytes` of text. Returns how many went.
+    pub async fn prune_logs(&self, before: Millis, max_bytes: u64) -> Result<u64> {
+        let mut n = sqlx::query("DELETE FROM log_lines WHERE ts < $1")
+            .bind(before.0 as i64)
+            .execute(&self.writer)
+            .await?
+            .rows_affected();
+        let over: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT endpoint_id, MAX(id) FROM (
+                 SELECT endpoint_id, id,
+                        SUM(length(line)) OVER (PARTITION BY endpoint_id ORDER BY id DESC) AS newer_bytes
+                 FROM log_lines)
+             WHERE newer_bytes > $1 GROUP BY endpoint_id",
+        )
+        .bind(i64::try_from(max_bytes).unwrap_or(i64::MAX))
+        .fetch_all(&self.reader)
+        .await?;
+        for (ep, cut) in over {
+            n += sqlx::query("DELETE FROM log_lines WHERE endpoint_id = $1 AND id <= $2")
+                .bind(ep)
+                .bind(cut)
+                .execute(&self.writer)
+                .await?
+                .rows_affected();
+        }
+        Ok(n)
+    }
+}

@@ -11,6 +11,7 @@ mod error;
 mod health;
 pub mod images;
 pub mod logs;
+pub mod metrics;
 pub mod pull;
 pub mod queue;
 pub mod reconcile;
@@ -39,6 +40,10 @@ use crate::reconcile::{Counts, Reconciler};
 pub trait DataPlane: Send + Sync + 'static {
     fn publish(&self, table: RouteTable);
     fn traffic(&self) -> Vec<EndpointTraffic>;
+    /// The gateway's figures for `/metrics`.
+    fn figures(&self) -> sluice_core::metrics::GatewayFigures {
+        sluice_core::metrics::GatewayFigures::default()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -120,6 +125,10 @@ pub struct AppState {
     pub pull: Arc<pull::Registry>,
     /// Worker output and platform events.
     pub logs: Arc<logs::Logs>,
+    /// The data plane, for its figures.
+    pub plane: Arc<dyn DataPlane>,
+    /// Cold-start durations per endpoint.
+    pub cold_starts: Arc<metrics::ColdStarts>,
 }
 
 impl AppState {
@@ -161,6 +170,8 @@ impl Control {
         let state = Arc::new(AppState {
             pull,
             logs,
+            plane: plane.clone(),
+            cold_starts: Arc::default(),
             images,
             jobs_changed: Arc::new(Notify::new()),
             dispatch_wake: Notify::new(),
@@ -235,6 +246,7 @@ impl Control {
                 passes_tx: self.state.passes_tx.clone(),
                 pull: self.state.pull.clone(),
                 logs: self.state.logs.clone(),
+                cold_starts: self.state.cold_starts.clone(),
             },
             self.state.cfg.metering.clone(),
         );

@@ -67,6 +67,9 @@ fn is_pull(e: &EndpointRecord) -> bool {
 
 pub type Counts = Arc<ArcSwap<HashMap<EndpointId, WorkerCounts>>>;
 
+/// The reason an adopted worker carries until it is ready again (not a cold start).
+const ADOPTED: &str = "adopted after platform restart";
+
 /// Launches refused in a row (not crashes: the runtime could not start the worker at all)
 /// before an endpoint stops trying until it is updated.
 pub const MAX_LAUNCH_FAILURES: u32 = 5;
@@ -114,6 +117,7 @@ pub struct Reconciler {
     passes_tx: watch::Sender<u64>,
     pull: Arc<crate::pull::Registry>,
     logs: Arc<crate::logs::Logs>,
+    cold_starts: Arc<crate::metrics::ColdStarts>,
 }
 
 /// How the reconciler talks back: woken by, counts shown to, and passes awaited by the API.
@@ -127,6 +131,8 @@ pub struct Signals {
     pub pull: Arc<crate::pull::Registry>,
     /// Where worker output is copied and platform events are written.
     pub logs: Arc<crate::logs::Logs>,
+    /// Cold-start durations, for `/metrics`.
+    pub cold_starts: Arc<crate::metrics::ColdStarts>,
 }
 
 impl Reconciler {
@@ -138,7 +144,7 @@ impl Reconciler {
         signals: Signals,
         metering: MeteringConfig,
     ) -> Self {
-        let Signals { table, wake, counts, passes_tx, pull, logs } = signals;
+        let Signals { table, wake, counts, passes_tx, pull, logs, cold_starts } = signals;
         Reconciler {
             store,
             runtime,
@@ -165,6 +171,7 @@ impl Reconciler {
             passes_tx,
             pull,
             logs,
+            cold_starts,
         }
     }
 
@@ -215,7 +222,7 @@ impl Reconciler {
                     let addr = obs.addr.expect("checked above");
                     tracing::info!(worker = %rec.id, endpoint = %rec.endpoint_id, %addr, "adopting worker from the previous run");
                     rec.state = WorkerState::Starting;
-                    rec.reason = Some("adopted after platform restart".into());
+                    rec.reason = Some(ADOPTED.into());
                     rec.port = Some(addr.port());
                     rec.pid = obs.pid;
                     self.store.upsert_worker(&rec).await?;
@@ -407,12 +414,17 @@ impl Reconciler {
             let startup = by_id.get(&w.rec.endpoint_id).map_or(600, |e| e.spec.startup_timeout_secs);
             match w.rec.state {
                 WorkerState::Starting if healthy => {
+                    let cold = w.rec.ready_at.is_none() && w.rec.reason.as_deref() != Some(ADOPTED);
                     advance(&mut w.rec, WorkerState::Ready);
                     w.rec.reason = None;
                     w.rec.ready_at = Some(t);
                     w.since = t;
                     tracing::info!(worker = %id, endpoint = %w.rec.endpoint_id, "worker ready");
                     let took = w.rec.launched_at.map_or(0, |l| t.saturating_sub(l));
+                    if cold {
+                        self.cold_starts
+                            .observe(&w.rec.endpoint_id, t.saturating_sub(w.rec.created_at) as f64 / 1000.0);
+                    }
                     self.logs.event(&w.rec.endpoint_id, Some(&id), format!("worker ready, {took} ms after launch"));
                     let rec = w.rec.clone();
                     self.failures.remove(&rec.endpoint_id);

@@ -14,6 +14,7 @@ pub mod ids;
 pub mod jobs;
 pub mod keys;
 pub mod logs;
+pub mod metrics;
 pub mod placement;
 pub mod pull;
 pub mod reconcile;

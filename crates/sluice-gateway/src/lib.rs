@@ -8,6 +8,7 @@
 
 pub mod body;
 pub mod error;
+pub mod metrics;
 mod proxy;
 pub mod table;
 
@@ -73,6 +74,8 @@ pub struct Inner {
     domain: String,
     on_demand: DemandFn,
     pool_idle_timeout: Duration,
+    open_connections: std::sync::atomic::AtomicU64,
+    connections_total: std::sync::atomic::AtomicU64,
 }
 
 pub type UpstreamClient = Client<HttpConnector, BoxBody>;
@@ -103,6 +106,8 @@ impl Gateway {
                 domain: cfg.domain,
                 on_demand,
                 pool_idle_timeout: cfg.pool_idle_timeout,
+                open_connections: Default::default(),
+                connections_total: Default::default(),
             }),
             grace: cfg.shutdown_grace,
             threads,
@@ -130,6 +135,18 @@ impl Gateway {
     /// Per-endpoint traffic as this gateway sees it now.
     pub fn traffic(&self) -> Vec<EndpointTraffic> {
         self.inner.routes.traffic()
+    }
+
+    /// This gateway's figures for `/metrics`.
+    pub fn figures(&self) -> sluice_core::metrics::GatewayFigures {
+        use std::sync::atomic::Ordering::Relaxed;
+        let (table_version, endpoints) = self.inner.routes.figures();
+        sluice_core::metrics::GatewayFigures {
+            endpoints,
+            open_connections: self.inner.open_connections.load(Relaxed),
+            connections_total: self.inner.connections_total.load(Relaxed),
+            table_version,
+        }
     }
 
     /// Serves until `shutdown` resolves, then lets open connections finish (up to the grace).
@@ -212,10 +229,14 @@ impl Gateway {
                     });
                     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).into_owned();
                     let conn = graceful.watch(conn);
+                    let inner = self.inner.clone();
+                    inner.open_connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    inner.connections_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     tokio::spawn(async move {
                         if let Err(e) = conn.await {
                             tracing::trace!(error = %e, "client connection ended with an error");
                         }
+                        inner.open_connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                     });
                 }
                 _ = stop.wait_for(|s| *s) => break,

@@ -90,13 +90,34 @@ pub async fn handle(
     {
         return side(req).await;
     }
-    match proxy(&gw, &client, req, remote).await {
+    let arrived = Instant::now();
+    let mut seen = Seen::default();
+    let resp = match proxy(&gw, &client, req, remote, &mut seen).await {
         Ok(resp) => resp,
         Err(e) => {
             tracing::debug!(error = %e, fault = ?e.fault(), "gateway error");
+            if let Some(s) = &seen.stats {
+                match e {
+                    Error::RateLimited { .. } => s.metrics.rate_limited.fetch_add(1, Relaxed),
+                    Error::ConcurrencyLimit { .. } => s.metrics.concurrency_limited.fetch_add(1, Relaxed),
+                    _ => 0,
+                };
+            }
             e.into_response()
         }
+    };
+    if let Some(s) = seen.stats {
+        s.metrics.record(resp.status().as_u16(), arrived.elapsed(), seen.upstream);
     }
+    resp
+}
+
+/// What the request path learned, for the metrics: the endpoint, and how long the worker took
+/// to send the response head.
+#[derive(Default)]
+struct Seen {
+    stats: Option<Arc<EndpointStats>>,
+    upstream: Option<Duration>,
 }
 
 /// Picks a worker with a free slot and reserves the slot (compare-and-swap, so concurrent
@@ -259,6 +280,7 @@ async fn proxy(
     client: &UpstreamClient,
     mut req: Request<Incoming>,
     remote: SocketAddr,
+    seen: &mut Seen,
 ) -> Result<Response<BoxBody>, Error> {
     // 1. Which endpoint: host form first, then path form.
     let host: Option<String> = req
@@ -284,6 +306,7 @@ async fn proxy(
     let ep = {
         let table = gw.routes.load();
         let ep = table.endpoints.get(&id).cloned().ok_or_else(|| Error::EndpointNotFound(id.clone()))?;
+        seen.stats = Some(ep.stats.clone());
         if !ep.route.public {
             // R3.5: a key of the owning account (or the admin's). No key or an unknown one: 401;
             // another account's key: 404, as if the endpoint did not exist. The key is ours and
@@ -369,10 +392,14 @@ async fn proxy(
         *up.version_mut() = Version::HTTP_11;
         *up.headers_mut() = parts.headers.clone();
         let guard = InFlight::new(ep.stats.clone(), worker.clone());
+        let sent = Instant::now();
         let result = tokio::time::timeout_at(deadline, client.request(up)).await;
         let mut resp = match result {
             Err(_) => return Err(Error::ExecutionTimeout(timeout_secs)),
-            Ok(Ok(resp)) => resp,
+            Ok(Ok(resp)) => {
+                seen.upstream = Some(sent.elapsed());
+                resp
+            }
             Ok(Err(e)) => {
                 drop(guard);
                 // Resend only what never reached the worker, or an idempotent request without

@@ -35,6 +35,8 @@ pub struct EndpointStats {
     /// The requests-per-minute limiter and the quota it was built for; replaced when the
     /// quota changes (a direct limiter per endpoint: bounded, nothing to prune).
     pub rate: arc_swap::ArcSwapOption<(u32, RpmLimiter)>,
+    /// Responses by code, latency histograms, 429s by limit (for `/metrics`).
+    pub metrics: crate::metrics::EndpointMetrics,
 }
 
 pub type RpmLimiter =
@@ -133,6 +135,29 @@ impl Routes {
             .filter_map(|(hex, account)| Some((sluice_core::keys::parse_digest(&hex)?, account)))
             .collect();
         self.current.store(Arc::new(Table { version: table.version, endpoints, keys }));
+    }
+
+    /// The `/metrics` figures of every endpoint this gateway knows.
+    pub fn figures(&self) -> (u64, Vec<sluice_core::metrics::EndpointFigures>) {
+        let version = self.current.load().version;
+        let reg = self.registry.lock().unwrap();
+        let figures = reg
+            .endpoints
+            .iter()
+            .map(|(id, s)| sluice_core::metrics::EndpointFigures {
+                endpoint: Some(id.clone()),
+                codes: s.metrics.codes(),
+                total: s.metrics.total.snapshot(),
+                added: s.metrics.added.snapshot(),
+                rejected: vec![
+                    ("rate_limit", s.metrics.rate_limited.load(Relaxed)),
+                    ("concurrency_limit", s.metrics.concurrency_limited.load(Relaxed)),
+                ],
+                in_flight: s.in_flight.load(Relaxed),
+                queued: s.waiting.load(Relaxed),
+            })
+            .collect();
+        (version, figures)
     }
 
     /// What this gateway sees of every endpoint now.

@@ -1,4 +1,5 @@
-//! Log lines: worker output and platform events, per endpoint.
+//! Log lines (worker output and platform events, per endpoint), and the usage totals the
+//! metrics show.
 use sluice_core::{EndpointId, Millis};
 use sqlx::Row;
 
@@ -137,5 +138,17 @@ impl Store {
                 .rows_affected();
         }
         Ok(n)
+    }
+}
+
+impl Store {
+    /// GPU-seconds and cost (nanodollars) metered so far, per endpoint (for `/metrics`).
+    pub async fn usage_totals(&self) -> Result<Vec<(String, i64, i64)>> {
+        Ok(sqlx::query_as(
+            "SELECT endpoint_id, COALESCE(SUM(seconds * gpus), 0), COALESCE(SUM(cost_nanos), 0)
+             FROM usage_ledger GROUP BY endpoint_id",
+        )
+        .fetch_all(&self.reader)
+        .await?)
     }
 }

@@ -3,6 +3,7 @@
 //! echo, a crash switch and a simulated model-loading delay. Started as a pull worker of a queue
 //! endpoint (`RUNPOD_WEBHOOK_GET_JOB` set), it also takes jobs with RunPod's worker protocol and
 //! answers each with `{"echo": input}` at once (`DEMO_PULL_TASKS` polls at a time, default 8).
+//! `DEMO_LOG_REQUESTS=1` prints a line per request.
 use std::{
     collections::BTreeMap,
     sync::{
@@ -200,7 +201,16 @@ fn worker_id() -> String {
 }
 
 /// Echoes the request: method, path, query, headers, body, and what the worker was given.
+/// `DEMO_LOG_REQUESTS=1`: print a line per request (output for the log pipeline to carry).
+fn log_requests() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("DEMO_LOG_REQUESTS").is_ok_and(|v| v == "1"))
+}
+
 async fn echo(method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Json<serde_json::Value> {
+    if log_requests() {
+        println!("{method} {} {} bytes", uri.path(), body.len());
+    }
     let headers: BTreeMap<String, String> =
         headers.iter().map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned())).collect();
     Json(serde_json::json!({

@@ -37,6 +37,9 @@ impl DataPlane for LocalPlane {
     fn traffic(&self) -> Vec<EndpointTraffic> {
         self.0.traffic()
     }
+    fn figures(&self) -> sluice_core::metrics::GatewayFigures {
+        self.0.figures()
+    }
 }
 
 pub const DEMO_NAME: &str = "demo";

@@ -67,8 +67,15 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/openapi.json", get(openapi))
         .fallback(not_found)
         .route_layer(middleware::from_fn_with_state(state.clone(), require_key));
+    // Prometheus scrapes with the admin key (`authorization` in its scrape config): the figures
+    // cover every account.
+    let metrics = Router::new()
+        .route("/metrics", get(crate::metrics::metrics))
+        .route_layer(middleware::from_fn(require_admin))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_key));
     Router::new()
         .nest("/v1", v1)
+        .merge(metrics)
         .route("/healthz", get(|| async { "ok" }))
         .fallback(not_found)
         .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
@@ -77,6 +84,13 @@ pub fn router(state: Arc<AppState>) -> Router {
 
 async fn not_found() -> AppError {
     AppError::NotFound("no such route".into())
+}
+
+async fn require_admin(req: Request, next: Next) -> Result<Response, AppError> {
+    match req.extensions().get::<Caller>() {
+        Some(c) if c.is_admin() => Ok(next.run(req).await),
+        _ => Err(AppError::Forbidden("only the admin key may read /metrics".into())),
+    }
 }
 
 /// Requires a valid API key and records the caller.

@@ -8,6 +8,7 @@ mod docker;
 mod gateway;
 mod lifecycle;
 mod logs;
+mod metrics;
 mod queue;
 mod restart;
 mod runpod;

@@ -1,0 +1,233 @@
+//! `GET /metrics` (R7.3): Prometheus text (OpenMetrics) on the control API's address. Gathered
+//! at scrape time from what the platform already keeps (the gateway's figures, worker counts,
+//! cold starts, the usage ledger, job counts, dropped log lines) and encoded with
+//! prometheus-client. Labels are endpoint ids and small fixed sets; nothing per request.
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use axum::{
+    extract::State,
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, NoLabelSet},
+    metrics::MetricType,
+    registry::Registry,
+};
+use sluice_core::{
+    EndpointId,
+    endpoint::EndpointKind,
+    metrics::{COLD_START_BOUNDS, GatewayFigures, Histogram},
+};
+
+use crate::AppState;
+
+/// Cold starts per endpoint: from a worker's creation (capacity asked for) to ready.
+#[derive(Debug, Default)]
+pub struct ColdStarts(Mutex<HashMap<EndpointId, Histogram>>);
+
+impl ColdStarts {
+    pub fn observe(&self, e: &EndpointId, secs: f64) {
+        self.0.lock().unwrap().entry(e.clone()).or_insert_with(|| Histogram::new(&COLD_START_BOUNDS)).observe(secs);
+    }
+
+    fn snapshot(&self) -> Vec<(EndpointId, Histogram)> {
+        self.0.lock().unwrap().iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+}
+
+type Labels = Vec<(&'static str, String)>;
+
+/// One metric family as read at scrape time.
+#[derive(Debug)]
+enum Values {
+    Counter(Vec<(Labels, u64)>),
+    CounterF(Vec<(Labels, f64)>),
+    Gauge(Vec<(Labels, i64)>),
+    Histogram(Vec<(Labels, Histogram)>),
+}
+
+#[derive(Debug)]
+struct Family {
+    name: &'static str,
+    help: &'static str,
+    values: Values,
+}
+
+#[derive(Debug, Default)]
+struct Snapshot(Vec<Family>);
+
+impl Snapshot {
+    fn add(&mut self, name: &'static str, help: &'static str, values: Values) {
+        self.0.push(Family { name, help, values });
+    }
+}
+
+impl Collector for Snapshot {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        for f in &self.0 {
+            let kind = match f.values {
+                Values::Counter(_) | Values::CounterF(_) => MetricType::Counter,
+                Values::Gauge(_) => MetricType::Gauge,
+                Values::Histogram(_) => MetricType::Histogram,
+            };
+            let mut m = encoder.encode_descriptor(f.name, f.help, None, kind)?;
+            match &f.values {
+                Values::Counter(rows) => {
+                    for (l, v) in rows {
+                        m.encode_family(l)?.encode_counter::<NoLabelSet, _, u64>(v, None)?;
+                    }
+                }
+                Values::CounterF(rows) => {
+                    for (l, v) in rows {
+                        m.encode_family(l)?.encode_counter::<NoLabelSet, _, f64>(v, None)?;
+                    }
+                }
+                Values::Gauge(rows) => {
+                    for (l, v) in rows {
+                        m.encode_family(l)?.encode_gauge(v)?;
+                    }
+                }
+                Values::Histogram(rows) => {
+                    for (l, h) in rows {
+                        m.encode_family(l)?.encode_histogram::<NoLabelSet>(h.sum, h.count, &h.buckets(), None)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn ep(e: &EndpointId) -> Labels {
+    vec![("endpoint", e.to_string())]
+}
+
+/// Everything `/metrics` shows, read now.
+async fn gather(st: &AppState, gw: &GatewayFigures) -> Result<Snapshot, sluice_store::Error> {
+    let mut s = Snapshot::default();
+    let (mut codes, mut total, mut added, mut rejected, mut in_flight, mut queued) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for f in &gw.endpoints {
+        let Some(id) = &f.endpoint else { continue };
+        for (code, n) in &f.codes {
+            codes.push((vec![("endpoint", id.to_string()), ("code", code.to_string())], *n));
+        }
+        total.push((ep(id), f.total.clone()));
+        added.push((ep(id), f.added.clone()));
+        for (limit, n) in &f.rejected {
+            rejected.push((vec![("endpoint", id.to_string()), ("limit", (*limit).to_owned())], *n));
+        }
+        in_flight.push((ep(id), f.in_flight as i64));
+        queued.push((ep(id), f.queued as i64));
+    }
+    s.add(
+        "sluice_gateway_requests",
+        "Responses the gateway sent, by endpoint and status code.",
+        Values::Counter(codes),
+    );
+    s.add(
+        "sluice_gateway_request_duration_seconds",
+        "Time from a request's arrival to its response head.",
+        Values::Histogram(total),
+    );
+    s.add(
+        "sluice_gateway_added_latency_seconds",
+        "The part of the request duration the platform added (the worker's own time excluded; queueing for a worker included).",
+        Values::Histogram(added),
+    );
+    s.add(
+        "sluice_gateway_rejected_requests",
+        "Requests refused with 429, by the limit that refused them.",
+        Values::Counter(rejected),
+    );
+    s.add("sluice_gateway_in_flight_requests", "Requests being served by a worker now.", Values::Gauge(in_flight));
+    s.add("sluice_gateway_queued_requests", "Requests waiting for a worker slot now.", Values::Gauge(queued));
+    s.add(
+        "sluice_gateway_open_connections",
+        "Client connections open at the gateway.",
+        Values::Gauge(vec![(vec![], gw.open_connections as i64)]),
+    );
+    s.add(
+        "sluice_gateway_connections",
+        "Client connections the gateway accepted.",
+        Values::Counter(vec![(vec![], gw.connections_total)]),
+    );
+    s.add(
+        "sluice_gateway_routing_table_version",
+        "Version of the routing table the gateway serves from.",
+        Values::Gauge(vec![(vec![], gw.table_version as i64)]),
+    );
+
+    let endpoints = st.store.list_endpoints(None).await?;
+    let counts = st.counts.load();
+    let (mut by_state, mut desired, mut jobs, mut dropped) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for e in &endpoints {
+        let c = counts.get(&e.id).cloned().unwrap_or_default();
+        for (state, n) in
+            [("pending", c.pending), ("starting", c.starting), ("ready", c.ready), ("draining", c.draining)]
+        {
+            by_state.push((vec![("endpoint", e.id.to_string()), ("state", state.to_owned())], i64::from(n)));
+        }
+        desired.push((ep(&e.id), i64::from(c.desired)));
+        if e.spec.kind == EndpointKind::Queue {
+            let j = st.store.job_counts(&e.id).await?;
+            for (state, n) in [
+                ("IN_QUEUE", j.in_queue),
+                ("IN_PROGRESS", j.in_progress),
+                ("COMPLETED", j.completed),
+                ("FAILED", j.failed),
+                ("CANCELLED", j.cancelled),
+                ("TIMED_OUT", j.timed_out),
+            ] {
+                jobs.push((vec![("endpoint", e.id.to_string()), ("state", state.to_owned())], n as i64));
+            }
+        }
+        dropped.push((ep(&e.id), st.logs.dropped(&e.id)));
+    }
+    s.add("sluice_workers", "Workers by state.", Values::Gauge(by_state));
+    s.add("sluice_workers_desired", "Workers the autoscaler wants.", Values::Gauge(desired));
+    s.add("sluice_jobs", "Jobs of queue endpoints by state (kept ones: results expire).", Values::Gauge(jobs));
+    s.add(
+        "sluice_log_lines_dropped",
+        "Worker log lines dropped because they could not be stored fast enough.",
+        Values::Counter(dropped),
+    );
+    let cold: Vec<(Labels, Histogram)> = st.cold_starts.snapshot().into_iter().map(|(e, h)| (ep(&e), h)).collect();
+    s.add(
+        "sluice_cold_start_duration_seconds",
+        "Cold starts: from a worker's creation to ready (placement, image, boot, first health check).",
+        Values::Histogram(cold),
+    );
+    let (mut gpu_s, mut cost) = (Vec::new(), Vec::new());
+    for (e, secs, nanos) in st.store.usage_totals().await? {
+        gpu_s.push((vec![("endpoint", e.clone())], secs.max(0) as u64));
+        cost.push((vec![("endpoint", e)], nanos as f64 / 1e9));
+    }
+    s.add("sluice_gpu_seconds", "GPU-seconds metered.", Values::Counter(gpu_s));
+    s.add("sluice_cost_usd", "Cost metered, US dollars.", Values::CounterF(cost));
+    Ok(s)
+}
+
+/// `GET /metrics`.
+pub async fn metrics(State(st): State<Arc<AppState>>) -> Response {
+    let gw = st.plane.figures();
+    let snapshot = match gather(&st, &gw).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not gather metrics");
+            return (StatusCode::SERVICE_UNAVAILABLE, "metrics unavailable: the store did not answer").into_response();
+        }
+    };
+    let mut reg = Registry::default();
+    reg.register_collector(Box::new(snapshot));
+    let mut body = String::new();
+    if prometheus_client::encoding::text::encode(&mut body, &reg).is_err() {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "could not encode metrics").into_response();
+    }
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body).into_response()
+}

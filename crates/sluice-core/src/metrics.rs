@@ -1,0 +1,93 @@
+//! Metrics (R7.3), the pure parts: the latency histogram's buckets and the snapshot types the
+//! gateway hands the control plane, which encodes them for Prometheus.
+use crate::EndpointId;
+
+/// Upper bounds of the latency buckets, seconds (+Inf is implied).
+pub const LATENCY_BOUNDS: [f64; 16] =
+    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+
+/// Upper bounds of the cold-start buckets, seconds.
+pub const COLD_START_BOUNDS: [f64; 12] = [0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0];
+
+/// The bucket of a value: the first bound it does not exceed, or `bounds.len()` for +Inf.
+pub fn bucket(bounds: &[f64], v: f64) -> usize {
+    bounds.iter().position(|b| v <= *b).unwrap_or(bounds.len())
+}
+
+/// A histogram as read at one moment: per-bucket counts (not cumulative; the last is +Inf).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Histogram {
+    pub bounds: &'static [f64],
+    pub counts: Vec<u64>,
+    pub sum: f64,
+    pub count: u64,
+}
+
+impl Histogram {
+    pub fn new(bounds: &'static [f64]) -> Self {
+        Histogram { bounds, counts: vec![0; bounds.len() + 1], sum: 0.0, count: 0 }
+    }
+
+    pub fn observe(&mut self, v: f64) {
+        self.counts[bucket(self.bounds, v)] += 1;
+        self.sum += v;
+        self.count += 1;
+    }
+
+    /// `(upper bound, count)` pairs as Prometheus encoders take them, +Inf last.
+    pub fn buckets(&self) -> Vec<(f64, u64)> {
+        self.bounds.iter().copied().chain([f64::INFINITY]).zip(self.counts.iter().copied()).collect()
+    }
+}
+
+/// One endpoint's figures at the gateway.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct EndpointFigures {
+    pub endpoint: Option<EndpointId>,
+    /// Responses by status code.
+    pub codes: Vec<(u16, u64)>,
+    /// Arrival to the response head (the whole request as the client waits for it).
+    pub total: Histogram,
+    /// What the gateway added: the total less the worker's own time to the response head
+    /// (queueing for a worker included).
+    pub added: Histogram,
+    /// 429s by the limit that refused them (`rate_limit`, `concurrency_limit`).
+    pub rejected: Vec<(&'static str, u64)>,
+    pub in_flight: u64,
+    pub queued: u64,
+}
+
+/// A gateway process's figures.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct GatewayFigures {
+    pub endpoints: Vec<EndpointFigures>,
+    pub open_connections: u64,
+    pub connections_total: u64,
+    pub table_version: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets() {
+        assert_eq!(bucket(&LATENCY_BOUNDS, 0.0), 0);
+        assert_eq!(bucket(&LATENCY_BOUNDS, 0.0005), 0, "a bound is inclusive (le)");
+        assert_eq!(bucket(&LATENCY_BOUNDS, 0.0006), 1);
+        assert_eq!(bucket(&LATENCY_BOUNDS, 60.0), 15);
+        assert_eq!(bucket(&LATENCY_BOUNDS, 61.0), 16, "+Inf");
+        assert_eq!(bucket(&LATENCY_BOUNDS, f64::NAN), 16);
+        let mut h = Histogram::new(&COLD_START_BOUNDS);
+        for v in [0.05, 0.3, 0.3, 700.0] {
+            h.observe(v);
+        }
+        assert_eq!((h.count, h.sum), (4, 700.65));
+        let b = h.buckets();
+        assert_eq!(b.len(), COLD_START_BOUNDS.len() + 1);
+        assert_eq!(b[0], (0.1, 1));
+        assert_eq!(b[2], (0.5, 2));
+        assert_eq!(b.last().copied(), Some((f64::INFINITY, 1)));
+        assert!(LATENCY_BOUNDS.windows(2).all(|w| w[0] < w[1]) && COLD_START_BOUNDS.windows(2).all(|w| w[0] < w[1]));
+    }
+}

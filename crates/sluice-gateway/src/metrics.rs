@@ -1,0 +1,111 @@
+//! Per-endpoint figures the gateway keeps for `/metrics` (R7.3): responses by status code,
+//! latency histograms, 429s by limit. Lock-free on the request path except for one short,
+//! uncontended-in-practice lock for the status code list.
+use std::{
+    sync::{
+        Mutex,
+        atomic::{AtomicU64, Ordering::Relaxed},
+    },
+    time::Duration,
+};
+
+use sluice_core::metrics::{Histogram, LATENCY_BOUNDS, bucket};
+
+/// A latency histogram with atomic buckets.
+#[derive(Debug)]
+pub struct AtomicHistogram {
+    bounds: &'static [f64],
+    counts: Vec<AtomicU64>,
+    sum_ns: AtomicU64,
+    count: AtomicU64,
+}
+
+impl AtomicHistogram {
+    pub fn new(bounds: &'static [f64]) -> Self {
+        AtomicHistogram {
+            bounds,
+            counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            sum_ns: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+        }
+    }
+
+    pub fn observe(&self, d: Duration) {
+        self.counts[bucket(self.bounds, d.as_secs_f64())].fetch_add(1, Relaxed);
+        self.sum_ns.fetch_add(d.as_nanos().min(u128::from(u64::MAX)) as u64, Relaxed);
+        self.count.fetch_add(1, Relaxed);
+    }
+
+    pub fn snapshot(&self) -> Histogram {
+        Histogram {
+            bounds: self.bounds,
+            counts: self.counts.iter().map(|c| c.load(Relaxed)).collect(),
+            sum: self.sum_ns.load(Relaxed) as f64 / 1e9,
+            count: self.count.load(Relaxed),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct EndpointMetrics {
+    codes: Mutex<Vec<(u16, u64)>>,
+    pub total: AtomicHistogram,
+    pub added: AtomicHistogram,
+    pub rate_limited: AtomicU64,
+    pub concurrency_limited: AtomicU64,
+}
+
+impl Default for EndpointMetrics {
+    fn default() -> Self {
+        EndpointMetrics {
+            codes: Mutex::default(),
+            total: AtomicHistogram::new(&LATENCY_BOUNDS),
+            added: AtomicHistogram::new(&LATENCY_BOUNDS),
+            rate_limited: AtomicU64::new(0),
+            concurrency_limited: AtomicU64::new(0),
+        }
+    }
+}
+
+impl EndpointMetrics {
+    /// A response: its code, the time from arrival to its head, and the worker's share of it.
+    pub fn record(&self, code: u16, total: Duration, upstream: Option<Duration>) {
+        {
+            let mut codes = self.codes.lock().unwrap();
+            match codes.iter_mut().find(|(c, _)| *c == code) {
+                Some((_, n)) => *n += 1,
+                None => codes.push((code, 1)),
+            }
+        }
+        self.total.observe(total);
+        self.added.observe(total.saturating_sub(upstream.unwrap_or_default()));
+    }
+
+    pub fn codes(&self) -> Vec<(u16, u64)> {
+        let mut v = self.codes.lock().unwrap().clone();
+        v.sort_unstable();
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_codes_and_both_latencies() {
+        let m = EndpointMetrics::default();
+        m.record(200, Duration::from_millis(12), Some(Duration::from_millis(10)));
+        m.record(200, Duration::from_millis(3), Some(Duration::from_millis(1)));
+        m.record(503, Duration::from_millis(40), None);
+        assert_eq!(m.codes(), vec![(200, 2), (503, 1)]);
+        let total = m.total.snapshot();
+        assert_eq!(total.count, 3);
+        assert!((total.sum - 0.055).abs() < 1e-9, "{}", total.sum);
+        let added = m.added.snapshot();
+        // 2 ms, 2 ms and (no worker) 40 ms.
+        assert!((added.sum - 0.044).abs() < 1e-9, "{}", added.sum);
+        assert_eq!(added.counts[bucket(&LATENCY_BOUNDS, 0.002)], 2);
+        assert_eq!(added.counts.iter().sum::<u64>(), 3);
+    }
+}

@@ -47,7 +47,7 @@ start() {
     gw=$(python3 -c "import json,sys;print(json.load(open(sys.argv[1]))['gateway'])" "$dir/addresses.json")
     key=$(cat "$dir/admin.key")
     id=$(curl -sf -H "Authorization: Bearer $key" -H 'content-type: application/json' \
-        -d "{\"name\":\"bench\",\"public\":true,\"start_command\":\"exec '$HEAD_BIN' demo-worker\",\"env\":{\"DEMO_LOG_REQUESTS\":\"1\"}}" \
+        -d "{\"name\":\"bench\",\"public\":true,\"start_command\":\"exec '$HEAD_BIN' demo-worker\",\"env\":{\"DEMO_LOG_REQUESTS\":\"${LOG_REQUESTS:-1}\"}}" \
         "$api/v1/endpoints" | python3 -c "import json,sys;print(json.load(sys.stdin)['id'])")
     for _ in $(seq 200); do curl -sf "$gw/e/$id/" >/dev/null && break; sleep 0.1; done
     printf -v "URL_$name" '%s' "$gw/e/$id/"

@@ -422,6 +422,10 @@ pub struct WorkerCounts {
     pub starting: u32,
     pub ready: u32,
     pub draining: u32,
+    /// A rolling update: workers of an older version still running (ready or draining), and
+    /// ready workers of the current one. The update is done when `outdated` is 0.
+    pub outdated: u32,
+    pub updated: u32,
 }
 
 /// An endpoint as the API shows it. Secret-looking env values are masked.

@@ -155,21 +155,30 @@ impl Logs {
     }
 
     async fn store_batch(&self, store: &Store, batch: &mut Vec<NewLogLine>) {
-        match store.add_log_lines(batch).await {
-            Ok(stored) => {
+        // Per endpoint, for the count if the batch cannot be stored (a batch holds few).
+        let mut per: Vec<(EndpointId, u64)> = Vec::new();
+        for l in batch.iter() {
+            match per.iter_mut().find(|(e, _)| *e == l.endpoint_id) {
+                Some((_, n)) => *n += 1,
+                None => per.push((l.endpoint_id.clone(), 1)),
+            }
+        }
+        match store.add_log_lines(std::mem::take(batch)).await {
+            // Followers get them; with none, nothing is published.
+            Ok(stored) if self.live.receiver_count() > 0 => {
                 for l in stored {
                     let _ = self.live.send(Arc::new(l));
                 }
             }
+            Ok(_) => {}
             Err(e) => {
-                tracing::warn!(error = %e, lines = batch.len(), "could not store log lines; dropped");
+                tracing::warn!(error = %e, "could not store log lines; dropped");
                 let mut d = self.dropped.lock().unwrap();
-                for l in batch.iter() {
-                    *d.entry(l.endpoint_id.clone()).or_default() += 1;
+                for (ep, n) in per {
+                    *d.entry(ep).or_default() += n;
                 }
             }
         }
-        batch.clear();
     }
 }
 

@@ -19,7 +19,7 @@ use sluice_core::{
     autoscale::{MetricsSnapshot, ScalerState, decide},
     billing::{Class, Price, classify, cost_nanos, credit_verdict, hourly_cost_nanos, seconds_due, usd},
     placement::{Allocation, Node, place},
-    reconcile::{WorkerBrief, drain_complete, pick_for_removal, startup_expired},
+    reconcile::{WorkerBrief, drain_complete, pick_for_removal, rollout_step, startup_expired},
     routing::{EndpointRoute, EndpointTraffic, RouteTable, WorkerRoute},
     worker::restart_backoff_ms,
 };
@@ -57,6 +57,8 @@ struct Live {
     probe: Option<Probe>,
     /// Takes jobs with RunPod's worker protocol: its health is its heartbeat, not an HTTP probe.
     pull: bool,
+    /// Pending because no node has room for it (a rolling update then makes room).
+    unplaceable: bool,
 }
 
 /// Whether the endpoint's workers take jobs with RunPod's worker protocol.
@@ -244,6 +246,7 @@ impl Reconciler {
                             execution_timeout_secs: ep.spec.execution_timeout_secs,
                             probe: Some(probe),
                             pull: is_pull(ep),
+                            unplaceable: false,
                         },
                     );
                 }
@@ -475,15 +478,50 @@ impl Reconciler {
             let current: Vec<&Live> =
                 mine.iter().copied().filter(|w| w.rec.generation == e.generation && w.rec.state.is_live()).collect();
             let ready_current = current.iter().filter(|w| w.rec.state == WorkerState::Ready).count();
-            // Outdated workers: stop those not serving at once; drain serving ones once the new
-            // generation can carry the load (or nothing is wanted).
-            for w in mine.iter().filter(|w| w.rec.generation != e.generation && w.rec.state.is_live()) {
-                if w.rec.state != WorkerState::Ready || ready_current >= desired as usize {
+            // Outdated workers: those not serving stop at once; serving ones are replaced one at
+            // a time (`rollout_step`: one extra worker at most, never fewer than desired ready).
+            let outdated: Vec<&Live> =
+                mine.iter().copied().filter(|w| w.rec.generation != e.generation && w.rec.state.is_live()).collect();
+            let old_ready: Vec<&Live> =
+                outdated.iter().copied().filter(|w| w.rec.state == WorkerState::Ready).collect();
+            for w in outdated.iter().filter(|w| w.rec.state != WorkerState::Ready) {
+                to_stop.push((
+                    w.rec.id.clone(),
+                    WorkerState::Stopped,
+                    "replaced by a new version of the endpoint".into(),
+                ));
+            }
+            let rolling = !old_ready.is_empty();
+            if rolling {
+                let draining = mine.iter().filter(|w| w.rec.state == WorkerState::Draining).count() as u32;
+                let stuck =
+                    current.iter().filter(|w| w.rec.state == WorkerState::Pending && w.unplaceable).count() as u32;
+                let step = rollout_step(
+                    desired,
+                    old_ready.len() as u32,
+                    current.len() as u32,
+                    ready_current as u32,
+                    stuck,
+                    draining,
+                );
+                let briefs: Vec<WorkerBrief> = old_ready
+                    .iter()
+                    .map(|w| WorkerBrief {
+                        id: w.rec.id.clone(),
+                        state: w.rec.state,
+                        created_at: w.rec.created_at,
+                        in_flight: tr.worker_in_flight(&w.rec.id),
+                    })
+                    .collect();
+                for id in pick_for_removal(&briefs, step.drain as usize) {
                     to_stop.push((
-                        w.rec.id.clone(),
+                        id,
                         WorkerState::Stopped,
-                        "replaced by a new version of the endpoint".into(),
+                        "replaced by a new version of the endpoint (rolling update)".into(),
                     ));
+                }
+                if step.start > 0 {
+                    to_start.push((e.id.clone(), step.start as usize));
                 }
             }
             if current.len() > desired as usize {
@@ -500,7 +538,7 @@ impl Reconciler {
                 for id in pick_for_removal(&briefs, current.len() - desired as usize) {
                     to_stop.push((id, WorkerState::Stopped, why.into()));
                 }
-            } else if current.len() < desired as usize {
+            } else if current.len() < desired as usize && !rolling {
                 // New workers are recorded as pending at once; the crash back-off is applied
                 // when they are launched, so the API shows why they wait.
                 to_start.push((e.id.clone(), desired as usize - current.len()));
@@ -581,6 +619,7 @@ impl Reconciler {
                         execution_timeout_secs: e.spec.execution_timeout_secs,
                         probe: None,
                         pull: is_pull(e),
+                        unplaceable: false,
                     },
                 );
             }
@@ -692,6 +731,9 @@ impl Reconciler {
                 continue;
             }
             let placed = place(&self.nodes, &allocated, &e.spec.data_center, &e.spec.gpu_type, e.spec.gpus_per_worker);
+            if let Some(w) = self.workers.get_mut(&id) {
+                w.unplaceable = placed.is_err();
+            }
             let alloc = match placed {
                 Ok(a) => a,
                 Err(reason) => {
@@ -1062,6 +1104,11 @@ impl Reconciler {
                     WorkerState::Ready => c.ready += 1,
                     WorkerState::Draining => c.draining += 1,
                     _ => {}
+                }
+                if w.rec.generation != e.generation && w.rec.state.has_runtime() {
+                    c.outdated += 1;
+                } else if w.rec.generation == e.generation && w.rec.state == WorkerState::Ready {
+                    c.updated += 1;
                 }
             }
             counts.insert(e.id.clone(), c);

@@ -41,9 +41,85 @@ pub fn drain_complete(draining_since: Millis, now: Millis, in_flight: u64, execu
     in_flight == 0 || now.saturating_sub(draining_since) >= u64::from(execution_timeout_secs) * 1000
 }
 
+/// One step of a rolling update: how many workers of the new version to add and how many ready
+/// workers of the old version to drain now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RolloutStep {
+    pub start: u32,
+    pub drain: u32,
+}
+
+/// A rolling update replaces workers one at a time: at most one worker above `desired` (surge
+/// 1), and an old worker drains only once enough new ones are ready that `desired` stay ready.
+/// `old_ready`: ready workers of older versions (old ones not ready are stopped outright);
+/// `new_live` / `new_ready`: workers of the current version, live / ready; `new_stuck`: new
+/// ones that could not be placed (no free GPUs for the extra worker), in which case one old
+/// worker drains first to make room, unless one is draining already.
+pub fn rollout_step(
+    desired: u32,
+    old_ready: u32,
+    new_live: u32,
+    new_ready: u32,
+    new_stuck: u32,
+    draining: u32,
+) -> RolloutStep {
+    if desired == 0 {
+        return RolloutStep { start: 0, drain: old_ready };
+    }
+    let start = if new_live < desired {
+        (desired - new_live).min((desired + 1).saturating_sub(old_ready + new_live))
+    } else {
+        0
+    };
+    let mut drain = (old_ready + new_ready).saturating_sub(desired).min(old_ready);
+    if drain == 0 && new_stuck > 0 && draining == 0 && old_ready > 0 {
+        drain = 1;
+    }
+    RolloutStep { start, drain }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rolling_updates_go_one_at_a_time() {
+        let step = |d, or, nl, nr| rollout_step(d, or, nl, nr, 0, 0);
+        let s = |start, drain| RolloutStep { start, drain };
+        // Two workers: add one, drain one when it is ready, add the next, drain the last.
+        assert_eq!(step(2, 2, 0, 0), s(1, 0));
+        assert_eq!(step(2, 2, 1, 0), s(0, 0), "wait for the new one to be ready");
+        assert_eq!(step(2, 2, 1, 1), s(0, 1));
+        assert_eq!(step(2, 1, 1, 1), s(1, 0));
+        assert_eq!(step(2, 1, 2, 1), s(0, 0));
+        assert_eq!(step(2, 1, 2, 2), s(0, 1));
+        assert_eq!(step(2, 0, 2, 2), s(0, 0), "done");
+        // One worker: never zero ready.
+        assert_eq!(step(1, 1, 0, 0), s(1, 0));
+        assert_eq!(step(1, 1, 1, 0), s(0, 0));
+        assert_eq!(step(1, 1, 1, 1), s(0, 1));
+        // Scaling up during the update: the extra workers come at once.
+        assert_eq!(step(4, 1, 0, 0), s(4, 0));
+        // Scaling down during it: old ones drain as new ones cover the demand.
+        assert_eq!(step(1, 3, 1, 1), s(0, 3));
+        // Stopped: every old worker drains, nothing starts.
+        assert_eq!(step(0, 2, 0, 0), s(0, 2));
+        // No room for the extra worker: one old worker makes room, once.
+        assert_eq!(rollout_step(2, 2, 1, 0, 1, 0), s(0, 1));
+        assert_eq!(rollout_step(2, 1, 1, 0, 1, 1), s(1, 0), "one is draining already: no second");
+        // Never more than desired + 1 live, never fewer than desired ready while old ones serve.
+        for d in 1..5u32 {
+            for or in 0..5u32 {
+                for nl in 0..5u32 {
+                    for nr in 0..=nl {
+                        let x = step(d, or, nl, nr);
+                        assert!(x.start == 0 || or + nl + x.start <= (d + 1).max(or + nl), "{d} {or} {nl} {nr}: {x:?}");
+                        assert!(x.drain <= or && or + nr - x.drain >= d.min(or + nr), "{d} {or} {nl} {nr}: {x:?}");
+                    }
+                }
+            }
+        }
+    }
 
     fn w(id: &str, state: WorkerState, created: u64, in_flight: u64) -> WorkerBrief {
         WorkerBrief { id: WorkerId::parse(id).unwrap(), state, created_at: Millis(created), in_flight }

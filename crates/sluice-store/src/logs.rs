@@ -41,30 +41,47 @@ pub struct LogQuery {
 }
 
 impl Store {
-    /// Stores lines in one transaction; returns them with their ids, in order.
-    pub async fn add_log_lines(&self, lines: &[NewLogLine]) -> Result<Vec<LogLine>> {
+    /// Stores lines in one transaction, many rows per statement; returns them with their ids,
+    /// in order.
+    pub async fn add_log_lines(&self, lines: Vec<NewLogLine>) -> Result<Vec<LogLine>> {
+        const ROWS: usize = 100; // 5 parameters each, far below SQLite's limit
         let mut tx = self.writer.begin().await?;
         let mut out = Vec::with_capacity(lines.len());
-        for l in lines {
-            let id: i64 = sqlx::query_scalar(
-                "INSERT INTO log_lines (endpoint_id, worker_id, stream, ts, line) VALUES ($1, $2, $3, $4, $5)
-                 RETURNING id",
-            )
-            .bind(l.endpoint_id.as_str())
-            .bind(l.worker_id.as_deref())
-            .bind(l.stream)
-            .bind(l.ts.0 as i64)
-            .bind(&l.line)
-            .fetch_one(&mut *tx)
-            .await?;
-            out.push(LogLine {
-                id,
-                endpoint_id: l.endpoint_id.clone(),
-                worker_id: l.worker_id.clone(),
-                stream: l.stream.to_owned(),
-                ts: l.ts,
-                line: l.line.clone(),
-            });
+        let mut lines = lines.into_iter().peekable();
+        while lines.peek().is_some() {
+            let chunk: Vec<NewLogLine> = lines.by_ref().take(ROWS).collect();
+            let mut sql = String::from("INSERT INTO log_lines (endpoint_id, worker_id, stream, ts, line) VALUES ");
+            for i in 0..chunk.len() {
+                let b = i * 5;
+                if i > 0 {
+                    sql.push(',');
+                }
+                sql.push_str(&format!("(${}, ${}, ${}, ${}, ${})", b + 1, b + 2, b + 3, b + 4, b + 5));
+            }
+            sql.push_str(" RETURNING id");
+            let mut q = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql));
+            for l in &chunk {
+                q = q
+                    .bind(l.endpoint_id.as_str())
+                    .bind(l.worker_id.as_deref())
+                    .bind(l.stream)
+                    .bind(l.ts.0 as i64)
+                    .bind(l.line.as_str());
+            }
+            // Rows of one statement get increasing ids in VALUES order; RETURNING's order is
+            // not promised, so sort.
+            let mut ids = q.fetch_all(&mut *tx).await?;
+            ids.sort_unstable();
+            for (l, id) in chunk.into_iter().zip(ids) {
+                out.push(LogLine {
+                    id,
+                    endpoint_id: l.endpoint_id,
+                    worker_id: l.worker_id,
+                    stream: l.stream.to_owned(),
+                    ts: l.ts,
+                    line: l.line,
+                });
+            }
         }
         tx.commit().await?;
         Ok(out)

@@ -260,7 +260,7 @@ async fn log_lines_query_follow_and_retention() {
         line: text.to_owned(),
     };
     let stored = s
-        .add_log_lines(&[
+        .add_log_lines(vec![
             line(&ep, "w1", "stdout", 1_000, "booting"),
             line(&ep, "w1", "stderr", 2_000, "WARN disk 50%_full"),
             line(&ep, "", "platform", 3_000, "worker w2 launched"),

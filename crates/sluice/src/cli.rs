@@ -200,6 +200,9 @@ struct Conn {
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
+    /// No progress output (it is shown only on a terminal anyway, or with SLUICE_PROGRESS=always).
+    #[arg(long, short, global = true)]
+    quiet: bool,
 }
 
 #[derive(Subcommand)]
@@ -224,6 +227,12 @@ enum EndpointCmd {
         id: String,
         #[command(flatten)]
         spec: SpecArgs,
+        /// Wait for the rolling replacement of the workers to finish, showing its progress.
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits, seconds.
+        #[arg(long, default_value_t = 1800)]
+        wait_timeout: u64,
     },
     /// Stop an endpoint: its workers drain and stop; requests get 503.
     Stop { id: String },
@@ -641,6 +650,7 @@ fn init_logging(format: &str) {
 
 impl Conn {
     fn client(&self) -> ApiClient {
+        crate::progress::set_quiet(self.quiet);
         let api = self.api.clone().unwrap_or_else(|| {
             std::fs::read(self.data_dir.join("addresses.json"))
                 .ok()
@@ -1017,10 +1027,17 @@ async fn endpoint(conn: Conn, cmd: EndpointCmd) -> anyhow::Result<()> {
                 show(&v);
             }
         }
-        EndpointCmd::Update { id, spec } => {
+        EndpointCmd::Update { id, spec, wait, wait_timeout } => {
             let input = spec.into_input()?;
             let v = c.call(Method::PATCH, &format!("/v1/endpoints/{id}"), Some(&serde_json::to_value(input)?)).await?;
-            show(&v);
+            if wait {
+                let timeout = std::time::Duration::from_secs(wait_timeout);
+                crate::progress::wait_pulls(&c, &format!("/v1/endpoints/{id}"), "image_pulls", timeout).await?;
+                crate::progress::wait_rollout(&c, &id, timeout).await?;
+                show(&c.call(Method::GET, &format!("/v1/endpoints/{id}"), None).await?);
+            } else {
+                show(&v);
+            }
         }
         EndpointCmd::Get { id } => show(&c.call(Method::GET, &format!("/v1/endpoints/{id}"), None).await?),
         EndpointCmd::Stop { id } => show(&c.call(Method::POST, &format!("/v1/endpoints/{id}/stop"), None).await?),

@@ -1,12 +1,38 @@
 //! Waiting with visible progress: image pulls as a progress bar (`sluice image prewarm`,
-//! `sluice endpoint create --wait`), then workers becoming ready.
-use std::{io::IsTerminal, io::Write, time::Duration};
+//! `sluice endpoint create --wait`), then workers becoming ready, and rolling updates
+//! (`sluice endpoint update --wait`). Progress goes to stderr, and only when stderr is a terminal
+//! (or `SLUICE_PROGRESS=always`) and `--quiet` was not given.
+use std::{
+    io::{IsTerminal, Write},
+    sync::atomic::{AtomicBool, Ordering},
+    time::Duration,
+};
 
 use anyhow::bail;
 use http::Method;
 use serde_json::Value;
 
 use crate::client::ApiClient;
+
+static QUIET: AtomicBool = AtomicBool::new(false);
+
+/// `--quiet`: no progress at all.
+pub fn set_quiet(q: bool) {
+    QUIET.store(q, Ordering::Relaxed);
+}
+
+/// Whether progress is shown.
+pub fn enabled() -> bool {
+    !QUIET.load(Ordering::Relaxed)
+        && (std::io::stderr().is_terminal() || std::env::var("SLUICE_PROGRESS").is_ok_and(|v| v == "always"))
+}
+
+/// Prints a progress line on stderr when progress is shown.
+fn note(line: &str) {
+    if enabled() {
+        eprintln!("{line}");
+    }
+}
 
 /// One line for a pull: `[#########...........]  45%  12.3/27.0 MB  node local`.
 pub fn bar(state: &str, done: u64, total: u64, node: &str) -> String {
@@ -55,7 +81,7 @@ fn show(pulls: &[Value], last: &mut String, tty: bool) -> anyhow::Result<Option<
         })
         .collect();
     let text = lines.join("\n");
-    if text != *last {
+    if text != *last && enabled() {
         let mut err = std::io::stderr();
         if tty && !last.is_empty() {
             // Move up over the previous lines and redraw them.
@@ -102,7 +128,7 @@ pub async fn wait_ready(c: &ApiClient, id: &str, want: u64, timeout: Duration) -
             w["pending"].as_u64().unwrap_or(0)
         );
         if line != last {
-            eprintln!("{line}");
+            note(&line);
             last = line;
         }
         if w["ready"].as_u64().unwrap_or(0) >= want {
@@ -119,6 +145,36 @@ pub async fn wait_ready(c: &ApiClient, id: &str, want: u64, timeout: Duration) -
                 })
                 .collect();
             bail!("timed out after {} s waiting for a ready worker; {}", timeout.as_secs(), reasons.join("; "));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// After an update: waits until no worker of an older version is left (the rolling replacement
+/// is over) and the desired workers are ready, printing each step.
+pub async fn wait_rollout(c: &ApiClient, id: &str, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut last = String::new();
+    loop {
+        let v = c.call(Method::GET, &format!("/v1/endpoints/{id}"), None).await?;
+        let w = &v["workers"];
+        let n = |k: &str| w[k].as_u64().unwrap_or(0);
+        let want = if v["status"] == "running" { n("desired") } else { 0 };
+        let line = format!(
+            "rolling update: {}/{} workers on the new version ready, {} of the old version still running",
+            n("updated"),
+            want,
+            n("outdated")
+        );
+        if line != last {
+            note(&line);
+            last.clone_from(&line);
+        }
+        if n("outdated") == 0 && n("updated") >= want {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("timed out after {} s; {line}", timeout.as_secs());
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }

@@ -374,7 +374,7 @@ async fn images_are_prewarmed_from_a_private_registry_with_progress_and_clear_fa
     // The CLI: without credentials the pull fails, visibly, with the registry's reason.
     let cli_env = |args: &[&str], pw: Option<&str>| {
         let mut c = Command::new(BIN);
-        c.args(args).args(["--api", &p.api, "--api-key", &p.key]);
+        c.args(args).args(["--api", &p.api, "--api-key", &p.key]).env("SLUICE_PROGRESS", "always");
         if let Some(pw) = pw {
             c.env("REG_PW", pw);
         }

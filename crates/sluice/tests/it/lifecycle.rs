@@ -121,3 +121,91 @@ async fn placement_waits_with_a_reason_and_scale_down_drains() {
     assert_eq!(r.status, StatusCode::OK, "in-flight request lost on delete: {}", r.text());
     p.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_rolls_one_worker_at_a_time_and_no_request_fails() {
+    let p = Platform::start().await;
+    let id = p.create_demo("roll", json!({"active_workers": 2, "max_workers": 3, "env": {"DEMO_V": "1"}})).await;
+    p.wait_ready(&id, 2).await;
+    let first_event = p
+        .api_call(Method::GET, &format!("/v1/endpoints/{id}/logs?stream=platform&limit=5000"), None)
+        .await
+        .json()["lines"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()["id"]
+        .as_i64()
+        .unwrap();
+
+    // Steady traffic through the whole update.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (stop, url) = (stop.clone(), format!("{}/e/{id}/hello", p.gateway));
+        tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let r = send(Method::GET, &url, &[], Bytes::new()).await;
+                let v = if r.status == StatusCode::OK {
+                    r.json()["demo_env"]["DEMO_V"].as_str().map(str::to_owned)
+                } else {
+                    None
+                };
+                seen.push((r.status, v));
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            seen
+        })
+    };
+    let (ok, out, err) = tokio::task::spawn_blocking({
+        let (api, key, id) = (p.api.clone(), p.key.clone(), id.clone());
+        move || {
+            let o = std::process::Command::new(BIN)
+                .args(["endpoint", "update", &id, "--env", "DEMO_V=2", "--wait", "--api", &api, "--api-key", &key])
+                .env("SLUICE_PROGRESS", "always")
+                .output()
+                .unwrap();
+            (
+                o.status.success(),
+                String::from_utf8_lossy(&o.stdout).into_owned(),
+                String::from_utf8_lossy(&o.stderr).into_owned(),
+            )
+        }
+    })
+    .await
+    .unwrap();
+    assert!(ok, "{out}{err}");
+    assert!(
+        err.contains("rolling update: 2/2 workers on the new version ready, 0 of the old version still running"),
+        "{err}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let seen = load.await.unwrap();
+    assert!(seen.iter().all(|(s, _)| *s == StatusCode::OK), "a request failed during the update: {seen:?}");
+    assert!(seen.iter().any(|(_, v)| v.as_deref() == Some("1")) && seen.last().unwrap().1.as_deref() == Some("2"));
+
+    // One at a time: each new worker is launched only after an old one began draining (the
+    // first one excepted), so there is never more than one extra worker.
+    let events: Vec<String> = p
+        .api_call(Method::GET, &format!("/v1/endpoints/{id}/logs?stream=platform&limit=5000"), None)
+        .await
+        .json()["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["id"].as_i64().unwrap() > first_event)
+        .map(|l| l["line"].as_str().unwrap().to_owned())
+        .filter(|l| l.starts_with("worker launched") || l.starts_with("worker draining"))
+        .collect();
+    let kinds: Vec<char> = events.iter().map(|l| if l.starts_with("worker launched") { 'L' } else { 'D' }).collect();
+    assert_eq!(kinds, vec!['L', 'D', 'L', 'D'], "{events:#?}");
+    assert!(events[1].contains("rolling update"), "{events:#?}");
+    let ws = p.workers_in(&id, "ready").await;
+    assert_eq!(ws.len(), 2);
+
+    // --quiet: no progress.
+    let (ok, _, err) = cli(&p, &["endpoint", "update", &id, "--env", "DEMO_V=3", "--wait", "--quiet"]);
+    assert!(ok && !err.contains("rolling update"), "{err}");
+    p.stop();
+}

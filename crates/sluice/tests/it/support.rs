@@ -285,6 +285,8 @@ pub fn read(path: &Path) -> String {
 pub fn cli(p: &Platform, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(BIN)
         .args(args)
+        // Progress is for terminals; the tests read it from a pipe.
+        .env("SLUICE_PROGRESS", "always")
         .env("SLUICE_API", &p.api)
         .env("SLUICE_API_KEY", &p.key)
         .env_remove("SLUICE_DATA_DIR")

@@ -18,6 +18,8 @@ bash scripts/docker.sh
 bash scripts/python.sh
 # ...and the same SDK worker as a container image, for the Docker tests.
 bash scripts/sdk-image.sh
+# Debian's Chromium and ChromeDriver, for the status page's browser test.
+bash scripts/browser.sh
 
 # The NVML path is compiled only with `--features nvml` (no GPU here): keep it compiling.
 cargo check -q -p sluice --features nvml

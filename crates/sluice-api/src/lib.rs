@@ -57,6 +57,31 @@ pub struct EndpointStatusView {
     /// Requests waiting in the gateway queue.
     pub queued_requests: u64,
     pub workers: WorkerCounts,
+    /// Responses the gateway sent since the platform started.
+    pub requests_total: u64,
+    /// 429s since the platform started, by the limit that refused them.
+    pub rate_limited_total: u64,
+    pub concurrency_limited_total: u64,
+    /// Request duration at the gateway (arrival to response head), p50 and p99, as the upper
+    /// bounds of their histogram buckets; absent before the first request.
+    pub latency_p50_ms: Option<f64>,
+    pub latency_p99_ms: Option<f64>,
+}
+
+/// One sample of an endpoint's load (every 2 s, the last hour).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+pub struct LoadPoint {
+    /// Unix ms.
+    pub t: u64,
+    pub running: u64,
+    pub queued: u64,
+    pub ready: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LoadSeries {
+    pub step_ms: u64,
+    pub points: Vec<LoadPoint>,
 }
 
 /// Usage of one endpoint on one UTC day.

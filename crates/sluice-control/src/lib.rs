@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod pull;
 pub mod queue;
 pub mod reconcile;
+pub mod series;
 
 use std::{
     collections::HashMap,
@@ -129,6 +130,8 @@ pub struct AppState {
     pub plane: Arc<dyn DataPlane>,
     /// Cold-start durations per endpoint.
     pub cold_starts: Arc<metrics::ColdStarts>,
+    /// Each endpoint's load over the last hour.
+    pub series: Arc<series::Series>,
 }
 
 impl AppState {
@@ -172,6 +175,7 @@ impl Control {
             logs,
             plane: plane.clone(),
             cold_starts: Arc::default(),
+            series: Arc::default(),
             images,
             jobs_changed: Arc::new(Notify::new()),
             dispatch_wake: Notify::new(),
@@ -247,6 +251,7 @@ impl Control {
                 pull: self.state.pull.clone(),
                 logs: self.state.logs.clone(),
                 cold_starts: self.state.cold_starts.clone(),
+                series: self.state.series.clone(),
             },
             self.state.cfg.metering.clone(),
         );

@@ -120,6 +120,7 @@ pub struct Reconciler {
     pull: Arc<crate::pull::Registry>,
     logs: Arc<crate::logs::Logs>,
     cold_starts: Arc<crate::metrics::ColdStarts>,
+    series: Arc<crate::series::Series>,
 }
 
 /// How the reconciler talks back: woken by, counts shown to, and passes awaited by the API.
@@ -135,6 +136,8 @@ pub struct Signals {
     pub logs: Arc<crate::logs::Logs>,
     /// Cold-start durations, for `/metrics`.
     pub cold_starts: Arc<crate::metrics::ColdStarts>,
+    /// Load samples for the status page.
+    pub series: Arc<crate::series::Series>,
 }
 
 impl Reconciler {
@@ -146,7 +149,7 @@ impl Reconciler {
         signals: Signals,
         metering: MeteringConfig,
     ) -> Self {
-        let Signals { table, wake, counts, passes_tx, pull, logs, cold_starts } = signals;
+        let Signals { table, wake, counts, passes_tx, pull, logs, cold_starts, series } = signals;
         Reconciler {
             store,
             runtime,
@@ -174,6 +177,7 @@ impl Reconciler {
             pull,
             logs,
             cold_starts,
+            series,
         }
     }
 
@@ -635,6 +639,7 @@ impl Reconciler {
             let _ = self.store.prune_workers(KEEP_FINISHED).await;
             let _ = self.store.prune_scaling_events(KEEP_EVENTS).await;
             self.scalers.retain(|id, _| by_id.contains_key(id));
+            self.series.retain(|id| by_id.contains_key(id));
         }
         Ok(())
     }
@@ -1111,6 +1116,7 @@ impl Reconciler {
                     c.updated += 1;
                 }
             }
+            self.series.record(&e.id, crate::now(), c.running, c.queued, c.ready);
             counts.insert(e.id.clone(), c);
         }
         self.counts.store(Arc::new(counts));

@@ -34,6 +34,23 @@ impl Histogram {
         self.count += 1;
     }
 
+    /// The `q` quantile, as the upper bound of the bucket it falls in (the last finite bound
+    /// for +Inf); `None` with no observations.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        if self.count == 0 {
+            return None;
+        }
+        let rank = (q.clamp(0.0, 1.0) * self.count as f64).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, c) in self.counts.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                return Some(self.bounds.get(i).or(self.bounds.last()).copied().unwrap_or(0.0));
+            }
+        }
+        self.bounds.last().copied()
+    }
+
     /// `(upper bound, count)` pairs as Prometheus encoders take them, +Inf last.
     pub fn buckets(&self) -> Vec<(f64, u64)> {
         self.bounds.iter().copied().chain([f64::INFINITY]).zip(self.counts.iter().copied()).collect()
@@ -88,6 +105,10 @@ mod tests {
         assert_eq!(b[0], (0.1, 1));
         assert_eq!(b[2], (0.5, 2));
         assert_eq!(b.last().copied(), Some((f64::INFINITY, 1)));
+        assert_eq!(h.quantile(0.5), Some(0.5));
+        assert_eq!(h.quantile(0.25), Some(0.1));
+        assert_eq!(h.quantile(0.99), Some(600.0), "+Inf reads as the last bound");
+        assert_eq!(Histogram::new(&LATENCY_BOUNDS).quantile(0.5), None);
         assert!(LATENCY_BOUNDS.windows(2).all(|w| w[0] < w[1]) && COLD_START_BOUNDS.windows(2).all(|w| w[0] < w[1]));
     }
 }

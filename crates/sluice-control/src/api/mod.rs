@@ -52,6 +52,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/endpoints/{id}/status", get(endpoint_status))
         .route("/endpoints/{id}/events", get(list_events))
         .route("/endpoints/{id}/logs", get(logs::endpoint_logs))
+        .route("/endpoints/{id}/series", get(endpoint_series))
         .route("/accounts", get(accounts::list_accounts).post(accounts::create_account))
         .route("/accounts/{name}", axum::routing::patch(accounts::update_account))
         .route("/accounts/{name}/credit", post(accounts::add_credit))
@@ -77,9 +78,29 @@ pub fn router(state: Arc<AppState>) -> Router {
         .nest("/v1", v1)
         .merge(metrics)
         .route("/healthz", get(|| async { "ok" }))
+        // The status page (R7.1, R7.4): static assets built into the binary; the page signs in
+        // with an API key and reads /v1.
+        .route("/", get(|| async { asset("text/html; charset=utf-8", include_str!("../dashboard/index.html")) }))
+        .route(
+            "/ui/app.js",
+            get(|| async { asset("text/javascript; charset=utf-8", include_str!("../dashboard/app.js")) }),
+        )
+        .route("/ui/app.css", get(|| async { asset("text/css; charset=utf-8", include_str!("../dashboard/app.css")) }))
         .fallback(not_found)
         .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
         .with_state(state)
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (axum::http::header::CONTENT_TYPE, content_type),
+            (axum::http::header::CACHE_CONTROL, "no-cache"),
+            (axum::http::header::HeaderName::from_static("x-content-type-options"), "nosniff"),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 async fn not_found() -> AppError {
@@ -491,6 +512,17 @@ async fn list_workers(
     Ok(Json(WorkerList { workers: ws.iter().map(worker_view).collect() }))
 }
 
+#[utoipa::path(get, path = "/v1/endpoints/{id}/series", tag = "endpoints", params(("id" = String, Path)),
+    responses((status = 200, body = sluice_api::LoadSeries), (status = 404, body = ErrorBody)))]
+async fn endpoint_series(
+    State(st): S,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Json<sluice_api::LoadSeries>, AppError> {
+    let e = load(&st, &caller, &id).await?;
+    Ok(Json(sluice_api::LoadSeries { step_ms: crate::series::STEP_MS, points: st.series.get(&e.id) }))
+}
+
 #[utoipa::path(get, path = "/v1/endpoints/{id}/status", tag = "endpoints", params(("id" = String, Path)),
     responses((status = 200, body = sluice_api::EndpointStatusView), (status = 404, body = ErrorBody)))]
 async fn endpoint_status(
@@ -501,7 +533,16 @@ async fn endpoint_status(
     let e = load(&st, &caller, &id).await?;
     let c = st.counts.load().get(&e.id).cloned().unwrap_or_default();
     let cpw = u64::from(e.spec.concurrency_per_worker);
+    let figures = st.plane.figures();
+    let f = figures.endpoints.iter().find(|f| f.endpoint.as_ref() == Some(&e.id));
+    let rejected = |limit: &str| f.map_or(0, |f| f.rejected.iter().filter(|(l, _)| *l == limit).map(|(_, n)| n).sum());
+    let ms = |q: f64| f.and_then(|f| f.total.quantile(q)).map(|s| s * 1000.0);
     Ok(Json(sluice_api::EndpointStatusView {
+        requests_total: f.map_or(0, |f| f.codes.iter().map(|(_, n)| n).sum()),
+        rate_limited_total: rejected("rate_limit"),
+        concurrency_limited_total: rejected("concurrency_limit"),
+        latency_p50_ms: ms(0.5),
+        latency_p99_ms: ms(0.99),
         id: e.id.to_string(),
         status: e.status.as_str().into(),
         current_concurrency_limit: u64::from(c.ready) * cpw,
@@ -560,8 +601,8 @@ async fn list_events(
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Sluice control API", description = "Serverless GPU endpoints: endpoints, workers."),
-    paths(list_endpoints, create_endpoint, get_endpoint, update_endpoint, delete_endpoint, stop_endpoint, start_endpoint, list_workers, list_events, list_templates, deploy_template, list_images, prewarm_image, list_gpus, endpoint_status, accounts::create_account, accounts::list_accounts, accounts::update_account, accounts::create_key, accounts::list_keys, accounts::revoke_key, accounts::usage, accounts::add_credit, accounts::account_events, logs::endpoint_logs),
-    components(schemas(sluice_api::LogLineView, sluice_api::LogList, sluice_api::CreditInput, sluice_api::AccountEventView, sluice_api::AccountEventList, sluice_api::UsageReport, sluice_api::UsageRowView, sluice_api::EndpointStatusView, sluice_api::AccountView, sluice_api::AccountList, sluice_api::AccountInput, sluice_api::AccountCreated, sluice_api::NewKey, sluice_api::KeyView, sluice_api::KeyList, sluice_api::KeyInput, GpuInventory, NodeView, GpuView, ImageList, ImagePullView, PrewarmInput, DeployInput, TemplateList, TemplateView, TemplateParamView, EndpointInput, EndpointView, EndpointList, WorkerView, WorkerList, WorkerCounts, NetworkVolumeDto, ErrorBody, ScalingEventView, ScalingEventList)),
+    paths(list_endpoints, create_endpoint, get_endpoint, update_endpoint, delete_endpoint, stop_endpoint, start_endpoint, list_workers, list_events, list_templates, deploy_template, list_images, prewarm_image, list_gpus, endpoint_status, accounts::create_account, accounts::list_accounts, accounts::update_account, accounts::create_key, accounts::list_keys, accounts::revoke_key, accounts::usage, accounts::add_credit, accounts::account_events, logs::endpoint_logs, endpoint_series),
+    components(schemas(sluice_api::LoadPoint, sluice_api::LoadSeries, sluice_api::LogLineView, sluice_api::LogList, sluice_api::CreditInput, sluice_api::AccountEventView, sluice_api::AccountEventList, sluice_api::UsageReport, sluice_api::UsageRowView, sluice_api::EndpointStatusView, sluice_api::AccountView, sluice_api::AccountList, sluice_api::AccountInput, sluice_api::AccountCreated, sluice_api::NewKey, sluice_api::KeyView, sluice_api::KeyList, sluice_api::KeyInput, GpuInventory, NodeView, GpuView, ImageList, ImagePullView, PrewarmInput, DeployInput, TemplateList, TemplateView, TemplateParamView, EndpointInput, EndpointView, EndpointList, WorkerView, WorkerList, WorkerCounts, NetworkVolumeDto, ErrorBody, ScalingEventView, ScalingEventList)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]

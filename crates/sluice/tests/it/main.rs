@@ -4,6 +4,7 @@ mod accounts;
 mod api;
 mod autoscale;
 mod cli;
+mod dashboard;
 mod docker;
 mod gateway;
 mod lifecycle;

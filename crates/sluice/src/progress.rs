@@ -28,7 +28,7 @@ pub fn enabled() -> bool {
 }
 
 /// Prints a progress line on stderr when progress is shown.
-fn note(line: &str) {
+pub fn note(line: &str) {
     if enabled() {
         eprintln!("{line}");
     }

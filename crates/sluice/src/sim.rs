@@ -53,6 +53,9 @@ pub struct SimArgs {
     /// One JSON object per policy per line.
     #[arg(long)]
     pub json: bool,
+    /// No progress on stderr (shown only on a terminal, or with SLUICE_PROGRESS=always).
+    #[arg(long, short)]
+    pub quiet: bool,
 }
 
 pub fn presets(list: &str) -> anyhow::Result<Vec<Preset>> {
@@ -107,14 +110,21 @@ pub fn run(a: SimArgs) -> anyhow::Result<()> {
     // Policies are independent: simulate them on all cores, report in the order asked.
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(configs.len()).max(1);
     let mut results: Vec<Option<SimResult>> = vec![None; configs.len()];
+    crate::progress::set_quiet(a.quiet);
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let total = configs.len();
     std::thread::scope(|s| {
         for (t, chunk) in results.chunks_mut(configs.len().div_ceil(threads)).enumerate() {
             let configs = &configs;
             let trace = &trace;
             let start = t * configs.len().div_ceil(threads);
+            let done = &done;
             s.spawn(move || {
                 for (k, slot) in chunk.iter_mut().enumerate() {
-                    *slot = Some(simulate(&configs[start + k], trace));
+                    let r = simulate(&configs[start + k], trace);
+                    let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                    crate::progress::note(&format!("simulated {n}/{total} policies (last: {})", r.policy));
+                    *slot = Some(r);
                 }
             });
         }
@@ -258,6 +268,7 @@ pub fn plan(a: PlanArgs) -> anyhow::Result<()> {
         queue_timeout_secs: 600,
         seed: 1,
         json: false,
+        quiet: true,
     };
     let mut best: Option<(SimResult, u32, u32, u64)> = None;
     for preset in presets(&a.policy)? {

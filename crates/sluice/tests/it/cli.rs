@@ -193,6 +193,20 @@ fn sim_and_plan_from_the_command_line() {
         "--json",
     ]);
     assert_eq!(again.stdout, out.stdout);
+    // Progress: none on a pipe (above), a line per policy where it is asked for, none with -q.
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("simulated"));
+    let with = |quiet: bool| {
+        let mut c = std::process::Command::new(BIN);
+        c.args(["sim", "--trace", trace.to_str().unwrap(), "--policy", "default,knative"])
+            .env("SLUICE_PROGRESS", "always");
+        if quiet {
+            c.arg("--quiet");
+        }
+        String::from_utf8_lossy(&c.output().unwrap().stderr).into_owned()
+    };
+    let err = with(false);
+    assert!(err.contains("simulated 1/2 policies") && err.contains("simulated 2/2 policies"), "{err}");
+    assert!(!with(true).contains("simulated"));
     // Bad input: a clear message and a non-zero exit.
     std::fs::write(dir.path().join("bad.csv"), "arrival_s,service_s\n1,x\n").unwrap();
     let bad = run(&["sim", "--trace", dir.path().join("bad.csv").to_str().unwrap()]);

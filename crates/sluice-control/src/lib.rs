@@ -12,6 +12,7 @@ mod health;
 pub mod images;
 pub mod logs;
 pub mod metrics;
+pub mod plane;
 pub mod pull;
 pub mod queue;
 pub mod reconcile;
@@ -207,6 +208,16 @@ impl Control {
             }
         }
         Ok(())
+    }
+
+    /// The `/v2` routes without their 404 fallback, to serve beside `/v1` on the API address.
+    pub fn v2_routes(&self) -> axum::Router {
+        queue::routes(self.state.clone())
+    }
+
+    /// The routes separate gateway processes call (`/v1/internal/…`, admin key).
+    pub fn internal_router(&self, plane: Arc<plane::RemotePlane>) -> axum::Router {
+        api::admin_only(plane::router(plane), self.state.clone())
     }
 
     /// RunPod's client API for queue endpoints, `/v2/{id}/…` (served on the gateway's address).

@@ -71,6 +71,11 @@ impl From<sluice_store::Error> for V2Error {
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
+    routes(state).fallback(|| async { V2Error(StatusCode::NOT_FOUND, "no such operation".into()) })
+}
+
+/// The `/v2` routes without a fallback, to merge into another router.
+pub fn routes(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/v2/{id}/run", post(run))
         .route("/v2/{id}/runsync", post(runsync))
@@ -82,7 +87,6 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v2/{id}/purge-queue", post(purge))
         .route("/v2/{id}/health", get(health))
         .merge(crate::pull::routes())
-        .fallback(|| async { V2Error(StatusCode::NOT_FOUND, "no such operation".into()) })
         // Workers' results (job-done, job-stream); /run and /runsync read their own bodies.
         .layer(axum::extract::DefaultBodyLimit::max(MAX_RUNSYNC_BODY))
         .with_state(state)

@@ -69,6 +69,33 @@ impl EndpointTraffic {
     }
 }
 
+/// Sums what several gateways report into one view per endpoint (R8.3: the autoscaler sees the
+/// sum of all gateways): counts add up, the oldest wait and the last request are the extremes,
+/// per-worker counts add up.
+pub fn merge_traffic<'a>(reports: impl IntoIterator<Item = &'a [EndpointTraffic]>) -> Vec<EndpointTraffic> {
+    let mut out: Vec<EndpointTraffic> = Vec::new();
+    for report in reports {
+        for t in report {
+            let Some(m) = out.iter_mut().find(|m| m.endpoint == t.endpoint) else {
+                out.push(t.clone());
+                continue;
+            };
+            m.in_flight += t.in_flight;
+            m.waiting += t.waiting;
+            m.oldest_wait_ms = m.oldest_wait_ms.max(t.oldest_wait_ms);
+            m.requests_total += t.requests_total;
+            m.last_request_at = m.last_request_at.max(t.last_request_at);
+            for (w, n) in &t.per_worker {
+                match m.per_worker.iter_mut().find(|(x, _)| x == w) {
+                    Some((_, k)) => *k += n,
+                    None => m.per_worker.push((w.clone(), *n)),
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Finds the endpoint id in a `Host` (or `:authority`) of the form
 /// `{endpoint_id}.{data_center}.{domain}[:port]`. Case-insensitive; a trailing dot is allowed.
 pub fn endpoint_from_host<'a>(host: &'a str, domain: &str) -> Option<(&'a str, &'a str)> {
@@ -222,5 +249,39 @@ mod tests {
         assert_eq!(rr(2, 0, Some(1)), Some(0));
         assert_eq!(rr(1, 0, Some(0)), None);
         assert_eq!(rr(3, 4, None), Some(1));
+    }
+    #[test]
+    fn traffic_from_several_gateways_adds_up() {
+        let ep = |s: &str| Some(EndpointId::parse(s).unwrap());
+        let w = |s: &str| WorkerId::parse(s).unwrap();
+        let a = vec![
+            EndpointTraffic {
+                endpoint: ep("e1"),
+                in_flight: 2,
+                waiting: 1,
+                oldest_wait_ms: 300,
+                requests_total: 10,
+                last_request_at: Some(Millis(5)),
+                per_worker: vec![(w("w1"), 2)],
+            },
+            EndpointTraffic { endpoint: ep("e2"), requests_total: 1, ..Default::default() },
+        ];
+        let b = vec![EndpointTraffic {
+            endpoint: ep("e1"),
+            in_flight: 3,
+            waiting: 0,
+            oldest_wait_ms: 900,
+            requests_total: 7,
+            last_request_at: Some(Millis(9)),
+            per_worker: vec![(w("w1"), 1), (w("w2"), 2)],
+        }];
+        let m = merge_traffic([a.as_slice(), b.as_slice()]);
+        assert_eq!(m.len(), 2);
+        let e1 = &m[0];
+        assert_eq!((e1.in_flight, e1.waiting, e1.oldest_wait_ms, e1.requests_total), (5, 1, 900, 17));
+        assert_eq!(e1.last_request_at, Some(Millis(9)));
+        assert_eq!((e1.worker_in_flight(&w("w1")), e1.worker_in_flight(&w("w2"))), (3, 2));
+        assert_eq!(m[1].requests_total, 1);
+        assert!(merge_traffic(std::iter::empty::<&[EndpointTraffic]>()).is_empty());
     }
 }

@@ -23,6 +23,29 @@ enum Cmd {
     /// Run the whole platform in one process (control API, gateway, workers, embedded store).
     #[command(args_override_self = true)]
     Up(UpArgs),
+    /// Run the control plane alone (API, reconciler, autoscaler, metering, jobs), for separate
+    /// `sluice gateway` processes; takes `up`'s options (`--gateway-addr` is where clients reach
+    /// the gateways, for the URLs the API shows).
+    #[command(args_override_self = true)]
+    Control(UpArgs),
+    /// Run a gateway (data plane only) in front of a `sluice control`.
+    Gateway {
+        /// The control plane's API URL.
+        #[arg(long, env = "SLUICE_CONTROL")]
+        control: String,
+        /// The admin key (gateways read the routing table and report traffic with it).
+        #[arg(long, env = "SLUICE_API_KEY", hide_env_values = true)]
+        api_key: String,
+        /// Where to listen (port 0 picks a free one).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        gateway_addr: std::net::SocketAddr,
+        /// Domain of host-form endpoint URLs.
+        #[arg(long, default_value = "localhost")]
+        domain: String,
+        /// This gateway's name in its reports [default: gw-PID].
+        #[arg(long)]
+        id: Option<String>,
+    },
     /// Manage endpoints through the control API.
     #[command(subcommand_required = true)]
     Endpoint {
@@ -519,7 +542,15 @@ pub fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
-        Cmd::Up(a) => up(a).await,
+        Cmd::Up(a) => up(a, crate::platform::Role::All).await,
+        Cmd::Control(a) => up(a, crate::platform::Role::Control).await,
+        Cmd::Gateway { control, api_key, gateway_addr, domain, id } => {
+            init_logging("pretty");
+            let id = id.unwrap_or_else(|| format!("gw-{}", std::process::id()));
+            let cfg =
+                crate::remote_gateway::RemoteGatewayConfig { control, key: api_key, listen: gateway_addr, domain, id };
+            crate::remote_gateway::run(cfg, crate::platform::signal()).await
+        }
         Cmd::Endpoint { conn, cmd } => endpoint(conn, cmd).await,
         Cmd::Deploy { conn, template, set, registry } => deploy(conn, template, set, registry).await,
         Cmd::Templates { conn } => templates(conn).await,
@@ -591,7 +622,7 @@ async fn logs(conn: Conn, path: String, follow: bool) -> anyhow::Result<()> {
     }
 }
 
-async fn up(a: UpArgs) -> anyhow::Result<()> {
+async fn up(a: UpArgs, role: crate::platform::Role) -> anyhow::Result<()> {
     let mut cfg = match &a.config {
         Some(p) => Config::load(p)?,
         None => Config::default(),
@@ -630,7 +661,7 @@ async fn up(a: UpArgs) -> anyhow::Result<()> {
     }
     cfg.check()?;
     init_logging(&cfg.log_format);
-    crate::platform::run(cfg, crate::platform::signal()).await
+    crate::platform::run_as(cfg, role, crate::platform::signal()).await
 }
 
 fn init_logging(format: &str) {

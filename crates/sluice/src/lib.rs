@@ -9,5 +9,6 @@ pub mod demo;
 pub mod gpus;
 pub mod platform;
 pub mod progress;
+pub mod remote_gateway;
 pub mod sim;
 pub mod table;

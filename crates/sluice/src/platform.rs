@@ -175,7 +175,23 @@ async fn bind(addr: std::net::SocketAddr, what: &str) -> anyhow::Result<TcpListe
 }
 
 /// Runs the platform until `shutdown` resolves.
-pub async fn run(mut cfg: Config, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+    run_as(cfg, Role::All, shutdown).await
+}
+
+/// What a process runs: everything (`sluice up`), or the control plane alone (`sluice
+/// control`), with separate `sluice gateway` processes in front.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    All,
+    Control,
+}
+
+pub async fn run_as(
+    mut cfg: Config,
+    role: Role,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
     let mut real_gpus = false;
     if cfg.gpu_discovery {
         match crate::gpus::discover() {
@@ -198,9 +214,17 @@ pub async fn run(mut cfg: Config, shutdown: impl std::future::Future<Output = ()
     store.ensure_account(auth::ADMIN_ACCOUNT, cfg.max_workers_quota, now()).await?;
 
     let api_listener = bind(cfg.api_addr, "api").await?;
-    let gw_listener = bind(cfg.gateway_addr, "gateway").await?;
+    // In the control role, gateways are other processes: `gateway_addr` is only where clients
+    // reach them (their load balancer), for the URLs the API shows.
+    let gw_listener = match role {
+        Role::All => Some(bind(cfg.gateway_addr, "gateway").await?),
+        Role::Control => None,
+    };
     let api_addr = api_listener.local_addr()?;
-    let gw_addr = gw_listener.local_addr()?;
+    let gw_addr = match &gw_listener {
+        Some(l) => l.local_addr()?,
+        None => cfg.gateway_addr,
+    };
     let mut demo_image = None;
     let runtime: Arc<dyn WorkerRuntime> = match cfg.runtime {
         RuntimeKind::Process => Arc::new(ProcessRuntime::new(ProcessRuntimeConfig {
@@ -244,7 +268,11 @@ pub async fn run(mut cfg: Config, shutdown: impl std::future::Future<Output = ()
             max_bytes_per_endpoint: cfg.log_retention_mb * 1024 * 1024,
         },
         pull: sluice_control::PullConfig {
-            api_url: cfg.worker_api_url.clone().unwrap_or_else(|| format!("http://{gw_addr}")),
+            // Workers call /v2, served by the gateway (and, in the control role, by the API).
+            api_url: cfg.worker_api_url.clone().unwrap_or_else(|| match role {
+                Role::All => format!("http://{gw_addr}"),
+                Role::Control => format!("http://{api_addr}"),
+            }),
             token_secret,
             ping_interval_ms: cfg.worker_ping_interval_ms,
         },
@@ -254,15 +282,26 @@ pub async fn run(mut cfg: Config, shutdown: impl std::future::Future<Output = ()
     // The gateway's demand callback needs the control plane's waker, and the control plane needs
     // the gateway: create the waker first.
     let wake = Arc::new(tokio::sync::Notify::new());
-    let gateway = Gateway::new(
-        GatewayConfig {
-            domain: cfg.domain.clone(),
-            shutdown_grace: Duration::from_secs(cfg.shutdown_grace_secs),
-            ..GatewayConfig::default()
-        },
-        Arc::new(demand_fn(wake.clone())),
-    );
-    let control = Control::with_waker(store.clone(), runtime, Arc::new(LocalPlane(gateway.clone())), ccfg, wake);
+    let (gateway, remote): (Option<Gateway>, Option<Arc<sluice_control::plane::RemotePlane>>) = match role {
+        Role::All => (
+            Some(Gateway::new(
+                GatewayConfig {
+                    domain: cfg.domain.clone(),
+                    shutdown_grace: Duration::from_secs(cfg.shutdown_grace_secs),
+                    ..GatewayConfig::default()
+                },
+                Arc::new(demand_fn(wake.clone())),
+            )),
+            None,
+        ),
+        Role::Control => (None, Some(sluice_control::plane::RemotePlane::new(wake.clone()))),
+    };
+    let plane: Arc<dyn sluice_control::DataPlane> = match (&gateway, &remote) {
+        (Some(g), _) => Arc::new(LocalPlane(g.clone())),
+        (None, Some(r)) => r.clone(),
+        (None, None) => unreachable!("one of the two"),
+    };
+    let control = Control::with_waker(store.clone(), runtime, plane, ccfg, wake);
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let reconciler = control.spawn_reconciler(stop_rx.clone());
@@ -271,19 +310,23 @@ pub async fn run(mut cfg: Config, shutdown: impl std::future::Future<Output = ()
     let log_writer = control.spawn_log_writer(logs_stop_rx);
     let dispatcher = control.spawn_dispatcher(stop_rx);
     // The queue API (/v2/…) is served on the gateway's address by the control plane's router.
+    // In the control role, the API address serves it too (gateways forward /v2 there), beside
+    // the internal routes gateways follow.
     let v2 = control.v2_router();
-    gateway.set_side_service(Arc::new(move |req| {
-        let v2 = v2.clone();
-        Box::pin(async move {
-            use http_body_util::BodyExt as _;
-            use tower::ServiceExt as _;
-            let resp = match v2.oneshot(req.map(axum::body::Body::new)).await {
-                Ok(r) => r,
-                Err(never) => match never {},
-            };
-            resp.map(|b| b.map_err(sluice_gateway::body::BoxError::from).boxed_unsync())
-        })
-    }));
+    if let Some(gateway) = &gateway {
+        gateway.set_side_service(Arc::new(move |req| {
+            let v2 = v2.clone();
+            Box::pin(async move {
+                use http_body_util::BodyExt as _;
+                use tower::ServiceExt as _;
+                let resp = match v2.oneshot(req.map(axum::body::Body::new)).await {
+                    Ok(r) => r,
+                    Err(never) => match never {},
+                };
+                resp.map(|b| b.map_err(sluice_gateway::body::BoxError::from).boxed_unsync())
+            })
+        }));
+    }
     // Serve only once the first pass has adopted what a previous run left and published the
     // routing table: before that, the gateway would answer 404 for endpoints that exist.
     control.first_pass().await;
@@ -295,7 +338,10 @@ pub async fn run(mut cfg: Config, shutdown: impl std::future::Future<Output = ()
     };
     std::fs::write(dir.join("addresses.json"), serde_json::to_vec_pretty(&addresses)?)?;
 
-    println!("Sluice is up.");
+    println!(
+        "Sluice is up{}.",
+        if role == Role::Control { " (control plane; gateways run as `sluice gateway`)" } else { "" }
+    );
     println!("  API:       http://{api_addr}/v1   (OpenAPI: /v1/openapi.json)");
     println!("  Admin key: {admin_key}   (saved in {})", dir.join("admin.key").display());
     println!("  Gateway:   http://{gw_addr}");
@@ -318,17 +364,25 @@ pub async fn run(mut cfg: Config, shutdown: impl std::future::Future<Output = ()
         let _ = rx.wait_for(|v| *v).await;
     };
     let api = tokio::spawn({
-        let router = control.router();
+        let mut router = control.router();
+        if let Some(r) = &remote {
+            router = router.merge(control.internal_router(r.clone())).merge(control.v2_routes());
+        }
         let rx = front_rx.clone();
         async move { axum::serve(api_listener, router).with_graceful_shutdown(wait_front(rx)).await }
     });
-    let gw = tokio::spawn(gateway.serve(gw_listener, wait_front(front_rx)));
+    let gw = match (gateway, gw_listener) {
+        (Some(g), Some(l)) => Some(tokio::spawn(g.serve(l, wait_front(front_rx)))),
+        _ => None,
+    };
 
     shutdown.await;
     tracing::info!("shutting down: closing the gateway and API, then stopping workers");
     control.close_polls();
     let _ = front_tx.send(true);
-    let _ = gw.await;
+    if let Some(gw) = gw {
+        let _ = gw.await;
+    }
     let _ = tokio::time::timeout(Duration::from_secs(5), api).await;
     let _ = stop_tx.send(true);
     reconciler.await.context("reconciler task")?;

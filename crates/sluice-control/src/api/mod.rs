@@ -107,6 +107,13 @@ async fn not_found() -> AppError {
     AppError::NotFound("no such route".into())
 }
 
+/// `router` behind the admin key (the internal routes gateways call).
+pub fn admin_only(router: Router, state: Arc<AppState>) -> Router {
+    router
+        .route_layer(middleware::from_fn(require_admin))
+        .route_layer(middleware::from_fn_with_state(state, require_key))
+}
+
 async fn require_admin(req: Request, next: Next) -> Result<Response, AppError> {
     match req.extensions().get::<Caller>() {
         Some(c) if c.is_admin() => Ok(next.run(req).await),

@@ -13,4 +13,5 @@ mod metrics;
 mod queue;
 mod restart;
 mod runpod;
+mod split;
 mod support;

@@ -1,0 +1,121 @@
+//! The data plane as separate gateway processes see it (R8.3, `sluice control` + `sluice
+//! gateway`): the control plane publishes each routing table to a watch that gateways long-poll
+//! (`GET /v1/internal/routes?after=VERSION`), and gateways report their traffic every second
+//! (`POST /v1/internal/traffic`); the autoscaler sees the sum of the fresh reports.
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use axum::{
+    Json, Router,
+    extract::{Query, State},
+    routing::{get, post},
+};
+use serde::{Deserialize, Serialize};
+use sluice_core::routing::{EndpointTraffic, RouteTable, merge_traffic};
+use tokio::{
+    sync::{Notify, watch},
+    time::Instant,
+};
+
+use crate::DataPlane;
+
+/// A report older than this no longer counts (its gateway is gone or cut off).
+pub const REPORT_TTL: Duration = Duration::from_secs(5);
+/// How long a routes poll is held when nothing changes.
+pub const ROUTES_HOLD: Duration = Duration::from_secs(25);
+
+pub struct RemotePlane {
+    table: watch::Sender<Arc<RouteTable>>,
+    reports: Mutex<HashMap<String, (Instant, Vec<EndpointTraffic>)>>,
+    wake: Arc<Notify>,
+}
+
+impl RemotePlane {
+    /// `wake`: the reconciler's, woken when a gateway reports a request waiting for a worker.
+    pub fn new(wake: Arc<Notify>) -> Arc<Self> {
+        Arc::new(RemotePlane {
+            table: watch::channel(Arc::new(RouteTable::default())).0,
+            reports: Mutex::default(),
+            wake,
+        })
+    }
+
+    pub fn report(&self, gateway: String, traffic: Vec<EndpointTraffic>) {
+        let demand = traffic.iter().any(|t| t.waiting > 0);
+        self.reports.lock().unwrap().insert(gateway, (Instant::now(), traffic));
+        if demand {
+            self.wake.notify_one();
+        }
+    }
+
+    /// The gateways that reported within [`REPORT_TTL`].
+    pub fn gateways(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .reports
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, (at, _))| at.elapsed() < REPORT_TTL)
+            .map(|(g, _)| g.clone())
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+impl DataPlane for RemotePlane {
+    fn publish(&self, table: RouteTable) {
+        self.table.send_replace(Arc::new(table));
+    }
+
+    fn traffic(&self) -> Vec<EndpointTraffic> {
+        let mut reports = self.reports.lock().unwrap();
+        reports.retain(|_, (at, _)| at.elapsed() < REPORT_TTL * 12);
+        merge_traffic(reports.values().filter(|(at, _)| at.elapsed() < REPORT_TTL).map(|(_, t)| t.as_slice()))
+    }
+}
+
+#[derive(Deserialize)]
+struct RoutesQuery {
+    after: Option<u64>,
+}
+
+/// A gateway's report.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TrafficReport {
+    pub gateway: String,
+    pub traffic: Vec<EndpointTraffic>,
+}
+
+async fn routes(State(p): State<Arc<RemotePlane>>, Query(q): Query<RoutesQuery>) -> Json<RouteTable> {
+    let after = q.after.unwrap_or(0);
+    let mut rx = p.table.subscribe();
+    let deadline = Instant::now() + ROUTES_HOLD;
+    loop {
+        let t = rx.borrow_and_update().clone();
+        // A version behind `after` means the control plane restarted: send its table at once.
+        if t.version != after || after == 0 {
+            return Json((*t).clone());
+        }
+        tokio::select! {
+            r = rx.changed() => if r.is_err() { return Json((*t).clone()) },
+            () = tokio::time::sleep_until(deadline) => return Json((*t).clone()),
+        }
+    }
+}
+
+async fn traffic(State(p): State<Arc<RemotePlane>>, Json(r): Json<TrafficReport>) -> Json<serde_json::Value> {
+    p.report(r.gateway, r.traffic);
+    Json(serde_json::json!({}))
+}
+
+/// The internal routes gateways call (the caller adds authentication).
+pub fn router(plane: Arc<RemotePlane>) -> Router {
+    Router::new()
+        .route("/v1/internal/routes", get(routes))
+        .route("/v1/internal/traffic", post(traffic))
+        .with_state(plane)
+}

@@ -1,0 +1,161 @@
+//! `sluice gateway`: a data-plane-only process in front of a `sluice control` (R8.3). It follows
+//! the routing table with a long-poll that carries the version it has, reports its traffic every
+//! second (at once when a request waits for a worker, so a cold start is not delayed), forwards
+//! `/v2` (the queue API) to the control plane, and keeps serving from its last table while the
+//! control plane is away.
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use anyhow::Context;
+use bytes::Bytes;
+use http::{Method, Request, header};
+use http_body_util::{BodyExt, Full};
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::TokioExecutor,
+};
+use sluice_core::routing::RouteTable;
+use sluice_gateway::{Gateway, GatewayConfig, body::BoxBody};
+use tokio::sync::Notify;
+
+pub struct RemoteGatewayConfig {
+    pub control: String,
+    pub key: String,
+    pub listen: SocketAddr,
+    pub domain: String,
+    pub id: String,
+}
+
+pub async fn run(cfg: RemoteGatewayConfig, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+    let control = cfg.control.trim_end_matches('/').to_owned();
+    let report_now = Arc::new(Notify::new());
+    let gateway = Gateway::new(
+        GatewayConfig { domain: cfg.domain.clone(), ..GatewayConfig::default() },
+        Arc::new({
+            let r = report_now.clone();
+            move |_: &sluice_core::EndpointId| r.notify_one()
+        }),
+    );
+    let mut conn = HttpConnector::new();
+    conn.set_connect_timeout(Some(Duration::from_secs(2)));
+    let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(conn.clone());
+    let connected = Arc::new(AtomicBool::new(false));
+
+    // /v2 goes to the control plane as it came (the queue lives in the shared store).
+    let forward: Client<HttpConnector, BoxBody> = Client::builder(TokioExecutor::new()).build(conn);
+    let base: http::Uri = control.parse().context("--control must be a URL like http://10.0.0.5:8081")?;
+    gateway.set_side_service(Arc::new(move |req| {
+        let (forward, base) = (forward.clone(), base.clone());
+        Box::pin(async move {
+            let (mut parts, body) = req.into_parts();
+            let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+            let uri = format!(
+                "{}://{}{pq}",
+                base.scheme_str().unwrap_or("http"),
+                base.authority().map_or("", |a| a.as_str())
+            );
+            parts.uri = uri.parse().unwrap_or_default();
+            parts.headers.remove(header::HOST);
+            let req = Request::from_parts(parts, body.map_err(sluice_gateway::body::BoxError::from).boxed_unsync());
+            match forward.request(req).await {
+                Ok(resp) => resp.map(|b| b.map_err(sluice_gateway::body::BoxError::from).boxed_unsync()),
+                Err(e) => http::Response::builder()
+                    .status(http::StatusCode::BAD_GATEWAY)
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .body(
+                        Full::new(Bytes::from(
+                            serde_json::json!({"error": format!("the control plane is unreachable: {e}")}).to_string(),
+                        ))
+                        .map_err(|never| match never {})
+                        .boxed_unsync(),
+                    )
+                    .unwrap_or_default(),
+            }
+        })
+    }));
+
+    let call = {
+        let (client, key) = (client.clone(), cfg.key.clone());
+        move |method: Method, url: String, body: Option<Vec<u8>>| {
+            let (client, key) = (client.clone(), key.clone());
+            async move {
+                let mut req =
+                    Request::builder().method(method).uri(url).header(header::AUTHORIZATION, format!("Bearer {key}"));
+                if body.is_some() {
+                    req = req.header(header::CONTENT_TYPE, "application/json");
+                }
+                let resp = client.request(req.body(Full::new(Bytes::from(body.unwrap_or_default())))?).await?;
+                let status = resp.status();
+                let bytes = resp.into_body().collect().await?.to_bytes();
+                anyhow::ensure!(status.is_success(), "HTTP {status}: {}", String::from_utf8_lossy(&bytes));
+                Ok::<_, anyhow::Error>(bytes)
+            }
+        }
+    };
+
+    // Follow the routing table.
+    let follow = tokio::spawn({
+        let (gateway, control, connected, call) = (gateway.clone(), control.clone(), connected.clone(), call.clone());
+        async move {
+            let mut version = 0u64;
+            loop {
+                let url = format!("{control}/v1/internal/routes?after={version}");
+                let got = tokio::time::timeout(Duration::from_secs(40), call(Method::GET, url, None)).await;
+                match got
+                    .map_err(anyhow::Error::from)
+                    .and_then(|r| r)
+                    .and_then(|b| Ok(serde_json::from_slice::<RouteTable>(&b)?))
+                {
+                    Ok(table) => {
+                        if !connected.swap(true, Ordering::Relaxed) {
+                            tracing::info!(control = %control, "following the control plane's routing table");
+                        }
+                        if table.version != version {
+                            version = table.version;
+                            gateway.publish(table);
+                        }
+                    }
+                    Err(e) => {
+                        if connected.swap(false, Ordering::Relaxed) || version == 0 {
+                            tracing::warn!(error = %e, "control plane unreachable; serving from the last routing table");
+                        }
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        }
+    });
+    // Report traffic every second, and at once when a request waits for a worker.
+    let report = tokio::spawn({
+        let (gateway, control, id, report_now) = (gateway.clone(), control.clone(), cfg.id.clone(), report_now.clone());
+        async move {
+            loop {
+                let body = serde_json::json!({ "gateway": id, "traffic": gateway.traffic() }).to_string().into_bytes();
+                if let Err(e) = call(Method::POST, format!("{control}/v1/internal/traffic"), Some(body)).await {
+                    tracing::debug!(error = %e, "traffic report failed");
+                }
+                tokio::select! {
+                    () = report_now.notified() => {}
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    });
+
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("binding the gateway to {} (port 0 picks a free one)", cfg.listen))?;
+    println!("Sluice gateway {} on http://{}, following {control}", cfg.id, listener.local_addr()?);
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+    gateway.serve(listener, shutdown).await;
+    follow.abort();
+    report.abort();
+    Ok(())
+}

@@ -48,6 +48,7 @@ enum Values {
     Counter(Vec<(Labels, u64)>),
     CounterF(Vec<(Labels, f64)>),
     Gauge(Vec<(Labels, i64)>),
+    GaugeF(Vec<(Labels, f64)>),
     Histogram(Vec<(Labels, Histogram)>),
 }
 
@@ -72,7 +73,7 @@ impl Collector for Snapshot {
         for f in &self.0 {
             let kind = match f.values {
                 Values::Counter(_) | Values::CounterF(_) => MetricType::Counter,
-                Values::Gauge(_) => MetricType::Gauge,
+                Values::Gauge(_) | Values::GaugeF(_) => MetricType::Gauge,
                 Values::Histogram(_) => MetricType::Histogram,
             };
             let mut m = encoder.encode_descriptor(f.name, f.help, None, kind)?;
@@ -88,6 +89,11 @@ impl Collector for Snapshot {
                     }
                 }
                 Values::Gauge(rows) => {
+                    for (l, v) in rows {
+                        m.encode_family(l)?.encode_gauge(v)?;
+                    }
+                }
+                Values::GaugeF(rows) => {
                     for (l, v) in rows {
                         m.encode_family(l)?.encode_gauge(v)?;
                     }
@@ -110,6 +116,34 @@ fn ep(e: &EndpointId) -> Labels {
 /// Everything `/metrics` shows, read now.
 async fn gather(st: &AppState, gw: &GatewayFigures) -> Result<Snapshot, sluice_store::Error> {
     let mut s = Snapshot::default();
+    gateway_families(&mut s, gw);
+    control_families(&mut s, st).await?;
+    Ok(s)
+}
+
+/// A gateway process's own `/metrics` (`sluice gateway --metrics-addr`): its figures, whether it
+/// reaches the control plane, and how old its routing table is.
+pub fn encode_gateway(gw: &GatewayFigures, control_plane_up: bool, table_age_secs: f64) -> String {
+    let mut s = Snapshot::default();
+    gateway_families(&mut s, gw);
+    s.add(
+        "sluice_gateway_control_plane_up",
+        "1 while the gateway reaches the control plane; 0 while it serves from its last routing table.",
+        Values::Gauge(vec![(vec![], i64::from(control_plane_up))]),
+    );
+    s.add(
+        "sluice_gateway_routing_table_age_seconds",
+        "Time since the gateway last heard from the control plane.",
+        Values::GaugeF(vec![(vec![], table_age_secs)]),
+    );
+    let mut reg = Registry::default();
+    reg.register_collector(Box::new(s));
+    let mut body = String::new();
+    let _ = prometheus_client::encoding::text::encode(&mut body, &reg);
+    body
+}
+
+fn gateway_families(s: &mut Snapshot, gw: &GatewayFigures) {
     let (mut codes, mut total, mut added, mut rejected, mut in_flight, mut queued) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for f in &gw.endpoints {
@@ -120,7 +154,7 @@ async fn gather(st: &AppState, gw: &GatewayFigures) -> Result<Snapshot, sluice_s
         total.push((ep(id), f.total.clone()));
         added.push((ep(id), f.added.clone()));
         for (limit, n) in &f.rejected {
-            rejected.push((vec![("endpoint", id.to_string()), ("limit", (*limit).to_owned())], *n));
+            rejected.push((vec![("endpoint", id.to_string()), ("limit", limit.clone())], *n));
         }
         in_flight.push((ep(id), f.in_flight as i64));
         queued.push((ep(id), f.queued as i64));
@@ -162,7 +196,9 @@ async fn gather(st: &AppState, gw: &GatewayFigures) -> Result<Snapshot, sluice_s
         "Version of the routing table the gateway serves from.",
         Values::Gauge(vec![(vec![], gw.table_version as i64)]),
     );
+}
 
+async fn control_families(s: &mut Snapshot, st: &AppState) -> Result<(), sluice_store::Error> {
     let endpoints = st.store.list_endpoints(None).await?;
     let counts = st.counts.load();
     let (mut by_state, mut desired, mut jobs, mut dropped) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -210,7 +246,7 @@ async fn gather(st: &AppState, gw: &GatewayFigures) -> Result<Snapshot, sluice_s
     }
     s.add("sluice_gpu_seconds", "GPU-seconds metered.", Values::Counter(gpu_s));
     s.add("sluice_cost_usd", "Cost metered, US dollars.", Values::CounterF(cost));
-    Ok(s)
+    Ok(())
 }
 
 /// `GET /metrics`.

@@ -14,7 +14,10 @@ use axum::{
     routing::{get, post},
 };
 use serde::{Deserialize, Serialize};
-use sluice_core::routing::{EndpointTraffic, RouteTable, merge_traffic};
+use sluice_core::{
+    metrics::{GatewayFigures, merge_figures},
+    routing::{EndpointTraffic, RouteTable, merge_traffic},
+};
 use tokio::{
     sync::{Notify, watch},
     time::Instant,
@@ -27,9 +30,12 @@ pub const REPORT_TTL: Duration = Duration::from_secs(5);
 /// How long a routes poll is held when nothing changes.
 pub const ROUTES_HOLD: Duration = Duration::from_secs(25);
 
+type Report = (Instant, Vec<EndpointTraffic>, GatewayFigures);
+
 pub struct RemotePlane {
     table: watch::Sender<Arc<RouteTable>>,
-    reports: Mutex<HashMap<String, (Instant, Vec<EndpointTraffic>)>>,
+    /// Per gateway: when it last reported, and what.
+    reports: Mutex<HashMap<String, Report>>,
     wake: Arc<Notify>,
 }
 
@@ -43,9 +49,9 @@ impl RemotePlane {
         })
     }
 
-    pub fn report(&self, gateway: String, traffic: Vec<EndpointTraffic>) {
+    pub fn report(&self, gateway: String, traffic: Vec<EndpointTraffic>, figures: GatewayFigures) {
         let demand = traffic.iter().any(|t| t.waiting > 0);
-        self.reports.lock().unwrap().insert(gateway, (Instant::now(), traffic));
+        self.reports.lock().unwrap().insert(gateway, (Instant::now(), traffic, figures));
         if demand {
             self.wake.notify_one();
         }
@@ -58,7 +64,7 @@ impl RemotePlane {
             .lock()
             .unwrap()
             .iter()
-            .filter(|(_, (at, _))| at.elapsed() < REPORT_TTL)
+            .filter(|(_, (at, _, _))| at.elapsed() < REPORT_TTL)
             .map(|(g, _)| g.clone())
             .collect();
         v.sort();
@@ -73,8 +79,16 @@ impl DataPlane for RemotePlane {
 
     fn traffic(&self) -> Vec<EndpointTraffic> {
         let mut reports = self.reports.lock().unwrap();
-        reports.retain(|_, (at, _)| at.elapsed() < REPORT_TTL * 12);
-        merge_traffic(reports.values().filter(|(at, _)| at.elapsed() < REPORT_TTL).map(|(_, t)| t.as_slice()))
+        reports.retain(|_, (at, _, _)| at.elapsed() < REPORT_TTL * 12);
+        merge_traffic(reports.values().filter(|(at, _, _)| at.elapsed() < REPORT_TTL).map(|(_, t, _)| t.as_slice()))
+    }
+
+    /// The sum of the fresh reports' figures (a gateway that stopped reporting drops out).
+    fn figures(&self) -> GatewayFigures {
+        let reports = self.reports.lock().unwrap();
+        let fresh: Vec<GatewayFigures> =
+            reports.values().filter(|(at, _, _)| at.elapsed() < REPORT_TTL).map(|(_, _, f)| f.clone()).collect();
+        merge_figures(&fresh)
     }
 }
 
@@ -88,6 +102,8 @@ struct RoutesQuery {
 pub struct TrafficReport {
     pub gateway: String,
     pub traffic: Vec<EndpointTraffic>,
+    #[serde(default)]
+    pub figures: GatewayFigures,
 }
 
 async fn routes(State(p): State<Arc<RemotePlane>>, Query(q): Query<RoutesQuery>) -> Json<RouteTable> {
@@ -108,7 +124,7 @@ async fn routes(State(p): State<Arc<RemotePlane>>, Query(q): Query<RoutesQuery>)
 }
 
 async fn traffic(State(p): State<Arc<RemotePlane>>, Json(r): Json<TrafficReport>) -> Json<serde_json::Value> {
-    p.report(r.gateway, r.traffic);
+    p.report(r.gateway, r.traffic, r.figures);
     Json(serde_json::json!({}))
 }
 

@@ -1,5 +1,9 @@
 //! Metrics (R7.3), the pure parts: the latency histogram's buckets and the snapshot types the
 //! gateway hands the control plane, which encodes them for Prometheus.
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
+
 use crate::EndpointId;
 
 /// Upper bounds of the latency buckets, seconds (+Inf is implied).
@@ -15,9 +19,9 @@ pub fn bucket(bounds: &[f64], v: f64) -> usize {
 }
 
 /// A histogram as read at one moment: per-bucket counts (not cumulative; the last is +Inf).
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Histogram {
-    pub bounds: &'static [f64],
+    pub bounds: Cow<'static, [f64]>,
     pub counts: Vec<u64>,
     pub sum: f64,
     pub count: u64,
@@ -25,11 +29,11 @@ pub struct Histogram {
 
 impl Histogram {
     pub fn new(bounds: &'static [f64]) -> Self {
-        Histogram { bounds, counts: vec![0; bounds.len() + 1], sum: 0.0, count: 0 }
+        Histogram { bounds: Cow::Borrowed(bounds), counts: vec![0; bounds.len() + 1], sum: 0.0, count: 0 }
     }
 
     pub fn observe(&mut self, v: f64) {
-        self.counts[bucket(self.bounds, v)] += 1;
+        self.counts[bucket(&self.bounds, v)] += 1;
         self.sum += v;
         self.count += 1;
     }
@@ -58,7 +62,7 @@ impl Histogram {
 }
 
 /// One endpoint's figures at the gateway.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct EndpointFigures {
     pub endpoint: Option<EndpointId>,
     /// Responses by status code.
@@ -69,18 +73,73 @@ pub struct EndpointFigures {
     /// (queueing for a worker included).
     pub added: Histogram,
     /// 429s by the limit that refused them (`rate_limit`, `concurrency_limit`).
-    pub rejected: Vec<(&'static str, u64)>,
+    pub rejected: Vec<(String, u64)>,
     pub in_flight: u64,
     pub queued: u64,
 }
 
 /// A gateway process's figures.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct GatewayFigures {
     pub endpoints: Vec<EndpointFigures>,
     pub open_connections: u64,
     pub connections_total: u64,
     pub table_version: u64,
+}
+
+impl Histogram {
+    /// Adds another histogram with the same buckets (another gateway's); one with other bounds
+    /// is left out.
+    pub fn add(&mut self, other: &Histogram) {
+        if self.count == 0 && self.counts.iter().all(|c| *c == 0) && self.bounds != other.bounds {
+            *self = other.clone();
+            return;
+        }
+        if self.bounds != other.bounds || self.counts.len() != other.counts.len() {
+            return;
+        }
+        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
+            *a += b;
+        }
+        self.sum += other.sum;
+        self.count += other.count;
+    }
+}
+
+/// Several gateways' figures as one (R8.3: the control plane shows the sum): per endpoint,
+/// counts and histograms add up; connections add up; the table version is the oldest any
+/// gateway serves.
+pub fn merge_figures(all: &[GatewayFigures]) -> GatewayFigures {
+    let mut out =
+        GatewayFigures { table_version: all.iter().map(|g| g.table_version).min().unwrap_or(0), ..Default::default() };
+    for g in all {
+        out.open_connections += g.open_connections;
+        out.connections_total += g.connections_total;
+        for f in &g.endpoints {
+            let Some(m) = out.endpoints.iter_mut().find(|m| m.endpoint == f.endpoint) else {
+                out.endpoints.push(f.clone());
+                continue;
+            };
+            for (code, n) in &f.codes {
+                match m.codes.iter_mut().find(|(c, _)| c == code) {
+                    Some((_, k)) => *k += n,
+                    None => m.codes.push((*code, *n)),
+                }
+            }
+            m.codes.sort_unstable();
+            m.total.add(&f.total);
+            m.added.add(&f.added);
+            for (limit, n) in &f.rejected {
+                match m.rejected.iter_mut().find(|(l, _)| l == limit) {
+                    Some((_, k)) => *k += n,
+                    None => m.rejected.push((limit.clone(), *n)),
+                }
+            }
+            m.in_flight += f.in_flight;
+            m.queued += f.queued;
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -109,6 +168,43 @@ mod tests {
         assert_eq!(h.quantile(0.25), Some(0.1));
         assert_eq!(h.quantile(0.99), Some(600.0), "+Inf reads as the last bound");
         assert_eq!(Histogram::new(&LATENCY_BOUNDS).quantile(0.5), None);
+        // Merging two gateways' figures.
+        let ep = Some(EndpointId::parse("e1").unwrap());
+        let fig = |code_n: u64, obs: f64| {
+            let mut total = Histogram::new(&LATENCY_BOUNDS);
+            total.observe(obs);
+            EndpointFigures {
+                endpoint: ep.clone(),
+                codes: vec![(200, code_n), (429, 1)],
+                total: total.clone(),
+                added: total,
+                rejected: vec![("rate_limit".into(), 1)],
+                in_flight: 2,
+                queued: 1,
+            }
+        };
+        let g1 = GatewayFigures {
+            endpoints: vec![fig(3, 0.001)],
+            open_connections: 2,
+            connections_total: 5,
+            table_version: 7,
+        };
+        let g2 = GatewayFigures {
+            endpoints: vec![fig(4, 2.0)],
+            open_connections: 1,
+            connections_total: 1,
+            table_version: 6,
+        };
+        let m = merge_figures(&[g1, g2]);
+        assert_eq!((m.open_connections, m.connections_total, m.table_version), (3, 6, 6));
+        let e = &m.endpoints[0];
+        assert_eq!(e.codes, vec![(200, 7), (429, 2)]);
+        assert_eq!((e.total.count, e.in_flight, e.queued), (2, 4, 2));
+        assert_eq!(e.rejected, vec![("rate_limit".to_owned(), 2)]);
+        assert_eq!(e.total.quantile(1.0), Some(2.5));
+        let json = serde_json::to_string(&m).unwrap();
+        assert_eq!(serde_json::from_str::<GatewayFigures>(&json).unwrap(), m, "figures travel as JSON");
+        assert_eq!(merge_figures(&[]), GatewayFigures::default());
         assert!(LATENCY_BOUNDS.windows(2).all(|w| w[0] < w[1]) && COLD_START_BOUNDS.windows(2).all(|w| w[0] < w[1]));
     }
 }

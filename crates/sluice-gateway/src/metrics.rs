@@ -38,7 +38,7 @@ impl AtomicHistogram {
 
     pub fn snapshot(&self) -> Histogram {
         Histogram {
-            bounds: self.bounds,
+            bounds: std::borrow::Cow::Borrowed(self.bounds),
             counts: self.counts.iter().map(|c| c.load(Relaxed)).collect(),
             sum: self.sum_ns.load(Relaxed) as f64 / 1e9,
             count: self.count.load(Relaxed),

@@ -150,8 +150,8 @@ impl Routes {
                 total: s.metrics.total.snapshot(),
                 added: s.metrics.added.snapshot(),
                 rejected: vec![
-                    ("rate_limit", s.metrics.rate_limited.load(Relaxed)),
-                    ("concurrency_limit", s.metrics.concurrency_limited.load(Relaxed)),
+                    ("rate_limit".into(), s.metrics.rate_limited.load(Relaxed)),
+                    ("concurrency_limit".into(), s.metrics.concurrency_limited.load(Relaxed)),
                 ],
                 in_flight: s.in_flight.load(Relaxed),
                 queued: s.waiting.load(Relaxed),

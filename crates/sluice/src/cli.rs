@@ -45,6 +45,10 @@ enum Cmd {
         /// This gateway's name in its reports [default: gw-PID].
         #[arg(long)]
         id: Option<String>,
+        /// Serve this gateway's own Prometheus /metrics here (with whether it reaches the
+        /// control plane).
+        #[arg(long)]
+        metrics_addr: Option<std::net::SocketAddr>,
     },
     /// Manage endpoints through the control API.
     #[command(subcommand_required = true)]
@@ -544,11 +548,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
         Cmd::Up(a) => up(a, crate::platform::Role::All).await,
         Cmd::Control(a) => up(a, crate::platform::Role::Control).await,
-        Cmd::Gateway { control, api_key, gateway_addr, domain, id } => {
+        Cmd::Gateway { control, api_key, gateway_addr, domain, id, metrics_addr } => {
             init_logging("pretty");
             let id = id.unwrap_or_else(|| format!("gw-{}", std::process::id()));
-            let cfg =
-                crate::remote_gateway::RemoteGatewayConfig { control, key: api_key, listen: gateway_addr, domain, id };
+            let cfg = crate::remote_gateway::RemoteGatewayConfig {
+                control,
+                key: api_key,
+                listen: gateway_addr,
+                domain,
+                id,
+                metrics: metrics_addr,
+            };
             crate::remote_gateway::run(cfg, crate::platform::signal()).await
         }
         Cmd::Endpoint { conn, cmd } => endpoint(conn, cmd).await,

@@ -30,6 +30,8 @@ pub struct RemoteGatewayConfig {
     pub listen: SocketAddr,
     pub domain: String,
     pub id: String,
+    /// Where to serve this gateway's own `/metrics` (none: not served).
+    pub metrics: Option<SocketAddr>,
 }
 
 pub async fn run(cfg: RemoteGatewayConfig, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
@@ -46,6 +48,8 @@ pub async fn run(cfg: RemoteGatewayConfig, shutdown: impl std::future::Future<Ou
     conn.set_connect_timeout(Some(Duration::from_secs(2)));
     let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(conn.clone());
     let connected = Arc::new(AtomicBool::new(false));
+    // Unix ms of the last answer from the control plane.
+    let heard = Arc::new(std::sync::atomic::AtomicU64::new(0));
 
     // /v2 goes to the control plane as it came (the queue lives in the shared store).
     let forward: Client<HttpConnector, BoxBody> = Client::builder(TokioExecutor::new()).build(conn);
@@ -101,7 +105,8 @@ pub async fn run(cfg: RemoteGatewayConfig, shutdown: impl std::future::Future<Ou
 
     // Follow the routing table.
     let follow = tokio::spawn({
-        let (gateway, control, connected, call) = (gateway.clone(), control.clone(), connected.clone(), call.clone());
+        let (gateway, control, connected, call, heard) =
+            (gateway.clone(), control.clone(), connected.clone(), call.clone(), heard.clone());
         async move {
             let mut version = 0u64;
             loop {
@@ -113,6 +118,7 @@ pub async fn run(cfg: RemoteGatewayConfig, shutdown: impl std::future::Future<Ou
                     .and_then(|b| Ok(serde_json::from_slice::<RouteTable>(&b)?))
                 {
                     Ok(table) => {
+                        heard.store(unix_ms(), Ordering::Relaxed);
                         if !connected.swap(true, Ordering::Relaxed) {
                             tracing::info!(control = %control, "following the control plane's routing table");
                         }
@@ -133,12 +139,23 @@ pub async fn run(cfg: RemoteGatewayConfig, shutdown: impl std::future::Future<Ou
     });
     // Report traffic every second, and at once when a request waits for a worker.
     let report = tokio::spawn({
-        let (gateway, control, id, report_now) = (gateway.clone(), control.clone(), cfg.id.clone(), report_now.clone());
+        let (gateway, control, id, report_now, heard, connected) =
+            (gateway.clone(), control.clone(), cfg.id.clone(), report_now.clone(), heard.clone(), connected.clone());
         async move {
             loop {
-                let body = serde_json::json!({ "gateway": id, "traffic": gateway.traffic() }).to_string().into_bytes();
-                if let Err(e) = call(Method::POST, format!("{control}/v1/internal/traffic"), Some(body)).await {
-                    tracing::debug!(error = %e, "traffic report failed");
+                let body =
+                    serde_json::json!({ "gateway": id, "traffic": gateway.traffic(), "figures": gateway.figures() })
+                        .to_string()
+                        .into_bytes();
+                match call(Method::POST, format!("{control}/v1/internal/traffic"), Some(body)).await {
+                    Ok(_) => {
+                        heard.store(unix_ms(), Ordering::Relaxed);
+                        connected.store(true, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        connected.store(false, Ordering::Relaxed);
+                        tracing::debug!(error = %e, "traffic report failed");
+                    }
                 }
                 tokio::select! {
                     () = report_now.notified() => {}
@@ -147,6 +164,31 @@ pub async fn run(cfg: RemoteGatewayConfig, shutdown: impl std::future::Future<Ou
             }
         }
     });
+
+    // This gateway's own /metrics: its figures, and whether it reaches the control plane.
+    if let Some(addr) = cfg.metrics {
+        let (gateway, connected, heard) = (gateway.clone(), connected.clone(), heard.clone());
+        let app = axum::Router::new().route(
+            "/metrics",
+            axum::routing::get(move || {
+                let (gateway, connected, heard) = (gateway.clone(), connected.clone(), heard.clone());
+                async move {
+                    let last = heard.load(Ordering::Relaxed);
+                    let age = if last == 0 { 0.0 } else { unix_ms().saturating_sub(last) as f64 / 1000.0 };
+                    let body = sluice_control::metrics::encode_gateway(
+                        &gateway.figures(),
+                        connected.load(Ordering::Relaxed),
+                        age,
+                    );
+                    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body)
+                }
+            }),
+        );
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the gateway's metrics listener to {addr}"))?;
+        tokio::spawn(async move { axum::serve(l, app).await });
+    }
 
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
@@ -158,4 +200,8 @@ pub async fn run(cfg: RemoteGatewayConfig, shutdown: impl std::future::Future<Ou
     follow.abort();
     report.abort();
     Ok(())
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }

@@ -51,14 +51,14 @@ async fn control(dir: &std::path::Path, api: &str) -> Proc {
     Proc(child)
 }
 
-async fn gateway(api: &str, key: &str, port: u16, id: &str) -> Proc {
-    let child = Command::new(BIN)
-        .args(["gateway", "--control", &format!("http://{api}"), "--api-key", key, "--id", id])
-        .args(["--gateway-addr", &format!("127.0.0.1:{port}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+async fn gateway(api: &str, key: &str, port: u16, id: &str, metrics: Option<u16>) -> Proc {
+    let mut c = Command::new(BIN);
+    c.args(["gateway", "--control", &format!("http://{api}"), "--api-key", key, "--id", id])
+        .args(["--gateway-addr", &format!("127.0.0.1:{port}")]);
+    if let Some(m) = metrics {
+        c.args(["--metrics-addr", &format!("127.0.0.1:{m}")]);
+    }
+    let child = c.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     eventually("the gateway listening", Duration::from_secs(20), async || {
         std::net::TcpStream::connect(("127.0.0.1", port)).ok().map(drop)
     })
@@ -84,9 +84,9 @@ async fn a_control_plane_and_two_gateways_in_separate_processes() {
     let api = format!("127.0.0.1:{}", free_port());
     let ctl = control(&dir, &api).await;
     let key = std::fs::read_to_string(dir.join("admin.key")).unwrap().trim().to_owned();
-    let (pa, pb) = (free_port(), free_port());
-    let _ga = gateway(&api, &key, pa, "ga").await;
-    let _gb = gateway(&api, &key, pb, "gb").await;
+    let (pa, pb, ma) = (free_port(), free_port(), free_port());
+    let _ga = gateway(&api, &key, pa, "ga", Some(ma)).await;
+    let _gb = gateway(&api, &key, pb, "gb", None).await;
     let v1 = |path: &str| format!("http://{api}/v1{path}");
 
     // Scale from zero through gateway B: its report of a waiting request wakes the autoscaler.
@@ -125,6 +125,17 @@ async fn a_control_plane_and_two_gateways_in_separate_processes() {
     for l in load {
         assert_eq!(l.await.unwrap(), StatusCode::OK);
     }
+    // The control plane's /metrics sums both gateways: 2 + 5 responses.
+    let want = format!("sluice_gateway_requests_total{{endpoint=\"{id}\",code=\"200\"}} 7");
+    eventually("both gateways' responses in /metrics", Duration::from_secs(10), async || {
+        let m = call(Method::GET, &format!("http://{api}/metrics"), &key, None).await.text();
+        m.contains(&want).then_some(())
+    })
+    .await;
+    let own = |m: u16| async move {
+        send(Method::GET, &format!("http://127.0.0.1:{m}/metrics"), &[], Bytes::new()).await.text()
+    };
+    assert!(own(ma).await.contains("sluice_gateway_control_plane_up{} 1"), "{}", own(ma).await);
 
     // The queue API through a gateway (forwarded to the control plane; jobs live in its store).
     let q = call(
@@ -155,6 +166,11 @@ async fn a_control_plane_and_two_gateways_in_separate_processes() {
     for port in [pa, pb] {
         assert_eq!(send(Method::GET, &through(port, "/still"), &[], Bytes::new()).await.status, StatusCode::OK);
     }
+    // ...and gateway A's own metrics say so.
+    eventually("the gateway reporting the control plane down", Duration::from_secs(10), async || {
+        own(ma).await.contains("sluice_gateway_control_plane_up{} 0").then_some(())
+    })
+    .await;
     // The queue API says the control plane is away.
     let r = send(
         Method::GET,

@@ -94,10 +94,10 @@ async fn the_status_page_signs_in_shows_an_endpoint_live_and_reads_on_a_phone() 
     c.wait().for_element(Locator::Css("#key")).await.unwrap().send_keys("sk_wrong").await.unwrap();
     c.find(Locator::Css("#login button[type=submit]")).await.unwrap().click().await.unwrap();
     text_until(c, "#login-error", "the refusal", |t| t.contains("Sign-in failed")).await;
+    // By keyboard: type the key, press Enter (the form submits).
     let key = c.find(Locator::Css("#key")).await.unwrap();
     key.clear().await.unwrap();
-    key.send_keys(&p.key).await.unwrap();
-    c.find(Locator::Css("#login button[type=submit]")).await.unwrap().click().await.unwrap();
+    key.send_keys(&format!("{}\u{E007}", p.key)).await.unwrap();
 
     // The endpoints list: state, workers ready/desired, requests per second, cost today.
     let list = text_until(c, "#endpoints tbody", "the endpoint listed", |t| t.contains("chatty")).await;

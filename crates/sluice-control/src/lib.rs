@@ -129,8 +129,8 @@ pub struct AppState {
     pub logs: Arc<logs::Logs>,
     /// The data plane, for its figures.
     pub plane: Arc<dyn DataPlane>,
-    /// Cold-start durations per endpoint.
-    pub cold_starts: Arc<metrics::ColdStarts>,
+    /// Cold starts per endpoint and reconcile pass durations.
+    pub timings: Arc<metrics::Timings>,
     /// Each endpoint's load over the last hour.
     pub series: Arc<series::Series>,
 }
@@ -175,7 +175,7 @@ impl Control {
             pull,
             logs,
             plane: plane.clone(),
-            cold_starts: Arc::default(),
+            timings: Arc::default(),
             series: Arc::default(),
             images,
             jobs_changed: Arc::new(Notify::new()),
@@ -261,7 +261,7 @@ impl Control {
                 passes_tx: self.state.passes_tx.clone(),
                 pull: self.state.pull.clone(),
                 logs: self.state.logs.clone(),
-                cold_starts: self.state.cold_starts.clone(),
+                timings: self.state.timings.clone(),
                 series: self.state.series.clone(),
             },
             self.state.cfg.metering.clone(),

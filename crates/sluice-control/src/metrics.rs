@@ -26,11 +26,24 @@ use sluice_core::{
 
 use crate::AppState;
 
-/// Cold starts per endpoint: from a worker's creation (capacity asked for) to ready.
+/// Timings for `/metrics`: cold starts per endpoint (from a worker's creation, when capacity was
+/// asked for, to ready), and how long the reconciler's passes take.
 #[derive(Debug, Default)]
-pub struct ColdStarts(Mutex<HashMap<EndpointId, Histogram>>);
+pub struct Timings(Mutex<HashMap<EndpointId, Histogram>>, Mutex<Option<Histogram>>);
 
-impl ColdStarts {
+impl Timings {
+    pub fn pass_took(&self, secs: f64) {
+        self.1
+            .lock()
+            .unwrap()
+            .get_or_insert_with(|| Histogram::new(&sluice_core::metrics::LATENCY_BOUNDS))
+            .observe(secs);
+    }
+
+    fn passes(&self) -> Option<Histogram> {
+        self.1.lock().unwrap().clone()
+    }
+
     pub fn observe(&self, e: &EndpointId, secs: f64) {
         self.0.lock().unwrap().entry(e.clone()).or_insert_with(|| Histogram::new(&COLD_START_BOUNDS)).observe(secs);
     }
@@ -233,7 +246,7 @@ async fn control_families(s: &mut Snapshot, st: &AppState) -> Result<(), sluice_
         "Worker log lines dropped because they could not be stored fast enough.",
         Values::Counter(dropped),
     );
-    let cold: Vec<(Labels, Histogram)> = st.cold_starts.snapshot().into_iter().map(|(e, h)| (ep(&e), h)).collect();
+    let cold: Vec<(Labels, Histogram)> = st.timings.snapshot().into_iter().map(|(e, h)| (ep(&e), h)).collect();
     s.add(
         "sluice_cold_start_duration_seconds",
         "Cold starts: from a worker's creation to ready (placement, image, boot, first health check).",
@@ -246,6 +259,11 @@ async fn control_families(s: &mut Snapshot, st: &AppState) -> Result<(), sluice_
     }
     s.add("sluice_gpu_seconds", "GPU-seconds metered.", Values::Counter(gpu_s));
     s.add("sluice_cost_usd", "Cost metered, US dollars.", Values::CounterF(cost));
+    s.add(
+        "sluice_reconcile_pass_duration_seconds",
+        "How long one pass of the reconciler takes (observe, scale, start and stop, publish, meter).",
+        Values::Histogram(st.timings.passes().into_iter().map(|h| (vec![], h)).collect()),
+    );
     Ok(())
 }
 

@@ -119,7 +119,7 @@ pub struct Reconciler {
     passes_tx: watch::Sender<u64>,
     pull: Arc<crate::pull::Registry>,
     logs: Arc<crate::logs::Logs>,
-    cold_starts: Arc<crate::metrics::ColdStarts>,
+    timings: Arc<crate::metrics::Timings>,
     series: Arc<crate::series::Series>,
 }
 
@@ -134,8 +134,8 @@ pub struct Signals {
     pub pull: Arc<crate::pull::Registry>,
     /// Where worker output is copied and platform events are written.
     pub logs: Arc<crate::logs::Logs>,
-    /// Cold-start durations, for `/metrics`.
-    pub cold_starts: Arc<crate::metrics::ColdStarts>,
+    /// Cold starts and pass durations, for `/metrics`.
+    pub timings: Arc<crate::metrics::Timings>,
     /// Load samples for the status page.
     pub series: Arc<crate::series::Series>,
 }
@@ -149,7 +149,7 @@ impl Reconciler {
         signals: Signals,
         metering: MeteringConfig,
     ) -> Self {
-        let Signals { table, wake, counts, passes_tx, pull, logs, cold_starts, series } = signals;
+        let Signals { table, wake, counts, passes_tx, pull, logs, timings, series } = signals;
         Reconciler {
             store,
             runtime,
@@ -176,7 +176,7 @@ impl Reconciler {
             passes_tx,
             pull,
             logs,
-            cold_starts,
+            timings,
             series,
         }
     }
@@ -190,9 +190,11 @@ impl Reconciler {
             if *shutdown.borrow() {
                 break;
             }
+            let started = tokio::time::Instant::now();
             if let Err(e) = self.pass(now()).await {
                 tracing::warn!(error = %e, "reconcile pass failed; retrying");
             }
+            self.timings.pass_took(started.elapsed().as_secs_f64());
             self.passes_tx.send_replace(self.passes);
             tokio::select! {
                 () = self.wake.notified() => {}
@@ -429,8 +431,7 @@ impl Reconciler {
                     tracing::info!(worker = %id, endpoint = %w.rec.endpoint_id, "worker ready");
                     let took = w.rec.launched_at.map_or(0, |l| t.saturating_sub(l));
                     if cold {
-                        self.cold_starts
-                            .observe(&w.rec.endpoint_id, t.saturating_sub(w.rec.created_at) as f64 / 1000.0);
+                        self.timings.observe(&w.rec.endpoint_id, t.saturating_sub(w.rec.created_at) as f64 / 1000.0);
                     }
                     self.logs.event(&w.rec.endpoint_id, Some(&id), format!("worker ready, {took} ms after launch"));
                     let rec = w.rec.clone();

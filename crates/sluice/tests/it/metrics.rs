@@ -125,6 +125,9 @@ async fn metrics_count_what_happened_and_parse_as_prometheus_text() {
     assert_eq!(value(&m, "sluice_jobs", &[("endpoint", &q), ("state", "IN_QUEUE")]), Some(0.0));
     assert!(value(&m, "sluice_cost_usd_total", &ep).unwrap() > 0.0, "SIM is priced");
     assert_eq!(value(&m, "sluice_log_lines_dropped_total", &ep), Some(0.0));
+    // The reconciler's own pace.
+    assert!(value(&m, "sluice_reconcile_pass_duration_seconds_count", &[]).unwrap() >= 1.0);
+    assert!(value(&m, "sluice_reconcile_pass_duration_seconds_sum", &[]).unwrap() > 0.0);
     // No per-request labels: every sample's labels come from a small fixed set.
     for s in &m {
         for k in s["labels"].as_object().unwrap().keys() {

@@ -21,29 +21,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CALLS = int(sys.argv[1]) if len(sys.argv) > 1 else 300
 JOBS = int(sys.argv[2]) if len(sys.argv) > 2 else 3000
 PY = os.path.join(ROOT, "target/pyenv/bin/python")
 
-
-def post(url, body, headers=None, timeout=120):
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                 headers={"Content-Type": "application/json", **(headers or {})})
-    with urllib.request.urlopen(req, timeout=timeout) as r:
-        return json.loads(r.read())
-
-
-def get(url, headers=None):
-    with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=30) as r:
-        return json.loads(r.read())
-
-
-def pct(v, q):
-    v = sorted(v)
-    return v[min(len(v) - 1, int(round(q * (len(v) - 1))))]
+from jobs import get, pct, post  # noqa: E402  (the push benchmark's HTTP helpers, beside this file)
 
 
 def main():

@@ -98,13 +98,8 @@ impl Logs {
         if self.tails.lock().unwrap().insert(worker.clone(), stop.clone()).is_some() {
             tracing::debug!(%worker, "log tail restarted");
         }
-        let streams: Vec<(PathBuf, &'static str)> = files
-            .into_iter()
-            .map(|p| {
-                let s = if p.to_string_lossy().contains("stderr") { "stderr" } else { "stdout" };
-                (p, s)
-            })
-            .collect();
+        // `WorkerRuntime::log_paths` lists stdout's file, then stderr's.
+        let streams: Vec<(PathBuf, &'static str)> = files.into_iter().zip(["stdout", "stderr"]).collect();
         tokio::spawn(tail(self.clone(), endpoint.clone(), worker.clone(), streams, from_end, stop));
     }
 

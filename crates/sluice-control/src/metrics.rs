@@ -29,11 +29,14 @@ use crate::AppState;
 /// Timings for `/metrics`: cold starts per endpoint (from a worker's creation, when capacity was
 /// asked for, to ready), and how long the reconciler's passes take.
 #[derive(Debug, Default)]
-pub struct Timings(Mutex<HashMap<EndpointId, Histogram>>, Mutex<Option<Histogram>>);
+pub struct Timings {
+    cold_starts: Mutex<HashMap<EndpointId, Histogram>>,
+    passes: Mutex<Option<Histogram>>,
+}
 
 impl Timings {
     pub fn pass_took(&self, secs: f64) {
-        self.1
+        self.passes
             .lock()
             .unwrap()
             .get_or_insert_with(|| Histogram::new(&sluice_core::metrics::LATENCY_BOUNDS))
@@ -41,15 +44,20 @@ impl Timings {
     }
 
     fn passes(&self) -> Option<Histogram> {
-        self.1.lock().unwrap().clone()
+        self.passes.lock().unwrap().clone()
     }
 
     pub fn observe(&self, e: &EndpointId, secs: f64) {
-        self.0.lock().unwrap().entry(e.clone()).or_insert_with(|| Histogram::new(&COLD_START_BOUNDS)).observe(secs);
+        self.cold_starts
+            .lock()
+            .unwrap()
+            .entry(e.clone())
+            .or_insert_with(|| Histogram::new(&COLD_START_BOUNDS))
+            .observe(secs);
     }
 
     fn snapshot(&self) -> Vec<(EndpointId, Histogram)> {
-        self.0.lock().unwrap().iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        self.cold_starts.lock().unwrap().iter().map(|(k, v)| (k.clone(), v.clone())).collect()
     }
 }
 

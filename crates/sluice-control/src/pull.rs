@@ -102,8 +102,12 @@ impl Registry {
         self.seen.lock().unwrap().get(w).copied()
     }
 
-    fn saw(&self, w: &WorkerId, t: Millis) {
-        self.seen.lock().unwrap().insert(w.clone(), t);
+    /// Records a call from the worker; the first one wakes the reconciler at once (a starting
+    /// worker that calls in is ready).
+    fn saw(&self, w: &WorkerId, t: Millis, wake: &Notify) {
+        if self.seen.lock().unwrap().insert(w.clone(), t).is_none() {
+            wake.notify_one();
+        }
     }
 
     fn hold(&self, w: &WorkerId, jobs: impl IntoIterator<Item = String>) {
@@ -185,20 +189,8 @@ pub fn heartbeat(reg: &Registry, w: &WorkerId, t: Millis) -> (bool, u32) {
 
 type S = State<Arc<AppState>>;
 
-struct Refusal(StatusCode, String);
-
-impl IntoResponse for Refusal {
-    fn into_response(self) -> Response {
-        (self.0, Json(json!({ "error": self.1 }))).into_response()
-    }
-}
-
-impl From<sluice_store::Error> for Refusal {
-    fn from(e: sluice_store::Error) -> Self {
-        tracing::error!(error = %e, "store error in the worker protocol");
-        Refusal(StatusCode::INTERNAL_SERVER_ERROR, "internal error".into())
-    }
-}
+/// Errors are the queue API's: a status and a JSON `{"error"}` body.
+use crate::queue::V2Error as Refusal;
 
 /// The protocol's routes, merged into the `/v2` router.
 pub fn routes() -> Router<Arc<AppState>> {
@@ -308,11 +300,7 @@ async fn take(
     batch: Option<u32>,
 ) -> Result<Response, Refusal> {
     let (e, w) = authorize(&st, headers, id, worker)?;
-    let first = !st.pull.seen.lock().unwrap().contains_key(&w);
-    st.pull.saw(&w, now());
-    if first {
-        st.wake.notify_one(); // a starting worker that calls in is ready: tell the reconciler now
-    }
+    st.pull.saw(&w, now(), &st.wake);
     let want = batch.unwrap_or(1);
     // Only a worker in rotation listens for queued jobs: a starting one would take the wake-up
     // and claim nothing.
@@ -401,7 +389,7 @@ async fn done(
 ) -> Result<Response, Refusal> {
     let (e, w) = authorize(&st, &headers, &id, &worker)?;
     let t = now();
-    st.pull.saw(&w, t);
+    st.pull.saw(&w, t, &st.wake);
     let report = parse_report(&body).map_err(|m| Refusal(StatusCode::BAD_REQUEST, m))?;
     let accepted = match report {
         Report::Progress(v) => st.store.set_job_progress(&job, w.as_str(), &v.to_string()).await?,
@@ -444,7 +432,7 @@ async fn stream_chunk(
     body: Bytes,
 ) -> Result<Response, Refusal> {
     let (_, w) = authorize(&st, &headers, &id, &worker)?;
-    st.pull.saw(&w, now());
+    st.pull.saw(&w, now(), &st.wake);
     let chunk = parse_chunk(&body).map_err(|m| Refusal(StatusCode::BAD_REQUEST, m))?;
     let accepted = match chunk {
         Ok(v) if st.store.job_runs_on(&job, w.as_str()).await? => {
@@ -487,11 +475,7 @@ async fn ping(
         st.wake.notify_one();
         return Ok(Json(json!({})).into_response());
     }
-    let first = !st.pull.seen.lock().unwrap().contains_key(&w);
-    st.pull.saw(&w, now());
-    if first {
-        st.wake.notify_one();
-    }
+    st.pull.saw(&w, now(), &st.wake);
     st.pull.running_per_ping(&w, parse_job_ids(q.job_id.as_deref()));
     Ok(Json(json!({})).into_response())
 }

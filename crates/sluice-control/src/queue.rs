@@ -55,7 +55,7 @@ pub(crate) async fn read_body(body: axum::body::Body, limit: usize) -> Result<By
 type S = State<Arc<AppState>>;
 
 /// A `/v2` error: RunPod's clients read the status code; the body says what happened.
-struct V2Error(StatusCode, String);
+pub(crate) struct V2Error(pub StatusCode, pub String);
 
 impl IntoResponse for V2Error {
     fn into_response(self) -> Response {

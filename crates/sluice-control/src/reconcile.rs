@@ -61,6 +61,19 @@ struct Live {
     unplaceable: bool,
 }
 
+/// Workers as the removal choice sees them.
+fn briefs(workers: &[&Live], tr: &EndpointTraffic) -> Vec<WorkerBrief> {
+    workers
+        .iter()
+        .map(|w| WorkerBrief {
+            id: w.rec.id.clone(),
+            state: w.rec.state,
+            created_at: w.rec.created_at,
+            in_flight: tr.worker_in_flight(&w.rec.id),
+        })
+        .collect()
+}
+
 /// Whether the endpoint's workers take jobs with RunPod's worker protocol.
 fn is_pull(e: &EndpointRecord) -> bool {
     e.spec.kind == sluice_core::endpoint::EndpointKind::Queue
@@ -509,16 +522,7 @@ impl Reconciler {
                     stuck,
                     draining,
                 );
-                let briefs: Vec<WorkerBrief> = old_ready
-                    .iter()
-                    .map(|w| WorkerBrief {
-                        id: w.rec.id.clone(),
-                        state: w.rec.state,
-                        created_at: w.rec.created_at,
-                        in_flight: tr.worker_in_flight(&w.rec.id),
-                    })
-                    .collect();
-                for id in pick_for_removal(&briefs, step.drain as usize) {
+                for id in pick_for_removal(&briefs(&old_ready, tr), step.drain as usize) {
                     to_stop.push((
                         id,
                         WorkerState::Stopped,
@@ -530,17 +534,8 @@ impl Reconciler {
                 }
             }
             if current.len() > desired as usize {
-                let briefs: Vec<WorkerBrief> = current
-                    .iter()
-                    .map(|w| WorkerBrief {
-                        id: w.rec.id.clone(),
-                        state: w.rec.state,
-                        created_at: w.rec.created_at,
-                        in_flight: tr.worker_in_flight(&w.rec.id),
-                    })
-                    .collect();
                 let why = if e.status != EndpointStatus::Running { "endpoint stopped" } else { "scaled down" };
-                for id in pick_for_removal(&briefs, current.len() - desired as usize) {
+                for id in pick_for_removal(&briefs(&current, tr), current.len() - desired as usize) {
                     to_stop.push((id, WorkerState::Stopped, why.into()));
                 }
             } else if current.len() < desired as usize && !rolling {

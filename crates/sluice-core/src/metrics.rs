@@ -91,10 +91,6 @@ impl Histogram {
     /// Adds another histogram with the same buckets (another gateway's); one with other bounds
     /// is left out.
     pub fn add(&mut self, other: &Histogram) {
-        if self.count == 0 && self.counts.iter().all(|c| *c == 0) && self.bounds != other.bounds {
-            *self = other.clone();
-            return;
-        }
         if self.bounds != other.bounds || self.counts.len() != other.counts.len() {
             return;
         }

@@ -85,7 +85,8 @@ pub trait WorkerRuntime: Send + Sync + 'static {
     /// last call (with their exit description). Used every reconcile pass and, at startup, to
     /// adopt or reap the workers of a previous run (R8.2).
     fn list(&self) -> BoxFuture<'_, Result<Vec<Observed>>>;
-    /// Where the worker's output goes (the log API reads these).
+    /// Where the worker's output goes, stdout's file first and stderr's second (the log pipeline
+    /// tails them in that order).
     fn log_paths(&self, endpoint: &EndpointId, worker: &WorkerId) -> Vec<PathBuf>;
     /// Whether `image` is present where workers start (runtimes without images: always).
     fn has_image(&self, _image: &str) -> BoxFuture<'_, Result<bool>> {

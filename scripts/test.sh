@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace: unit tests of each crate and the one integration-test binary
-# (real `sluice` processes, SQLite, worker processes, HTTP over loopback). Installs what it
+# (real `sluice` processes, SQLite and PostgreSQL, worker processes, HTTP over loopback). Installs what it
 # needs first, so it works on a fresh machine. `.ci/run` calls exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +18,9 @@ bash scripts/docker.sh
 bash scripts/python.sh
 # ...and the same SDK worker as a container image, for the Docker tests.
 bash scripts/sdk-image.sh
+# Debian's PostgreSQL binaries: the store's suite and the leader-election test run against
+# real servers that the tests start themselves.
+bash scripts/postgres.sh
 # Debian's Chromium and ChromeDriver, for the status page's browser test.
 bash scripts/browser.sh
 

@@ -1,4 +1,4 @@
-//! Persistent state in SQLite (PostgreSQL later, through the same code): endpoints (intent),
+//! Persistent state in SQLite or PostgreSQL (one code path, through sqlx's `Any` driver): endpoints (intent),
 //! workers (the reconciler's records), API keys and instance identity.
 //!
 //! **This crate knows SQL and nothing of HTTP or processes.** All writes go through a
@@ -8,15 +8,18 @@
 
 mod error;
 mod logs;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
-use std::{collections::HashMap, path::Path, str::FromStr, time::Duration};
+use std::{collections::HashMap, path::Path, time::Duration};
 
 pub use error::Error;
 pub use logs::{LogLine, LogQuery, NewLogLine};
 use sluice_core::{EndpointId, EndpointSpec, EndpointStatus, Millis, WorkerId, WorkerState};
 use sqlx::{
-    Row,
-    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous},
+    AnyPool, ConnectOptions, Row,
+    any::{AnyConnectOptions, AnyPoolOptions, AnyRow},
+    sqlite::SqliteConnectOptions,
 };
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -166,10 +169,19 @@ pub struct AccountEvent {
     pub message: String,
 }
 
+/// Which database a [`Store`] talks to. The code is the same; a few statements differ where the
+/// dialects do (see [`Store::claim_job`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
 #[derive(Clone)]
 pub struct Store {
-    writer: SqlitePool,
-    reader: SqlitePool,
+    writer: AnyPool,
+    reader: AnyPool,
+    backend: Backend,
 }
 
 fn ms(v: Option<i64>) -> Option<Millis> {
@@ -180,7 +192,7 @@ fn corrupt(table: &'static str, message: impl ToString) -> Error {
     Error::Corrupt { table, message: message.to_string() }
 }
 
-fn endpoint_from_row(r: &SqliteRow) -> Result<EndpointRecord> {
+fn endpoint_from_row(r: &AnyRow) -> Result<EndpointRecord> {
     let id: String = r.try_get("id")?;
     let spec: String = r.try_get("spec")?;
     let status: String = r.try_get("status")?;
@@ -195,7 +207,7 @@ fn endpoint_from_row(r: &SqliteRow) -> Result<EndpointRecord> {
     })
 }
 
-fn worker_from_row(r: &SqliteRow) -> Result<WorkerRecord> {
+fn worker_from_row(r: &AnyRow) -> Result<WorkerRecord> {
     let id: String = r.try_get("id")?;
     let ep: String = r.try_get("endpoint_id")?;
     let state: String = r.try_get("state")?;
@@ -220,7 +232,7 @@ fn worker_from_row(r: &SqliteRow) -> Result<WorkerRecord> {
 const JOB_COLUMNS: &str = "id, endpoint_id, account, state, input, output, error, execution_timeout_ms, ttl_ms, \
     low_priority, sync, webhook, idempotency_key, worker_id, retries, created_at, started_at, finished_at";
 
-fn job_from_row(r: &SqliteRow) -> Result<JobRecord> {
+fn job_from_row(r: &AnyRow) -> Result<JobRecord> {
     let state: String = r.try_get("state")?;
     let ep: String = r.try_get("endpoint_id")?;
     Ok(JobRecord {
@@ -247,7 +259,7 @@ fn job_from_row(r: &SqliteRow) -> Result<JobRecord> {
     })
 }
 
-fn account_from_row(r: &SqliteRow) -> Result<AccountRecord> {
+fn account_from_row(r: &AnyRow) -> Result<AccountRecord> {
     Ok(AccountRecord {
         name: r.try_get("name")?,
         max_workers_quota: r.try_get::<i64, _>("max_workers_quota")? as u32,
@@ -268,44 +280,99 @@ fn name_conflict(e: sqlx::Error, name: &str) -> Error {
     }
 }
 
-/// The migrations, embedded in the binary (`migrations/NNNN_name.sql`).
-fn migrator() -> sqlx::migrate::Migrator {
+/// The migrations, embedded in the binary: `migrations/sqlite/NNNN_name.sql` and, step for step,
+/// their PostgreSQL twins in `migrations/postgres/` (same versions, same names, same schema).
+fn migrator(backend: Backend) -> sqlx::migrate::Migrator {
     use sqlx::{
         SqlSafeStr,
         migrate::{Migration, MigrationType},
     };
-    const MIGRATIONS: &[(i64, &str, &str)] = &[
-        (1, "init", include_str!("../migrations/0001_init.sql")),
-        (2, "scaling_events", include_str!("../migrations/0002_scaling_events.sql")),
-        (3, "accounts", include_str!("../migrations/0003_accounts.sql")),
-        (4, "usage", include_str!("../migrations/0004_usage.sql")),
-        (5, "credit", include_str!("../migrations/0005_credit.sql")),
-        (6, "demo_public", include_str!("../migrations/0006_demo_public.sql")),
-        (7, "jobs", include_str!("../migrations/0007_jobs.sql")),
-        (8, "logs", include_str!("../migrations/0008_logs.sql")),
+    macro_rules! steps {
+        ($($v:literal $name:literal $file:literal),* $(,)?) => {
+            (
+                &[$(($v, $name, include_str!(concat!("../migrations/sqlite/", $file)))),*],
+                &[$(($v, $name, include_str!(concat!("../migrations/postgres/", $file)))),*],
+            )
+        };
+    }
+    type Steps = &'static [(i64, &'static str, &'static str)];
+    const STEPS: (Steps, Steps) = steps![
+        1 "init" "0001_init.sql",
+        2 "scaling_events" "0002_scaling_events.sql",
+        3 "accounts" "0003_accounts.sql",
+        4 "usage" "0004_usage.sql",
+        5 "credit" "0005_credit.sql",
+        6 "demo_public" "0006_demo_public.sql",
+        7 "jobs" "0007_jobs.sql",
+        8 "logs" "0008_logs.sql",
     ];
+    let steps = match backend {
+        Backend::Sqlite => STEPS.0,
+        Backend::Postgres => STEPS.1,
+    };
     sqlx::migrate::Migrator::with_migrations(
-        MIGRATIONS
+        steps
             .iter()
             .map(|(v, d, sql)| Migration::new(*v, (*d).into(), MigrationType::Simple, sql.into_sql_str(), false))
             .collect(),
     )
 }
 
+/// Connection settings every SQLite connection gets (the `Any` driver opens from a URL, which
+/// cannot carry pragmas).
+const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
+                              PRAGMA busy_timeout = 5000;";
+
 impl Store {
+    /// Opens the store named by `database`: a `postgres://` (or `postgresql://`) URL, or else the
+    /// path of an SQLite file (created if needed). Applies migrations either way.
+    pub async fn open(database: &str) -> Result<Store> {
+        if database.starts_with("postgres://") || database.starts_with("postgresql://") {
+            Store::open_postgres(database).await
+        } else {
+            Store::open_sqlite(Path::new(database.strip_prefix("sqlite://").unwrap_or(database))).await
+        }
+    }
+
     /// Opens (creating if needed) the SQLite database at `path` and applies migrations.
     pub async fn open_sqlite(path: &Path) -> Result<Store> {
-        let opts = SqliteConnectOptions::from_str("sqlite://")?
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(5));
-        let writer = SqlitePoolOptions::new().max_connections(1).connect_with(opts.clone()).await?;
-        migrator().run(&writer).await?;
-        let reader = SqlitePoolOptions::new().max_connections(4).connect_with(opts.read_only(true)).await?;
-        Ok(Store { writer, reader })
+        sqlx::any::install_default_drivers();
+        let url = |read_only: bool| {
+            let o = SqliteConnectOptions::new().filename(path).create_if_missing(!read_only).read_only(read_only);
+            AnyConnectOptions::from_url(&o.to_url_lossy())
+        };
+        let pool = |max: u32| {
+            AnyPoolOptions::new().max_connections(max).after_connect(|conn, _| {
+                Box::pin(async move {
+                    sqlx::raw_sql(SQLITE_PRAGMAS).execute(conn).await?;
+                    Ok(())
+                })
+            })
+        };
+        // One writer, so SQLite never answers BUSY to a transaction that upgrades to a writer.
+        let writer = pool(1).connect_with(url(false)?).await?;
+        migrator(Backend::Sqlite).run(&writer).await?;
+        let reader = pool(4).connect_with(url(true)?).await?;
+        Ok(Store { writer, reader, backend: Backend::Sqlite })
+    }
+
+    /// Connects to PostgreSQL at `url` and applies migrations. Several processes may share one
+    /// database; every statement that takes something (a job, a lease) is safe under concurrency.
+    pub async fn open_postgres(url: &str) -> Result<Store> {
+        sqlx::any::install_default_drivers();
+        let opts: AnyConnectOptions = url.parse()?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(opts)
+            .await?;
+        migrator(Backend::Postgres).run(&pool).await?;
+        Ok(Store { writer: pool.clone(), reader: pool, backend: Backend::Postgres })
+    }
+
+    /// Which database this store uses.
+    pub fn backend(&self) -> Backend {
+        self.backend
     }
 
     pub async fn close(&self) {
@@ -484,9 +551,18 @@ impl Store {
 
     /// Hands the oldest queued job of an endpoint to a worker, atomically (no job is taken twice).
     pub async fn claim_job(&self, endpoint: &EndpointId, worker: &str, now: Millis) -> Result<Option<JobRecord>> {
+        // SQLite has one writer, so the inner SELECT and the UPDATE cannot interleave with another
+        // claim. PostgreSQL runs claims side by side (several connections, several processes): each
+        // skips the rows another is taking instead of taking the same one or waiting for it.
+        let lock = match self.backend {
+            Backend::Sqlite => "",
+            Backend::Postgres => "FOR UPDATE SKIP LOCKED",
+        };
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE jobs SET state = 'IN_PROGRESS', worker_id = $1, started_at = $2
-             WHERE id = (SELECT id FROM jobs WHERE endpoint_id = $3 AND state = 'IN_QUEUE' ORDER BY created_at, id LIMIT 1)
+             WHERE id = (SELECT id FROM jobs WHERE endpoint_id = $3 AND state = 'IN_QUEUE'
+                         ORDER BY created_at, id LIMIT 1 {lock})
+               AND state = 'IN_QUEUE'
              RETURNING {JOB_COLUMNS}"
         )))
         .bind(worker)
@@ -691,7 +767,7 @@ impl Store {
 
     pub async fn job_counts(&self, endpoint: &EndpointId) -> Result<JobCounts> {
         let rows = sqlx::query(
-            "SELECT state, COUNT(*) AS n, SUM(CASE WHEN retries > 0 THEN 1 ELSE 0 END) AS r
+            "SELECT state, COUNT(*) AS n, CAST(SUM(CASE WHEN retries > 0 THEN 1 ELSE 0 END) AS BIGINT) AS r
              FROM jobs WHERE endpoint_id = $1 GROUP BY state",
         )
         .bind(endpoint.as_str())
@@ -805,7 +881,7 @@ impl Store {
         let mut out = HashMap::new();
         for w in workers {
             let row = sqlx::query(
-                "SELECT SUM(seconds) AS s, MAX(class) AS c FROM usage_ledger WHERE worker_id = $1 GROUP BY worker_id",
+                "SELECT CAST(SUM(seconds) AS BIGINT) AS s, MAX(class) AS c FROM usage_ledger WHERE worker_id = $1 GROUP BY worker_id",
             )
             .bind(w.as_str())
             .fetch_optional(&self.reader)
@@ -827,13 +903,17 @@ impl Store {
         from: Millis,
         to: Millis,
     ) -> Result<Vec<UsageRow>> {
-        let rows = sqlx::query(
-            "SELECT account, endpoint_id, date(at / 1000, 'unixepoch') AS day,
-                    SUM(seconds * gpus) AS gpu_seconds, SUM(cost_nanos) AS cost
+        let day = match self.backend {
+            Backend::Sqlite => "date(at / 1000, 'unixepoch')",
+            Backend::Postgres => "to_char(to_timestamp(at / 1000) AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
+        };
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT account, endpoint_id, {day} AS day,
+                    CAST(SUM(seconds * gpus) AS BIGINT) AS gpu_seconds, CAST(SUM(cost_nanos) AS BIGINT) AS cost
              FROM usage_ledger
              WHERE at >= $1 AND at < $2 AND ($3 IS NULL OR account = $3) AND ($4 IS NULL OR endpoint_id = $4)
-             GROUP BY account, endpoint_id, day ORDER BY day, account, endpoint_id",
-        )
+             GROUP BY account, endpoint_id, day ORDER BY day, account, endpoint_id"
+        )))
         .bind(from.0 as i64)
         .bind(to.0.min(i64::MAX as u64) as i64)
         .bind(account)

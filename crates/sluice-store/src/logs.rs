@@ -89,11 +89,16 @@ impl Store {
 
     pub async fn query_logs(&self, endpoint: &EndpointId, q: &LogQuery) -> Result<Vec<LogLine>> {
         let forward = q.after_id.is_some();
+        // `q` ignores case on both back ends (SQLite's LIKE already does, for ASCII).
+        let like = match self.backend {
+            crate::Backend::Sqlite => "LIKE",
+            crate::Backend::Postgres => "ILIKE",
+        };
         let sql = format!(
             "SELECT id, endpoint_id, worker_id, stream, ts, line FROM log_lines
              WHERE endpoint_id = $1 AND ($2 IS NULL OR worker_id = $2) AND ($3 IS NULL OR stream = $3)
                AND ($4 IS NULL OR ts >= $4) AND ($5 IS NULL OR ts <= $5)
-               AND ($6 IS NULL OR line LIKE $6 ESCAPE '\\') AND ($7 IS NULL OR id > $7)
+               AND ($6 IS NULL OR line {like} $6 ESCAPE '\\') AND ($7 IS NULL OR id > $7)
              ORDER BY id {} LIMIT $8",
             if forward { "ASC" } else { "DESC" }
         );
@@ -139,8 +144,8 @@ impl Store {
         let over: Vec<(String, i64)> = sqlx::query_as(
             "SELECT endpoint_id, MAX(id) FROM (
                  SELECT endpoint_id, id,
-                        SUM(length(line)) OVER (PARTITION BY endpoint_id ORDER BY id DESC) AS newer_bytes
-                 FROM log_lines)
+                        CAST(SUM(length(line)) OVER (PARTITION BY endpoint_id ORDER BY id DESC) AS BIGINT) AS newer_bytes
+                 FROM log_lines) AS running
              WHERE newer_bytes > $1 GROUP BY endpoint_id",
         )
         .bind(i64::try_from(max_bytes).unwrap_or(i64::MAX))
@@ -162,7 +167,7 @@ impl Store {
     /// GPU-seconds and cost (nanodollars) metered so far, per endpoint (for `/metrics`).
     pub async fn usage_totals(&self) -> Result<Vec<(String, i64, i64)>> {
         Ok(sqlx::query_as(
-            "SELECT endpoint_id, COALESCE(SUM(seconds * gpus), 0), COALESCE(SUM(cost_nanos), 0)
+            "SELECT endpoint_id, CAST(COALESCE(SUM(seconds * gpus), 0) AS BIGINT), CAST(COALESCE(SUM(cost_nanos), 0) AS BIGINT)
              FROM usage_ledger GROUP BY endpoint_id",
         )
         .fetch_all(&self.reader)

@@ -1,4 +1,5 @@
-//! Store tests against a real SQLite file.
+//! The store's test suite, run against both back ends: a real SQLite file and a real PostgreSQL
+//! server (started per test from Debian's binaries, `testing::TestPostgres`).
 use super::*;
 use sluice_core::{EndpointDraft, RuntimeKind, ValidationContext};
 
@@ -46,15 +47,72 @@ fn worker(id: &str, ep: &str, state: WorkerState, created: u64) -> WorkerRecord 
     }
 }
 
-async fn open() -> (tempfile::TempDir, Store) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open_sqlite(&dir.path().join("s.db")).await.unwrap();
-    (dir, store)
+/// Where a test's database lives; `open` may be called again to reopen it (a restart).
+enum Db {
+    Sqlite(tempfile::TempDir),
+    Postgres(crate::testing::TestPostgres),
 }
 
-#[tokio::test]
-async fn endpoints_roundtrip_and_names_are_unique_per_account() {
-    let (_d, s) = open().await;
+impl Db {
+    fn new(backend: Backend) -> Db {
+        match backend {
+            Backend::Sqlite => Db::Sqlite(tempfile::tempdir().unwrap()),
+            Backend::Postgres => Db::Postgres(crate::testing::TestPostgres::start().unwrap()),
+        }
+    }
+
+    async fn open(&self) -> Store {
+        let s = match self {
+            Db::Sqlite(dir) => Store::open_sqlite(&dir.path().join("s.db")).await.unwrap(),
+            Db::Postgres(pg) => Store::open(&pg.url("postgres")).await.unwrap(),
+        };
+        assert_eq!(s.backend(), self.backend());
+        s
+    }
+
+    fn backend(&self) -> Backend {
+        match self {
+            Db::Sqlite(_) => Backend::Sqlite,
+            Db::Postgres(_) => Backend::Postgres,
+        }
+    }
+}
+
+/// Each test, once per back end: `mod sqlite { fn name() }` and `mod postgres { fn name() }`.
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let db = super::Db::new(super::Backend::Sqlite);
+                super::$name(&db).await
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let db = super::Db::new(super::Backend::Postgres);
+                super::$name(&db).await
+            })*
+        }
+    };
+}
+
+on_both!(
+    endpoints_roundtrip_and_names_are_unique_per_account,
+    workers_upsert_list_prune,
+    keys_and_instance_id,
+    scaling_events_page_newest_first_and_prune,
+    the_demo_of_an_older_data_directory_stays_public,
+    jobs_are_durable_claimed_once_and_end_once,
+    concurrent_claims_take_each_job_once,
+    stream_chunks_are_delivered_once_in_order,
+    log_lines_query_follow_and_retention,
+    accounts_usage_and_credit,
+);
+
+async fn endpoints_roundtrip_and_names_are_unique_per_account(db: &Db) {
+    let s = db.open().await;
     let e = endpoint("ep1", "acct", "llama 🦙");
     s.create_endpoint(&e).await.unwrap();
     assert_eq!(s.get_endpoint(&e.id).await.unwrap().unwrap(), e);
@@ -76,9 +134,8 @@ async fn endpoints_roundtrip_and_names_are_unique_per_account() {
     assert!(s.get_endpoint(&e.id).await.unwrap().is_none());
 }
 
-#[tokio::test]
-async fn workers_upsert_list_prune() {
-    let (_d, s) = open().await;
+async fn workers_upsert_list_prune(db: &Db) {
+    let s = db.open().await;
     s.create_endpoint(&endpoint("ep1", "a", "one")).await.unwrap();
     let mut w = worker("w1", "ep1", WorkerState::Starting, 10);
     s.upsert_worker(&w).await.unwrap();
@@ -97,9 +154,8 @@ async fn workers_upsert_list_prune() {
     assert_eq!(left, ["w1", "old4", "old3"]);
 }
 
-#[tokio::test]
-async fn keys_and_instance_id() {
-    let (_d, s) = open().await;
+async fn keys_and_instance_id(db: &Db) {
+    let s = db.open().await;
     assert_eq!(s.instance_id("first").await.unwrap(), "first");
     assert_eq!(s.instance_id("second").await.unwrap(), "first");
     s.put_key("d1", "sk_ab", "admin", "admin", None, Millis(1)).await.unwrap();
@@ -110,9 +166,8 @@ async fn keys_and_instance_id() {
     assert!(s.find_key("zz").await.unwrap().is_none());
 }
 
-#[tokio::test]
-async fn scaling_events_page_newest_first_and_prune() {
-    let (_d, s) = open().await;
+async fn scaling_events_page_newest_first_and_prune(db: &Db) {
+    let s = db.open().await;
     s.create_endpoint(&endpoint("ep1", "a", "one")).await.unwrap();
     let id = EndpointId::parse("ep1").unwrap();
     for i in 0..5u32 {
@@ -135,15 +190,24 @@ async fn scaling_events_page_newest_first_and_prune() {
     assert_eq!(s.list_scaling_events(&id, None, 10).await.unwrap().len(), 3);
 }
 
-#[tokio::test]
-async fn the_demo_of_an_older_data_directory_stays_public() {
-    let (_d, s) = open().await;
+async fn the_demo_of_an_older_data_directory_stays_public(db: &Db) {
+    let s = db.open().await;
     s.create_endpoint(&endpoint("demo1", "admin", "demo")).await.unwrap();
     s.create_endpoint(&endpoint("other1", "admin", "other")).await.unwrap();
     // Specs written before `public` existed have no such key.
-    sqlx::query("UPDATE endpoints SET spec = json_remove(spec, '$.public')").execute(&s.writer).await.unwrap();
+    let (strip, step) = match db.backend() {
+        Backend::Sqlite => (
+            "UPDATE endpoints SET spec = json_remove(spec, '$.public')",
+            include_str!("../migrations/sqlite/0006_demo_public.sql"),
+        ),
+        Backend::Postgres => (
+            "UPDATE endpoints SET spec = (spec::jsonb - 'public')::text",
+            include_str!("../migrations/postgres/0006_demo_public.sql"),
+        ),
+    };
+    sqlx::query(strip).execute(&s.writer).await.unwrap();
     use sqlx::SqlSafeStr;
-    sqlx::raw_sql(include_str!("../migrations/0006_demo_public.sql").into_sql_str()).execute(&s.writer).await.unwrap();
+    sqlx::raw_sql(step.into_sql_str()).execute(&s.writer).await.unwrap();
     let demo = s.get_endpoint(&EndpointId::parse("demo1").unwrap()).await.unwrap().unwrap();
     let other = s.get_endpoint(&EndpointId::parse("other1").unwrap()).await.unwrap().unwrap();
     assert!(demo.spec.public, "the demo answers without a key, as before");
@@ -171,14 +235,11 @@ fn job(id: &str, ep: &str, created: u64, key: Option<&str>) -> JobRecord {
     }
 }
 
-#[tokio::test]
-async fn jobs_are_durable_claimed_once_and_end_once() {
+async fn jobs_are_durable_claimed_once_and_end_once(db: &Db) {
     use sluice_core::jobs::JobState::*;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("s.db");
     let ep = EndpointId::parse("ep1").unwrap();
     {
-        let s = Store::open_sqlite(&path).await.unwrap();
+        let s = db.open().await;
         assert!(s.create_job(&job("j1", "ep1", 1, Some("k"))).await.unwrap().1);
         // The same idempotency key returns the first job.
         let (again, new) = s.create_job(&job("j9", "ep1", 2, Some("k"))).await.unwrap();
@@ -188,7 +249,7 @@ async fn jobs_are_durable_claimed_once_and_end_once() {
         s.close().await;
     }
     // Survives a reopen (a restart of the platform).
-    let s = Store::open_sqlite(&path).await.unwrap();
+    let s = db.open().await;
     assert_eq!(s.job_counts(&ep).await.unwrap().in_queue, 2);
     // Oldest first, each handed out once.
     let a = s.claim_job(&ep, "w1", Millis(10)).await.unwrap().unwrap();
@@ -232,9 +293,8 @@ async fn jobs_are_durable_claimed_once_and_end_once() {
     assert!(s.get_job(&ep, "j1").await.unwrap().is_none());
 }
 
-#[tokio::test]
-async fn stream_chunks_are_delivered_once_in_order() {
-    let (_d, s) = open().await;
+async fn stream_chunks_are_delivered_once_in_order(db: &Db) {
+    let s = db.open().await;
     s.create_job(&job("j1", "ep1", 1, None)).await.unwrap();
     for c in ["a", "b"] {
         s.add_stream_chunk("j1", &format!("\"{c}\"")).await.unwrap();
@@ -246,10 +306,9 @@ async fn stream_chunks_are_delivered_once_in_order() {
     assert!(s.take_stream_chunks("nope").await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn log_lines_query_follow_and_retention() {
+async fn log_lines_query_follow_and_retention(db: &Db) {
     use crate::{LogQuery, NewLogLine};
-    let (_d, s) = open().await;
+    let s = db.open().await;
     let ep = EndpointId::parse("ep1").unwrap();
     let other = EndpointId::parse("ep2").unwrap();
     let line = |e: &EndpointId, w: &str, stream: &'static str, ts: u64, text: &str| NewLogLine {
@@ -311,4 +370,117 @@ async fn log_lines_query_follow_and_retention() {
     assert_eq!(s.prune_logs(Millis(0), 20).await.unwrap(), 2, "ep1 keeps its newest 20 bytes' worth");
     assert_eq!(texts(s.query_logs(&ep, &q(|_| {})).await.unwrap()), ["GET /health 200"]);
     assert_eq!(texts(s.query_logs(&other, &q(|_| {})).await.unwrap()), ["elsewhere"]);
+}
+
+/// Claims from many connections at once (PostgreSQL runs them side by side): every job is taken
+/// exactly once and none is left behind.
+async fn concurrent_claims_take_each_job_once(db: &Db) {
+    let s = db.open().await;
+    let ep = EndpointId::parse("ep1").unwrap();
+    for i in 0..60 {
+        s.create_job(&job(&format!("j{i:02}"), "ep1", i, None)).await.unwrap();
+    }
+    let takers = (0..6).map(|w| {
+        let (s, ep) = (s.clone(), ep.clone());
+        tokio::spawn(async move {
+            let mut got = Vec::new();
+            while let Some(j) = s.claim_job(&ep, &format!("w{w}"), Millis(100)).await.unwrap() {
+                got.push(j.id);
+            }
+            got
+        })
+    });
+    let mut all: Vec<String> = Vec::new();
+    for t in takers.collect::<Vec<_>>() {
+        all.extend(t.await.unwrap());
+    }
+    all.sort();
+    assert_eq!(all, (0..60).map(|i| format!("j{i:02}")).collect::<Vec<_>>());
+    assert_eq!(s.job_counts(&ep).await.unwrap().in_progress, 60);
+}
+
+/// Accounts, keys, the usage ledger and credit: what billing and the accounts API stand on.
+async fn accounts_usage_and_credit(db: &Db) {
+    use sluice_core::billing::Class;
+    let s = db.open().await;
+    s.ensure_account("admin", 100, Millis(1)).await.unwrap();
+    s.ensure_account("admin", 5, Millis(2)).await.unwrap();
+    let acct = AccountRecord {
+        name: "team".into(),
+        max_workers_quota: 4,
+        created_at: Millis(3),
+        balance_nanos: Some(1_000),
+        low_credit_warned: false,
+        webhook_url: None,
+    };
+    s.create_account(&acct).await.unwrap();
+    assert!(matches!(s.create_account(&acct).await, Err(Error::Conflict(_))));
+    assert_eq!(s.get_account("admin").await.unwrap().unwrap().max_workers_quota, 100, "ensure never overwrites");
+    assert_eq!(s.list_accounts().await.unwrap().len(), 2);
+    assert!(s.set_account_quota("team", 6).await.unwrap());
+    assert!(!s.set_account_quota("nobody", 6).await.unwrap());
+    s.set_webhook("team", Some("http://127.0.0.1:9/hook")).await.unwrap();
+    s.set_low_credit_warned("team", true).await.unwrap();
+    let team = s.get_account("team").await.unwrap().unwrap();
+    assert_eq!((team.max_workers_quota, team.low_credit_warned), (6, true));
+    assert_eq!(team.webhook_url.as_deref(), Some("http://127.0.0.1:9/hook"));
+
+    // Keys: listed newest first, revoked by the first 16 hex digits of the digest.
+    let digest = |c: char| std::iter::repeat_n(c, 64).collect::<String>();
+    s.put_key(&digest('a'), "sk_a", "team", "user", Some("ci"), Millis(10)).await.unwrap();
+    s.put_key(&digest('b'), "sk_b", "team", "user", None, Millis(11)).await.unwrap();
+    let keys = s.list_keys("team").await.unwrap();
+    assert_eq!(keys.iter().map(|k| k.prefix.as_str()).collect::<Vec<_>>(), ["sk_b", "sk_a"]);
+    assert!(s.revoke_key("team", &digest('a')[..16], Millis(12)).await.unwrap());
+    assert!(!s.revoke_key("team", &digest('a')[..16], Millis(13)).await.unwrap(), "already revoked");
+    assert!(!s.revoke_key("other", &digest('b')[..16], Millis(13)).await.unwrap(), "not its key");
+    assert_eq!(s.live_keys().await.unwrap(), vec![(digest('b'), "team".to_string())]);
+
+    // Usage is charged with the ledger entry, in one transaction; admin has no balance to charge.
+    let entry = |account: &str, worker: &str, secs: u64, cost: i64, at: u64| UsageEntry {
+        account: account.into(),
+        endpoint_id: EndpointId::parse("ep1").unwrap(),
+        worker_id: WorkerId::parse(worker).unwrap(),
+        class: Class::Autoscaled,
+        gpu_type: "SIM".into(),
+        gpus: 2,
+        seconds: secs,
+        cost_nanos: cost,
+        at: Millis(at),
+    };
+    let day2 = 86_400_000 + 5;
+    s.add_usage(&[entry("team", "w1", 10, 300, 1_000), entry("team", "w1", 5, 150, day2)]).await.unwrap();
+    s.add_usage(&[entry("admin", "w2", 7, 999, 2_000)]).await.unwrap();
+    assert_eq!(s.get_account("team").await.unwrap().unwrap().balance_nanos, Some(550));
+    assert_eq!(s.get_account("admin").await.unwrap().unwrap().balance_nanos, None);
+    let billed = s.billed(&[WorkerId::parse("w1").unwrap(), WorkerId::parse("w9").unwrap()]).await.unwrap();
+    assert_eq!(billed.get(&WorkerId::parse("w1").unwrap()), Some(&(15, Class::Autoscaled)));
+    assert_eq!(billed.len(), 1);
+    let rows = s.usage(Some("team"), None, Millis(0), Millis(u64::MAX)).await.unwrap();
+    assert_eq!(
+        rows.iter().map(|r| (r.day.as_str(), r.gpu_seconds, r.cost_nanos)).collect::<Vec<_>>(),
+        [("1970-01-01", 20, 300), ("1970-01-02", 10, 150)],
+        "by UTC day, GPU-seconds are seconds × GPUs"
+    );
+    assert_eq!(s.usage(None, Some("ep1"), Millis(0), Millis(day2)).await.unwrap().len(), 2, "to is exclusive");
+    let mut totals = s.usage_totals().await.unwrap();
+    totals.sort();
+    assert_eq!(totals, vec![("ep1".to_string(), 44, 1449)]);
+
+    // Credit and account events.
+    assert_eq!(s.add_credit("team", 450, Millis(50)).await.unwrap(), Some(1_000));
+    s.add_account_event("team", Millis(60), "low_credit", "below 10%").await.unwrap();
+    let events = s.list_account_events("team", 10).await.unwrap();
+    assert_eq!(events.first().map(|e| e.kind.as_str()), Some("low_credit"), "newest first");
+    s.create_endpoint(&endpoint("ep1", "team", "one")).await.unwrap();
+    s.create_endpoint(&endpoint("ep2", "other", "two")).await.unwrap();
+    assert_eq!(s.turn_off_account("team", Millis(70)).await.unwrap(), vec!["ep1".to_string()]);
+    assert_eq!(
+        s.get_endpoint(&EndpointId::parse("ep1").unwrap()).await.unwrap().unwrap().status,
+        EndpointStatus::StoppedNoCredit
+    );
+    assert_eq!(
+        s.get_endpoint(&EndpointId::parse("ep2").unwrap()).await.unwrap().unwrap().status,
+        EndpointStatus::Running
+    );
 }

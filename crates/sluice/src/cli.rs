@@ -183,6 +183,10 @@ struct UpArgs {
     /// Data directory (state, logs, volumes, admin.key, addresses.json).
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// The store: a postgres:// URL shared by several control processes [default: SQLite in
+    /// the data directory].
+    #[arg(long, env = "SLUICE_DATABASE", hide_env_values = true)]
+    database: Option<String>,
     /// Control API address (port 0 picks a free port).
     #[arg(long)]
     api_addr: Option<SocketAddr>,
@@ -639,6 +643,9 @@ async fn up(a: UpArgs, role: crate::platform::Role) -> anyhow::Result<()> {
     };
     if let Some(v) = a.data_dir {
         cfg.data_dir = v;
+    }
+    if let Some(v) = a.database {
+        cfg.database = Some(v);
     }
     if let Some(v) = a.api_addr {
         cfg.api_addr = v;

@@ -14,6 +14,9 @@ use sluice_core::{
 pub struct Config {
     /// Where state (SQLite), logs, volumes, the admin key and addresses.json live.
     pub data_dir: PathBuf,
+    /// The store: unset for SQLite in `data_dir/sluice.db`, or a `postgres://user@host:port/db`
+    /// URL that several control processes (and their leader election) share.
+    pub database: Option<String>,
     /// Control API listen address (port 0 picks a free port).
     pub api_addr: SocketAddr,
     /// Gateway listen address (port 0 picks a free port).
@@ -87,6 +90,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             data_dir: PathBuf::from(".sluice"),
+            database: None,
             api_addr: "127.0.0.1:8081".parse().expect("static"),
             gateway_addr: "127.0.0.1:8080".parse().expect("static"),
             domain: "localhost".into(),
@@ -160,6 +164,11 @@ impl Config {
             && !(u.starts_with("http://") || u.starts_with("https://"))
         {
             bail!("worker_api_url: must be an http:// or https:// URL, got {u:?}");
+        }
+        if let Some(d) = &self.database
+            && !(d.starts_with("postgres://") || d.starts_with("postgresql://"))
+        {
+            bail!("database: must be a postgres:// URL (leave it unset for SQLite in data_dir), got {d:?}");
         }
         if !matches!(self.log_format.as_str(), "pretty" | "json") {
             bail!("log_format: must be \"pretty\" or \"json\", got {:?}", self.log_format);

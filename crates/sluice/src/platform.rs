@@ -205,7 +205,10 @@ pub async fn run_as(
     }
     let dir = &cfg.data_dir;
     std::fs::create_dir_all(dir).with_context(|| format!("creating data directory {}", dir.display()))?;
-    let store = Store::open_sqlite(&dir.join("sluice.db")).await.context("opening the store")?;
+    let store = match &cfg.database {
+        Some(url) => Store::open(url).await.context("opening the PostgreSQL store")?,
+        None => Store::open_sqlite(&dir.join("sluice.db")).await.context("opening the store")?,
+    };
     let instance = store.instance_id(&EndpointId::generate(sluice_control::new_id()).to_string()).await?;
     let admin_key = ensure_admin_key(&store, dir).await?;
     let fresh_secret: String =

@@ -1047,7 +1047,7 @@ impl Reconciler {
         let t = now();
         // Nothing is routed any more.
         self.plane.publish(RouteTable {
-            version: self.last_table.version + 1,
+            version: sluice_core::routing::next_version(self.last_table.version, t.0),
             endpoints: Vec::new(),
             keys: Vec::new(),
         });
@@ -1117,7 +1117,8 @@ impl Reconciler {
         }
         self.counts.store(Arc::new(counts));
         if routes != self.last_table.endpoints || keys != self.last_table.keys {
-            let table = RouteTable { version: self.last_table.version + 1, endpoints: routes, keys };
+            let version = sluice_core::routing::next_version(self.last_table.version, crate::now().0);
+            let table = RouteTable { version, endpoints: routes, keys };
             self.plane.publish(table.clone());
             self.shared_table.store(Arc::new(table.clone()));
             self.last_table = table;

@@ -13,6 +13,7 @@ pub mod error;
 pub mod ids;
 pub mod jobs;
 pub mod keys;
+pub mod lease;
 pub mod logs;
 pub mod metrics;
 pub mod placement;

@@ -171,6 +171,13 @@ pub fn pick(
     }
 }
 
+/// The version of the next routing table: past the last one, and at least the wall clock in ms,
+/// so that versions keep growing across a restart of the control plane or a change of leader
+/// (a gateway following with `after=N` never mistakes a new table for the one it has).
+pub fn next_version(last: u64, now_ms: u64) -> u64 {
+    last.saturating_add(1).max(now_ms)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -283,5 +290,17 @@ mod tests {
         assert_eq!((e1.worker_in_flight(&w("w1")), e1.worker_in_flight(&w("w2"))), (3, 2));
         assert_eq!(m[1].requests_total, 1);
         assert!(merge_traffic(std::iter::empty::<&[EndpointTraffic]>()).is_empty());
+    }
+
+    #[test]
+    fn versions_grow_across_restarts() {
+        assert_eq!(next_version(0, 1_000), 1_000, "a fresh control plane starts at the clock");
+        assert_eq!(next_version(1_000, 1_000), 1_001, "two tables in one ms");
+        assert_eq!(next_version(5_000, 2_000), 5_001, "a clock behind never goes back");
+        assert_eq!(next_version(7, 0), 8);
+        assert_eq!(next_version(u64::MAX, 5), u64::MAX);
+        // A new leader at a later time is past everything the old one published.
+        let old = (0..50).fold(0, |v, i| next_version(v, 10_000 + i));
+        assert!(next_version(0, 20_000) > old);
     }
 }

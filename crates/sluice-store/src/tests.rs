@@ -109,6 +109,7 @@ on_both!(
     stream_chunks_are_delivered_once_in_order,
     log_lines_query_follow_and_retention,
     accounts_usage_and_credit,
+    a_lease_has_one_holder_until_it_expires,
 );
 
 async fn endpoints_roundtrip_and_names_are_unique_per_account(db: &Db) {
@@ -483,4 +484,38 @@ async fn accounts_usage_and_credit(db: &Db) {
         s.get_endpoint(&EndpointId::parse("ep2").unwrap()).await.unwrap().unwrap().status,
         EndpointStatus::Running
     );
+}
+
+/// Leader election's lease: one holder at a time, renewable by it, taken over only after expiry,
+/// and exactly one winner when many race for it.
+async fn a_lease_has_one_holder_until_it_expires(db: &Db) {
+    let s = db.open().await;
+    assert_eq!(s.lease_holder("control").await.unwrap(), None);
+    assert!(s.acquire_lease("control", "a", "http://127.0.0.1:1", 60_000).await.unwrap());
+    assert!(!s.acquire_lease("control", "b", "http://127.0.0.1:2", 60_000).await.unwrap(), "a holds it");
+    assert!(s.acquire_lease("control", "a", "http://127.0.0.1:1", 60_000).await.unwrap(), "renewed");
+    let held = s.lease_holder("control").await.unwrap().unwrap();
+    assert_eq!((held.holder.as_str(), held.address.as_str()), ("a", "http://127.0.0.1:1"));
+    assert!(held.left_ms > 50_000 && held.left_ms <= 60_000, "{held:?}");
+    // An expired lease goes to whoever asks first; the old holder cannot renew it then.
+    assert!(s.acquire_lease("other", "a", "x", 0).await.unwrap());
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    assert_eq!(s.lease_holder("other").await.unwrap(), None, "expired");
+    assert!(s.acquire_lease("other", "b", "y", 60_000).await.unwrap());
+    assert!(!s.acquire_lease("other", "a", "x", 60_000).await.unwrap());
+    // Released: free at once.
+    s.release_lease("control", "b").await.unwrap();
+    assert!(s.lease_holder("control").await.unwrap().is_some(), "only its holder releases it");
+    s.release_lease("control", "a").await.unwrap();
+    assert_eq!(s.lease_holder("control").await.unwrap(), None);
+    // Ten contenders at once: exactly one wins.
+    let racers = (0..10).map(|i| {
+        let s = s.clone();
+        tokio::spawn(async move { s.acquire_lease("race", &format!("c{i}"), "z", 60_000).await.unwrap() })
+    });
+    let mut wins = 0;
+    for r in racers.collect::<Vec<_>>() {
+        wins += usize::from(r.await.unwrap());
+    }
+    assert_eq!(wins, 1);
 }

@@ -30,7 +30,8 @@ enum Cmd {
     Control(UpArgs),
     /// Run a gateway (data plane only) in front of a `sluice control`.
     Gateway {
-        /// The control plane's API URL.
+        /// The control plane's API URL; with several control processes, their URLs separated by
+        /// commas (any of them answers; the next is tried when one is down).
         #[arg(long, env = "SLUICE_CONTROL")]
         control: String,
         /// The admin key (gateways read the routing table and report traffic with it).
@@ -187,6 +188,9 @@ struct UpArgs {
     /// the data directory].
     #[arg(long, env = "SLUICE_DATABASE", hide_env_values = true)]
     database: Option<String>,
+    /// Where other control processes reach this one's API [default: http://API_ADDR].
+    #[arg(long)]
+    advertise_url: Option<String>,
     /// Control API address (port 0 picks a free port).
     #[arg(long)]
     api_addr: Option<SocketAddr>,
@@ -646,6 +650,9 @@ async fn up(a: UpArgs, role: crate::platform::Role) -> anyhow::Result<()> {
     }
     if let Some(v) = a.database {
         cfg.database = Some(v);
+    }
+    if let Some(v) = a.advertise_url {
+        cfg.advertise_url = Some(v);
     }
     if let Some(v) = a.api_addr {
         cfg.api_addr = v;

@@ -17,6 +17,9 @@ pub struct Config {
     /// The store: unset for SQLite in `data_dir/sluice.db`, or a `postgres://user@host:port/db`
     /// URL that several control processes (and their leader election) share.
     pub database: Option<String>,
+    /// Where other control processes reach this one's API (they forward to the leader), e.g.
+    /// `http://10.0.0.5:8081`; default `http://{api_addr}`.
+    pub advertise_url: Option<String>,
     /// Control API listen address (port 0 picks a free port).
     pub api_addr: SocketAddr,
     /// Gateway listen address (port 0 picks a free port).
@@ -91,6 +94,7 @@ impl Default for Config {
         Config {
             data_dir: PathBuf::from(".sluice"),
             database: None,
+            advertise_url: None,
             api_addr: "127.0.0.1:8081".parse().expect("static"),
             gateway_addr: "127.0.0.1:8080".parse().expect("static"),
             domain: "localhost".into(),
@@ -169,6 +173,11 @@ impl Config {
             && !(d.starts_with("postgres://") || d.starts_with("postgresql://"))
         {
             bail!("database: must be a postgres:// URL (leave it unset for SQLite in data_dir), got {d:?}");
+        }
+        if let Some(u) = &self.advertise_url
+            && !u.starts_with("http://")
+        {
+            bail!("advertise_url: must be an http:// URL, got {u:?}");
         }
         if !matches!(self.log_format.as_str(), "pretty" | "json") {
             bail!("log_format: must be \"pretty\" or \"json\", got {:?}", self.log_format);

@@ -192,6 +192,7 @@ pub async fn run_as(
     role: Role,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    tokio::pin!(shutdown);
     let mut real_gpus = false;
     if cfg.gpu_discovery {
         match crate::gpus::discover() {
@@ -227,6 +228,39 @@ pub async fn run_as(
     let gw_addr = match &gw_listener {
         Some(l) => l.local_addr()?,
         None => cfg.gateway_addr,
+    };
+    let (front_tx, front_rx) = watch::channel(false);
+    let wait_front = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|v| *v).await;
+    };
+    // Several control processes on one PostgreSQL: serve the API address at once (forwarding to
+    // the leader), and go on only once this process holds the lease.
+    let shared = role == Role::Control && cfg.database.is_some();
+    let mut api_listener = Some(api_listener);
+    let mut lease = None;
+    let front = if shared {
+        let me = cfg.advertise_url.clone().unwrap_or_else(|| format!("http://{api_addr}"));
+        let holder = crate::leader::holder_id();
+        let front = crate::leader::Front::new(store.clone(), me.clone());
+        let (listener, router, rx) = (api_listener.take().expect("bound above"), front.router(), front_rx.clone());
+        let server =
+            tokio::spawn(async move { axum::serve(listener, router).with_graceful_shutdown(wait_front(rx)).await });
+        println!("Sluice control on http://{api_addr}: asking to lead (standbys forward the API to the leader)");
+        let _ = std::io::stdout().flush();
+        let renewed = tokio::select! {
+            t = crate::leader::acquire(&store, &holder, &me) => t,
+            () = &mut shutdown => {
+                let _ = front_tx.send(true);
+                let _ = server.await;
+                return Ok(());
+            }
+        };
+        tracing::info!(%holder, "this control process leads");
+        crate::leader::keep(store.clone(), holder.clone(), me, renewed);
+        lease = Some((holder, server));
+        Some(front)
+    } else {
+        None
     };
     let mut demo_image = None;
     let runtime: Arc<dyn WorkerRuntime> = match cfg.runtime {
@@ -362,31 +396,52 @@ pub async fn run_as(
     println!("Data directory: {}. Ctrl-C stops the platform and every worker.", dir.display());
     let _ = std::io::stdout().flush();
 
-    let (front_tx, front_rx) = watch::channel(false);
-    let wait_front = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|v| *v).await;
-    };
-    let api = tokio::spawn({
-        let mut router = control.router();
-        if let Some(r) = &remote {
-            router = router.merge(control.internal_router(r.clone())).merge(control.v2_routes());
+    let mut router = control.router();
+    if let Some(r) = &remote {
+        router = router.merge(control.internal_router(r.clone())).merge(control.v2_routes());
+    }
+    let api = match (&front, api_listener) {
+        (Some(front), _) => {
+            front.lead(router);
+            None
         }
-        let rx = front_rx.clone();
-        async move { axum::serve(api_listener, router).with_graceful_shutdown(wait_front(rx)).await }
-    });
+        (None, Some(listener)) => {
+            let rx = front_rx.clone();
+            Some(tokio::spawn(
+                async move { axum::serve(listener, router).with_graceful_shutdown(wait_front(rx)).await },
+            ))
+        }
+        (None, None) => unreachable!("the listener is the front's only when there is a front"),
+    };
     let gw = match (gateway, gw_listener) {
         (Some(g), Some(l)) => Some(tokio::spawn(g.serve(l, wait_front(front_rx)))),
         _ => None,
     };
 
     shutdown.await;
+    if let Some((holder, server)) = lease {
+        // One of several control processes: hand over instead of stopping the workers, which the
+        // next leader adopts (as after a restart).
+        tracing::info!("shutting down: giving up the lease; workers stay for the next leader");
+        control.close_polls();
+        let _ = front_tx.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+        let _ = logs_stop_tx.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(5), log_writer).await;
+        store.release_lease(crate::leader::LEASE, &holder).await?;
+        store.close().await;
+        tracing::info!("stopped");
+        return Ok(());
+    }
     tracing::info!("shutting down: closing the gateway and API, then stopping workers");
     control.close_polls();
     let _ = front_tx.send(true);
     if let Some(gw) = gw {
         let _ = gw.await;
     }
-    let _ = tokio::time::timeout(Duration::from_secs(5), api).await;
+    if let Some(api) = api {
+        let _ = tokio::time::timeout(Duration::from_secs(5), api).await;
+    }
     let _ = stop_tx.send(true);
     reconciler.await.context("reconciler task")?;
     let _ = dispatcher.await;

@@ -25,6 +25,8 @@ use sluice_gateway::{Gateway, GatewayConfig, body::BoxBody};
 use tokio::sync::Notify;
 
 pub struct RemoteGatewayConfig {
+    /// The control processes' API URLs, comma-separated: any of them answers (standbys forward to
+    /// the leader); the gateway moves to the next when one is unreachable.
     pub control: String,
     pub key: String,
     pub listen: SocketAddr,
@@ -34,8 +36,45 @@ pub struct RemoteGatewayConfig {
     pub metrics: Option<SocketAddr>,
 }
 
+/// The control processes a gateway may talk to, and which one it uses now.
+struct Controls {
+    urls: Vec<String>,
+    current: std::sync::atomic::AtomicUsize,
+}
+
+impl Controls {
+    fn parse(list: &str) -> anyhow::Result<Controls> {
+        let urls: Vec<String> =
+            list.split(',').map(|u| u.trim().trim_end_matches('/').to_owned()).filter(|u| !u.is_empty()).collect();
+        anyhow::ensure!(!urls.is_empty(), "--control needs at least one URL");
+        for u in &urls {
+            anyhow::ensure!(
+                u.starts_with("http://") && u.parse::<http::Uri>().is_ok(),
+                "--control: {u:?} is not a URL like http://10.0.0.5:8081"
+            );
+        }
+        Ok(Controls { urls, current: Default::default() })
+    }
+
+    fn url(&self) -> &str {
+        &self.urls[self.current.load(Ordering::Relaxed) % self.urls.len()]
+    }
+
+    /// `url` did not answer: use the next one (unless another task already moved on).
+    fn failed(&self, url: &str) {
+        let i = self.current.load(Ordering::Relaxed);
+        if self.urls[i % self.urls.len()] == url {
+            let _ = self.current.compare_exchange(i, i + 1, Ordering::Relaxed, Ordering::Relaxed);
+            if self.urls.len() > 1 {
+                tracing::warn!(from = url, to = self.url(), "control process unreachable; switching");
+            }
+        }
+    }
+}
+
 pub async fn run(cfg: RemoteGatewayConfig, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
-    let control = cfg.control.trim_end_matches('/').to_owned();
+    let controls = Arc::new(Controls::parse(&cfg.control)?);
+    let control = controls.urls.join(",");
     let report_now = Arc::new(Notify::new());
     let gateway = Gateway::new(
         GatewayConfig { domain: cfg.domain.clone(), ..GatewayConfig::default() },
@@ -53,35 +92,37 @@ pub async fn run(cfg: RemoteGatewayConfig, shutdown: impl std::future::Future<Ou
 
     // /v2 goes to the control plane as it came (the queue lives in the shared store).
     let forward: Client<HttpConnector, BoxBody> = Client::builder(TokioExecutor::new()).build(conn);
-    let base: http::Uri = control.parse().context("--control must be a URL like http://10.0.0.5:8081")?;
-    gateway.set_side_service(Arc::new(move |req| {
-        let (forward, base) = (forward.clone(), base.clone());
-        Box::pin(async move {
-            let (mut parts, body) = req.into_parts();
-            let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
-            let uri = format!(
-                "{}://{}{pq}",
-                base.scheme_str().unwrap_or("http"),
-                base.authority().map_or("", |a| a.as_str())
-            );
-            parts.uri = uri.parse().unwrap_or_default();
-            parts.headers.remove(header::HOST);
-            let req = Request::from_parts(parts, body.map_err(sluice_gateway::body::BoxError::from).boxed_unsync());
-            match forward.request(req).await {
-                Ok(resp) => resp.map(|b| b.map_err(sluice_gateway::body::BoxError::from).boxed_unsync()),
-                Err(e) => http::Response::builder()
-                    .status(http::StatusCode::BAD_GATEWAY)
-                    .header(header::CONTENT_TYPE, "application/json")
-                    .body(
-                        Full::new(Bytes::from(
-                            serde_json::json!({"error": format!("the control plane is unreachable: {e}")}).to_string(),
-                        ))
-                        .map_err(|never| match never {})
-                        .boxed_unsync(),
-                    )
-                    .unwrap_or_default(),
-            }
-        })
+    gateway.set_side_service(Arc::new({
+        let controls = controls.clone();
+        move |req| {
+            let (forward, controls) = (forward.clone(), controls.clone());
+            Box::pin(async move {
+                let (mut parts, body) = req.into_parts();
+                let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+                let control = controls.url().to_owned();
+                parts.uri = format!("{control}{pq}").parse().unwrap_or_default();
+                parts.headers.remove(header::HOST);
+                let req = Request::from_parts(parts, body.map_err(sluice_gateway::body::BoxError::from).boxed_unsync());
+                match forward.request(req).await {
+                    Ok(resp) => resp.map(|b| b.map_err(sluice_gateway::body::BoxError::from).boxed_unsync()),
+                    Err(e) => {
+                        controls.failed(&control);
+                        http::Response::builder()
+                            .status(http::StatusCode::BAD_GATEWAY)
+                            .header(header::CONTENT_TYPE, "application/json")
+                            .body(
+                                Full::new(Bytes::from(
+                                    serde_json::json!({"error": format!("the control plane is unreachable: {e}")})
+                                        .to_string(),
+                                ))
+                                .map_err(|never| match never {})
+                                .boxed_unsync(),
+                            )
+                            .unwrap_or_default()
+                    }
+                }
+            })
+        }
     }));
 
     let call = {
@@ -105,11 +146,12 @@ pub async fn run(cfg: RemoteGatewayConfig, shutdown: impl std::future::Future<Ou
 
     // Follow the routing table.
     let follow = tokio::spawn({
-        let (gateway, control, connected, call, heard) =
-            (gateway.clone(), control.clone(), connected.clone(), call.clone(), heard.clone());
+        let (gateway, controls, connected, call, heard) =
+            (gateway.clone(), controls.clone(), connected.clone(), call.clone(), heard.clone());
         async move {
             let mut version = 0u64;
             loop {
+                let control = controls.url().to_owned();
                 let url = format!("{control}/v1/internal/routes?after={version}");
                 let got = tokio::time::timeout(Duration::from_secs(40), call(Method::GET, url, None)).await;
                 match got
@@ -131,6 +173,7 @@ pub async fn run(cfg: RemoteGatewayConfig, shutdown: impl std::future::Future<Ou
                         if connected.swap(false, Ordering::Relaxed) || version == 0 {
                             tracing::warn!(error = %e, "control plane unreachable; serving from the last routing table");
                         }
+                        controls.failed(&control);
                         tokio::time::sleep(Duration::from_secs(1)).await;
                     }
                 }
@@ -139,14 +182,15 @@ pub async fn run(cfg: RemoteGatewayConfig, shutdown: impl std::future::Future<Ou
     });
     // Report traffic every second, and at once when a request waits for a worker.
     let report = tokio::spawn({
-        let (gateway, control, id, report_now, heard, connected) =
-            (gateway.clone(), control.clone(), cfg.id.clone(), report_now.clone(), heard.clone(), connected.clone());
+        let (gateway, controls, id, report_now, heard, connected) =
+            (gateway.clone(), controls.clone(), cfg.id.clone(), report_now.clone(), heard.clone(), connected.clone());
         async move {
             loop {
                 let body =
                     serde_json::json!({ "gateway": id, "traffic": gateway.traffic(), "figures": gateway.figures() })
                         .to_string()
                         .into_bytes();
+                let control = controls.url().to_owned();
                 match call(Method::POST, format!("{control}/v1/internal/traffic"), Some(body)).await {
                     Ok(_) => {
                         heard.store(unix_ms(), Ordering::Relaxed);
@@ -154,6 +198,7 @@ pub async fn run(cfg: RemoteGatewayConfig, shutdown: impl std::future::Future<Ou
                     }
                     Err(e) => {
                         connected.store(false, Ordering::Relaxed);
+                        controls.failed(&control);
                         tracing::debug!(error = %e, "traffic report failed");
                     }
                 }

@@ -200,3 +200,165 @@ async fn a_control_plane_and_two_gateways_in_separate_processes() {
     })
     .await;
 }
+
+/// `sluice control` against a shared PostgreSQL, logging to `log`; `leader_dir` gets
+/// addresses.json once this process leads.
+fn shared_control(dir: &std::path::Path, api: &str, database: &str, workers_reach: &str, log: &str) -> Proc {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join(log)).unwrap();
+    let child = Command::new(BIN)
+        .args(["control", "--no-demo", "--api-addr", api, "--gateway-addr", "127.0.0.1:1", "--database", database])
+        .args(["--metering-interval-secs", "1", "--worker-api-url", workers_reach, "--data-dir"])
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    Proc(child)
+}
+
+fn leader_api(dir: &std::path::Path) -> Option<String> {
+    let a: Value = serde_json::from_slice(&std::fs::read(dir.join("addresses.json")).ok()?).ok()?;
+    a["api"].as_str().map(str::to_owned)
+}
+
+/// Two control processes on one PostgreSQL (R8.3): one leads, the other serves the API by
+/// forwarding to it. Kill -9 the leader: the other takes over within seconds, adopts the
+/// workers (none started twice, none leaked), meters nothing twice, and loses no job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_control_process_takes_over_when_the_leader_dies() {
+    let pg = sluice_store::testing::TestPostgres::start().unwrap();
+    let database = pg.url("postgres");
+    let tmp = tempfile::tempdir().unwrap();
+    // Worker processes run on this host, so both control processes share its data directory
+    // (admin key, worker logs). Workers reach the platform through the gateway, as they would
+    // through a load balancer: whichever control process leads is behind it.
+    let dir = tmp.path().join("shared");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (a_api, b_api, gw_port) =
+        (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()), free_port());
+    let workers_reach = format!("http://127.0.0.1:{gw_port}");
+    let mut a = shared_control(&dir, &a_api, &database, &workers_reach, "a.log");
+    eventually("control A leading", Duration::from_secs(30), async || {
+        (leader_api(&dir)? == format!("http://{a_api}")).then_some(())
+    })
+    .await;
+    let _b = shared_control(&dir, &b_api, &database, &workers_reach, "b.log");
+    let key = std::fs::read_to_string(dir.join("admin.key")).unwrap().trim().to_owned();
+    // B stands by, and its API answers (forwarded to A).
+    let via_b = |path: &str| format!("http://{b_api}/v1{path}");
+    eventually("control B listening", Duration::from_secs(20), async || {
+        std::net::TcpStream::connect(b_api.as_str()).ok().map(drop)
+    })
+    .await;
+    eventually("control B's API answering", Duration::from_secs(20), async || {
+        let r = call(Method::GET, &via_b("/endpoints"), &key, None).await;
+        (r.status == StatusCode::OK).then_some(())
+    })
+    .await;
+    let _gw = gateway(&format!("{a_api},http://{b_api}"), &key, gw_port, "g", None).await;
+
+    let create = async |body: Value| {
+        let r = call(Method::POST, &via_b("/endpoints"), &key, Some(body)).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+        r.json()["id"].as_str().unwrap().to_owned()
+    };
+    let e = create(json!({"name": "e", "public": true, "start_command": demo_cmd(), "active_workers": 2})).await;
+    let q = create(json!({"name": "q", "type": "queue", "start_command": demo_cmd(), "active_workers": 1})).await;
+    let live = async |id: &str| -> Vec<(String, String)> {
+        let r = call(Method::GET, &via_b(&format!("/endpoints/{id}/workers")), &key, None).await;
+        let mut v: Vec<(String, String)> = r.json()["workers"]
+            .as_array()
+            .map(|ws| {
+                ws.iter()
+                    .filter(|w| !matches!(w["state"].as_str(), Some("stopped" | "failed")))
+                    .map(|w| (w["id"].as_str().unwrap_or("").to_owned(), w["state"].as_str().unwrap_or("").to_owned()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    };
+    let all_ready = async || {
+        let (we, wq) = (live(&e).await, live(&q).await);
+        (we.len() == 2 && wq.len() == 1 && we.iter().chain(&wq).all(|(_, s)| s == "ready")).then_some((we, wq))
+    };
+    let before = eventually("3 ready workers", Duration::from_secs(30), all_ready).await;
+    let through = |path: &str| format!("http://127.0.0.1:{gw_port}{path}");
+    let run = |input: Value| {
+        let (url, key) = (through(&format!("/v2/{q}/run")), key.clone());
+        async move {
+            // A client retries what was not accepted (502/503 while no process leads).
+            eventually("the job accepted", Duration::from_secs(30), async || {
+                let r = call(Method::POST, &url, &key, Some(json!({ "input": input }))).await;
+                (r.status == StatusCode::OK).then(|| r.json()["id"].as_str().unwrap().to_owned())
+            })
+            .await
+        }
+    };
+    let first = run(json!({"n": 0})).await;
+    // Let usage be metered for a few intervals under A.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // Kill -9 the leader.
+    let killed = tokio::time::Instant::now();
+    let _ = a.0.kill();
+    let _ = a.0.wait();
+    // The data plane does not notice: the gateway routes from its table to the same workers.
+    assert_eq!(send(Method::GET, &through(&format!("/e/{e}/hi")), &[], Bytes::new()).await.status, StatusCode::OK);
+    // Jobs submitted now are accepted once B leads (the client retries the 502/503 before), and
+    // none is lost.
+    let mut ids = vec![first];
+    for n in 1..=5 {
+        ids.push(run(json!({ "n": n })).await);
+    }
+    eventually("control B leading", Duration::from_secs(20), async || {
+        (leader_api(&dir)? == format!("http://{b_api}")).then_some(())
+    })
+    .await;
+    let took = killed.elapsed();
+    assert!(took < Duration::from_secs(12), "takeover took {took:?}");
+    eprintln!("takeover took {took:?}");
+    let log_b = std::fs::read_to_string(dir.join("b.log")).unwrap();
+    assert!(log_b.contains("standing by") && log_b.contains("this control process leads"), "{log_b}");
+    for id in &ids {
+        eventually(&format!("job {id} completed"), Duration::from_secs(30), async || {
+            let r = call(Method::GET, &through(&format!("/v2/{q}/status/{id}")), &key, None).await;
+            (r.json()["status"] == "COMPLETED").then_some(())
+        })
+        .await;
+    }
+    // B adopted A's workers: the same ones, all ready, none started again, and it stays so.
+    let after = eventually("the workers adopted", Duration::from_secs(20), all_ready).await;
+    assert_eq!(after, before, "the new leader keeps exactly the workers it found");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!((live(&e).await, live(&q).await), before, "and starts none besides");
+    assert_eq!(send(Method::GET, &through(&format!("/e/{e}/hi")), &[], Bytes::new()).await.status, StatusCode::OK);
+
+    // Nothing metered twice: each worker's ledger holds at most its lifetime so far.
+    let store = sluice_store::Store::open(&database).await.unwrap();
+    let workers: Vec<sluice_core::WorkerId> =
+        before.0.iter().chain(&before.1).map(|(id, _)| sluice_core::WorkerId::parse(id).unwrap()).collect();
+    let billed = store.billed(&workers).await.unwrap();
+    let unfinished = store.list_unfinished_workers().await.unwrap();
+    for w in &workers {
+        let rec = unfinished.iter().find(|r| &r.id == w).expect("a live worker");
+        let lived_s = (sluice_control::now().0 - rec.launched_at.unwrap().0).div_ceil(1000);
+        let secs = billed.get(w).map_or(0, |b| b.0);
+        assert!(secs >= 3 && secs <= lived_s + 1, "worker {w}: billed {secs} s of {lived_s} s lived");
+    }
+
+    // Deleting the endpoints (through B) stops their workers: nothing is left behind.
+    for id in [&e, &q] {
+        let r = call(Method::DELETE, &via_b(&format!("/endpoints/{id}")), &key, None).await;
+        assert!(r.status.is_success(), "{}", r.text());
+    }
+    eventually("every worker stopped", Duration::from_secs(30), async || {
+        store.list_unfinished_workers().await.unwrap().is_empty().then_some(())
+    })
+    .await;
+    for w in &before.0 {
+        let pid = unfinished.iter().find(|r| r.id.as_str() == w.0).and_then(|r| r.pid).unwrap();
+        eventually("the worker process gone", Duration::from_secs(10), async || (!alive(pid)).then_some(())).await;
+    }
+    store.close().await;
+}

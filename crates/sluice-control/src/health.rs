@@ -38,12 +38,14 @@ pub struct ProbeState {
 
 pub struct Probe {
     pub state: Arc<ProbeState>,
-    handle: AbortHandle,
+    handle: Option<AbortHandle>,
 }
 
 impl Drop for Probe {
     fn drop(&mut self) {
-        self.handle.abort();
+        if let Some(h) = &self.handle {
+            h.abort();
+        }
     }
 }
 
@@ -78,7 +80,26 @@ pub fn spawn(client: ProbeClient, addr: SocketAddr, path: String, wake: Arc<Noti
         }
     })
     .abort_handle();
-    Probe { state, handle }
+    Probe { state, handle: Some(handle) }
+}
+
+/// Health as the runtime reports it (`WorkerRuntime::reports_readiness`): no task; the
+/// reconciler sets it from each `list` (see [`Probe::observe`]).
+pub fn reported() -> Probe {
+    Probe { state: Arc::new(ProbeState::default()), handle: None }
+}
+
+impl Probe {
+    /// The runtime says whether the worker is ready: ready resets the failures, not ready adds one
+    /// (so a ready worker leaves rotation after `UNHEALTHY_AFTER` passes that saw it unready).
+    pub fn observe(&self, ready: bool) {
+        self.state.healthy.store(ready, Relaxed);
+        if ready {
+            self.state.failures.store(0, Relaxed);
+        } else {
+            self.state.failures.fetch_add(1, Relaxed);
+        }
+    }
 }
 
 /// The health of a pull worker: its heartbeat (any protocol call counts), checked every
@@ -100,7 +121,7 @@ pub fn spawn_heartbeat(reg: Arc<crate::pull::Registry>, worker: sluice_core::Wor
         }
     })
     .abort_handle();
-    Probe { state, handle }
+    Probe { state, handle: Some(handle) }
 }
 
 /// POSTs a JSON notification (low-credit warnings) to an account's webhook, in the background,

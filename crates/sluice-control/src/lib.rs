@@ -240,6 +240,11 @@ impl Control {
         self.state.pull.close();
     }
 
+    /// How many reconcile passes have finished (benchmarks wait on it).
+    pub fn passes(&self) -> watch::Receiver<u64> {
+        self.state.passes.clone()
+    }
+
     /// Resolves once the reconciler has finished its first pass: the workers of a previous
     /// run are adopted and the gateway has its routing table.
     pub async fn first_pass(&self) {

@@ -32,8 +32,15 @@ pub const ROUTES_HOLD: Duration = Duration::from_secs(25);
 
 type Report = (Instant, Vec<EndpointTraffic>, GatewayFigures);
 
+/// A published routing table: its version, and its JSON, serialized once for every gateway.
+#[derive(Default)]
+struct Published {
+    version: u64,
+    json: bytes::Bytes,
+}
+
 pub struct RemotePlane {
-    table: watch::Sender<Arc<RouteTable>>,
+    table: watch::Sender<Arc<Published>>,
     /// Per gateway: when it last reported, and what.
     reports: Mutex<HashMap<String, Report>>,
     wake: Arc<Notify>,
@@ -43,7 +50,11 @@ impl RemotePlane {
     /// `wake`: the reconciler's, woken when a gateway reports a request waiting for a worker.
     pub fn new(wake: Arc<Notify>) -> Arc<Self> {
         Arc::new(RemotePlane {
-            table: watch::channel(Arc::new(RouteTable::default())).0,
+            table: watch::channel(Arc::new(Published {
+                version: 0,
+                json: serde_json::to_vec(&RouteTable::default()).unwrap_or_default().into(),
+            }))
+            .0,
             reports: Mutex::default(),
             wake,
         })
@@ -74,7 +85,12 @@ impl RemotePlane {
 
 impl DataPlane for RemotePlane {
     fn publish(&self, table: RouteTable) {
-        self.table.send_replace(Arc::new(table));
+        match serde_json::to_vec(&table) {
+            Ok(json) => {
+                self.table.send_replace(Arc::new(Published { version: table.version, json: json.into() }));
+            }
+            Err(e) => tracing::error!(error = %e, "could not serialize the routing table"),
+        }
     }
 
     fn traffic(&self) -> Vec<EndpointTraffic> {
@@ -106,19 +122,21 @@ pub struct TrafficReport {
     pub figures: GatewayFigures,
 }
 
-async fn routes(State(p): State<Arc<RemotePlane>>, Query(q): Query<RoutesQuery>) -> Json<RouteTable> {
+async fn routes(State(p): State<Arc<RemotePlane>>, Query(q): Query<RoutesQuery>) -> axum::response::Response {
+    use axum::response::IntoResponse;
     let after = q.after.unwrap_or(0);
     let mut rx = p.table.subscribe();
     let deadline = Instant::now() + ROUTES_HOLD;
+    let send = |t: &Published| ([(http::header::CONTENT_TYPE, "application/json")], t.json.clone()).into_response();
     loop {
         let t = rx.borrow_and_update().clone();
-        // A version behind `after` means the control plane restarted: send its table at once.
+        // Any other version is news (versions grow across restarts: `routing::next_version`).
         if t.version != after || after == 0 {
-            return Json((*t).clone());
+            return send(&t);
         }
         tokio::select! {
-            r = rx.changed() => if r.is_err() { return Json((*t).clone()) },
-            () = tokio::time::sleep_until(deadline) => return Json((*t).clone()),
+            r = rx.changed() => if r.is_err() { return send(&t) },
+            () = tokio::time::sleep_until(deadline) => return send(&t),
         }
     }
 }

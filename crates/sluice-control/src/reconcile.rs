@@ -18,7 +18,7 @@ use sluice_core::{
     EndpointId, EndpointStatus, Millis, WorkerId, WorkerState,
     autoscale::{MetricsSnapshot, ScalerState, decide},
     billing::{Class, Price, classify, cost_nanos, credit_verdict, hourly_cost_nanos, seconds_due, usd},
-    placement::{Allocation, Node, place},
+    placement::{Allocation, Node},
     reconcile::{WorkerBrief, drain_complete, pick_for_removal, rollout_step, startup_expired},
     routing::{EndpointRoute, EndpointTraffic, RouteTable, WorkerRoute},
     worker::restart_backoff_ms,
@@ -301,6 +301,8 @@ impl Reconciler {
     fn probe(&self, pull: bool, id: &WorkerId, addr: SocketAddr, path: &str) -> Probe {
         if pull {
             health::spawn_heartbeat(self.pull.clone(), id.clone(), self.wake.clone())
+        } else if self.runtime.reports_readiness() {
+            health::reported()
         } else {
             health::spawn(self.probe_client.clone(), addr, path.to_owned(), self.wake.clone())
         }
@@ -334,6 +336,15 @@ impl Reconciler {
         let rec = w.rec.clone();
         self.save(&rec).await;
         true
+    }
+
+    /// The ids of the workers of each endpoint.
+    fn by_endpoint(&self) -> HashMap<EndpointId, Vec<WorkerId>> {
+        let mut groups: HashMap<EndpointId, Vec<WorkerId>> = HashMap::new();
+        for (id, w) in &self.workers {
+            groups.entry(w.rec.endpoint_id.clone()).or_default().push(id.clone());
+        }
+        groups
     }
 
     fn note_failure(&mut self, ep: &EndpointId, t: Millis) {
@@ -378,6 +389,13 @@ impl Reconciler {
         // 1. What the runtime says: exits, and workers that vanished.
         let observed = self.runtime.list().await?;
         let running: HashSet<&WorkerId> = observed.iter().filter(|o| o.exited.is_none()).map(|o| &o.worker).collect();
+        for o in &observed {
+            if let (Some(ready), Some(Live { probe: Some(p), pull: false, .. })) =
+                (o.ready, self.workers.get(&o.worker))
+            {
+                p.observe(ready);
+            }
+        }
         let mut failed: Vec<(WorkerId, String)> = Vec::new();
         for o in observed.iter().filter(|o| o.exited.is_some()) {
             if self.workers.get(&o.worker).is_some_and(|w| w.rec.state.has_runtime()) {
@@ -481,18 +499,20 @@ impl Reconciler {
             }
         }
 
-        // 3. Per endpoint: desired count, scale, replace outdated workers.
+        // 3. Per endpoint: desired count, scale, replace outdated workers. Workers are grouped by
+        // endpoint once, so a pass is linear in workers, not endpoints × workers.
         let mut to_start: Vec<(EndpointId, usize)> = Vec::new();
         let mut desired_by_ep: HashMap<EndpointId, u32> = HashMap::new();
+        let groups = self.by_endpoint();
         for e in &endpoints {
             let tr = traffic.get(&e.id).unwrap_or(&none);
-            let (live, ready) =
-                self.workers.values().filter(|w| w.rec.endpoint_id == e.id).fold((0u32, 0u32), |(l, r), w| {
-                    (l + u32::from(w.rec.state.is_live()), r + u32::from(w.rec.state == WorkerState::Ready))
-                });
+            let ids = groups.get(&e.id).map_or(&[][..], Vec::as_slice);
+            let (live, ready) = ids.iter().filter_map(|id| self.workers.get(id)).fold((0u32, 0u32), |(l, r), w| {
+                (l + u32::from(w.rec.state.is_live()), r + u32::from(w.rec.state == WorkerState::Ready))
+            });
             let desired = self.autoscale(e, tr, live, ready, t).await;
             desired_by_ep.insert(e.id.clone(), desired);
-            let mine: Vec<&Live> = self.workers.values().filter(|w| w.rec.endpoint_id == e.id).collect();
+            let mine: Vec<&Live> = ids.iter().filter_map(|id| self.workers.get(id)).collect();
             let current: Vec<&Live> =
                 mine.iter().copied().filter(|w| w.rec.generation == e.generation && w.rec.state.is_live()).collect();
             let ready_current = current.iter().filter(|w| w.rec.state == WorkerState::Ready).count();
@@ -698,12 +718,16 @@ impl Reconciler {
         // Place every launchable worker first (in creation order, each placement seeing the
         // ones before it), then start them all concurrently: a container start takes the
         // Engine hundreds of milliseconds, and a burst should not pay for them in sequence.
-        let mut allocated: Vec<Allocation> = self
+        if pending.is_empty() {
+            return;
+        }
+        let allocated: Vec<Allocation> = self
             .workers
             .values()
             .filter(|w| w.rec.state.has_runtime())
             .filter_map(|w| Some(Allocation { node: w.rec.node.clone()?, gpus: w.rec.gpus.clone() }))
             .collect();
+        let mut placer = sluice_core::placement::Placer::new(&self.nodes, &allocated);
         let mut launches = Vec::new();
         for id in pending {
             let ep_id = self.workers[&id].rec.endpoint_id.clone();
@@ -731,7 +755,7 @@ impl Reconciler {
                 self.set_pending_reason(&id, reason).await;
                 continue;
             }
-            let placed = place(&self.nodes, &allocated, &e.spec.data_center, &e.spec.gpu_type, e.spec.gpus_per_worker);
+            let placed = placer.place(&e.spec.data_center, &e.spec.gpu_type, e.spec.gpus_per_worker);
             if let Some(w) = self.workers.get_mut(&id) {
                 w.unplaceable = placed.is_err();
             }
@@ -744,7 +768,6 @@ impl Reconciler {
                     continue;
                 }
             };
-            allocated.push(alloc.clone());
             let mut env = e.spec.env.clone();
             if is_pull(e) {
                 env.extend(self.pull.env(&ep_id, &id, &e.spec.gpu_type));
@@ -1064,12 +1087,11 @@ impl Reconciler {
     ) {
         let mut routes = Vec::with_capacity(endpoints.len());
         let mut counts: HashMap<EndpointId, WorkerCounts> = HashMap::new();
+        let groups = self.by_endpoint();
         for e in endpoints {
-            let mut ready: Vec<&Live> = self
-                .workers
-                .values()
-                .filter(|w| w.rec.endpoint_id == e.id && w.rec.state == WorkerState::Ready)
-                .collect();
+            let mine: Vec<&Live> =
+                groups.get(&e.id).map_or(&[][..], Vec::as_slice).iter().filter_map(|id| self.workers.get(id)).collect();
+            let mut ready: Vec<&Live> = mine.iter().copied().filter(|w| w.rec.state == WorkerState::Ready).collect();
             ready.sort_by(|a, b| a.rec.created_at.cmp(&b.rec.created_at).then(a.rec.id.cmp(&b.rec.id)));
             routes.push(EndpointRoute {
                 id: e.id.clone(),
@@ -1083,9 +1105,7 @@ impl Reconciler {
                 queue_timeout_ms: u64::from(e.spec.queue_timeout_secs) * 1000,
                 queue_capacity: e.spec.queue_capacity,
                 concurrency_per_worker: e.spec.concurrency_per_worker,
-                at_max: self.workers.values().filter(|w| w.rec.endpoint_id == e.id && w.rec.state.is_live()).count()
-                    as u32
-                    >= e.spec.max_workers,
+                at_max: mine.iter().filter(|w| w.rec.state.is_live()).count() as u32 >= e.spec.max_workers,
                 workers: ready
                     .iter()
                     .filter_map(|w| Some(WorkerRoute { id: w.rec.id.clone(), addr: w.addr?.to_string() }))
@@ -1098,7 +1118,7 @@ impl Reconciler {
                 queued: tr.map_or(0, |t| t.waiting),
                 ..Default::default()
             };
-            for w in self.workers.values().filter(|w| w.rec.endpoint_id == e.id) {
+            for w in &mine {
                 match w.rec.state {
                     WorkerState::Pending => c.pending += 1,
                     WorkerState::Starting => c.starting += 1,

@@ -101,7 +101,7 @@ impl Routes {
     pub fn publish(&self, table: RouteTable) {
         let mut reg = self.registry.lock().unwrap();
         let mut endpoints = HashMap::with_capacity(table.endpoints.len());
-        let mut routed: Vec<WorkerId> = Vec::new();
+        let mut routed: std::collections::HashSet<WorkerId> = std::collections::HashSet::new();
         for route in table.endpoints {
             let stats = reg.endpoints.entry(route.id.clone()).or_default().clone();
             let have = stats.rate.load().as_ref().map(|r| r.0);
@@ -119,7 +119,7 @@ impl Routes {
                         e
                     }
                 };
-                routed.push(w.id.clone());
+                routed.insert(w.id.clone());
                 workers.push(entry);
             }
             endpoints.insert(route.id.to_string(), Arc::new(EndpointEntry { route, workers, stats }));
@@ -164,6 +164,14 @@ impl Routes {
     pub fn traffic(&self) -> Vec<EndpointTraffic> {
         let now_ms = crate::proxy::now_ms();
         let reg = self.registry.lock().unwrap();
+        // Busy workers by endpoint, in one pass over the workers (not one per endpoint).
+        let mut busy: HashMap<&EndpointId, Vec<(WorkerId, u64)>> = HashMap::new();
+        for (ep, e) in reg.workers.values() {
+            let n = e.outstanding.load(Relaxed);
+            if n > 0 {
+                busy.entry(ep).or_default().push((e.id.clone(), n));
+            }
+        }
         reg.endpoints
             .iter()
             .map(|(id, s)| {
@@ -181,12 +189,7 @@ impl Routes {
                         .map_or(0, |since| now_ms.saturating_sub(*since)),
                     requests_total: s.requests_total.load(Relaxed),
                     last_request_at: (last > 0).then_some(Millis(last)),
-                    per_worker: reg
-                        .workers
-                        .values()
-                        .filter(|(ep, e)| ep == id && e.outstanding.load(Relaxed) > 0)
-                        .map(|(_, e)| (e.id.clone(), e.outstanding.load(Relaxed)))
-                        .collect(),
+                    per_worker: busy.remove(id).unwrap_or_default(),
                 }
             })
             .collect()

@@ -423,7 +423,7 @@ impl DockerRuntime {
                             self.follow_logs(ep, &worker, &name, now);
                         }
                     }
-                    out.push(Observed { worker, endpoint, addr, pid: None, exited: None });
+                    out.push(Observed { worker, endpoint, addr, pid: None, exited: None, ready: None });
                 }
                 _ => {
                     // Exited, dead or being removed: report the exit once and remove the container
@@ -440,7 +440,7 @@ impl DockerRuntime {
                     };
                     self.remove(&name).await?;
                     self.tracked.lock().unwrap().remove(&worker);
-                    out.push(Observed { worker, endpoint, addr: None, pid: None, exited: Some(status) });
+                    out.push(Observed { worker, endpoint, addr: None, pid: None, exited: Some(status), ready: None });
                 }
             }
         }

@@ -8,6 +8,7 @@
 pub mod docker;
 mod error;
 pub mod process;
+pub mod sim;
 
 use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration};
 
@@ -63,6 +64,9 @@ pub struct Observed {
     pub pid: Option<u32>,
     /// `None` while running; the exit description once it has exited.
     pub exited: Option<String>,
+    /// Whether the worker is ready, when the runtime itself knows (a cluster's readiness probe
+    /// does it there); `None`: the platform probes the worker's health path.
+    pub ready: Option<bool>,
 }
 
 /// Progress of an image pull, summed over its layers.
@@ -85,6 +89,11 @@ pub trait WorkerRuntime: Send + Sync + 'static {
     /// last call (with their exit description). Used every reconcile pass and, at startup, to
     /// adopt or reap the workers of a previous run (R8.2).
     fn list(&self) -> BoxFuture<'_, Result<Vec<Observed>>>;
+    /// Whether [`Observed::ready`] is filled in: the reconciler then takes readiness from
+    /// `list` rather than probing every worker itself (which does not scale to a cluster).
+    fn reports_readiness(&self) -> bool {
+        false
+    }
     /// Where the worker's output goes, stdout's file first and stderr's second (the log pipeline
     /// tails them in that order).
     fn log_paths(&self, endpoint: &EndpointId, worker: &WorkerId) -> Vec<PathBuf>;

@@ -188,6 +188,7 @@ impl ProcessRuntime {
                 addr,
                 pid: Some(p.pgid as u32),
                 exited: None,
+                ready: None,
             });
         }
         for (worker, status) in exits {
@@ -195,7 +196,7 @@ impl ProcessRuntime {
             // as exited either way, and `stop` reaps the group.
             out.retain(|o| o.worker != worker);
             tracked.remove(&worker);
-            out.push(Observed { worker, endpoint: None, addr: None, pid: None, exited: Some(status) });
+            out.push(Observed { worker, endpoint: None, addr: None, pid: None, exited: Some(status), ready: None });
         }
         // Adopted workers (no wait task) that vanished from /proc.
         tracked.retain(|w, _| out.iter().any(|o| &o.worker == w && o.exited.is_none()));

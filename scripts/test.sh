@@ -28,5 +28,6 @@ bash scripts/browser.sh
 cargo check -q -p sluice --features nvml
 
 # Every test starts its own platform on ephemeral ports; nextest runs each test in its own
-# process, so they are independent.
-exec cargo nextest run --workspace --no-fail-fast "$@"
+# process, so they are independent. With the Kubernetes runtime compiled in (feature `k8s`): its
+# tests run against a fake API server on loopback, since no cluster runs here.
+exec cargo nextest run --workspace --no-fail-fast --features sluice/k8s "$@"

@@ -788,6 +788,9 @@ impl Reconciler {
                     .map(|v| VolumeMount { name: v.name.clone(), mount_path: v.mount_path.clone() }),
                 registry: e.spec.registry_auth.clone(),
                 host_network: is_pull(e) && sluice_core::pull::is_loopback_url(&self.pull.base_url),
+                health_path: e.spec.health_check_path.clone(),
+                gpu_type: e.spec.gpu_type.clone(),
+                data_center: e.spec.data_center.clone(),
             };
             launches.push((id, ep_id, e.updated_at, alloc, spec));
         }

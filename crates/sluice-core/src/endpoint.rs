@@ -35,6 +35,8 @@ pub const RESERVED_ENV_PREFIX: &str = "SLUICE_";
 pub enum RuntimeKind {
     Process,
     Docker,
+    /// Pods in a Kubernetes cluster (builds with the `k8s` feature).
+    Kubernetes,
 }
 
 /// What an endpoint serves: plain HTTP through the gateway, or an async job queue (R6).
@@ -455,6 +457,9 @@ impl EndpointSpec {
         match ctx.runtime {
             RuntimeKind::Docker if image.is_none() => {
                 return Err(FieldError::new("image", "is required by the docker runtime"));
+            }
+            RuntimeKind::Kubernetes if image.is_none() => {
+                return Err(FieldError::new("image", "is required by the kubernetes runtime"));
             }
             RuntimeKind::Process if start_command.is_none() => {
                 return Err(FieldError::new("start_command", "is required by the process runtime (it is what runs)"));

@@ -568,6 +568,9 @@ mod tests {
 
     fn spec(cmd: Option<&str>, gpus: Vec<u32>) -> LaunchSpec {
         LaunchSpec {
+            health_path: "/health".into(),
+            gpu_type: "SIM".into(),
+            data_center: "local".into(),
             worker: WorkerId::parse("wk1").unwrap(),
             endpoint: EndpointId::parse("ep1").unwrap(),
             shell: "/bin/bash".into(),

@@ -1,5 +1,5 @@
 //! Worker runtimes: the [`WorkerRuntime`] trait and its implementations. The local-process
-//! runtime is the embedded default; Docker and Kubernetes come as further implementations.
+//! runtime is the embedded default; Docker and (feature `k8s`) Kubernetes are the others.
 //!
 //! **Only this crate starts, signals or lists worker processes and containers**, and only the
 //! reconciler in `sluice-control` calls it.
@@ -7,6 +7,8 @@
 
 pub mod docker;
 mod error;
+#[cfg(feature = "k8s")]
+pub mod kubernetes;
 pub mod process;
 pub mod sim;
 
@@ -36,6 +38,11 @@ pub struct LaunchSpec {
     pub volume: Option<VolumeMount>,
     /// Private registry credentials for pulling `image`.
     pub registry: Option<RegistryAuth>,
+    /// The path that answers 200 once the worker is ready (a cluster's readiness probe uses it).
+    pub health_path: String,
+    /// The GPU type and data center the worker was placed for (a cluster selects nodes by them).
+    pub gpu_type: String,
+    pub data_center: String,
     /// Share the host's network (containers only): a worker that must reach the platform on a
     /// loopback address (a RunPod-protocol worker) cannot from a bridge network. Nothing is
     /// published; the worker's port is the host's `http_port`.

@@ -329,6 +329,9 @@ mod tests {
 
     fn spec(worker: &str, cmd: &str) -> LaunchSpec {
         LaunchSpec {
+            health_path: "/health".into(),
+            gpu_type: "SIM".into(),
+            data_center: "local".into(),
             worker: WorkerId::parse(worker).unwrap(),
             endpoint: EndpointId::parse("ep").unwrap(),
             shell: "/bin/sh".into(),

@@ -46,7 +46,7 @@ fn route(i: usize, workers: usize, first_worker: usize) -> EndpointRoute {
         id: EndpointId::parse(&format!("e{i:07}")).expect("valid id"),
         status: EndpointStatus::Running,
         account: format!("acct{}", i % 500),
-        public: i % 3 == 0,
+        public: i.is_multiple_of(3),
         load_balancing: LoadBalancing::default(),
         execution_timeout_ms: 600_000,
         queue_timeout_ms: 30_000,
@@ -102,7 +102,7 @@ async fn main() {
         let now = Millis(1_000_000 + tick * 1_000);
         let t = Instant::now();
         for (i, (p, s)) in policies.iter().zip(states.iter_mut()).enumerate() {
-            let load = ((i as u64 * 7 + tick * 13) % 40) as u64;
+            let load = (i as u64 * 7 + tick * 13) % 40;
             let snap = MetricsSnapshot {
                 in_flight: load,
                 waiting: u64::from(i % 17 == 0),

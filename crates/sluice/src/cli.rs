@@ -206,8 +206,8 @@ struct UpArgs {
     /// Log format: pretty or json.
     #[arg(long)]
     log_format: Option<String>,
-    /// What runs workers: process or docker.
-    #[arg(long, value_parser = ["process", "docker"])]
+    /// What runs workers: process, docker, or kubernetes (builds with the k8s feature).
+    #[arg(long, value_parser = ["process", "docker", "kubernetes"])]
     runtime: Option<String>,
     /// How often running workers' usage is written to the ledger (1-60 s).
     #[arg(long)]
@@ -680,6 +680,7 @@ async fn up(a: UpArgs, role: crate::platform::Role) -> anyhow::Result<()> {
     }
     match a.runtime.as_deref() {
         Some("docker") => cfg.runtime = sluice_core::RuntimeKind::Docker,
+        Some("kubernetes") => cfg.runtime = sluice_core::RuntimeKind::Kubernetes,
         Some(_) => cfg.runtime = sluice_core::RuntimeKind::Process,
         None => {}
     }

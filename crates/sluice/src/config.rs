@@ -43,6 +43,8 @@ pub struct Config {
     /// What runs workers: `process` (local processes) or `docker` (containers through the
     /// Docker Engine API at `DOCKER_HOST`, default the local socket).
     pub runtime: RuntimeKind,
+    /// With `runtime = "kubernetes"`: where and how worker Pods are placed.
+    pub kubernetes: KubernetesConfig,
     /// Look for real NVIDIA GPUs through NVML (builds with the `nvml` feature) and use them
     /// instead of the first node's declared GPUs; without a driver, the declared inventory stays.
     pub gpu_discovery: bool,
@@ -62,6 +64,33 @@ pub struct Config {
     pub log_retention_hours: u64,
     /// ... and at most this much text per endpoint, MiB (oldest lines go first; 1-102400).
     pub log_retention_mb: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KubernetesConfig {
+    /// The namespace worker Pods are created in (the control plane's service account needs
+    /// pods and pods/log there; see deploy/kubernetes/rbac.yaml).
+    pub namespace: String,
+    /// Node label naming a node's GPU type, matched against the endpoint's `gpu_type`
+    /// (empty: not used).
+    pub gpu_type_label: String,
+    /// Node label naming a node's data center, matched against the endpoint's `data_center`
+    /// (empty: not used).
+    pub data_center_label: String,
+    /// The extended resource GPUs are requested as.
+    pub gpu_resource: String,
+}
+
+impl Default for KubernetesConfig {
+    fn default() -> Self {
+        KubernetesConfig {
+            namespace: "sluice".into(),
+            gpu_type_label: "nvidia.com/gpu.product".into(),
+            data_center_label: "topology.kubernetes.io/zone".into(),
+            gpu_resource: "nvidia.com/gpu".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -110,6 +139,7 @@ impl Default for Config {
             shutdown_grace_secs: 30,
             log_format: "pretty".into(),
             runtime: RuntimeKind::Process,
+            kubernetes: KubernetesConfig::default(),
             gpu_discovery: true,
             gpu_prices: sluice_core::catalog::DEFAULT_PRICES
                 .iter()

@@ -59,6 +59,10 @@ impl Front {
 
     async fn handle(&self, req: Request) -> Response {
         let own = self.router.read().unwrap_or_else(|e| e.into_inner()).clone();
+        // This process is up whether or not it leads (a standby serves by forwarding).
+        if own.is_none() && req.uri().path() == "/healthz" {
+            return Response::new(Body::from("ok (standing by)"));
+        }
         if let Some(router) = own {
             return match router.oneshot(req).await {
                 Ok(r) => r,

@@ -63,7 +63,10 @@ async fn ensure_admin_key(store: &Store, dir: &Path) -> anyhow::Result<String> {
             k
         }
     };
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    // A key mounted read-only (a Kubernetes secret) cannot be changed: say so, and go on.
+    if let Err(e) = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)) {
+        tracing::warn!(path = %path.display(), error = %e, "could not make the admin key file 0600");
+    }
     let digest = auth::digest(&key);
     store
         .put_key(
@@ -282,6 +285,7 @@ pub async fn run_as(
             }
             Arc::new(rt)
         }
+        RuntimeKind::Kubernetes => kubernetes_runtime(&cfg, instance, dir.join("logs")).await?,
     };
     let ccfg = ControlConfig {
         domain: cfg.domain.clone(),
@@ -314,7 +318,12 @@ pub async fn run_as(
             ping_interval_ms: cfg.worker_ping_interval_ms,
         },
     };
-    let demo = if cfg.demo { Some(ensure_demo(&store, &ccfg, demo_image).await?) } else { None };
+    // On Kubernetes the demo would need an image in a registry the cluster can pull from.
+    let demo_here = cfg.demo && cfg.runtime != RuntimeKind::Kubernetes;
+    if cfg.demo && !demo_here {
+        tracing::info!("no demo endpoint on the kubernetes runtime (it needs an image the cluster can pull)");
+    }
+    let demo = if demo_here { Some(ensure_demo(&store, &ccfg, demo_image).await?) } else { None };
 
     // The gateway's demand callback needs the control plane's waker, and the control plane needs
     // the gateway: create the waker first.
@@ -450,6 +459,26 @@ pub async fn run_as(
     store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+#[cfg(feature = "k8s")]
+async fn kubernetes_runtime(
+    cfg: &Config,
+    instance: String,
+    logs: std::path::PathBuf,
+) -> anyhow::Result<Arc<dyn WorkerRuntime>> {
+    use sluice_runtime::kubernetes::{KubeRuntime, KubeRuntimeConfig};
+    let k = &cfg.kubernetes;
+    let mut kc = KubeRuntimeConfig::new(instance, k.namespace.clone(), logs);
+    kc.gpu_type_label = (!k.gpu_type_label.is_empty()).then(|| k.gpu_type_label.clone());
+    kc.data_center_label = (!k.data_center_label.is_empty()).then(|| k.data_center_label.clone());
+    kc.gpu_resource = k.gpu_resource.clone();
+    Ok(Arc::new(KubeRuntime::connect(kc).await?))
+}
+
+#[cfg(not(feature = "k8s"))]
+async fn kubernetes_runtime(_: &Config, _: String, _: std::path::PathBuf) -> anyhow::Result<Arc<dyn WorkerRuntime>> {
+    anyhow::bail!("runtime \"kubernetes\" needs a build with the k8s feature: cargo build --release --features k8s")
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -5,6 +5,7 @@ mod api;
 mod autoscale;
 mod cli;
 mod dashboard;
+mod deploy;
 mod docker;
 mod gateway;
 mod lifecycle;

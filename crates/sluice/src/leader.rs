@@ -48,6 +48,11 @@ impl Front {
         *self.router.write().unwrap_or_else(|e| e.into_inner()) = Some(router);
     }
 
+    /// This process no longer leads (a clean stop): forward again.
+    pub fn stand_by(&self) {
+        *self.router.write().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
     /// The router that serves the API address.
     pub fn router(self: &Arc<Self>) -> axum::Router {
         let front = self.clone();
@@ -130,13 +135,14 @@ pub async fn acquire(store: &Store, holder: &str, address: &str) -> tokio::time:
 /// Renews the lease every second for as long as the process runs. If a renewal is refused, or
 /// none succeeds in time to be sure the lease is still ours, the process exits at once: another
 /// may be leading by then, and two leaders would start workers twice. Its workers keep running
-/// and the successor adopts them.
-pub fn keep(store: Store, holder: String, address: String, renewed: tokio::time::Instant) {
+/// and the successor adopts them. Dropping the returned [`Keeper`] stops renewing (a clean stop,
+/// before the lease is released).
+pub fn keep(store: Store, holder: String, address: String, renewed: tokio::time::Instant) -> Keeper {
     let ms = |t: tokio::time::Instant| t.into_std().elapsed().as_millis() as u64;
     // Watchdog: independent of how long a renewal request hangs.
     let last = Arc::new(std::sync::Mutex::new(renewed));
     let watch = last.clone();
-    tokio::spawn(async move {
+    let watchdog = tokio::spawn(async move {
         loop {
             tokio::time::sleep(Duration::from_millis(100)).await;
             let since = ms(*watch.lock().unwrap_or_else(|e| e.into_inner()));
@@ -145,7 +151,7 @@ pub fn keep(store: Store, holder: String, address: String, renewed: tokio::time:
             }
         }
     });
-    tokio::spawn(async move {
+    let renew = tokio::spawn(async move {
         loop {
             tokio::time::sleep(Duration::from_millis(RENEW_EVERY_MS)).await;
             let started = tokio::time::Instant::now();
@@ -156,6 +162,18 @@ pub fn keep(store: Store, holder: String, address: String, renewed: tokio::time:
             }
         }
     });
+    Keeper([watchdog.abort_handle(), renew.abort_handle()])
+}
+
+/// The renewal of a held lease; dropping it stops renewing.
+pub struct Keeper([tokio::task::AbortHandle; 2]);
+
+impl Drop for Keeper {
+    fn drop(&mut self) {
+        for h in &self.0 {
+            h.abort();
+        }
+    }
 }
 
 fn step_down(why: &str) -> ! {

@@ -259,8 +259,8 @@ pub async fn run_as(
             }
         };
         tracing::info!(%holder, "this control process leads");
-        crate::leader::keep(store.clone(), holder.clone(), me, renewed);
-        lease = Some((holder, server));
+        let keeper = crate::leader::keep(store.clone(), holder.clone(), me, renewed);
+        lease = Some((holder, server, keeper));
         Some(front)
     } else {
         None
@@ -428,16 +428,24 @@ pub async fn run_as(
     };
 
     shutdown.await;
-    if let Some((holder, server)) = lease {
+    if let Some((holder, server, keeper)) = lease {
         // One of several control processes: hand over instead of stopping the workers, which the
-        // next leader adopts (as after a restart).
+        // next leader adopts (as after a restart). Nothing acts once the lease is given up.
         tracing::info!("shutting down: giving up the lease; workers stay for the next leader");
+        reconciler.abort();
+        dispatcher.abort();
+        drop(keeper);
+        // Released first, so a standby takes over at once; requests still arriving here are
+        // forwarded to it meanwhile.
+        store.release_lease(crate::leader::LEASE, &holder).await?;
+        if let Some(front) = &front {
+            front.stand_by();
+        }
         control.close_polls();
         let _ = front_tx.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
         let _ = logs_stop_tx.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(5), log_writer).await;
-        store.release_lease(crate::leader::LEASE, &holder).await?;
         store.close().await;
         tracing::info!("stopped");
         return Ok(());

@@ -242,7 +242,7 @@ async fn a_standby_control_process_takes_over_when_the_leader_dies() {
         (leader_api(&dir)? == format!("http://{a_api}")).then_some(())
     })
     .await;
-    let _b = shared_control(&dir, &b_api, &database, &workers_reach, "b.log");
+    let b = shared_control(&dir, &b_api, &database, &workers_reach, "b.log");
     let key = std::fs::read_to_string(dir.join("admin.key")).unwrap().trim().to_owned();
     // B stands by, and its API answers (forwarded to A).
     let via_b = |path: &str| format!("http://{b_api}/v1{path}");
@@ -347,9 +347,38 @@ async fn a_standby_control_process_takes_over_when_the_leader_dies() {
         assert!(secs >= 3 && secs <= lived_s + 1, "worker {w}: billed {secs} s of {lived_s} s lived");
     }
 
-    // Deleting the endpoints (through B) stops their workers: nothing is left behind.
+    // A clean stop hands over at once: A comes back as a standby, B stops (SIGINT) and gives up
+    // the lease, and A leads within a couple of seconds with the same workers, none stopped.
+    let _a = shared_control(&dir, &a_api, &database, &workers_reach, "a.log");
+    let via_a = |path: &str| format!("http://{a_api}/v1{path}");
+    eventually("control A back, standing by", Duration::from_secs(20), async || {
+        std::net::TcpStream::connect(a_api.as_str()).ok().map(drop)
+    })
+    .await;
+    let stopped = tokio::time::Instant::now();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(b.0.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    eventually("control A leading again", Duration::from_secs(20), async || {
+        (leader_api(&dir)? == format!("http://{a_api}")).then_some(())
+    })
+    .await;
+    let handover = stopped.elapsed();
+    eprintln!("clean handover took {handover:?}");
+    assert!(handover < Duration::from_secs(4), "{handover:?}: the lease was not given up");
+    drop(b);
+    let r = call(Method::GET, &via_a(&format!("/endpoints/{e}/workers")), &key, None).await;
+    let mut ids: Vec<String> = r.json()["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| w["state"] == "ready")
+        .map(|w| w["id"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, before.0.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>(), "the same workers, still ready");
+
+    // Deleting the endpoints (through A) stops their workers: nothing is left behind.
     for id in [&e, &q] {
-        let r = call(Method::DELETE, &via_b(&format!("/endpoints/{id}")), &key, None).await;
+        let r = call(Method::DELETE, &via_a(&format!("/endpoints/{id}")), &key, None).await;
         assert!(r.status.is_success(), "{}", r.text());
     }
     eventually("every worker stopped", Duration::from_secs(30), async || {

@@ -33,7 +33,6 @@ pub const ROUTES_HOLD: Duration = Duration::from_secs(25);
 type Report = (Instant, Vec<EndpointTraffic>, GatewayFigures);
 
 /// A published routing table: its version, and its JSON, serialized once for every gateway.
-#[derive(Default)]
 struct Published {
     version: u64,
     json: bytes::Bytes,

@@ -16,13 +16,11 @@ pub fn must_step_down(renew_started: u64, now: u64, ttl: u64) -> bool {
     now >= renew_started.saturating_add(ttl - ttl / 5)
 }
 
-/// How long a standby waits before asking again, given how long the current lease has left:
-/// never longer than a renewal period, and at once when it is about to expire.
+/// How long a standby waits before asking again, given how long the current lease has left
+/// (`None`: nobody holds it, and this process lost a race for it or could not ask): never
+/// longer than a renewal period, and soon when it is about to expire or free.
 pub fn standby_wait(left_ms: Option<u64>) -> u64 {
-    match left_ms {
-        None => 0,
-        Some(left) => left.clamp(50, RENEW_EVERY_MS),
-    }
+    left_ms.unwrap_or(0).clamp(50, RENEW_EVERY_MS)
 }
 
 #[cfg(test)]
@@ -53,7 +51,7 @@ mod tests {
 
     #[test]
     fn standbys_ask_again_within_a_renewal_period() {
-        assert_eq!(standby_wait(None), 0, "free: take it now");
+        assert_eq!(standby_wait(None), 50, "free: ask again soon");
         assert_eq!(standby_wait(Some(0)), 50);
         assert_eq!(standby_wait(Some(300)), 300);
         assert_eq!(standby_wait(Some(4_900)), RENEW_EVERY_MS);

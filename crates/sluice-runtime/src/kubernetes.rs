@@ -213,7 +213,6 @@ pub fn observe(pod: &Pod) -> Option<Observed> {
                 });
             Some(why.unwrap_or_else(|| format!("pod {}", phase.to_lowercase())))
         }
-        _ if pod.metadata.deletion_timestamp.is_some() => None,
         _ => None,
     };
     let ready = status

@@ -17,7 +17,8 @@ use crate::{LaunchSpec, Launched, Observed, Result, WorkerRuntime};
 
 #[derive(Default)]
 pub struct SimRuntime {
-    workers: Mutex<HashMap<WorkerId, (EndpointId, SocketAddr)>>,
+    /// Running workers: endpoint, address, and whether the "cluster" says it is ready.
+    workers: Mutex<HashMap<WorkerId, (EndpointId, SocketAddr, bool)>>,
     next: AtomicU32,
 }
 
@@ -34,6 +35,13 @@ impl SimRuntime {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Makes `list` report the worker ready or not (as a failing readiness probe would).
+    pub fn set_ready(&self, worker: &WorkerId, ready: bool) {
+        if let Some(w) = self.workers.lock().unwrap_or_else(|e| e.into_inner()).get_mut(worker) {
+            w.2 = ready;
+        }
+    }
 }
 
 impl WorkerRuntime for SimRuntime {
@@ -45,7 +53,7 @@ impl WorkerRuntime for SimRuntime {
         Box::pin(async move {
             let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let addr = SocketAddr::from(([127, 1 + (n / 60_000) as u8, 0, 1], 1024 + (n % 60_000) as u16));
-            self.workers.lock().unwrap_or_else(|e| e.into_inner()).insert(spec.worker, (spec.endpoint, addr));
+            self.workers.lock().unwrap_or_else(|e| e.into_inner()).insert(spec.worker, (spec.endpoint, addr, true));
             Ok(Launched { addr, pid: None })
         })
     }
@@ -61,13 +69,13 @@ impl WorkerRuntime for SimRuntime {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
-            .map(|(w, (e, addr))| Observed {
+            .map(|(w, (e, addr, ready))| Observed {
                 worker: w.clone(),
                 endpoint: Some(e.clone()),
                 addr: Some(*addr),
                 pid: None,
                 exited: None,
-                ready: Some(true),
+                ready: Some(*ready),
             })
             .collect();
         Box::pin(async move { Ok(out) })

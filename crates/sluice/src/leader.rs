@@ -128,7 +128,7 @@ pub async fn acquire(store: &Store, holder: &str, address: &str) -> tokio::time:
             tracing::info!(leader = %l.address, "standing by: another control process leads");
             said = true;
         }
-        tokio::time::sleep(Duration::from_millis(standby_wait(current.map(|l| l.left_ms)).max(50))).await;
+        tokio::time::sleep(Duration::from_millis(standby_wait(current.map(|l| l.left_ms)))).await;
     }
 }
 
@@ -138,16 +138,18 @@ pub async fn acquire(store: &Store, holder: &str, address: &str) -> tokio::time:
 /// and the successor adopts them. Dropping the returned [`Keeper`] stops renewing (a clean stop,
 /// before the lease is released).
 pub fn keep(store: Store, holder: String, address: String, renewed: tokio::time::Instant) -> Keeper {
-    let ms = |t: tokio::time::Instant| t.into_std().elapsed().as_millis() as u64;
+    // Local monotonic ms since `renewed`, the clock `must_step_down` compares.
+    let ms = move |t: tokio::time::Instant| t.saturating_duration_since(renewed).as_millis() as u64;
     // Watchdog: independent of how long a renewal request hangs.
     let last = Arc::new(std::sync::Mutex::new(renewed));
     let watch = last.clone();
     let watchdog = tokio::spawn(async move {
         loop {
             tokio::time::sleep(Duration::from_millis(100)).await;
-            let since = ms(*watch.lock().unwrap_or_else(|e| e.into_inner()));
-            if must_step_down(0, since, TTL_MS) {
-                step_down(&format!("the lease was not renewed for {since} ms"));
+            let (started, now) =
+                (ms(*watch.lock().unwrap_or_else(|e| e.into_inner())), ms(tokio::time::Instant::now()));
+            if must_step_down(started, now, TTL_MS) {
+                step_down(&format!("the lease was not renewed for {} ms", now - started));
             }
         }
     });

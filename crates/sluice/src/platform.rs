@@ -239,15 +239,13 @@ pub async fn run_as(
     // Several control processes on one PostgreSQL: serve the API address at once (forwarding to
     // the leader), and go on only once this process holds the lease.
     let shared = role == Role::Control && cfg.database.is_some();
-    let mut api_listener = Some(api_listener);
-    let mut lease = None;
-    let front = if shared {
+    let (api_listener, leading) = if shared {
         let me = cfg.advertise_url.clone().unwrap_or_else(|| format!("http://{api_addr}"));
         let holder = crate::leader::holder_id();
         let front = crate::leader::Front::new(store.clone(), me.clone());
-        let (listener, router, rx) = (api_listener.take().expect("bound above"), front.router(), front_rx.clone());
+        let (router, rx) = (front.router(), front_rx.clone());
         let server =
-            tokio::spawn(async move { axum::serve(listener, router).with_graceful_shutdown(wait_front(rx)).await });
+            tokio::spawn(async move { axum::serve(api_listener, router).with_graceful_shutdown(wait_front(rx)).await });
         println!("Sluice control on http://{api_addr}: asking to lead (standbys forward the API to the leader)");
         let _ = std::io::stdout().flush();
         let renewed = tokio::select! {
@@ -260,10 +258,9 @@ pub async fn run_as(
         };
         tracing::info!(%holder, "this control process leads");
         let keeper = crate::leader::keep(store.clone(), holder.clone(), me, renewed);
-        lease = Some((holder, server, keeper));
-        Some(front)
+        (None, Some((front, holder, server, keeper)))
     } else {
-        None
+        (Some(api_listener), None)
     };
     let mut demo_image = None;
     let runtime: Arc<dyn WorkerRuntime> = match cfg.runtime {
@@ -409,18 +406,16 @@ pub async fn run_as(
     if let Some(r) = &remote {
         router = router.merge(control.internal_router(r.clone())).merge(control.v2_routes());
     }
-    let api = match (&front, api_listener) {
-        (Some(front), _) => {
+    // Leading one of several control processes, the front already serves the API address.
+    let api = match (&leading, api_listener) {
+        (Some((front, ..)), _) => {
             front.lead(router);
             None
         }
-        (None, Some(listener)) => {
+        (None, listener) => listener.map(|l| {
             let rx = front_rx.clone();
-            Some(tokio::spawn(
-                async move { axum::serve(listener, router).with_graceful_shutdown(wait_front(rx)).await },
-            ))
-        }
-        (None, None) => unreachable!("the listener is the front's only when there is a front"),
+            tokio::spawn(async move { axum::serve(l, router).with_graceful_shutdown(wait_front(rx)).await })
+        }),
     };
     let gw = match (gateway, gw_listener) {
         (Some(g), Some(l)) => Some(tokio::spawn(g.serve(l, wait_front(front_rx)))),
@@ -428,7 +423,7 @@ pub async fn run_as(
     };
 
     shutdown.await;
-    if let Some((holder, server, keeper)) = lease {
+    if let Some((front, holder, server, keeper)) = leading {
         // One of several control processes: hand over instead of stopping the workers, which the
         // next leader adopts (as after a restart). Nothing acts once the lease is given up.
         tracing::info!("shutting down: giving up the lease; workers stay for the next leader");
@@ -438,9 +433,7 @@ pub async fn run_as(
         // Released first, so a standby takes over at once; requests still arriving here are
         // forwarded to it meanwhile.
         store.release_lease(crate::leader::LEASE, &holder).await?;
-        if let Some(front) = &front {
-            front.stand_by();
-        }
+        front.stand_by();
         control.close_polls();
         let _ = front_tx.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(5), server).await;

@@ -12,6 +12,7 @@ mod lifecycle;
 mod logs;
 mod metrics;
 mod queue;
+mod reported;
 mod restart;
 mod runpod;
 mod split;

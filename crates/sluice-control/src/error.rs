@@ -13,6 +13,8 @@ pub enum AppError {
     InvalidField { field: Option<String>, message: String },
     #[error("request body is not valid JSON: {0}")]
     InvalidJson(String),
+    #[error("the query string does not parse: {0}")]
+    InvalidQuery(String),
     #[error("expected Content-Type: application/json")]
     UnsupportedMediaType,
     #[error("request body is larger than {0} bytes")]
@@ -54,6 +56,7 @@ impl IntoResponse for AppError {
         let (status, code) = match &self {
             AppError::InvalidField { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_field"),
             AppError::InvalidJson(_) => (StatusCode::BAD_REQUEST, "invalid_json"),
+            AppError::InvalidQuery(_) => (StatusCode::BAD_REQUEST, "invalid_query"),
             AppError::UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
             AppError::BodyTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
             AppError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),

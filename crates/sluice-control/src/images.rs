@@ -5,11 +5,11 @@
 //! In one-process mode every declared node shares the one container engine of this machine, so
 //! one pull serves them all; its state is reported for each node of the data center.
 use std::{
-    collections::HashMap,
+    collections::{BTreeSet, HashMap},
     sync::{Arc, Mutex},
 };
 
-use sluice_core::{Millis, RegistryAuth, placement::Node};
+use sluice_core::{Millis, RegistryAuth, keys::Scope, placement::Node};
 use sluice_runtime::{PullProgress, WorkerRuntime};
 
 use crate::now;
@@ -51,11 +51,14 @@ pub struct Images {
     nodes: Vec<Node>,
     /// (image, node) → status.
     states: Mutex<HashMap<(String, String), ImageStatus>>,
+    /// Image → the accounts that asked for it (an endpoint's image, or a prewarm): only they
+    /// see it listed (an image name can reveal a private repository).
+    owners: Mutex<HashMap<String, BTreeSet<String>>>,
 }
 
 impl Images {
     pub fn new(runtime: Arc<dyn WorkerRuntime>, nodes: Vec<Node>) -> Arc<Self> {
-        Arc::new(Images { runtime, nodes, states: Mutex::new(HashMap::new()) })
+        Arc::new(Images { runtime, nodes, states: Mutex::new(HashMap::new()), owners: Mutex::default() })
     }
 
     fn set(&self, image: &str, nodes: &[(String, String)], state: PullState) {
@@ -79,10 +82,12 @@ impl Images {
     /// pull is already under way there. Returns the statuses right after the request.
     pub fn prewarm(
         self: &Arc<Self>,
+        account: &str,
         image: &str,
         auth: Option<RegistryAuth>,
         data_center: Option<&str>,
     ) -> Vec<ImageStatus> {
+        self.owners.lock().unwrap().entry(image.to_owned()).or_default().insert(account.to_owned());
         let nodes: Vec<(String, String)> = self
             .nodes
             .iter()
@@ -141,9 +146,12 @@ impl Images {
         v
     }
 
-    pub fn list(&self) -> Vec<ImageStatus> {
+    /// The images `scope` sees, on every node.
+    pub fn list(&self, scope: &Scope) -> Vec<ImageStatus> {
+        let owners = self.owners.lock().unwrap();
+        let visible = |image: &str| owners.get(image).is_some_and(|o| o.iter().any(|a| scope.admits(a)));
         let st = self.states.lock().unwrap();
-        let mut v: Vec<ImageStatus> = st.values().cloned().collect();
+        let mut v: Vec<ImageStatus> = st.values().filter(|s| visible(&s.image)).cloned().collect();
         v.sort_by(|a, b| (&a.image, &a.node).cmp(&(&b.image, &b.node)));
         v
     }

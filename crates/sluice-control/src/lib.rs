@@ -18,6 +18,7 @@ pub mod queue;
 pub mod reconcile;
 pub mod series;
 
+use sluice_core::keys::Scope;
 use std::{
     collections::HashMap,
     sync::Arc,
@@ -136,6 +137,16 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// A job of `e` went (back) into the queue: runsync waiters look again, the push
+    /// dispatcher and one held pull take wake, and so does the autoscaler (a queued job is
+    /// demand). The one fan-out for every way a job is queued.
+    pub fn job_queued(&self, e: &EndpointId) {
+        self.jobs_changed.notify_waiters();
+        self.dispatch_wake.notify_one();
+        self.pull.job_queued(e);
+        self.wake.notify_one();
+    }
+
     /// Wakes the reconciler and waits (bounded) until a pass that started after this call has
     /// completed, so that when a mutating API call returns, the routing table already reflects
     /// it (a request right after `start` is not answered "stopped").
@@ -202,9 +213,9 @@ impl Control {
 
     /// Prewarms the image of every endpoint (at startup: shows their state, pulls what is missing).
     pub async fn prewarm_endpoints(&self) -> Result<(), sluice_store::Error> {
-        for e in self.state.store.list_endpoints(None).await? {
+        for e in self.state.store.list_endpoints(&Scope::All).await? {
             if let Some(image) = &e.spec.image {
-                self.state.images.prewarm(image, e.spec.registry_auth.clone(), Some(&e.spec.data_center));
+                self.state.images.prewarm(&e.account, image, e.spec.registry_auth.clone(), Some(&e.spec.data_center));
             }
         }
         Ok(())

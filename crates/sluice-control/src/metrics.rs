@@ -2,6 +2,7 @@
 //! at scrape time from what the platform already keeps (the gateway's figures, worker counts,
 //! cold starts, the usage ledger, job counts, dropped log lines) and encoded with
 //! prometheus-client. Labels are endpoint ids and small fixed sets; nothing per request.
+use sluice_core::keys::Scope;
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
@@ -165,8 +166,8 @@ pub fn encode_gateway(gw: &GatewayFigures, control_plane_up: bool, table_age_sec
 }
 
 fn gateway_families(s: &mut Snapshot, gw: &GatewayFigures) {
-    let (mut codes, mut total, mut added, mut rejected, mut in_flight, mut queued) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut codes, mut total, mut added, mut rejected, mut errors, mut in_flight, mut queued) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for f in &gw.endpoints {
         let Some(id) = &f.endpoint else { continue };
         for (code, n) in &f.codes {
@@ -176,6 +177,9 @@ fn gateway_families(s: &mut Snapshot, gw: &GatewayFigures) {
         added.push((ep(id), f.added.clone()));
         for (limit, n) in &f.rejected {
             rejected.push((vec![("endpoint", id.to_string()), ("limit", limit.clone())], *n));
+        }
+        for (fault, n) in &f.errors {
+            errors.push((vec![("endpoint", id.to_string()), ("fault", fault.clone())], *n));
         }
         in_flight.push((ep(id), f.in_flight as i64));
         queued.push((ep(id), f.queued as i64));
@@ -200,6 +204,11 @@ fn gateway_families(s: &mut Snapshot, gw: &GatewayFigures) {
         "Requests refused with 429, by the limit that refused them.",
         Values::Counter(rejected),
     );
+    s.add(
+        "sluice_gateway_errors",
+        "Requests the gateway answered with an error of its own, by who was at fault (client, worker, platform).",
+        Values::Counter(errors),
+    );
     s.add("sluice_gateway_in_flight_requests", "Requests being served by a worker now.", Values::Gauge(in_flight));
     s.add("sluice_gateway_queued_requests", "Requests waiting for a worker slot now.", Values::Gauge(queued));
     s.add(
@@ -220,7 +229,7 @@ fn gateway_families(s: &mut Snapshot, gw: &GatewayFigures) {
 }
 
 async fn control_families(s: &mut Snapshot, st: &AppState) -> Result<(), sluice_store::Error> {
-    let endpoints = st.store.list_endpoints(None).await?;
+    let endpoints = st.store.list_endpoints(&Scope::All).await?;
     let counts = st.counts.load();
     let (mut by_state, mut desired, mut jobs, mut dropped) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for e in &endpoints {

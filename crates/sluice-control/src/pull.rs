@@ -31,11 +31,11 @@ use axum::{
 use serde_json::{Value, json};
 use sluice_core::{
     EndpointId, EndpointStatus, Millis, WorkerId,
-    jobs::JobState,
+    jobs::{JobState, MAX_RETRIES},
     keys::key_from_header,
     pull::{
-        HOLD_MS, Held, MISSED_PINGS_DEAD, Report, batch_size, jobs_to_stop, missed_pings, parse_chunk, parse_job_ids,
-        parse_report, token, token_matches,
+        HOLD_MS, Held, MISSED_PINGS_DEAD, Report, batch_size, jobs_to_stop, lost_jobs, missed_pings, parse_chunk,
+        parse_job_ids, parse_report, token, token_matches,
     },
 };
 use tokio::sync::Notify;
@@ -59,6 +59,9 @@ pub struct Registry {
     queued: Mutex<HashMap<EndpointId, Arc<Notify>>>,
     refresh: Mutex<HashSet<WorkerId>>,
     unhealthy: Mutex<HashMap<WorkerId, String>>,
+    /// Per worker: pings in a row that left out a job the store says it runs
+    /// (`sluice_core::pull::lost_jobs`).
+    misses: Mutex<HashMap<WorkerId, HashMap<String, u32>>>,
     closing: AtomicBool,
     closed: Notify,
 }
@@ -75,6 +78,7 @@ impl Registry {
             queued: Mutex::default(),
             refresh: Mutex::default(),
             unhealthy: Mutex::default(),
+            misses: Mutex::default(),
             closing: AtomicBool::new(false),
             closed: Notify::new(),
         }
@@ -140,6 +144,7 @@ impl Registry {
         self.held.lock().unwrap().remove(w);
         self.unhealthy.lock().unwrap().remove(w);
         self.retired.lock().unwrap().remove(w);
+        self.misses.lock().unwrap().remove(w);
     }
 
     /// The worker is about to be stopped: its held polls end now (204), and so do new ones.
@@ -356,7 +361,8 @@ async fn stop_poll(
                 if held.is_empty() {
                     return Ok(None);
                 }
-                let running = st.store.running_on(w.as_str()).await?;
+                let running: Vec<String> =
+                    st.store.running_on(w.as_str()).await?.into_iter().map(|(id, _)| id).collect();
                 let stop = jobs_to_stop(&held, &running, now());
                 Ok((!stop.is_empty()).then_some(stop))
             }
@@ -463,7 +469,7 @@ async fn ping(
     Query(q): Query<PingQuery>,
     headers: HeaderMap,
 ) -> Result<Response, Refusal> {
-    let (_, w) = authorize(&st, &headers, &id, &worker)?;
+    let (e, w) = authorize(&st, &headers, &id, &worker)?;
     if q.status.as_deref() == Some("unhealthy") {
         let why = format!(
             "worker reported itself unhealthy: {} check failed: {}",
@@ -475,7 +481,37 @@ async fn ping(
         st.wake.notify_one();
         return Ok(Json(json!({})).into_response());
     }
-    st.pull.saw(&w, now(), &st.wake);
-    st.pull.running_per_ping(&w, parse_job_ids(q.job_id.as_deref()));
+    let t = now();
+    st.pull.saw(&w, t, &st.wake);
+    let listed = parse_job_ids(q.job_id.as_deref());
+    st.pull.running_per_ping(&w, listed.clone());
+    settle_lost(&st, &e, &w, &listed, t).await?;
     Ok(Json(json!({})).into_response())
+}
+
+/// Jobs the store has running on `w` that its pings no longer list go back to the queue
+/// (`sluice_core::pull::lost_jobs`): after a restart of the platform, the SDK has dropped the
+/// results it could not deliver while the platform was down, and nothing else would ever settle
+/// those jobs. At least once: a job whose result was lost runs again.
+async fn settle_lost(st: &AppState, e: &EndpointId, w: &WorkerId, listed: &[String], t: Millis) -> Result<(), Refusal> {
+    let running = st.store.running_on(w.as_str()).await?;
+    let before = st.pull.misses.lock().unwrap().remove(w).unwrap_or_default();
+    let (keep, lost) = lost_jobs(&running, listed, &before, t, st.pull.ping_ms);
+    st.pull.misses.lock().unwrap().insert(w.clone(), keep);
+    for job in lost {
+        st.pull.release(w, &job);
+        let why = "its worker no longer had it (its result never arrived, e.g. while the platform restarted)";
+        if let Some(state) = st.store.requeue_job(&job, w.as_str(), MAX_RETRIES, why, t).await? {
+            tracing::warn!(worker = %w, %job, to = state.as_str(), "a job its worker no longer holds goes back to the queue");
+            st.logs.event(e, Some(w), format!("job {job} was lost by its worker; now {}", state.as_str()));
+            st.job_queued(e);
+            if state.is_final()
+                && let Some(j) = st.store.get_job(e, &job).await?
+                && let Some(hook) = &j.webhook
+            {
+                crate::queue::notify_webhook(&j, hook);
+            }
+        }
+    }
+    Ok(())
 }

@@ -2,8 +2,9 @@
 //! gateway's address through `Gateway::set_side_service`) and the push dispatcher, which POSTs
 //! `{"id", "input"}` to a ready worker's `job_path` and records the answer. Jobs live in the store,
 //! so an accepted job survives a restart.
+use sluice_core::keys::Scope;
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -159,11 +160,15 @@ async fn submit(
     sync: bool,
 ) -> Result<JobRecord, V2Error> {
     let bad = |m: String| V2Error(StatusCode::BAD_REQUEST, m);
-    let v: Value = serde_json::from_slice(body).map_err(|x| bad(format!("body is not JSON: {x}")))?;
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|x| bad(format!("body is not JSON: {}", sluice_api::scrub(&x.to_string()))))?;
     let input = v.get("input").filter(|i| !i.is_null()).ok_or_else(|| bad("\"input\" is required".into()))?;
     let policy_in: Option<PolicyInput> = match v.get("policy") {
         None | Some(Value::Null) => None,
-        Some(p) => Some(serde_json::from_value(p.clone()).map_err(|x| bad(format!("policy: {x}")))?),
+        Some(p) => Some(
+            serde_json::from_value(p.clone())
+                .map_err(|x| bad(format!("policy: {}", sluice_api::scrub(&x.to_string()))))?,
+        ),
     };
     let policy = JobPolicy::validate(policy_in.as_ref()).map_err(|f| bad(format!("{}: {}", f.field, f.message)))?;
     let webhook = match v.get("webhook") {
@@ -196,10 +201,7 @@ async fn submit(
     let (job, new) = st.store.create_job(&job).await?;
     if new {
         tracing::debug!(job = %job.id, endpoint = %e.id, "job queued");
-        st.jobs_changed.notify_waiters();
-        st.dispatch_wake.notify_one();
-        st.pull.job_queued(&e.id);
-        st.wake.notify_one();
+        st.job_queued(&e.id);
     }
     Ok(job)
 }
@@ -320,10 +322,7 @@ async fn retry(
             format!("job {job} is {}; only FAILED and TIMED_OUT jobs can be retried", j.state.as_str()),
         ));
     }
-    st.jobs_changed.notify_waiters();
-    st.dispatch_wake.notify_one();
-    st.pull.job_queued(&e.id);
-    st.wake.notify_one();
+    st.job_queued(&e.id);
     Ok(Json(json!({ "id": j.id, "status": JobState::InQueue.as_str() })))
 }
 
@@ -356,23 +355,28 @@ pub async fn dispatch(
     let client: Client<HttpConnector, http_body_util::Full<Bytes>> =
         Client::builder(TokioExecutor::new()).build(HttpConnector::new());
     let busy: Arc<Mutex<HashMap<WorkerId, u32>>> = Arc::new(Mutex::new(HashMap::new()));
+    // The jobs this process has pushed and not yet recorded the end of. A push endpoint's job
+    // in progress that is not here was pushed by a process that is gone (killed, or the
+    // previous leader): its answer can never arrive, so it goes back to the queue.
+    let pushed: Arc<Mutex<HashSet<String>>> = Arc::default();
     let freed = Arc::new(Notify::new());
     let mut last_sweep = Millis(0);
     loop {
         if *shutdown.borrow() {
             break;
         }
+        let endpoints = st.store.list_endpoints(&Scope::All).await.unwrap_or_default();
+        let push_endpoints =
+            || endpoints.iter().filter(|e| e.spec.kind == EndpointKind::Queue && e.spec.delivery == Delivery::Push);
         if now().saturating_sub(last_sweep) >= 1_000 {
             last_sweep = now();
             sweep(&st, last_sweep).await;
+            for e in push_endpoints() {
+                settle_orphans(&st, &e.id, &pushed, last_sweep).await;
+            }
         }
-        let endpoints = st.store.list_endpoints(None).await.unwrap_or_default();
         let routes = table.load();
-        for e in endpoints.iter().filter(|e| {
-            e.spec.kind == EndpointKind::Queue
-                && e.spec.delivery == Delivery::Push
-                && e.status == EndpointStatus::Running
-        }) {
+        for e in push_endpoints().filter(|e| e.status == EndpointStatus::Running) {
             let Some(route) = routes.endpoints.iter().find(|r| r.id == e.id) else { continue };
             for w in &route.workers {
                 loop {
@@ -381,12 +385,15 @@ pub async fn dispatch(
                         break;
                     }
                     let Ok(Some(job)) = st.store.claim_job(&e.id, w.id.as_str(), now()).await else { break };
+                    pushed.lock().unwrap().insert(job.id.clone());
                     *busy.lock().unwrap().entry(w.id.clone()).or_default() += 1;
-                    let (st, client, busy, freed) = (st.clone(), client.clone(), busy.clone(), freed.clone());
+                    let (st, client, busy, freed, pushed) =
+                        (st.clone(), client.clone(), busy.clone(), freed.clone(), pushed.clone());
                     let url = format!("http://{}{}", w.addr, e.spec.job_path);
                     let worker = w.id.clone();
                     tokio::spawn(async move {
-                        push(&st, &client, &url, &job).await;
+                        push(&st, &client, &url, &job, &worker).await;
+                        pushed.lock().unwrap().remove(&job.id);
                         if let Some(n) = busy.lock().unwrap().get_mut(&worker) {
                             *n = n.saturating_sub(1);
                         }
@@ -402,6 +409,32 @@ pub async fn dispatch(
             () = freed.notified() => {}
             () = tokio::time::sleep(Duration::from_millis(200)) => {}
             _ = shutdown.changed() => {}
+        }
+    }
+}
+
+/// Jobs of push endpoint `e` in progress that this process did not push (see `pushed` in
+/// [`dispatch`]) go back to the queue, counting a retry: at least once.
+async fn settle_orphans(st: &AppState, e: &EndpointId, pushed: &Mutex<HashSet<String>>, t: Millis) {
+    let running = match st.store.running_jobs(e).await {
+        Ok(r) => r,
+        Err(err) => return tracing::warn!(endpoint = %e, error = %err, "could not read jobs in progress"),
+    };
+    // Read after the store: a job claimed since is not in `running`, and one pushed before is in
+    // `pushed` until its end is recorded.
+    let orphans: Vec<(String, String)> = {
+        let pushed = pushed.lock().unwrap();
+        running.into_iter().filter(|(id, _)| !pushed.contains(id)).collect()
+    };
+    for (id, worker) in orphans {
+        let why = "its push was cut off (the platform restarted or the leader changed while it ran)";
+        match st.store.requeue_job(&id, &worker, MAX_RETRIES, why, t).await {
+            Ok(Some(state)) => {
+                tracing::warn!(job = %id, %worker, to = state.as_str(), "a job pushed by a process that is gone goes back to the queue");
+                st.job_queued(e);
+            }
+            Ok(None) => {}
+            Err(err) => tracing::warn!(job = %id, error = %err, "could not requeue a job"),
         }
     }
 }
@@ -430,7 +463,13 @@ async fn sweep(st: &AppState, t: Millis) {
 
 /// One job to one worker: its answer is the output (a 2xx) or the error; no answer within the
 /// execution timeout is TIMED_OUT.
-async fn push(st: &AppState, client: &Client<HttpConnector, http_body_util::Full<Bytes>>, url: &str, job: &JobRecord) {
+async fn push(
+    st: &AppState,
+    client: &Client<HttpConnector, http_body_util::Full<Bytes>>,
+    url: &str,
+    job: &JobRecord,
+    worker: &WorkerId,
+) {
     use http_body_util::BodyExt as _;
     let input: Value = serde_json::from_str(&job.input).unwrap_or(Value::Null);
     let body = json!({ "id": job.id, "input": input }).to_string();
@@ -447,33 +486,39 @@ async fn push(st: &AppState, client: &Client<HttpConnector, http_body_util::Full
     })
     .await;
     let t = now();
+    // Every end is recorded only while the job still runs on this worker (it may have been
+    // cancelled, timed out, or taken back meanwhile).
+    let w = Some(worker.as_str());
     let result = match outcome {
-        Err(_) => st.store.finish_job(&job.id, JobState::TimedOut, None, Some("execution timeout"), t).await,
-        // No answer at all: the worker went away. At least once: the job goes back to the queue.
-        Ok(Err(e)) => st.store.requeue_job(&job.id, MAX_RETRIES, &e, t).await.map(|s| s.is_some()),
+        Err(_) => st.store.finish_job_of(&job.id, w, JobState::TimedOut, None, Some("execution timeout"), t).await,
+        // No answer at all: the worker went away. At least once: the job goes back to the queue
+        // (or fails, past its retries).
+        Ok(Err(e)) => st
+            .store
+            .requeue_job(&job.id, worker.as_str(), MAX_RETRIES, &e, t)
+            .await
+            .map(|s| s.filter(|s| s.is_final()).map(|_| None)),
         Ok(Ok((status, bytes))) => {
             let text = String::from_utf8_lossy(&bytes).into_owned();
             let output = serde_json::from_str::<Value>(&text).unwrap_or(Value::String(text)).to_string();
             if status.is_success() {
-                st.store.finish_job(&job.id, JobState::Completed, Some(&output), None, t).await
+                st.store.finish_job_of(&job.id, w, JobState::Completed, Some(&output), None, t).await
             } else {
-                st.store
-                    .finish_job(
-                        &job.id,
-                        JobState::Failed,
-                        None,
-                        Some(&format!("worker answered {status}: {output}")),
-                        t,
-                    )
-                    .await
+                let error = format!("worker answered {status}: {output}");
+                st.store.finish_job_of(&job.id, w, JobState::Failed, None, Some(&error), t).await
             }
         }
     };
-    if let Err(e) = result {
-        tracing::warn!(job = %job.id, error = %e, "could not record a job's end");
-    }
-    // The webhook gets the job as it ended (read again only when there is one).
-    if let Some(url) = &job.webhook
+    let ended = match result {
+        Ok(ended) => ended.is_some(),
+        Err(e) => {
+            tracing::warn!(job = %job.id, error = %e, "could not record a job's end");
+            false
+        }
+    };
+    // The webhook gets the job as it ended here (read again only when there is one).
+    if ended
+        && let Some(url) = &job.webhook
         && let Ok(Some(j)) = st.store.get_job(&job.endpoint_id, &job.id).await
     {
         notify_webhook(&j, url);

@@ -4,6 +4,7 @@
 //!
 //! Decisions come from pure functions in `sluice_core::reconcile` and `sluice_core::placement`;
 //! this module applies them and records every worker transition in the store.
+use sluice_core::keys::Scope;
 use std::{
     collections::{HashMap, HashSet},
     net::SocketAddr,
@@ -225,7 +226,7 @@ impl Reconciler {
     async fn adopt(&mut self) -> pass_error::Result<()> {
         let t = now();
         let endpoints: HashMap<EndpointId, EndpointRecord> =
-            self.store.list_endpoints(None).await?.into_iter().map(|e| (e.id.clone(), e)).collect();
+            self.store.list_endpoints(&Scope::All).await?.into_iter().map(|e| (e.id.clone(), e)).collect();
         let mut records: HashMap<WorkerId, WorkerRecord> =
             self.store.list_unfinished_workers().await?.into_iter().map(|w| (w.id.clone(), w)).collect();
         let observed = self.runtime.list().await?;
@@ -356,7 +357,7 @@ impl Reconciler {
     /// One level-triggered pass over everything.
     async fn pass(&mut self, t: Millis) -> pass_error::Result<()> {
         self.passes += 1;
-        let endpoints: Vec<EndpointRecord> = self.store.list_endpoints(None).await?;
+        let endpoints: Vec<EndpointRecord> = self.store.list_endpoints(&Scope::All).await?;
         let by_id: HashMap<&EndpointId, &EndpointRecord> = endpoints.iter().map(|e| (&e.id, e)).collect();
         let mut traffic: HashMap<EndpointId, EndpointTraffic> =
             self.plane.traffic().into_iter().filter_map(|tr| Some((tr.endpoint.clone()?, tr))).collect();

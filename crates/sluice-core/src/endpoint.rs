@@ -22,6 +22,10 @@ pub const DEFAULT_HTTP_PORT: i64 = 8000;
 pub const DEFAULT_SHELL: &str = "/bin/sh";
 pub const DEFAULT_HEALTH_CHECK_PATH: &str = "/health";
 pub const MAX_ENV_VARS: usize = 256;
+/// Largest `concurrency_per_worker`.
+pub const MAX_CONCURRENCY: i64 = 100_000;
+/// Largest `scaling_target`.
+pub const MAX_SCALING_TARGET: i64 = 1_000_000;
 pub const MAX_ENV_VALUE_BYTES: usize = 32 * 1024;
 pub const MAX_COMMAND_BYTES: usize = 16 * 1024;
 /// Environment variables the platform sets itself; an endpoint may not override them.
@@ -388,7 +392,7 @@ fn validate_env(env: &BTreeMap<String, String>) -> Result<(), FieldError> {
 /// Checks an absolute path made of plain components (no `.`/`..`, no empty components).
 fn validate_abs_path(field: &str, p: &str, allow_root: bool) -> Result<(), FieldError> {
     if !p.starts_with('/') {
-        return Err(FieldError::new(field, format!("must be an absolute path starting with '/', got {p:?}")));
+        return Err(FieldError::new(field, "must be an absolute path starting with '/'"));
     }
     if p.len() > 1024 {
         return Err(FieldError::new(field, "must be at most 1024 bytes"));
@@ -480,7 +484,7 @@ impl EndpointSpec {
         if !ctx.data_centers.contains(&data_center) {
             return Err(FieldError::new(
                 "data_center",
-                format!("unknown data center {data_center:?}; configured: {}", ctx.data_centers.join(", ")),
+                format!("unknown data center; configured: {}", ctx.data_centers.join(", ")),
             ));
         }
         let http_port = range("http_port", d.http_port, DEFAULT_HTTP_PORT, 1, 65535)? as u16;
@@ -495,15 +499,15 @@ impl EndpointSpec {
         let kind = match d.kind.as_deref() {
             None | Some("http") => EndpointKind::Http,
             Some("queue") => EndpointKind::Queue,
-            Some(other) => {
-                return Err(FieldError::new("type", format!("must be \"http\" or \"queue\", got {other:?}")));
+            Some(_) => {
+                return Err(FieldError::new("type", "must be \"http\" or \"queue\""));
             }
         };
         let delivery = match d.delivery.as_deref() {
             None | Some("pull") => Delivery::Pull,
             Some("push") => Delivery::Push,
-            Some(other) => {
-                return Err(FieldError::new("delivery", format!("must be \"pull\" or \"push\", got {other:?}")));
+            Some(_) => {
+                return Err(FieldError::new("delivery", "must be \"pull\" or \"push\""));
             }
         };
         let job_path = d.job_path.clone().unwrap_or_else(default_job_path);
@@ -555,22 +559,19 @@ impl EndpointSpec {
         if !ctx.gpu_types.contains(&gpu_type) {
             return Err(FieldError::new(
                 "gpu_type",
-                format!("unknown GPU type {gpu_type:?}; catalog: {}", ctx.gpu_types.join(", ")),
+                format!("unknown GPU type; catalog: {}", ctx.gpu_types.join(", ")),
             ));
         }
         let load_balancing = match d.load_balancing {
             None => LoadBalancing::default(),
             Some(s) => LoadBalancing::parse(&s).ok_or_else(|| {
-                FieldError::new(
-                    "load_balancing",
-                    format!("must be round_robin or least_outstanding_requests, got {s:?}"),
-                )
+                FieldError::new("load_balancing", "must be round_robin or least_outstanding_requests")
             })?,
         };
         let scaling_policy = match d.scaling_policy {
             None => Preset::Default,
             Some(n) => Preset::parse(&n).ok_or_else(|| {
-                FieldError::new("scaling_policy", format!("unknown policy {n:?}; known: {}", Preset::names()))
+                FieldError::new("scaling_policy", format!("unknown policy; known: {}", Preset::names()))
             })?,
         };
         let scaling_signal = match d.scaling_signal {
@@ -578,21 +579,27 @@ impl EndpointSpec {
             Some(n) => Signal::parse(&n).ok_or_else(|| {
                 FieldError::new(
                     "scaling_signal",
-                    format!("unknown signal {n:?}; known: {}", Signal::ALL.map(Signal::as_str).join(", ")),
+                    format!("unknown signal; known: {}", Signal::ALL.map(Signal::as_str).join(", ")),
                 )
             })?,
         };
         // For the concurrency signal, the target and the per-worker cap default to each other
         // (seed 000's 100 when neither is given).
+        // A default derived from another field never fails in that field's name: each submitted
+        // value is checked against its own range first, and a derived default is clamped into
+        // the range of the field it fills.
         let conc = scaling_signal == Signal::Concurrency;
-        let target_default = match (conc, d.concurrency_per_worker) {
-            (true, Some(c)) => c.max(1),
+        let submitted_cpw = d
+            .concurrency_per_worker
+            .map(|c| range("concurrency_per_worker", Some(c), 0, 1, MAX_CONCURRENCY))
+            .transpose()?;
+        let target_default = match (conc, submitted_cpw) {
+            (true, Some(c)) => c,
             _ => i64::from(scaling_signal.default_target()),
         };
-        let scaling_target = range("scaling_target", d.scaling_target, target_default, 1, 1_000_000)? as u32;
-        let cpw_default = if conc { i64::from(scaling_target) } else { 100 };
-        let concurrency_per_worker =
-            range("concurrency_per_worker", d.concurrency_per_worker, cpw_default, 1, 100_000)? as u32;
+        let scaling_target = range("scaling_target", d.scaling_target, target_default, 1, MAX_SCALING_TARGET)? as u32;
+        let cpw_default = if conc { i64::from(scaling_target).min(MAX_CONCURRENCY) } else { 100 };
+        let concurrency_per_worker = submitted_cpw.unwrap_or(cpw_default) as u32;
         let scale_up_window_secs = range("scale_up_window_secs", d.scale_up_window_secs, 60, 1, 3600)? as u32;
         let scale_up_max_percent = range("scale_up_max_percent", d.scale_up_max_percent, 200, 1, 100_000)? as u32;
         let scale_down_delay_secs = range("scale_down_delay_secs", d.scale_down_delay_secs, 60, 0, 3600)? as u32;
@@ -745,6 +752,46 @@ mod tests {
             (Err(e), Some(f)) => assert_eq!(e.field, f, "{d:?} -> {e}"),
             (r, f) => panic!("draft {d:?}: expected {f:?}, got {r:?}"),
         }
+    }
+
+    /// Every numeric field, alone, just outside its range and at the widths where integers
+    /// overflow: the error names exactly that field (a default derived from it never fails in
+    /// another field's name).
+    #[test]
+    fn out_of_range_numbers_name_their_own_field() {
+        type Set = fn(&mut EndpointDraft, i64);
+        let fields: [(&str, i64, i64, Set); 16] = [
+            ("http_port", 1, 65535, |d, v| d.http_port = Some(v)),
+            ("idle_timeout_secs", 1, 3600, |d, v| d.idle_timeout_secs = Some(v)),
+            ("execution_timeout_secs", 1, 86_400, |d, v| d.execution_timeout_secs = Some(v)),
+            ("startup_timeout_secs", 1, 3600, |d, v| d.startup_timeout_secs = Some(v)),
+            ("active_workers", 0, 10, |d, v| d.active_workers = Some(v)),
+            ("max_workers", 1, 10, |d, v| d.max_workers = Some(v)),
+            ("gpus_per_worker", 1, 8, |d, v| d.gpus_per_worker = Some(v)),
+            ("scaling_target", 1, MAX_SCALING_TARGET, |d, v| d.scaling_target = Some(v)),
+            ("concurrency_per_worker", 1, MAX_CONCURRENCY, |d, v| d.concurrency_per_worker = Some(v)),
+            ("scale_up_window_secs", 1, 3600, |d, v| d.scale_up_window_secs = Some(v)),
+            ("scale_up_max_percent", 1, 100_000, |d, v| d.scale_up_max_percent = Some(v)),
+            ("scale_down_delay_secs", 0, 3600, |d, v| d.scale_down_delay_secs = Some(v)),
+            ("scale_down_max_percent", 1, 100, |d, v| d.scale_down_max_percent = Some(v)),
+            ("queue_capacity", 0, 1_000_000, |d, v| d.queue_capacity = Some(v)),
+            ("queue_timeout_secs", 1, 3600, |d, v| d.queue_timeout_secs = Some(v)),
+            ("max_requests_per_minute", 0, 100_000_000, |d, v| d.max_requests_per_minute = Some(v)),
+        ];
+        for (field, lo, hi, set) in fields {
+            for v in [lo - 1, hi + 1, 1 << 31, 1 << 32, -1] {
+                if (lo..=hi).contains(&v) {
+                    continue;
+                }
+                check(|d| set(d, v), Some(field));
+            }
+            check(|d| set(d, lo), None);
+            check(|d| set(d, hi), None);
+        }
+        // A large submitted target alone fills the per-worker cap with a value it accepts.
+        let mut d = draft();
+        d.scaling_target = Some(MAX_SCALING_TARGET);
+        assert_eq!(EndpointSpec::validate(d, &ctx()).unwrap().concurrency_per_worker, MAX_CONCURRENCY as u32);
     }
 
     #[test]

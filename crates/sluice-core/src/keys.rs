@@ -5,6 +5,38 @@ use sha2::{Digest, Sha256};
 /// The operator's account: its keys act on every account.
 pub const ADMIN_ACCOUNT: &str = "admin";
 
+/// What a caller may see and change: everything (the admin, and the platform's own loops), or
+/// the things of one account. Every listing the API serves takes one, so a view cannot be built
+/// without saying whose things it shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    All,
+    Account(String),
+}
+
+impl Scope {
+    /// The scope of a key of `account` with `role`.
+    pub fn of_key(account: &str, role: &str) -> Scope {
+        if role == "admin" { Scope::All } else { Scope::Account(account.to_owned()) }
+    }
+
+    /// Whether something owned by `owner` is visible in this scope.
+    pub fn admits(&self, owner: &str) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Account(a) => a == owner,
+        }
+    }
+
+    /// The one account this scope is limited to (`None`: every account).
+    pub fn account(&self) -> Option<&str> {
+        match self {
+            Scope::All => None,
+            Scope::Account(a) => Some(a),
+        }
+    }
+}
+
 /// SHA-256 of a key (the gateway compares these, per request, without allocating).
 pub fn digest_bytes(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()

@@ -11,8 +11,7 @@ pub const STREAMS: [&str; 3] = ["stdout", "stderr", "platform"];
 /// A time in a log query: `2026-11-24T10:00:00Z` or `2026-11-24`, Unix milliseconds, or an age
 /// before `now` (`90s`, `10m`, `2h`, `7d`).
 pub fn parse_when(field: &str, s: &str, now: Millis) -> Result<Millis, FieldError> {
-    let bad =
-        || FieldError::new(field, format!("{s:?} is not a time (2026-11-24T10:00:00Z, Unix ms, or an age like 10m)"));
+    let bad = || FieldError::new(field, "is not a time (2026-11-24T10:00:00Z, Unix ms, or an age like 10m)");
     let s = s.trim();
     if let Some(t) = parse_time(s) {
         return Ok(t);

@@ -74,6 +74,10 @@ pub struct EndpointFigures {
     pub added: Histogram,
     /// 429s by the limit that refused them (`rate_limit`, `concurrency_limit`).
     pub rejected: Vec<(String, u64)>,
+    /// Requests the gateway itself answered with an error, by who was at fault (`client`,
+    /// `worker`, `platform`): a client's broken request never counts against a worker.
+    #[serde(default)]
+    pub errors: Vec<(String, u64)>,
     pub in_flight: u64,
     pub queued: u64,
 }
@@ -131,6 +135,12 @@ pub fn merge_figures(all: &[GatewayFigures]) -> GatewayFigures {
                     None => m.rejected.push((limit.clone(), *n)),
                 }
             }
+            for (fault, n) in &f.errors {
+                match m.errors.iter_mut().find(|(l, _)| l == fault) {
+                    Some((_, k)) => *k += n,
+                    None => m.errors.push((fault.clone(), *n)),
+                }
+            }
             m.in_flight += f.in_flight;
             m.queued += f.queued;
         }
@@ -175,6 +185,7 @@ mod tests {
                 total: total.clone(),
                 added: total,
                 rejected: vec![("rate_limit".into(), 1)],
+                errors: vec![("client".into(), 1)],
                 in_flight: 2,
                 queued: 1,
             }
@@ -197,6 +208,7 @@ mod tests {
         assert_eq!(e.codes, vec![(200, 7), (429, 2)]);
         assert_eq!((e.total.count, e.in_flight, e.queued), (2, 4, 2));
         assert_eq!(e.rejected, vec![("rate_limit".to_owned(), 2)]);
+        assert_eq!(e.errors, vec![("client".to_owned(), 2)]);
         assert_eq!(e.total.quantile(1.0), Some(2.5));
         let json = serde_json::to_string(&m).unwrap();
         assert_eq!(serde_json::from_str::<GatewayFigures>(&json).unwrap(), m, "figures travel as JSON");

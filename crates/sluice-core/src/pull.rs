@@ -6,6 +6,8 @@
 //! results to `job-done` with a form content type carrying a JSON body (progress updates go to
 //! the same URL with `"status": "IN_PROGRESS"`), POSTs generator chunks to `job-stream`,
 //! long-polls `job-stop` for jobs to cancel and pings every `RUNPOD_PING_INTERVAL` ms.
+use std::collections::HashMap;
+
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -208,6 +210,44 @@ pub fn jobs_to_stop<'a>(
     v
 }
 
+/// Pings in a row that must leave out a job its worker runs (by the store) before the job is
+/// presumed lost and goes back to the queue.
+pub const LOST_AFTER_PINGS: u32 = 2;
+
+/// A ping's verdict on the jobs the store says run on its worker (`running`: id and when it was
+/// claimed). A worker lists in every ping the jobs it holds, from its take until its report has
+/// been answered; a job it no longer lists is gone from it. Either its result arrived (then the
+/// store no longer has it running there), or the worker dropped it: RunPod's SDK drops a result
+/// it could not deliver (a refused connection while the platform restarted is not retried), and
+/// a take whose answer never reached the worker leaves a job it never had. A miss counts only
+/// from a ping that arrives at least one interval after the claim (one sent while the take's
+/// answer was on its way cannot list the job yet); [`LOST_AFTER_PINGS`] in a row and the job is
+/// lost. Returns the miss counts to keep (jobs still running and unlisted) and the lost jobs.
+pub fn lost_jobs(
+    running: &[(String, Millis)],
+    listed: &[String],
+    misses: &HashMap<String, u32>,
+    now: Millis,
+    ping_ms: u64,
+) -> (HashMap<String, u32>, Vec<String>) {
+    let mut keep = HashMap::new();
+    let mut lost = Vec::new();
+    for (job, claimed) in running {
+        if listed.contains(job) {
+            continue;
+        }
+        let before = misses.get(job).copied().unwrap_or(0);
+        let n = if now.saturating_sub(*claimed) >= ping_ms { before + 1 } else { before };
+        if n >= LOST_AFTER_PINGS {
+            lost.push(job.clone());
+        } else if n > 0 {
+            keep.insert(job.clone(), n);
+        }
+    }
+    lost.sort();
+    (keep, lost)
+}
+
 /// The `batch_size` a `job-take-batch` asks for, bounded.
 pub fn batch_size(param: Option<&str>) -> u32 {
     param.and_then(|s| s.trim().parse::<u32>().ok()).unwrap_or(1).clamp(1, MAX_BATCH)
@@ -218,6 +258,39 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn a_job_its_worker_stops_listing_is_lost_after_two_pings() {
+        let ping = 1_000;
+        let run = |jobs: &[(&str, u64)]| jobs.iter().map(|(j, t)| (j.to_string(), Millis(*t))).collect::<Vec<_>>();
+        let ids = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        // (running, listed, misses before, now) -> (misses after, lost)
+        type Case<'a> =
+            (&'a [(&'a str, u64)], &'a [&'a str], &'a [(&'a str, u32)], u64, &'a [(&'a str, u32)], &'a [&'a str]);
+        let cases: [Case; 8] = [
+            // Listed: nothing to count.
+            (&[("a", 0)], &["a"], &[("a", 1)], 5_000, &[], &[]),
+            // Unlisted, but claimed less than one interval ago: the ping may predate the take.
+            (&[("a", 4_500)], &[], &[], 5_000, &[], &[]),
+            // First miss, then the second: lost.
+            (&[("a", 0)], &[], &[], 5_000, &[("a", 1)], &[]),
+            (&[("a", 0)], &[], &[("a", 1)], 6_000, &[], &["a"]),
+            // A listing in between starts over.
+            (&[("a", 0)], &["a"], &[("a", 1)], 6_000, &[], &[]),
+            // Finished jobs (no longer running) drop out of the counts.
+            (&[], &[], &[("gone", 1)], 6_000, &[], &[]),
+            // Several at once, sorted.
+            (&[("b", 0), ("a", 0), ("c", 0)], &["c"], &[("a", 1), ("b", 1)], 9_000, &[], &["a", "b"]),
+            // After a restart the counts are empty: two pings settle it.
+            (&[("x", 100)], &["y"], &[], 1_100, &[("x", 1)], &[]),
+        ];
+        for (running, listed, before, now, after, lost) in cases {
+            let before: HashMap<String, u32> = before.iter().map(|(j, n)| (j.to_string(), *n)).collect();
+            let (keep, got) = lost_jobs(&run(running), &ids(listed), &before, Millis(now), ping);
+            let after: HashMap<String, u32> = after.iter().map(|(j, n)| (j.to_string(), *n)).collect();
+            assert_eq!((keep, got), (after, ids(lost)), "{running:?} {listed:?} {before:?} {now}");
+        }
+    }
 
     #[test]
     fn tokens_are_per_endpoint_and_worker() {

@@ -44,9 +44,90 @@ pub fn mask(value: &str) -> String {
     format!("{prefix}****")
 }
 
-/// The value as the API may show it.
+/// The value as the API may show it: masked whole when the variable looks secret, and in any
+/// case with the credentials of every URL in it masked (`postgres://app:****@db/app`), whatever
+/// the variable is called.
 pub fn display_value(name: &str, value: &str) -> String {
-    if looks_secret(name, value) { mask(value) } else { value.to_owned() }
+    if looks_secret(name, value) { mask(value) } else { mask_url_credentials(value) }
+}
+
+/// Query parameters whose values are credentials in URLs (pre-signed URLs, tokens in links).
+const SECRET_QUERY_PARTS: &[&str] =
+    &["key", "token", "secret", "password", "passwd", "pass", "sig", "signature", "credential", "auth", "session"];
+
+/// Masks the credentials of every URL-shaped part of `value`: the password of `user:password@`
+/// (or the whole user part when it has no password: a token as user name), and the values of
+/// query parameters named like credentials (`?token=…`, `X-Amz-Signature=…`).
+pub fn mask_url_credentials(value: &str) -> String {
+    if !value.contains("://") {
+        return value.to_owned();
+    }
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(i) = rest.find("://") {
+        let (head, tail) = rest.split_at(i + 3);
+        out.push_str(head);
+        // The URL runs to the next whitespace or quote.
+        let end = tail
+            .find(|c: char| c.is_whitespace() || c == '"' || c == '\'' || c == '<' || c == '>')
+            .unwrap_or(tail.len());
+        let (url, after) = tail.split_at(end);
+        out.push_str(&mask_one_url(url));
+        rest = after;
+    }
+    out.push_str(rest);
+    out
+}
+
+/// `url` is what follows `scheme://`.
+fn mask_one_url(url: &str) -> String {
+    let auth_end = url.find(['/', '?', '#']).unwrap_or(url.len());
+    let (authority, path) = url.split_at(auth_end);
+    let mut out = String::with_capacity(url.len());
+    match authority.rfind('@') {
+        Some(at) => {
+            let (userinfo, host) = authority.split_at(at);
+            match userinfo.split_once(':') {
+                Some((user, _)) => {
+                    out.push_str(user);
+                    out.push_str(":****");
+                }
+                None => out.push_str("****"),
+            }
+            out.push_str(host);
+        }
+        None => out.push_str(authority),
+    }
+    match path.split_once('?') {
+        Some((p, query)) => {
+            out.push_str(p);
+            out.push('?');
+            let (query, fragment) = match query.split_once('#') {
+                Some((q, f)) => (q, Some(f)),
+                None => (query, None),
+            };
+            let parts: Vec<String> = query
+                .split('&')
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, v)) if !v.is_empty() && secret_query_name(k) => format!("{k}=****"),
+                    _ => kv.to_owned(),
+                })
+                .collect();
+            out.push_str(&parts.join("&"));
+            if let Some(f) = fragment {
+                out.push('#');
+                out.push_str(f);
+            }
+        }
+        None => out.push_str(path),
+    }
+    out
+}
+
+fn secret_query_name(k: &str) -> bool {
+    let lower = k.to_ascii_lowercase();
+    lower.split(['_', '-', '.']).any(|w| SECRET_QUERY_PARTS.contains(&w))
+        || SECRET_QUERY_PARTS.iter().any(|p| lower.ends_with(p))
 }
 
 #[cfg(test)]
@@ -71,6 +152,31 @@ mod tests {
         ] {
             assert_eq!(looks_secret(n, v), secret, "{n}={v}");
         }
+    }
+
+    #[test]
+    fn credentials_in_urls_are_masked_whatever_the_name() {
+        for (name, value, shown) in [
+            ("DATABASE_URL", "postgres://app:hunter2@db:5432/app", "postgres://app:****@db:5432/app"),
+            ("DSN", "redis://:pw@cache:6379/0", "redis://:****@cache:6379/0"),
+            ("REPO", "https://ghp_abc123@github.com/org/repo.git", "https://****@github.com/org/repo.git"),
+            (
+                "MODEL_URL",
+                "https://example.com/w.bin?X-Amz-Signature=abc&v=1",
+                "https://example.com/w.bin?X-Amz-Signature=****&v=1",
+            ),
+            ("LINK", "https://h/p?access_token=t0k#frag", "https://h/p?access_token=****#frag"),
+            ("URLS", "a http://u:p@h1/x b mysql://v:q@h2", "a http://u:****@h1/x b mysql://v:****@h2"),
+            ("HOME_PAGE", "https://example.com/docs?page=2", "https://example.com/docs?page=2"),
+            ("PLAIN", "no url here", "no url here"),
+            ("EMAIL", "mailto:someone@example.com", "mailto:someone@example.com"),
+            ("AT_IN_PATH", "https://example.com/@user/x", "https://example.com/@user/x"),
+        ] {
+            let got = display_value(name, value);
+            assert_eq!(got, shown, "{name}");
+        }
+        // Nothing of the password survives in any view.
+        assert!(!display_value("DATABASE_URL", "postgres://app:s3cr3t@db/app").contains("s3cr3t"));
     }
 
     #[test]

@@ -168,7 +168,7 @@ fn fill(text: &str, values: &BTreeMap<&str, String>) -> String {
 }
 
 fn number(field: &str, v: &str) -> Result<i64, FieldError> {
-    v.parse().map_err(|_| FieldError::new(field, format!("must be a whole number, got {v:?}")))
+    v.parse().map_err(|_| FieldError::new(field, "must be a whole number"))
 }
 
 impl Template {

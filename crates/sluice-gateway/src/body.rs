@@ -31,6 +31,13 @@ pub struct RetryableBody {
     active: Option<Incoming>,
 }
 
+/// The client's request body broke while it was being forwarded (a malformed chunk, fewer
+/// bytes than its `Content-Length`, the connection gone): the client's fault, never the
+/// worker's. The proxy finds it in the source chain of a failed forward.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body could not be read from the client: {0}")]
+pub struct ClientBodyError(#[source] pub hyper::Error);
+
 /// The proxy's handle on a [`RetryableBody`].
 #[derive(Clone)]
 pub struct BodySlot(Arc<Mutex<Option<Incoming>>>);
@@ -61,7 +68,7 @@ impl Body for RetryableBody {
             }
         }
         let inner = self.active.as_mut().expect("set above");
-        Pin::new(inner).poll_frame(cx).map_err(Into::into)
+        Pin::new(inner).poll_frame(cx).map_err(|e| Box::new(ClientBodyError(e)) as BoxError)
     }
 
     fn is_end_stream(&self) -> bool {

@@ -9,12 +9,25 @@ use crate::body::{BoxBody, full};
 /// foundation for deciding whether a failure counts against a worker's health.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
-    /// The client (bad target, unknown endpoint).
-    Downstream,
+    /// The client (bad target, unknown endpoint, a broken request body).
+    Downstream = 0,
     /// The worker (refused, reset, too slow).
-    Upstream,
+    Upstream = 1,
     /// The platform (no capacity, stopped endpoint).
-    Platform,
+    Platform = 2,
+}
+
+impl Fault {
+    pub const ALL: [Fault; 3] = [Fault::Downstream, Fault::Upstream, Fault::Platform];
+
+    /// The `fault` label of `sluice_gateway_errors_total`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Fault::Downstream => "client",
+            Fault::Upstream => "worker",
+            Fault::Platform => "platform",
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +60,20 @@ pub enum Error {
     WorkerFailed(String),
     #[error("the request ran longer than the endpoint's execution timeout of {0} s")]
     ExecutionTimeout(u64),
+    #[error("the request body was malformed or incomplete: {0}")]
+    ClientBody(String),
+}
+
+/// The first `E` in `e`'s `source()` chain, `e` included (linkerd's `is_caused_by`).
+pub fn caused_by<'a, E: std::error::Error + 'static>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a E> {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(found) = err.downcast_ref::<E>() {
+            return Some(found);
+        }
+        cur = err.source();
+    }
+    None
 }
 
 impl Error {
@@ -56,7 +83,7 @@ impl Error {
                 Fault::Downstream
             }
             Error::EndpointStopped(_) | Error::NoWorker { .. } | Error::ConcurrencyLimit { .. } => Fault::Platform,
-            Error::RateLimited { .. } | Error::NoCredit(_) => Fault::Downstream,
+            Error::RateLimited { .. } | Error::NoCredit(_) | Error::ClientBody(_) => Fault::Downstream,
             Error::WorkerUnreachable(_) | Error::WorkerFailed(_) | Error::ExecutionTimeout(_) => Fault::Upstream,
         }
     }
@@ -74,6 +101,7 @@ impl Error {
             Error::WorkerUnreachable(_) => (StatusCode::BAD_GATEWAY, "worker_unreachable"),
             Error::WorkerFailed(_) => (StatusCode::BAD_GATEWAY, "worker_failed"),
             Error::ExecutionTimeout(_) => (StatusCode::GATEWAY_TIMEOUT, "execution_timeout"),
+            Error::ClientBody(_) => (StatusCode::BAD_REQUEST, "bad_request_body"),
         }
     }
 

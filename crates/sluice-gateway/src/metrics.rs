@@ -53,6 +53,8 @@ pub struct EndpointMetrics {
     pub added: AtomicHistogram,
     pub rate_limited: AtomicU64,
     pub concurrency_limited: AtomicU64,
+    /// Gateway errors by fault: client, worker, platform.
+    pub errors: [AtomicU64; 3],
 }
 
 impl Default for EndpointMetrics {
@@ -63,6 +65,7 @@ impl Default for EndpointMetrics {
             added: AtomicHistogram::new(&LATENCY_BOUNDS),
             rate_limited: AtomicU64::new(0),
             concurrency_limited: AtomicU64::new(0),
+            errors: Default::default(),
         }
     }
 }

@@ -23,8 +23,8 @@ use tokio::time::Instant;
 
 use crate::{
     Inner, UpstreamClient,
-    body::{BodySlot, BoxBody, DeadlineBody, empty},
-    error::Error,
+    body::{BodySlot, BoxBody, ClientBodyError, DeadlineBody, empty},
+    error::{Error, caused_by},
     table::{EndpointEntry, EndpointStats, WorkerEntry},
 };
 
@@ -97,6 +97,7 @@ pub async fn handle(
         Err(e) => {
             tracing::debug!(error = %e, fault = ?e.fault(), "gateway error");
             if let Some(s) = &seen.stats {
+                s.metrics.errors[e.fault() as usize].fetch_add(1, Relaxed);
                 match e {
                     Error::RateLimited { .. } => s.metrics.rate_limited.fetch_add(1, Relaxed),
                     Error::ConcurrencyLimit { .. } => s.metrics.concurrency_limited.fetch_add(1, Relaxed),
@@ -402,6 +403,12 @@ async fn proxy(
             }
             Ok(Err(e)) => {
                 drop(guard);
+                // The client's body broke: its fault. Answered 400 (if it is still there to
+                // read it), never retried elsewhere, never counted against the worker.
+                if let Some(body) = caused_by::<ClientBodyError>(&e) {
+                    tracing::debug!(worker = %worker.id, error = %body, "the client's request body failed");
+                    return Err(Error::ClientBody(body.0.to_string()));
+                }
                 // Resend only what never reached the worker, or an idempotent request without
                 // a body; a body already (partly) sent cannot be sent again.
                 let can_resend = slot.as_ref().is_none_or(BodySlot::untouched);

@@ -153,6 +153,10 @@ impl Routes {
                     ("rate_limit".into(), s.metrics.rate_limited.load(Relaxed)),
                     ("concurrency_limit".into(), s.metrics.concurrency_limited.load(Relaxed)),
                 ],
+                errors: crate::error::Fault::ALL
+                    .iter()
+                    .map(|f| (f.label().to_owned(), s.metrics.errors[*f as usize].load(Relaxed)))
+                    .collect(),
                 in_flight: s.in_flight.load(Relaxed),
                 queued: s.waiting.load(Relaxed),
             })

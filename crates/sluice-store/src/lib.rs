@@ -15,7 +15,7 @@ use std::{collections::HashMap, path::Path, time::Duration};
 
 pub use error::Error;
 pub use logs::{LogLine, LogQuery, NewLogLine};
-use sluice_core::{EndpointId, EndpointSpec, EndpointStatus, Millis, WorkerId, WorkerState};
+use sluice_core::{EndpointId, EndpointSpec, EndpointStatus, Millis, WorkerId, WorkerState, keys::Scope};
 use sqlx::{
     AnyPool, ConnectOptions, Row,
     any::{AnyConnectOptions, AnyPoolOptions, AnyRow},
@@ -701,13 +701,26 @@ impl Store {
         Ok(row.is_some())
     }
 
-    /// The ids of the jobs running on `worker`.
-    pub async fn running_on(&self, worker: &str) -> Result<Vec<String>> {
-        let rows = sqlx::query("SELECT id FROM jobs WHERE worker_id = $1 AND state = 'IN_PROGRESS'")
+    /// The jobs running on `worker`: id, and when it was handed the job.
+    pub async fn running_on(&self, worker: &str) -> Result<Vec<(String, Millis)>> {
+        let rows = sqlx::query("SELECT id, started_at FROM jobs WHERE worker_id = $1 AND state = 'IN_PROGRESS'")
             .bind(worker)
             .fetch_all(&self.writer)
             .await?;
-        rows.iter().map(|r| Ok(r.try_get("id")?)).collect()
+        rows.iter()
+            .map(|r| Ok((r.try_get("id")?, Millis(r.try_get::<Option<i64>, _>("started_at")?.unwrap_or(0) as u64))))
+            .collect()
+    }
+
+    /// The jobs of `endpoint` in progress: id and the worker running it.
+    pub async fn running_jobs(&self, endpoint: &EndpointId) -> Result<Vec<(String, String)>> {
+        let rows = sqlx::query("SELECT id, worker_id FROM jobs WHERE endpoint_id = $1 AND state = 'IN_PROGRESS'")
+            .bind(endpoint.as_str())
+            .fetch_all(&self.writer)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("id")?, r.try_get::<Option<String>, _>("worker_id")?.unwrap_or_default())))
+            .collect()
     }
 
     /// Cancels a queued or running job; returns the job as it is afterwards.
@@ -724,11 +737,14 @@ impl Store {
         self.get_job(endpoint, id).await
     }
 
-    /// Puts one running job back in the queue (its worker went away before answering), counting
-    /// a retry; past `max_retries` it fails instead. Returns the state it ends in.
+    /// Puts one running job back in the queue (its worker went away before answering, or lost
+    /// it), counting a retry; past `max_retries` it fails instead. Only while it runs on `worker`:
+    /// a job since finished or handed elsewhere is left alone (`None`). Returns the state it ends
+    /// in.
     pub async fn requeue_job(
         &self,
         id: &str,
+        worker: &str,
         max_retries: u32,
         reason: &str,
         now: Millis,
@@ -741,12 +757,13 @@ impl Store {
                 worker_id = CASE WHEN retries < $1 THEN NULL ELSE worker_id END,
                 started_at = CASE WHEN retries < $1 THEN NULL ELSE started_at END,
                 retries = CASE WHEN retries < $1 THEN retries + 1 ELSE retries END
-             WHERE id = $4 AND state = 'IN_PROGRESS' RETURNING state",
+             WHERE id = $4 AND state = 'IN_PROGRESS' AND worker_id = $5 RETURNING state",
         )
         .bind(i64::from(max_retries))
         .bind(reason)
         .bind(now.0 as i64)
         .bind(id)
+        .bind(worker)
         .fetch_optional(&self.writer)
         .await?;
         row.map(|r| {
@@ -963,10 +980,11 @@ impl Store {
         Ok(out)
     }
 
-    /// GPU-seconds and cost by account, endpoint and UTC day, for entries with `from <= at < to`.
+    /// GPU-seconds and cost by account, endpoint and UTC day, for entries with `from <= at < to`,
+    /// of the accounts `scope` sees.
     pub async fn usage(
         &self,
-        account: Option<&str>,
+        scope: &Scope,
         endpoint: Option<&str>,
         from: Millis,
         to: Millis,
@@ -984,7 +1002,7 @@ impl Store {
         )))
         .bind(from.0 as i64)
         .bind(to.0.min(i64::MAX as u64) as i64)
-        .bind(account)
+        .bind(scope.account())
         .bind(endpoint)
         .fetch_all(&self.reader)
         .await?;
@@ -1222,9 +1240,9 @@ impl Store {
             .transpose()
     }
 
-    /// All endpoints, oldest first; `account` filters when given.
-    pub async fn list_endpoints(&self, account: Option<&str>) -> Result<Vec<EndpointRecord>> {
-        let rows = match account {
+    /// The endpoints `scope` sees, oldest first.
+    pub async fn list_endpoints(&self, scope: &Scope) -> Result<Vec<EndpointRecord>> {
+        let rows = match scope.account() {
             Some(a) => {
                 sqlx::query("SELECT * FROM endpoints WHERE account = $1 ORDER BY created_at, id")
                     .bind(a)

@@ -119,8 +119,8 @@ async fn endpoints_roundtrip_and_names_are_unique_per_account(db: &Db) {
     assert_eq!(s.get_endpoint(&e.id).await.unwrap().unwrap(), e);
     assert!(matches!(s.create_endpoint(&endpoint("ep2", "acct", "llama 🦙")).await, Err(Error::Conflict(_))));
     s.create_endpoint(&endpoint("ep3", "other", "llama 🦙")).await.unwrap();
-    assert_eq!(s.list_endpoints(None).await.unwrap().len(), 2);
-    assert_eq!(s.list_endpoints(Some("acct")).await.unwrap().len(), 1);
+    assert_eq!(s.list_endpoints(&Scope::All).await.unwrap().len(), 2);
+    assert_eq!(s.list_endpoints(&Scope::Account("acct".into())).await.unwrap().len(), 1);
     assert_eq!(s.find_endpoint_by_name("other", "llama 🦙").await.unwrap().unwrap().id.as_str(), "ep3");
 
     let mut u = e.clone();
@@ -262,7 +262,8 @@ async fn jobs_are_durable_claimed_once_and_end_once(db: &Db) {
     assert!(s.set_job_progress("j1", "w1", r#"{"pct":50}"#).await.unwrap());
     assert!(!s.set_job_progress("j1", "w2", r#"{"pct":60}"#).await.unwrap(), "only from its worker");
     assert!(s.job_runs_on("j1", "w1").await.unwrap() && !s.job_runs_on("j1", "w2").await.unwrap());
-    assert_eq!(s.running_on("w1").await.unwrap(), vec!["j1".to_string()]);
+    assert_eq!(s.running_on("w1").await.unwrap(), vec![("j1".to_string(), Millis(10))]);
+    assert_eq!(s.running_jobs(&ep).await.unwrap().len(), 2);
     assert!(s.finish_job_of("j1", Some("w2"), Failed, None, Some("not yours"), Millis(19)).await.unwrap().is_none());
     let ended = s.finish_job_of("j1", Some("w1"), Completed, Some(r#"{"text":"ok"}"#), None, Millis(20)).await.unwrap();
     assert_eq!(ended, Some(None), "ended, and it has no webhook");
@@ -283,6 +284,13 @@ async fn jobs_are_durable_claimed_once_and_end_once(db: &Db) {
     let failed = s.get_job(&ep, "j2").await.unwrap().unwrap();
     assert_eq!((failed.state, failed.error.as_deref()), (Failed, Some("worker died")));
     assert!(s.retry_job(&ep, "j2").await.unwrap().unwrap().0);
+    // A lost job goes back only from the worker it runs on.
+    s.claim_job(&ep, "w5", Millis(28)).await.unwrap().unwrap();
+    assert_eq!(s.running_jobs(&ep).await.unwrap(), vec![("j2".to_string(), "w5".to_string())]);
+    assert_eq!(s.requeue_job("j2", "w6", 5, "lost", Millis(29)).await.unwrap(), None, "not its worker");
+    assert_eq!(s.requeue_job("j2", "w5", 5, "lost", Millis(29)).await.unwrap(), Some(InQueue));
+    assert_eq!(s.get_job(&ep, "j2").await.unwrap().unwrap().retries, 3);
+    assert_eq!(s.requeue_job("j2", "w5", 5, "lost", Millis(29)).await.unwrap(), None, "no longer in progress");
     // Cancel, purge, counts.
     assert_eq!(s.cancel_job(&ep, "j2", Millis(30)).await.unwrap().unwrap().state, Cancelled);
     assert_eq!(s.cancel_job(&ep, "j1", Millis(31)).await.unwrap().unwrap().state, Completed, "final stays final");
@@ -457,13 +465,13 @@ async fn accounts_usage_and_credit(db: &Db) {
     let billed = s.billed(&[WorkerId::parse("w1").unwrap(), WorkerId::parse("w9").unwrap()]).await.unwrap();
     assert_eq!(billed.get(&WorkerId::parse("w1").unwrap()), Some(&(15, Class::Autoscaled)));
     assert_eq!(billed.len(), 1);
-    let rows = s.usage(Some("team"), None, Millis(0), Millis(u64::MAX)).await.unwrap();
+    let rows = s.usage(&Scope::Account("team".into()), None, Millis(0), Millis(u64::MAX)).await.unwrap();
     assert_eq!(
         rows.iter().map(|r| (r.day.as_str(), r.gpu_seconds, r.cost_nanos)).collect::<Vec<_>>(),
         [("1970-01-01", 20, 300), ("1970-01-02", 10, 150)],
         "by UTC day, GPU-seconds are seconds × GPUs"
     );
-    assert_eq!(s.usage(None, Some("ep1"), Millis(0), Millis(day2)).await.unwrap().len(), 2, "to is exclusive");
+    assert_eq!(s.usage(&Scope::All, Some("ep1"), Millis(0), Millis(day2)).await.unwrap().len(), 2, "to is exclusive");
     let mut totals = s.usage_totals().await.unwrap();
     totals.sort();
     assert_eq!(totals, vec![("ep1".to_string(), 44, 1449)]);

@@ -476,7 +476,12 @@ impl SpecArgs {
         let mut input = match &self.file {
             Some(p) => {
                 let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-                toml::from_str::<EndpointInput>(&text).with_context(|| format!("in endpoint file {}", p.display()))?
+                // toml's own report quotes the offending line, which may hold a secret: say where
+                // and what was wrong instead, as the API does.
+                toml::from_str::<EndpointInput>(&text).map_err(|e| {
+                    let line = e.span().map_or(0, |s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+                    anyhow::anyhow!("in endpoint file {}, line {line}: {}", p.display(), sluice_api::scrub(e.message()))
+                })?
             }
             None => EndpointInput::default(),
         };
@@ -1029,7 +1034,8 @@ async fn gpus(conn: Conn) -> anyhow::Result<()> {
                 s(&n["data_center"]),
                 s(&g["index"]),
                 s(&g["type"]),
-                s(&g["worker"]),
+                // Another account's worker shows as in use, without its ids.
+                if g["worker"].is_null() && g["in_use"] == true { "(in use)".into() } else { s(&g["worker"]) },
                 s(&g["endpoint"]),
             ]);
         }

@@ -2,8 +2,10 @@
 //! endpoint of `sluice up` and the tests: health, echo, sleep, server-sent events, WebSocket
 //! echo, a crash switch and a simulated model-loading delay. Started as a pull worker of a queue
 //! endpoint (`RUNPOD_WEBHOOK_GET_JOB` set), it also takes jobs with RunPod's worker protocol and
-//! answers each with `{"echo": input}` at once (`DEMO_PULL_TASKS` polls at a time, default 8).
-//! `DEMO_LOG_REQUESTS=1` prints a line per request.
+//! answers each with `{"echo": input}` (after `input.sleep_ms`, if given; `DEMO_PULL_TASKS` polls
+//! at a time, default 8), and pings every `RUNPOD_PING_INTERVAL` ms with the jobs it holds, as
+//! RunPod's SDK does. `POST /_demo/job` takes a pushed job (`{"id", "input"}`) the same way.
+//! `DEMO_LOG_REQUESTS=1` prints a line per request and per job started.
 use std::{
     collections::BTreeMap,
     sync::{
@@ -54,6 +56,7 @@ pub async fn run(host: std::net::IpAddr, port: u16, startup_delay_ms: u64) -> an
         .route("/_demo/unhealthy", post(set_unhealthy))
         .route("/_demo/crash", post(crash))
         .route("/_demo/boot", get(boot))
+        .route("/_demo/job", post(pushed_job))
         .fallback(echo)
         .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(state);
@@ -61,9 +64,11 @@ pub async fn run(host: std::net::IpAddr, port: u16, startup_delay_ms: u64) -> an
     if let Ok(take) = std::env::var("RUNPOD_WEBHOOK_GET_JOB") {
         let tasks = std::env::var("DEMO_PULL_TASKS").ok().and_then(|v| v.parse().ok()).unwrap_or(8usize);
         eprintln!("demo-worker: taking jobs with {tasks} polls");
+        let held: Held = Arc::default();
         for _ in 0..tasks {
-            tokio::spawn(pull_loop(take.clone()));
+            tokio::spawn(pull_loop(take.clone(), held.clone()));
         }
+        tokio::spawn(ping_loop(held));
     }
     axum::serve(listener, app)
         .with_graceful_shutdown(async {
@@ -76,8 +81,49 @@ pub async fn run(host: std::net::IpAddr, port: u16, startup_delay_ms: u64) -> an
     Ok(())
 }
 
-/// One poll at a time: take a job, answer `{"echo": input}`. Errors back off for a second.
-async fn pull_loop(take: String) {
+/// The jobs a pull worker holds, from its take until its report was answered (or dropped).
+type Held = Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>;
+
+/// What a job's input asks of the demo worker: how long to work on it.
+fn job_sleep(input: &serde_json::Value) -> Duration {
+    Duration::from_millis(input.get("sleep_ms").and_then(serde_json::Value::as_u64).unwrap_or(0).min(3_600_000))
+}
+
+/// `POST /_demo/job`: a pushed job (for push endpoints whose `job_path` is `/_demo/job`).
+async fn pushed_job(Json(job): Json<serde_json::Value>) -> Json<serde_json::Value> {
+    if log_requests() {
+        println!("job {} started", job["id"].as_str().unwrap_or("?"));
+    }
+    tokio::time::sleep(job_sleep(&job["input"])).await;
+    Json(serde_json::json!({ "echo": job["input"], "worker": worker_id() }))
+}
+
+/// The heartbeat: every `RUNPOD_PING_INTERVAL` ms, the jobs held (the platform settles jobs a
+/// worker no longer lists).
+async fn ping_loop(held: Held) {
+    use http_body_util::{BodyExt, Empty};
+    let env = |k: &str| std::env::var(k).unwrap_or_default();
+    let url = env("RUNPOD_WEBHOOK_PING").replace("$RUNPOD_POD_ID", &env("RUNPOD_POD_ID"));
+    let every = env("RUNPOD_PING_INTERVAL").parse().unwrap_or(10_000u64);
+    let token = env("RUNPOD_AI_API_KEY");
+    let client: hyper_util::client::legacy::Client<_, Empty<Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build(hyper_util::client::legacy::connect::HttpConnector::new());
+    loop {
+        let ids: Vec<String> = held.lock().unwrap().iter().cloned().collect();
+        let uri = format!("{url}&job_id={}", ids.join(","));
+        if let Ok(req) = axum::http::Request::get(uri).header(header::AUTHORIZATION, &token).body(Empty::new())
+            && let Ok(resp) = client.request(req).await
+        {
+            let _ = resp.into_body().collect().await;
+        }
+        tokio::time::sleep(Duration::from_millis(every)).await;
+    }
+}
+
+/// One poll at a time: take a job, answer `{"echo": input}`. Errors back off for a second; a
+/// result that cannot be delivered is dropped, as RunPod's SDK does.
+async fn pull_loop(take: String, held: Held) {
     use http_body_util::{BodyExt, Full};
     let env = |k: &str| std::env::var(k).unwrap_or_default();
     let me = env("RUNPOD_POD_ID");
@@ -109,9 +155,16 @@ async fn pull_loop(take: String) {
         };
         let Some(job) = job else { continue };
         let Some(id) = job["id"].as_str() else { continue };
+        held.lock().unwrap().insert(id.to_owned());
+        if log_requests() {
+            println!("job {id} started");
+        }
+        tokio::time::sleep(job_sleep(&job["input"])).await;
         let out = serde_json::json!({ "output": { "echo": job["input"] } }).to_string();
         let url = format!("{}&isStream=false", done.replace("$ID", id));
-        if call(Method::POST, url, Bytes::from(out)).await.is_err() {
+        let sent = call(Method::POST, url, Bytes::from(out)).await;
+        held.lock().unwrap().remove(id);
+        if sent.is_err() {
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }

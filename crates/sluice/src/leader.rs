@@ -2,7 +2,7 @@
 //! (a row in the store, expiring by the database's clock) leads: it runs the reconciler,
 //! autoscaler, metering and job dispatch, and serves the API. The others stand by: they serve
 //! the same API address by forwarding each request to the leader, as an active/standby pair
-//! does, and ask for the lease every second. A leader that cannot renew in time exits at once
+//! does, and ask for the lease every few hundred ms. A leader that cannot renew in time exits at once
 //! without touching its workers, which its successor adopts as after a restart.
 use std::{
     sync::{Arc, RwLock},
@@ -87,7 +87,7 @@ impl Front {
         let (mut parts, body) = req.into_parts();
         let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let Ok(uri) = format!("{}{pq}", leader.trim_end_matches('/')).parse() else {
-            return refuse(StatusCode::BAD_GATEWAY, &format!("the leader's address {leader:?} is not a URL"));
+            return refuse(StatusCode::SERVICE_UNAVAILABLE, &format!("the leader's address {leader:?} is not a URL"));
         };
         parts.uri = uri;
         parts.headers.remove(header::HOST);
@@ -97,9 +97,12 @@ impl Front {
         );
         match self.client.request(Request::from_parts(parts, body)).await {
             Ok(resp) => resp.map(|b| Body::new(b.map_err(axum::Error::new))),
-            Err(e) => {
-                refuse(StatusCode::BAD_GATEWAY, &format!("the leading control process at {leader} is unreachable: {e}"))
-            }
+            // The leader died or is stepping down: a standby takes over within the lease's TTL.
+            // 503 with Retry-After, so clients (RunPod's SDK retries 5xx) try again.
+            Err(e) => refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("the leading control process at {leader} is unreachable ({e}); a new leader is being elected"),
+            ),
         }
     }
 }
@@ -112,8 +115,8 @@ fn refuse(status: StatusCode, message: &str) -> Response {
     r
 }
 
-/// Waits until this process holds the lease (asking every second, sooner when the holder's
-/// lease is about to run out). Returns the local time of the successful request.
+/// Waits until this process holds the lease (asking every renewal period, sooner when the
+/// holder's lease is about to run out). Returns the local time of the successful request.
 pub async fn acquire(store: &Store, holder: &str, address: &str) -> tokio::time::Instant {
     let mut said = false;
     loop {
@@ -132,7 +135,7 @@ pub async fn acquire(store: &Store, holder: &str, address: &str) -> tokio::time:
     }
 }
 
-/// Renews the lease every second for as long as the process runs. If a renewal is refused, or
+/// Renews the lease every [`RENEW_EVERY_MS`] for as long as the process runs. If a renewal is refused, or
 /// none succeeds in time to be sure the lease is still ours, the process exits at once: another
 /// may be leading by then, and two leaders would start workers twice. Its workers keep running
 /// and the successor adopts them. Dropping the returned [`Keeper`] stops renewing (a clean stop,

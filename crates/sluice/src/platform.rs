@@ -44,13 +44,21 @@ impl DataPlane for LocalPlane {
 
 pub const DEMO_NAME: &str = "demo";
 
+/// The admin key, and whether this start created it (then, and only then, it is printed in full).
+struct AdminKey {
+    key: String,
+    created: bool,
+}
+
 /// Reads the admin key from `DIR/admin.key`, creating it (0600) on first start, and makes it the
 /// only valid admin key.
-async fn ensure_admin_key(store: &Store, dir: &Path) -> anyhow::Result<String> {
+async fn ensure_admin_key(store: &Store, dir: &Path) -> anyhow::Result<AdminKey> {
     let path = dir.join("admin.key");
+    let mut created = false;
     let key = match std::fs::read_to_string(&path) {
         Ok(k) if !k.trim().is_empty() => k.trim().to_owned(),
         _ => {
+            created = true;
             let k = auth::generate_key();
             let mut f = std::fs::OpenOptions::new()
                 .write(true)
@@ -79,7 +87,17 @@ async fn ensure_admin_key(store: &Store, dir: &Path) -> anyhow::Result<String> {
         )
         .await?;
     store.revoke_other_admin_keys(&digest, now()).await?;
-    Ok(key)
+    Ok(AdminKey { key, created })
+}
+
+/// How the banner shows the admin key: in full once, on the start that created it; masked with
+/// the file's path on every later start (so it is not copied into every log collector).
+fn admin_key_line(k: &AdminKey, path: &Path) -> String {
+    if k.created {
+        format!("{}   (new; saved in {}; shown in full only this once)", k.key, path.display())
+    } else {
+        format!("{}…   (in {})", auth::prefix(&k.key), path.display())
+    }
 }
 
 /// The demo worker as a container image: this binary, the libraries it links and a shell,
@@ -386,7 +404,7 @@ pub async fn run_as(
         if role == Role::Control { " (control plane; gateways run as `sluice gateway`)" } else { "" }
     );
     println!("  API:       http://{api_addr}/v1   (OpenAPI: /v1/openapi.json)");
-    println!("  Admin key: {admin_key}   (saved in {})", dir.join("admin.key").display());
+    println!("  Admin key: {}", admin_key_line(&admin_key, &dir.join("admin.key")));
     println!("  Gateway:   http://{gw_addr}");
     if let Some(d) = &demo {
         println!(

@@ -105,10 +105,13 @@ pub async fn run(cfg: RemoteGatewayConfig, shutdown: impl std::future::Future<Ou
                 let req = Request::from_parts(parts, body.map_err(sluice_gateway::body::BoxError::from).boxed_unsync());
                 match forward.request(req).await {
                     Ok(resp) => resp.map(|b| b.map_err(sluice_gateway::body::BoxError::from).boxed_unsync()),
+                    // No control process answered (a change of leader, a restart): 503 with
+                    // Retry-After, which clients retry; the next call tries the next URL.
                     Err(e) => {
                         controls.failed(&control);
                         http::Response::builder()
-                            .status(http::StatusCode::BAD_GATEWAY)
+                            .status(http::StatusCode::SERVICE_UNAVAILABLE)
+                            .header(header::RETRY_AFTER, "1")
                             .header(header::CONTENT_TYPE, "application/json")
                             .body(
                                 Full::new(Bytes::from(

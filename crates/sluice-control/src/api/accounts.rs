@@ -8,9 +8,10 @@ use axum::{
 use sluice_api::{
     AccountCreated, AccountInput, AccountList, AccountView, ErrorBody, KeyInput, KeyList, KeyView, NewKey,
 };
-use sluice_core::rfc3339;
+use sluice_core::{keys::Scope, rfc3339};
 use sluice_store::AccountRecord;
 
+use super::extract::query;
 use super::{Caller, JsonBody, S};
 use crate::{AppError, AppState, auth, now};
 
@@ -84,12 +85,11 @@ pub async fn add_credit(
     }
     let nanos = (input.amount_usd * sluice_core::billing::NANOS as f64).round() as i64;
     st.store.add_credit(&name, nanos, now()).await.map_err(|e| match e {
-        sluice_store::Error::NotFound => AppError::NotFound(format!("account {name:?} not found")),
+        sluice_store::Error::NotFound => AppError::NotFound("no such account".into()),
         other => other.into(),
     })?;
     tracing::info!(account = %name, amount_usd = input.amount_usd, "credit added");
-    let a =
-        st.store.get_account(&name).await?.ok_or_else(|| AppError::NotFound(format!("account {name:?} not found")))?;
+    let a = st.store.get_account(&name).await?.ok_or_else(|| AppError::NotFound("no such account".into()))?;
     Ok(Json(account_view(&a)))
 }
 
@@ -100,8 +100,8 @@ pub async fn account_events(
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> Result<Json<sluice_api::AccountEventList>, AppError> {
-    if name != caller.account && !caller.is_admin() {
-        return Err(AppError::NotFound(format!("account {name:?} not found")));
+    if !caller.scope.admits(&name) {
+        return Err(AppError::NotFound("no such account".into()));
     }
     let events = st
         .store
@@ -170,7 +170,7 @@ pub async fn create_account(
     if !sluice_core::ids::is_id_label(&name) {
         return Err(AppError::InvalidField {
             field: Some("name".into()),
-            message: format!("must be 1-63 lowercase letters, digits or '-', starting with a letter, got {name:?}"),
+            message: "must be 1-63 lowercase letters, digits or '-', starting with a letter".into(),
         });
     }
     let rec = AccountRecord {
@@ -191,7 +191,7 @@ pub async fn create_account(
 #[utoipa::path(get, path = "/v1/accounts", tag = "accounts", responses((status = 200, body = AccountList)))]
 pub async fn list_accounts(State(st): S, Extension(caller): Extension<Caller>) -> Result<Json<AccountList>, AppError> {
     let all = st.store.list_accounts().await?;
-    let accounts = all.iter().filter(|a| caller.is_admin() || a.name == caller.account).map(account_view).collect();
+    let accounts = all.iter().filter(|a| caller.scope.admits(&a.name)).map(account_view).collect();
     Ok(Json(AccountList { accounts }))
 }
 
@@ -211,7 +211,7 @@ pub async fn update_account(
             message: "an account cannot be renamed".into(),
         });
     }
-    let missing = || AppError::NotFound(format!("account {name:?} not found"));
+    let missing = || AppError::NotFound("no such account".into());
     let current = st.store.get_account(&name).await?.ok_or_else(missing)?;
     let q = quota(input.max_workers_quota, current.max_workers_quota)?;
     let hook = input.webhook_url.as_deref().map(webhook).transpose()?;
@@ -224,14 +224,11 @@ pub async fn update_account(
 }
 
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AccountQuery {
     /// Admin only: whose keys (default: the caller's account).
     account: Option<String>,
-}
-
-fn query<T>(q: Result<Query<T>, axum::extract::rejection::QueryRejection>) -> Result<T, AppError> {
-    q.map(|q| q.0).map_err(|e| AppError::InvalidField { field: None, message: e.body_text() })
 }
 
 #[utoipa::path(post, path = "/v1/keys", tag = "accounts", request_body = KeyInput,
@@ -244,7 +241,7 @@ pub async fn create_key(
     let account = target_account(&caller, input.account)?;
     let label = label(input.label)?;
     if st.store.get_account(&account).await?.is_none() {
-        return Err(AppError::NotFound(format!("account {account:?} not found")));
+        return Err(AppError::NotFound("no such account".into()));
     }
     let key = new_key(&st, &account, "user", label).await?;
     st.settle().await;
@@ -285,7 +282,7 @@ pub async fn revoke_key(
 ) -> Result<StatusCode, AppError> {
     let account = target_account(&caller, query(q)?.account)?;
     if !st.store.revoke_key(&account, &id, now()).await? {
-        return Err(AppError::NotFound(format!("no live key {id:?} in account {account:?}")));
+        return Err(AppError::NotFound("no live key with this id in the account".into()));
     }
     tracing::info!(%account, key = %id, "key revoked");
     st.settle().await;
@@ -293,6 +290,7 @@ pub async fn revoke_key(
 }
 
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct UsageQuery {
     /// Start, inclusive: `YYYY-MM-DD` or `YYYY-MM-DDTHH:MM:SSZ` (UTC); default: the beginning.
@@ -318,19 +316,18 @@ pub async fn usage(
         None => Ok(default),
         Some(s) => parse_time(s).ok_or_else(|| AppError::InvalidField {
             field: Some(field.into()),
-            message: format!("must be YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ (UTC), got {s:?}"),
+            message: "must be YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ (UTC)".into(),
         }),
     };
     let from = time("from", &q.from, sluice_core::Millis(0))?;
     let to = time("to", &q.to, sluice_core::Millis(now().0 + 1))?;
-    let account = match (caller.is_admin(), q.account) {
-        (true, a) => a,
-        (false, Some(a)) if a != caller.account => {
-            return Err(AppError::Forbidden("only the admin key can see other accounts' usage".into()));
-        }
-        (false, _) => Some(caller.account.clone()),
+    // `account` narrows what the caller's scope admits; it never widens it.
+    let scope = match q.account {
+        Some(a) if caller.scope.admits(&a) => Scope::Account(a),
+        Some(_) => return Err(AppError::Forbidden("only the admin key can see other accounts' usage".into())),
+        None => caller.scope.clone(),
     };
-    let rows = st.store.usage(account.as_deref(), q.endpoint.as_deref(), from, to).await?;
+    let rows = st.store.usage(&scope, q.endpoint.as_deref(), from, to).await?;
     let total_nanos: i64 = rows.iter().map(|r| r.cost_nanos).sum();
     Ok(Json(sluice_api::UsageReport {
         from: rfc3339(from),

@@ -35,3 +35,13 @@ impl<T: DeserializeOwned> FromRequest<Arc<AppState>> for JsonBody<T> {
         })
     }
 }
+
+/// A query string, or a 400 for one that does not parse (its message scrubbed of submitted
+/// values, like a body's).
+pub fn query<T>(q: Result<axum::extract::Query<T>, axum::extract::rejection::QueryRejection>) -> Result<T, AppError> {
+    q.map(|q| q.0).map_err(|e| {
+        let text = e.body_text();
+        let text = text.strip_prefix("Failed to deserialize query string: ").unwrap_or(&text);
+        AppError::InvalidQuery(sluice_api::scrub(text))
+    })
+}

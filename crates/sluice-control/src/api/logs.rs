@@ -25,6 +25,7 @@ use super::{Caller, S, load};
 use crate::{AppError, now};
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LogsQuery {
     /// Only this worker's lines (platform events about it included).
     worker: Option<String>,
@@ -67,7 +68,7 @@ fn to_query(q: &LogsQuery) -> Result<(LogQuery, Option<String>), AppError> {
     if let Some(s) = &q.stream
         && !STREAMS.contains(&s.as_str())
     {
-        return Err(bad("stream", format!("must be one of {}, got {s:?}", STREAMS.join(", "))));
+        return Err(bad("stream", format!("must be one of {}", STREAMS.join(", "))));
     }
     if q.q.as_ref().is_some_and(|p| p.len() > 500) {
         return Err(bad("q", "at most 500 characters".into()));
@@ -99,7 +100,7 @@ pub async fn endpoint_logs(
     headers: HeaderMap,
     query: Result<Query<LogsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, AppError> {
-    let q = query.map_err(|e| AppError::InvalidField { field: None, message: e.body_text() })?.0;
+    let q = super::extract::query(query)?;
     let e = load(&st, &caller, &id).await?;
     let (lq, pattern) = to_query(&q)?;
     if !q.follow.unwrap_or(false) {

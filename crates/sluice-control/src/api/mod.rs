@@ -20,23 +20,24 @@ use sluice_api::{
     WorkerList, WorkerView,
 };
 use sluice_api::{GpuInventory, GpuView, NodeView};
-use sluice_core::{EndpointDraft, EndpointId, EndpointSpec, EndpointStatus, rfc3339, secrets, templates};
+use sluice_core::{EndpointDraft, EndpointId, EndpointSpec, EndpointStatus, keys::Scope, rfc3339, secrets, templates};
 use sluice_store::{EndpointRecord, WorkerRecord};
 use utoipa::OpenApi;
 
 pub use self::extract::JsonBody;
 use crate::{AppError, AppState, auth, images::PullState, new_id, now};
 
-/// Who is calling, from their API key.
+/// Who is calling, from their API key: their account, and what they may see (`Scope::All` for
+/// the admin). Handlers list and load through `scope`, never around it.
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub account: String,
-    pub role: String,
+    pub scope: Scope,
 }
 
 impl Caller {
     fn is_admin(&self) -> bool {
-        self.role == "admin"
+        self.scope == Scope::All
     }
 }
 
@@ -130,7 +131,8 @@ async fn require_key(State(st): S, mut req: Request, next: Next) -> Result<Respo
         .and_then(auth::key_from_header)
         .ok_or(AppError::Unauthorized)?;
     let rec = st.store.find_key(&auth::digest(key)).await?.ok_or(AppError::Unauthorized)?;
-    req.extensions_mut().insert(Caller { account: rec.account, role: rec.role });
+    let scope = Scope::of_key(&rec.account, &rec.role);
+    req.extensions_mut().insert(Caller { account: rec.account, scope });
     Ok(next.run(req).await)
 }
 
@@ -154,15 +156,20 @@ fn pull_view(s: &crate::images::ImageStatus) -> ImagePullView {
     }
 }
 
-fn prewarm_spec(st: &AppState, s: &EndpointSpec) {
+fn prewarm_spec(st: &AppState, account: &str, s: &EndpointSpec) {
     if let Some(image) = &s.image {
-        st.images.prewarm(image, s.registry_auth.clone(), Some(&s.data_center));
+        st.images.prewarm(account, image, s.registry_auth.clone(), Some(&s.data_center));
     }
 }
 
+/// The GPU inventory as `scope` sees it: every GPU of every node (capacity is shared), and
+/// which worker and endpoint hold a GPU only where they are the caller's own; another
+/// account's use shows as `in_use` alone.
 #[utoipa::path(get, path = "/v1/gpus", tag = "gpus", responses((status = 200, body = GpuInventory)))]
-async fn list_gpus(State(st): S) -> Result<Json<GpuInventory>, AppError> {
+async fn list_gpus(State(st): S, Extension(caller): Extension<Caller>) -> Result<Json<GpuInventory>, AppError> {
     let workers = st.store.list_unfinished_workers().await?;
+    let owners: std::collections::HashMap<EndpointId, String> =
+        st.store.list_endpoints(&Scope::All).await?.into_iter().map(|e| (e.id, e.account)).collect();
     let holder = |node: &str, gpu: u32| {
         workers.iter().find(|w| w.state.has_runtime() && w.node.as_deref() == Some(node) && w.gpus.contains(&gpu))
     };
@@ -178,11 +185,14 @@ async fn list_gpus(State(st): S) -> Result<Json<GpuInventory>, AppError> {
                 .iter()
                 .map(|g| {
                     let h = holder(&n.name, g.index);
+                    // A worker whose endpoint is gone (being stopped) belongs to nobody visible.
+                    let mine = h.filter(|w| owners.get(&w.endpoint_id).is_some_and(|a| caller.scope.admits(a)));
                     GpuView {
                         index: g.index,
                         gpu_type: g.gpu_type.clone(),
-                        worker: h.map(|w| w.id.to_string()),
-                        endpoint: h.map(|w| w.endpoint_id.to_string()),
+                        in_use: h.is_some(),
+                        worker: mine.map(|w| w.id.to_string()),
+                        endpoint: mine.map(|w| w.endpoint_id.to_string()),
                     }
                 })
                 .collect(),
@@ -192,14 +202,15 @@ async fn list_gpus(State(st): S) -> Result<Json<GpuInventory>, AppError> {
 }
 
 #[utoipa::path(get, path = "/v1/images", tag = "images", responses((status = 200, body = ImageList)))]
-async fn list_images(State(st): S) -> Json<ImageList> {
-    Json(ImageList { images: st.images.list().iter().map(pull_view).collect() })
+async fn list_images(State(st): S, Extension(caller): Extension<Caller>) -> Json<ImageList> {
+    Json(ImageList { images: st.images.list(&caller.scope).iter().map(pull_view).collect() })
 }
 
 #[utoipa::path(post, path = "/v1/images/prewarm", tag = "images", request_body = PrewarmInput,
     responses((status = 202, body = ImageList), (status = 422, body = ErrorBody)))]
 async fn prewarm_image(
     State(st): S,
+    Extension(caller): Extension<Caller>,
     JsonBody(input): JsonBody<PrewarmInput>,
 ) -> Result<(StatusCode, Json<ImageList>), AppError> {
     let image = input.image.trim();
@@ -214,7 +225,7 @@ async fn prewarm_image(
     {
         return Err(AppError::InvalidField {
             field: Some("data_center".into()),
-            message: format!("unknown data center {dc:?}; configured: {}", st.cfg.data_centers().join(", ")),
+            message: format!("unknown data center; configured: {}", st.cfg.data_centers().join(", ")),
         });
     }
     let auth = input.registry_auth.map(|a| sluice_core::RegistryAuth {
@@ -222,7 +233,7 @@ async fn prewarm_image(
         username: a.username,
         password: a.password,
     });
-    let v = st.images.prewarm(image, auth, input.data_center.as_deref());
+    let v = st.images.prewarm(&caller.account, image, auth, input.data_center.as_deref());
     Ok((StatusCode::ACCEPTED, Json(ImageList { images: v.iter().map(pull_view).collect() })))
 }
 
@@ -237,7 +248,8 @@ fn view(st: &AppState, e: &EndpointRecord) -> EndpointView {
         url: format!("http://{}.{}.{}:{port}/", e.id, s.data_center, st.cfg.domain),
         path_url: format!("http://{}/e/{}/", st.cfg.gateway_addr, e.id),
         image: s.image.clone(),
-        start_command: s.start_command.clone(),
+        // A command line may carry a URL with a password (`--db postgres://app:…@db`).
+        start_command: s.start_command.as_deref().map(secrets::mask_url_credentials),
         shell: s.shell.clone(),
         data_center: s.data_center.clone(),
         http_port: s.http_port,
@@ -308,7 +320,7 @@ async fn load(st: &AppState, caller: &Caller, id: &str) -> Result<EndpointRecord
     let missing = || AppError::NotFound(format!("endpoint {id:?} not found"));
     let id = EndpointId::parse(id).map_err(|_| missing())?;
     let e = st.store.get_endpoint(&id).await?.ok_or_else(missing)?;
-    if e.account != caller.account && !caller.is_admin() {
+    if !caller.scope.admits(&e.account) {
         return Err(missing());
     }
     Ok(e)
@@ -317,8 +329,7 @@ async fn load(st: &AppState, caller: &Caller, id: &str) -> Result<EndpointRecord
 #[utoipa::path(get, path = "/v1/endpoints", tag = "endpoints",
     responses((status = 200, body = EndpointList), (status = 401, body = ErrorBody)))]
 async fn list_endpoints(State(st): S, Extension(caller): Extension<Caller>) -> Result<Json<EndpointList>, AppError> {
-    let account = (!caller.is_admin()).then_some(caller.account.as_str());
-    let all = st.store.list_endpoints(account).await?;
+    let all = st.store.list_endpoints(&caller.scope).await?;
     Ok(Json(EndpointList { endpoints: all.iter().map(|e| view(&st, e)).collect() }))
 }
 
@@ -361,7 +372,7 @@ async fn create(
     };
     st.store.create_endpoint(&rec).await?;
     tracing::info!(endpoint = %rec.id, name = %rec.spec.name, "endpoint created");
-    prewarm_spec(st, &rec.spec);
+    prewarm_spec(st, &rec.account, &rec.spec);
     st.settle().await;
     Ok((StatusCode::CREATED, Json(view(st, &rec))))
 }
@@ -445,7 +456,7 @@ async fn update_endpoint(
         e.generation += 1;
     }
     if (&e.spec.image, &e.spec.data_center) != (&spec.image, &spec.data_center) {
-        prewarm_spec(&st, &spec);
+        prewarm_spec(&st, &e.account, &spec);
     }
     e.spec = spec;
     e.updated_at = now();
@@ -562,6 +573,7 @@ async fn endpoint_status(
 }
 
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct EventsQuery {
     /// Page size, 1-1000 (default 100).
@@ -578,7 +590,7 @@ async fn list_events(
     Path(id): Path<String>,
     query: Result<axum::extract::Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<ScalingEventList>, AppError> {
-    let q = query.map_err(|e| AppError::InvalidField { field: None, message: e.body_text() })?.0;
+    let q = extract::query(query)?;
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(AppError::InvalidField {
@@ -610,7 +622,7 @@ async fn list_events(
     info(title = "Sluice control API", description = "Serverless GPU endpoints: endpoints, workers."),
     paths(list_endpoints, create_endpoint, get_endpoint, update_endpoint, delete_endpoint, stop_endpoint, start_endpoint, list_workers, list_events, list_templates, deploy_template, list_images, prewarm_image, list_gpus, endpoint_status, accounts::create_account, accounts::list_accounts, accounts::update_account, accounts::create_key, accounts::list_keys, accounts::revoke_key, accounts::usage, accounts::add_credit, accounts::account_events, logs::endpoint_logs, endpoint_series),
     components(schemas(sluice_api::LoadPoint, sluice_api::LoadSeries, sluice_api::LogLineView, sluice_api::LogList, sluice_api::CreditInput, sluice_api::AccountEventView, sluice_api::AccountEventList, sluice_api::UsageReport, sluice_api::UsageRowView, sluice_api::EndpointStatusView, sluice_api::AccountView, sluice_api::AccountList, sluice_api::AccountInput, sluice_api::AccountCreated, sluice_api::NewKey, sluice_api::KeyView, sluice_api::KeyList, sluice_api::KeyInput, GpuInventory, NodeView, GpuView, ImageList, ImagePullView, PrewarmInput, DeployInput, TemplateList, TemplateView, TemplateParamView, EndpointInput, EndpointView, EndpointList, WorkerView, WorkerList, WorkerCounts, NetworkVolumeDto, ErrorBody, ScalingEventView, ScalingEventList)),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &Described),
     security(("bearer" = []))
 )]
 pub struct ApiDoc;
@@ -628,6 +640,67 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
+/// Every response gets a description (OpenAPI requires one): the status's reason phrase where
+/// the annotation gave none. Every operation documents the errors it can answer: 401 (no or a
+/// bad key), 400 (a query or body that does not parse), 404 (a path naming nothing the caller
+/// may see), 413/415 (a body too large, or not JSON), 422 (a body of the wrong shape, or a
+/// value out of its range).
+struct Described;
+
+fn error_response() -> utoipa::openapi::Response {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    ResponseBuilder::new()
+        .content("application/json", ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build())
+        .build()
+}
+
+impl utoipa::Modify for Described {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{RefOr, path::ParameterIn};
+        for item in openapi.paths.paths.values_mut() {
+            let ops = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.options,
+                &mut item.head,
+                &mut item.patch,
+                &mut item.trace,
+            ];
+            for op in ops.into_iter().flatten() {
+                // The errors every operation can answer, by what it takes.
+                let params = op.parameters.as_deref().unwrap_or_default();
+                let is_in =
+                    |want: ParameterIn| params.iter().any(|p| matches!(p, RefOr::T(p) if p.parameter_in == want));
+                let (has_query, has_path) = (is_in(ParameterIn::Query), is_in(ParameterIn::Path));
+                let has_body = op.request_body.is_some();
+                let mut common = vec![("401", true), ("400", has_query || has_body), ("404", has_path)];
+                common.extend([("413", has_body), ("415", has_body), ("422", has_body || has_query)]);
+                for (code, applies) in common {
+                    if applies && !op.responses.responses.contains_key(code) {
+                        op.responses.responses.insert(code.to_owned(), RefOr::T(error_response()));
+                    }
+                }
+                for (status, resp) in op.responses.responses.iter_mut() {
+                    if let RefOr::T(r) = resp
+                        && r.description.is_empty()
+                    {
+                        r.description = status
+                            .parse::<u16>()
+                            .ok()
+                            .and_then(|c| StatusCode::from_u16(c).ok())
+                            .and_then(|c| c.canonical_reason())
+                            .unwrap_or("Response")
+                            .to_owned();
+                    }
+                }
+            }
+        }
+    }
+}
+
 async fn openapi() -> impl IntoResponse {
-    Json(ApiDoc::openapi())
+    static DOC: std::sync::OnceLock<utoipa::openapi::OpenApi> = std::sync::OnceLock::new();
+    Json(DOC.get_or_init(ApiDoc::openapi).clone())
 }

@@ -106,6 +106,11 @@ async fn endpoint_commands_drive_the_api() {
     std::fs::write(&file, "name = \"x\"\nbogus = 1\n").unwrap();
     let (ok, _, err) = cli(&p, &["endpoint", "create", "-f", file.to_str().unwrap()]);
     assert!(!ok && err.contains("bogus"), "{err}");
+    // A map given as a string: the file's line is named, its value (a secret here) is not shown.
+    std::fs::write(&file, "name = \"x\"\nenv = \"HF_TOKEN=hf_SecretInAFile123\"\n").unwrap();
+    let (ok, _, err) = cli(&p, &["endpoint", "create", "-f", file.to_str().unwrap()]);
+    assert!(!ok && err.contains("line 2") && err.contains("expected a map"), "{err}");
+    assert!(!err.contains("SecretInAFile"), "{err}");
     let (ok, _, err) = cli(&p, &["endpoint", "get", "nosuch"]);
     assert!(!ok && err.contains("not found"), "{err}");
     let (ok, out, _) = cli(&p, &["endpoint", "list", "--json"]);

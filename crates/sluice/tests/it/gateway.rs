@@ -213,3 +213,72 @@ async fn a_request_at_zero_waits_for_the_first_worker() {
     assert!(!alive(w[0]["pid"].as_u64().unwrap() as u32));
     p.stop();
 }
+
+/// Sends raw bytes to the gateway (`close_write`: then half-close, as a client that is gone),
+/// and reads what comes back until the connection closes or 5 s pass.
+async fn raw_exchange(gateway: &str, bytes: &[u8], close_write: bool) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(gateway.trim_start_matches("http://")).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    if close_write {
+        s.shutdown().await.unwrap();
+    }
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A request whose body breaks part-way is the client's fault: 400 (when the client is still
+/// there to read it), never a 502 blamed on the worker, never retried on another worker, and
+/// counted as a client error, not a worker error.
+#[tokio::test]
+async fn a_broken_request_body_is_the_clients_fault() {
+    let p = Platform::start().await;
+    let id = p.create_demo("body", json!({"active_workers": 2, "env": {"DEMO_LOG_REQUESTS": "1"}})).await;
+    p.wait_ready(&id, 2).await;
+    // A chunk size that is not hex.
+    let bad_chunk = format!(
+        "POST /e/{id}/upload HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\ncontent-type: text/plain\r\n\r\n5\r\nhello\r\nzz\r\nmore\r\n"
+    );
+    let answer = raw_exchange(&p.gateway, bad_chunk.as_bytes(), false).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("bad_request_body"), "{answer}");
+    // Fewer bytes than announced, then the client is gone.
+    let short = format!("POST /e/{id}/upload HTTP/1.1\r\nhost: x\r\ncontent-length: 1000\r\n\r\nabc");
+    let answer = raw_exchange(&p.gateway, short.as_bytes(), true).await;
+    assert!(!answer.contains(" 502 "), "{answer}");
+    // The workers are fine and still serve.
+    assert_eq!(p.get(&id, "/after").await.status, StatusCode::OK);
+    // Each broken request reached one worker at most (never retried on the other).
+    let logs = p.data_dir().join("logs").join(&id);
+    let uploads: usize =
+        std::fs::read_dir(&logs).unwrap().map(|f| read(&f.unwrap().path()).matches("POST /upload").count()).sum();
+    assert!(uploads <= 2, "{uploads} uploads reached workers");
+    // Counted against the client, not a worker; and no 502.
+    let m = send(
+        Method::GET,
+        &format!("{}/metrics", p.api),
+        &[("authorization".into(), format!("Bearer {}", p.key))],
+        Bytes::new(),
+    )
+    .await
+    .text();
+    let line = |fault: &str| {
+        m.lines()
+            .find(|l| {
+                l.starts_with("sluice_gateway_errors_total")
+                    && l.contains(&id)
+                    && l.contains(&format!("fault=\"{fault}\""))
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|n| n.parse::<u64>().ok())
+    };
+    assert_eq!(line("client"), Some(2), "{m}");
+    assert_eq!(line("worker"), Some(0), "{m}");
+    assert!(
+        !m.lines()
+            .any(|l| l.starts_with("sluice_gateway_requests_total") && l.contains(&id) && l.contains("code=\"502\"")),
+        "{m}"
+    );
+    p.stop();
+}

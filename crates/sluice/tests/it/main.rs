@@ -17,3 +17,4 @@ mod restart;
 mod runpod;
 mod split;
 mod support;
+mod surface;

@@ -212,3 +212,33 @@ async fn failures_retry_timeouts_and_ttl() {
     .await;
     p.stop();
 }
+
+/// Push delivery across a kill -9: the jobs the dead process had pushed can never be answered
+/// to it, and the new process did not push them, so it puts them back in the queue (at least
+/// once) and they run again on the adopted workers. 200 jobs of about 1 s on two workers of 5.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushed_jobs_running_at_a_kill9_are_settled_after_the_restart() {
+    let p = Platform::start().await;
+    let e = p
+        .create(json!({"name": "inflight", "type": "queue", "delivery": "push", "start_command": demo_cmd(),
+                       "job_path": "/_demo/job", "active_workers": 2, "max_workers": 2, "concurrency_per_worker": 5,
+                       "env": {"DEMO_LOG_REQUESTS": "1"}}))
+        .await;
+    let ep = e["id"].as_str().unwrap().to_owned();
+    p.wait_ready(&ep, 2).await;
+    let crash = Crash {
+        n: 200,
+        input: json!({"sleep_ms": 1000}),
+        done_first: 20,
+        down: Duration::from_millis(500),
+        args: &["--no-demo"],
+        bound: Duration::from_secs(90),
+    };
+    let (p, jobs, settled) = crash_with_jobs_in_flight(p, &ep, crash).await;
+    let starts = job_starts(&p.data_dir(), &ep);
+    let twice: Vec<&String> = jobs.iter().filter(|j| starts.get(*j).copied().unwrap_or(0) > 1).collect();
+    eprintln!("push: all {} jobs COMPLETED {settled:?} after the restart; {} ran twice", jobs.len(), twice.len());
+    assert!(jobs.iter().all(|j| starts.contains_key(j)), "every job ran");
+    assert!(twice.len() <= 10, "{} jobs ran twice: {twice:?}", twice.len());
+    p.stop();
+}

@@ -60,8 +60,17 @@ async fn up_prints_its_addresses_and_demo_and_ctrl_c_leaves_no_worker() {
     let pid = workers[0]["pid"].as_u64().unwrap() as u32;
     let dir = p.stop();
     assert!(!alive(pid), "a worker outlived Ctrl-C");
-    // The demo endpoint is reused, not duplicated, on the next start.
+    // The demo endpoint is reused, not duplicated, on the next start; the admin key, printed in
+    // full when it was created, is now shown masked with where it is kept.
     let p = Platform::start_in(dir, &[]).await;
+    let out = eventually("the second banner", Duration::from_secs(10), || async {
+        let o = p.stdout();
+        (o.matches("Data directory").count() == 2).then_some(o)
+    })
+    .await;
+    assert_eq!(out.matches(&p.key).count(), 1, "the full key is printed once, on the first start:\n{out}");
+    let second = out.rsplit("Sluice is up").next().unwrap();
+    assert!(second.contains(&format!("Admin key: {}…", &p.key[..8])) && second.contains("admin.key"), "{second}");
     let (ok, list, _) = cli(&p, &["endpoint", "list", "--json"]);
     assert!(ok);
     let v: serde_json::Value = serde_json::from_str(&list).unwrap();

@@ -193,3 +193,40 @@ async fn jobs_queued_for_sdk_workers_all_complete_after_a_kill9_restart() {
     assert_eq!((h["jobs"]["completed"].as_u64(), h["jobs"]["inQueue"].as_u64()), (Some(6), Some(0)), "{h}");
     p.stop();
 }
+
+/// Jobs *running* at a kill -9 of the platform (not only queued ones) all end: the SDK finishes
+/// them while the platform is down and drops the results it cannot deliver; after the restart,
+/// the adopted workers' pings no longer list those jobs, so they go back to the queue and run
+/// again (at least once). 200 jobs of about 1 s on two workers of 5 at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_running_at_a_kill9_are_settled_after_the_restart() {
+    let p = Platform::start_in(tempfile::tempdir().unwrap(), FAST_PINGS).await;
+    let ep = sdk_endpoint(
+        &p,
+        "inflight",
+        "async",
+        json!({"active_workers": 2, "max_workers": 2, "env": {"CONCURRENCY": "5"}}),
+    )
+    .await;
+    p.wait_ready(&ep, 2).await;
+    let crash = Crash {
+        n: 200,
+        input: json!({"sleep": 1.0}),
+        done_first: 20,
+        down: Duration::from_millis(2500),
+        args: FAST_PINGS,
+        bound: Duration::from_secs(90),
+    };
+    let (p, jobs, settled) = crash_with_jobs_in_flight(p, &ep, crash).await;
+    let starts = job_starts(&p.data_dir(), &ep);
+    let twice: Vec<&String> = jobs.iter().filter(|j| starts.get(*j).copied().unwrap_or(0) > 1).collect();
+    eprintln!("pull: all {} jobs COMPLETED {settled:?} after the restart; {} ran twice", jobs.len(), twice.len());
+    assert!(jobs.iter().all(|j| starts.contains_key(j)), "every job ran");
+    // Only what was in flight at the kill runs again: at most the two workers' 5 slots each
+    // (and what they had taken ahead).
+    assert!(twice.len() <= 20, "{} jobs ran twice: {twice:?}", twice.len());
+    let retried = v2(&p, &p.key, Method::GET, &format!("/{ep}/health"), None).await.json()["jobs"]["retried"].clone();
+    // Each job that ran again counts a retry (and so does one whose take never reached the SDK).
+    assert!(retried.as_u64().unwrap() >= twice.len() as u64, "retried {retried}, ran twice {}", twice.len());
+    p.stop();
+}

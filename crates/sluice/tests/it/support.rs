@@ -323,3 +323,79 @@ pub async fn webhook_sink() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Stri
     });
     (url, got)
 }
+
+/// A `/v2` call through the gateway with the admin key.
+pub async fn v2_call(p: &Platform, method: Method, path: &str, body: Option<Value>) -> Resp {
+    let h = vec![("authorization".to_owned(), format!("Bearer {}", p.key))];
+    let bytes = body.map_or_else(Bytes::new, |b| Bytes::from(b.to_string()));
+    send(method, &format!("{}/v2{path}", p.gateway), &h, bytes).await
+}
+
+/// How many times each job was started, from the `job ID started` lines its workers printed
+/// (the demo worker with `DEMO_LOG_REQUESTS=1`, `tests/py/worker.py` always).
+pub fn job_starts(data_dir: &Path, endpoint: &str) -> std::collections::HashMap<String, usize> {
+    let mut n = std::collections::HashMap::new();
+    for f in std::fs::read_dir(data_dir.join("logs").join(endpoint)).into_iter().flatten().flatten() {
+        for line in read(&f.path()).lines() {
+            if let Some(id) = line.split("job ").nth(1).and_then(|r| r.strip_suffix(" started")) {
+                *n.entry(id.trim().to_owned()).or_insert(0) += 1;
+            }
+        }
+    }
+    n
+}
+
+/// The crash test of queue endpoints (both deliveries): `n` jobs of `input` go to the queue
+/// endpoint (whose two workers each run several at a time), the platform is killed -9 while jobs
+/// run (after `done_first` completed), stays down `down` (the workers finish what they hold and
+/// cannot deliver it), and comes back on the same data directory and gateway address with
+/// `args`. Every job must end COMPLETED within `bound` of the restart and none may stay
+/// IN_PROGRESS.
+pub struct Crash<'a> {
+    pub n: usize,
+    pub input: Value,
+    pub done_first: u64,
+    pub down: Duration,
+    pub args: &'a [&'a str],
+    pub bound: Duration,
+}
+
+/// Runs a [`Crash`] on endpoint `ep`; returns the platform, the job ids, and how long after the
+/// restart the last job completed.
+pub async fn crash_with_jobs_in_flight(p: Platform, ep: &str, c: Crash<'_>) -> (Platform, Vec<String>, Duration) {
+    let Crash { n, input, done_first, down, args, bound } = c;
+    let mut jobs = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut inp = input.clone();
+        inp["i"] = json!(i);
+        let r = v2_call(&p, Method::POST, &format!("/{ep}/run"), Some(json!({ "input": inp }))).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        jobs.push(r.json()["id"].as_str().unwrap().to_owned());
+    }
+    let health = async |p: &Platform| v2_call(p, Method::GET, &format!("/{ep}/health"), None).await.json();
+    let before = eventually("jobs running and some done", Duration::from_secs(60), async || {
+        let h = health(&p).await;
+        let (done, running) = (h["jobs"]["completed"].as_u64()?, h["jobs"]["inProgress"].as_u64()?);
+        (done >= done_first && running > 0).then_some(h)
+    })
+    .await;
+    let gateway_addr = p.gateway.trim_start_matches("http://").to_owned();
+    let dir = p.kill9();
+    eprintln!("killed -9 with {before}");
+    tokio::time::sleep(down).await;
+    let mut restart_args = args.to_vec();
+    restart_args.extend(["--gateway-addr", &gateway_addr]);
+    let restarted = Instant::now();
+    let p = Platform::start_in(dir, &restart_args).await;
+    let settled = eventually("every job COMPLETED after the restart", bound, async || {
+        let h = health(&p).await;
+        let j = &h["jobs"];
+        (j["completed"].as_u64()? == n as u64 && j["inProgress"] == 0 && j["inQueue"] == 0).then(|| restarted.elapsed())
+    })
+    .await;
+    for job in &jobs {
+        let s = v2_call(&p, Method::GET, &format!("/{ep}/status/{job}"), None).await.json();
+        assert_eq!(s["status"], "COMPLETED", "{s}");
+    }
+    (p, jobs, settled)
+}

@@ -27,6 +27,8 @@ def sync_handler(job):
 
 
 async def async_handler(job):
+    # The crash tests count how often each job ran.
+    print(f"job {job['id']} started", flush=True)
     await asyncio.sleep(job["input"].get("sleep", 0))
     return {"echo": job["input"], **ME}
 

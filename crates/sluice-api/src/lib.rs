@@ -629,9 +629,17 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Json
 /// an error keeps what was wrong and what was expected, never the submitted value: `invalid type:
 /// string, expected a map`. Field names (`unknown field `x``) are kept: the path names them anyway.
 pub fn scrub(message: &str) -> String {
-    // serde_json appends the position: " at line 1 column 17".
+    // serde_json appends the position: " at line 1 column 17" (exactly that, at the very end).
+    let position = |tail: &str| {
+        let mut words = tail.split(' ');
+        matches!(
+            (words.next(), words.next(), words.next(), words.next(), words.next()),
+            (Some("line"), Some(l), Some("column"), Some(c), None)
+                if !l.is_empty() && !c.is_empty() && l.bytes().all(|b| b.is_ascii_digit()) && c.bytes().all(|b| b.is_ascii_digit())
+        )
+    };
     let (core, at) = match message.rfind(" at line ") {
-        Some(i) if message[i..].contains(" column ") => message.split_at(i),
+        Some(i) if position(&message[i + 4..]) => message.split_at(i),
         _ => (message, ""),
     };
     // Deserializers of query strings put the key first (`limit: invalid digit found in string`):
@@ -761,6 +769,11 @@ mod tests {
             ("invalid type: map, expected a string", "invalid type: map, expected a string"),
             ("something \"quoted\" here", "something … here"),
             ("limit: invalid digit found in string", "limit: invalid digit found in string"),
+            (
+                "invalid type: string \"x at line 1 column 2 secret\", expected u32",
+                "invalid type: string, expected u32",
+            ),
+            ("custom \"v at line 3 column 4\"", "custom …"),
             (
                 "x-y: unknown field `x-y`, expected `limit` or `before`",
                 "x-y: unknown field `x-y`, expected `limit` or `before`",

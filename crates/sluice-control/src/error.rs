@@ -45,6 +45,7 @@ impl From<sluice_store::Error> for AppError {
     fn from(e: sluice_store::Error) -> Self {
         match e {
             sluice_store::Error::Conflict(m) => AppError::Conflict(m),
+            e @ sluice_store::Error::Stale(_) => AppError::Conflict(e.to_string()),
             sluice_store::Error::NotFound => AppError::NotFound("not found".into()),
             other => AppError::Internal(Box::new(other)),
         }

@@ -61,7 +61,11 @@ pub struct Registry {
     unhealthy: Mutex<HashMap<WorkerId, String>>,
     /// Per worker: pings in a row that left out a job the store says it runs
     /// (`sluice_core::pull::lost_jobs`).
-    misses: Mutex<HashMap<WorkerId, HashMap<String, u32>>>,
+    misses: Mutex<HashMap<WorkerId, HashMap<String, (u32, Millis)>>>,
+    /// Workers known to list the jobs they hold in their pings: one of their pings listed a job,
+    /// or carried `runpod_version` (RunPod's SDK, which always lists them). Only their pings can
+    /// say a job is lost; a worker that never lists anything keeps its jobs until it ends.
+    lists_jobs: Mutex<HashSet<WorkerId>>,
     closing: AtomicBool,
     closed: Notify,
 }
@@ -79,6 +83,7 @@ impl Registry {
             refresh: Mutex::default(),
             unhealthy: Mutex::default(),
             misses: Mutex::default(),
+            lists_jobs: Mutex::default(),
             closing: AtomicBool::new(false),
             closed: Notify::new(),
         }
@@ -145,6 +150,7 @@ impl Registry {
         self.unhealthy.lock().unwrap().remove(w);
         self.retired.lock().unwrap().remove(w);
         self.misses.lock().unwrap().remove(w);
+        self.lists_jobs.lock().unwrap().remove(w);
     }
 
     /// The worker is about to be stopped: its held polls end now (204), and so do new ones.
@@ -455,6 +461,7 @@ async fn stream_chunk(
 #[derive(serde::Deserialize)]
 struct PingQuery {
     job_id: Option<String>,
+    runpod_version: Option<String>,
     status: Option<String>,
     check: Option<String>,
     reason: Option<String>,
@@ -485,7 +492,16 @@ async fn ping(
     st.pull.saw(&w, t, &st.wake);
     let listed = parse_job_ids(q.job_id.as_deref());
     st.pull.running_per_ping(&w, listed.clone());
-    settle_lost(&st, &e, &w, &listed, t).await?;
+    let lists_jobs = {
+        let mut known = st.pull.lists_jobs.lock().unwrap();
+        if !listed.is_empty() || q.runpod_version.is_some() {
+            known.insert(w.clone());
+        }
+        known.contains(&w)
+    };
+    if lists_jobs {
+        settle_lost(&st, &e, &w, &listed, t).await?;
+    }
     Ok(Json(json!({})).into_response())
 }
 

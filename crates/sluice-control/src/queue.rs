@@ -2,7 +2,6 @@
 //! gateway's address through `Gateway::set_side_service`) and the push dispatcher, which POSTs
 //! `{"id", "input"}` to a ready worker's `job_path` and records the answer. Jobs live in the store,
 //! so an accepted job survives a restart.
-use sluice_core::keys::Scope;
 use std::{
     collections::{HashMap, HashSet},
     sync::{Arc, Mutex},
@@ -26,7 +25,7 @@ use sluice_core::{
     EndpointId, EndpointStatus, Millis, WorkerId,
     endpoint::{Delivery, EndpointKind},
     jobs::{Due, JobPolicy, JobState, MAX_RETRIES, PolicyInput, due, is_job_id, job_id},
-    keys::{ADMIN_ACCOUNT, digest, key_from_header},
+    keys::{Scope, digest, key_from_header},
     routing::RouteTable,
 };
 use sluice_store::{EndpointRecord, JobRecord};
@@ -108,7 +107,7 @@ async fn endpoint(st: &AppState, headers: &HeaderMap, id: &str) -> Result<Endpoi
         let Some(rec) = st.store.find_key(&digest(k)).await? else {
             return Err(V2Error(StatusCode::UNAUTHORIZED, "unknown or revoked API key".into()));
         };
-        if rec.account != e.account && rec.account != ADMIN_ACCOUNT {
+        if !Scope::of_key(&rec.account, &rec.role).admits(&e.account) {
             return Err(missing());
         }
     }
@@ -358,7 +357,9 @@ pub async fn dispatch(
     // The jobs this process has pushed and not yet recorded the end of. A push endpoint's job
     // in progress that is not here was pushed by a process that is gone (killed, or the
     // previous leader): its answer can never arrive, so it goes back to the queue.
-    let pushed: Arc<Mutex<HashSet<String>>> = Arc::default();
+    // Keyed by the claim (job id and when it was claimed): a job claimed again while an older
+    // push of it is still unwinding is a different claim.
+    let pushed: Arc<Mutex<HashSet<(String, Millis)>>> = Arc::default();
     let freed = Arc::new(Notify::new());
     let mut last_sweep = Millis(0);
     loop {
@@ -385,7 +386,8 @@ pub async fn dispatch(
                         break;
                     }
                     let Ok(Some(job)) = st.store.claim_job(&e.id, w.id.as_str(), now()).await else { break };
-                    pushed.lock().unwrap().insert(job.id.clone());
+                    let claim = (job.id.clone(), job.started_at.unwrap_or_default());
+                    pushed.lock().unwrap().insert(claim.clone());
                     *busy.lock().unwrap().entry(w.id.clone()).or_default() += 1;
                     let (st, client, busy, freed, pushed) =
                         (st.clone(), client.clone(), busy.clone(), freed.clone(), pushed.clone());
@@ -393,7 +395,7 @@ pub async fn dispatch(
                     let worker = w.id.clone();
                     tokio::spawn(async move {
                         push(&st, &client, &url, &job, &worker).await;
-                        pushed.lock().unwrap().remove(&job.id);
+                        pushed.lock().unwrap().remove(&claim);
                         if let Some(n) = busy.lock().unwrap().get_mut(&worker) {
                             *n = n.saturating_sub(1);
                         }
@@ -415,7 +417,7 @@ pub async fn dispatch(
 
 /// Jobs of push endpoint `e` in progress that this process did not push (see `pushed` in
 /// [`dispatch`]) go back to the queue, counting a retry: at least once.
-async fn settle_orphans(st: &AppState, e: &EndpointId, pushed: &Mutex<HashSet<String>>, t: Millis) {
+async fn settle_orphans(st: &AppState, e: &EndpointId, pushed: &Mutex<HashSet<(String, Millis)>>, t: Millis) {
     let running = match st.store.running_jobs(e).await {
         Ok(r) => r,
         Err(err) => return tracing::warn!(endpoint = %e, error = %err, "could not read jobs in progress"),
@@ -424,14 +426,23 @@ async fn settle_orphans(st: &AppState, e: &EndpointId, pushed: &Mutex<HashSet<St
     // `pushed` until its end is recorded.
     let orphans: Vec<(String, String)> = {
         let pushed = pushed.lock().unwrap();
-        running.into_iter().filter(|(id, _)| !pushed.contains(id)).collect()
+        running.into_iter().filter(|(id, _, at)| !pushed.contains(&(id.clone(), *at))).map(|(i, w, _)| (i, w)).collect()
     };
     for (id, worker) in orphans {
         let why = "its push was cut off (the platform restarted or the leader changed while it ran)";
         match st.store.requeue_job(&id, &worker, MAX_RETRIES, why, t).await {
             Ok(Some(state)) => {
                 tracing::warn!(job = %id, %worker, to = state.as_str(), "a job pushed by a process that is gone goes back to the queue");
+                if let Ok(w) = WorkerId::parse(&worker) {
+                    st.logs.event(e, Some(&w), format!("job {id}: its push was cut off; now {}", state.as_str()));
+                }
                 st.job_queued(e);
+                if state.is_final()
+                    && let Ok(Some(j)) = st.store.get_job(e, &id).await
+                    && let Some(hook) = &j.webhook
+                {
+                    notify_webhook(&j, hook);
+                }
             }
             Ok(None) => {}
             Err(err) => tracing::warn!(job = %id, error = %err, "could not requeue a job"),

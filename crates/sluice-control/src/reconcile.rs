@@ -1005,7 +1005,7 @@ impl Reconciler {
     /// account's current runtime cost (event, and the webhook if set), and turn every endpoint
     /// off below $10.
     async fn check_credit(&mut self, t: Millis) {
-        let accounts = match self.store.list_accounts().await {
+        let accounts = match self.store.list_accounts(&Scope::All).await {
             Ok(a) => a,
             Err(e) => return tracing::warn!(error = %e, "could not read accounts for the credit check"),
         };

@@ -332,7 +332,7 @@ fn default_job_path() -> String {
 fn range(field: &str, v: Option<i64>, default: i64, lo: i64, hi: i64) -> Result<i64, FieldError> {
     let v = v.unwrap_or(default);
     if v < lo || v > hi {
-        return Err(FieldError::new(field, format!("must be between {lo} and {hi}, got {v}")));
+        return Err(FieldError::new(field, format!("must be between {lo} and {hi}")));
     }
     Ok(v)
 }
@@ -371,7 +371,8 @@ fn validate_env(env: &BTreeMap<String, String>) -> Result<(), FieldError> {
     }
     for (k, v) in env {
         if !is_env_name(k) {
-            return Err(FieldError::new(format!("env.{k}"), "variable names must match [A-Za-z_][A-Za-z0-9_]*"));
+            // Not named in the field: a malformed name may be a whole `KEY=secret` pasted as one.
+            return Err(FieldError::new("env", "variable names must match [A-Za-z_][A-Za-z0-9_]*"));
         }
         if RESERVED_ENV.contains(&k.as_str()) || k.starts_with(RESERVED_ENV_PREFIX) {
             return Err(FieldError::new(format!("env.{k}"), "is set by the platform and cannot be overridden"));
@@ -536,16 +537,10 @@ impl EndpointSpec {
         let max_workers = d.max_workers.unwrap_or(max_default);
         let floor = active_workers.max(1);
         if max_workers < floor {
-            return Err(FieldError::new(
-                "max_workers",
-                format!("must be at least max(1, active_workers) = {floor}, got {max_workers}"),
-            ));
+            return Err(FieldError::new("max_workers", format!("must be at least max(1, active_workers) = {floor}")));
         }
         if max_workers > quota {
-            return Err(FieldError::new(
-                "max_workers",
-                format!("must be at most the account quota of {quota}, got {max_workers}"),
-            ));
+            return Err(FieldError::new("max_workers", format!("must be at most the account quota of {quota}")));
         }
         let gpus_per_worker = range("gpus_per_worker", d.gpus_per_worker, 1, 1, MAX_GPUS_PER_WORKER)? as u32;
         let gpu_type = match d.gpu_type {
@@ -915,9 +910,10 @@ mod tests {
         let env = |k: &str| Some(BTreeMap::from([(k.to_owned(), "v".to_owned())]));
         check(|d| d.env = env("HF_TOKEN"), None);
         check(|d| d.env = env("_x1"), None);
-        check(|d| d.env = env("1X"), Some("env.1X"));
-        check(|d| d.env = env("A-B"), Some("env.A-B"));
-        check(|d| d.env = env(""), Some("env."));
+        check(|d| d.env = env("1X"), Some("env"));
+        check(|d| d.env = env("A-B"), Some("env"));
+        check(|d| d.env = env(""), Some("env"));
+        check(|d| d.env = env("HF_TOKEN=hf_abc"), Some("env"));
         check(|d| d.env = env("PORT"), Some("env.PORT"));
         check(|d| d.env = env("SLUICE_X"), Some("env.SLUICE_X"));
         check(|d| d.env = env("CUDA_VISIBLE_DEVICES"), Some("env.CUDA_VISIBLE_DEVICES"));

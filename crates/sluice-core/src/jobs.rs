@@ -88,7 +88,7 @@ impl JobPolicy {
         let ms = |field: &str, v: Option<i64>, default: u64, lo: u64| match v {
             None => Ok(default),
             Some(x) if x >= lo as i64 && x <= SEVEN_DAYS_MS as i64 => Ok(x as u64),
-            Some(x) => Err(FieldError::new(field, format!("must be between {lo} and {SEVEN_DAYS_MS} ms, got {x}"))),
+            Some(_) => Err(FieldError::new(field, format!("must be between {lo} and {SEVEN_DAYS_MS} ms"))),
         };
         Ok(JobPolicy {
             execution_timeout_ms: ms(

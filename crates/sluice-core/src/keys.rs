@@ -37,6 +37,21 @@ impl Scope {
     }
 }
 
+/// How a live key's reach travels with the routing table (and in any in-memory key map): its
+/// account, or [`ALL_ACCOUNTS`] for an admin-role key (whatever account holds it). Account
+/// names are DNS labels, so the marker cannot be one.
+pub fn scope_label<'a>(account: &'a str, role: &str) -> &'a str {
+    if role == "admin" { ALL_ACCOUNTS } else { account }
+}
+
+/// The scope label of admin-role keys.
+pub const ALL_ACCOUNTS: &str = "*";
+
+/// Whether a key with scope label `label` (see [`scope_label`]) may use a thing of `owner`.
+pub fn label_admits(label: &str, owner: &str) -> bool {
+    label == ALL_ACCOUNTS || label == owner
+}
+
 /// SHA-256 of a key (the gateway compares these, per request, without allocating).
 pub fn digest_bytes(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()

@@ -221,27 +221,34 @@ pub const LOST_AFTER_PINGS: u32 = 2;
 /// it could not deliver (a refused connection while the platform restarted is not retried), and
 /// a take whose answer never reached the worker leaves a job it never had. A miss counts only
 /// from a ping that arrives at least one interval after the claim (one sent while the take's
-/// answer was on its way cannot list the job yet); [`LOST_AFTER_PINGS`] in a row and the job is
-/// lost. Returns the miss counts to keep (jobs still running and unlisted) and the lost jobs.
+/// answer was on its way cannot list the job yet), and at most one per half interval (two pings
+/// close together are one); [`LOST_AFTER_PINGS`] in a row and the job is lost. Only a worker that
+/// is known to list its jobs is judged this way (see `Registry` in the control plane). Returns the
+/// misses to keep (count, and when the last one counted, per job still running and unlisted) and
+/// the lost jobs.
 pub fn lost_jobs(
     running: &[(String, Millis)],
     listed: &[String],
-    misses: &HashMap<String, u32>,
+    misses: &HashMap<String, (u32, Millis)>,
     now: Millis,
     ping_ms: u64,
-) -> (HashMap<String, u32>, Vec<String>) {
+) -> (HashMap<String, (u32, Millis)>, Vec<String>) {
     let mut keep = HashMap::new();
     let mut lost = Vec::new();
     for (job, claimed) in running {
         if listed.contains(job) {
             continue;
         }
-        let before = misses.get(job).copied().unwrap_or(0);
-        let n = if now.saturating_sub(*claimed) >= ping_ms { before + 1 } else { before };
-        if n >= LOST_AFTER_PINGS {
-            lost.push(job.clone());
-        } else if n > 0 {
-            keep.insert(job.clone(), n);
+        let before = misses.get(job).copied();
+        let counts = now.saturating_sub(*claimed) >= ping_ms
+            && before.is_none_or(|(_, last)| now.saturating_sub(last) >= ping_ms / 2);
+        let next = if counts { Some((before.map_or(0, |b| b.0) + 1, now)) } else { before };
+        match next {
+            Some((n, _)) if n >= LOST_AFTER_PINGS => lost.push(job.clone()),
+            Some(m) => {
+                keep.insert(job.clone(), m);
+            }
+            None => {}
         }
     }
     lost.sort();
@@ -264,30 +271,33 @@ mod tests {
         let ping = 1_000;
         let run = |jobs: &[(&str, u64)]| jobs.iter().map(|(j, t)| (j.to_string(), Millis(*t))).collect::<Vec<_>>();
         let ids = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        // (running, listed, misses before, now) -> (misses after, lost)
-        type Case<'a> =
-            (&'a [(&'a str, u64)], &'a [&'a str], &'a [(&'a str, u32)], u64, &'a [(&'a str, u32)], &'a [&'a str]);
-        let cases: [Case; 8] = [
+        // (running, listed, misses before, now) -> (misses after, lost); a miss is (count, when).
+        type Misses<'a> = &'a [(&'a str, (u32, u64))];
+        type Case<'a> = (&'a [(&'a str, u64)], &'a [&'a str], Misses<'a>, u64, Misses<'a>, &'a [&'a str]);
+        let cases: [Case; 9] = [
             // Listed: nothing to count.
-            (&[("a", 0)], &["a"], &[("a", 1)], 5_000, &[], &[]),
+            (&[("a", 0)], &["a"], &[("a", (1, 4_000))], 5_000, &[], &[]),
             // Unlisted, but claimed less than one interval ago: the ping may predate the take.
             (&[("a", 4_500)], &[], &[], 5_000, &[], &[]),
             // First miss, then the second: lost.
-            (&[("a", 0)], &[], &[], 5_000, &[("a", 1)], &[]),
-            (&[("a", 0)], &[], &[("a", 1)], 6_000, &[], &["a"]),
+            (&[("a", 0)], &[], &[], 5_000, &[("a", (1, 5_000))], &[]),
+            (&[("a", 0)], &[], &[("a", (1, 5_000))], 6_000, &[], &["a"]),
+            // Two pings close together count once.
+            (&[("a", 0)], &[], &[("a", (1, 5_000))], 5_100, &[("a", (1, 5_000))], &[]),
             // A listing in between starts over.
-            (&[("a", 0)], &["a"], &[("a", 1)], 6_000, &[], &[]),
+            (&[("a", 0)], &["a"], &[("a", (1, 5_000))], 6_000, &[], &[]),
             // Finished jobs (no longer running) drop out of the counts.
-            (&[], &[], &[("gone", 1)], 6_000, &[], &[]),
+            (&[], &[], &[("gone", (1, 5_000))], 6_000, &[], &[]),
             // Several at once, sorted.
-            (&[("b", 0), ("a", 0), ("c", 0)], &["c"], &[("a", 1), ("b", 1)], 9_000, &[], &["a", "b"]),
+            (&[("b", 0), ("a", 0), ("c", 0)], &["c"], &[("a", (1, 8_000)), ("b", (1, 8_000))], 9_000, &[], &["a", "b"]),
             // After a restart the counts are empty: two pings settle it.
-            (&[("x", 100)], &["y"], &[], 1_100, &[("x", 1)], &[]),
+            (&[("x", 100)], &["y"], &[], 1_100, &[("x", (1, 1_100))], &[]),
         ];
+        let map = |m: Misses| m.iter().map(|(j, (n, t))| (j.to_string(), (*n, Millis(*t)))).collect::<HashMap<_, _>>();
         for (running, listed, before, now, after, lost) in cases {
-            let before: HashMap<String, u32> = before.iter().map(|(j, n)| (j.to_string(), *n)).collect();
+            let before = map(before);
             let (keep, got) = lost_jobs(&run(running), &ids(listed), &before, Millis(now), ping);
-            let after: HashMap<String, u32> = after.iter().map(|(j, n)| (j.to_string(), *n)).collect();
+            let after = map(after);
             assert_eq!((keep, got), (after, ids(lost)), "{running:?} {listed:?} {before:?} {now}");
         }
     }

@@ -27,10 +27,13 @@ pub fn looks_secret(name: &str, value: &str) -> bool {
     if SECRET_VALUE_PREFIXES.iter().any(|p| value.starts_with(p)) {
         return true;
     }
-    // A long token of mixed letters and digits with no spaces reads as a credential.
+    // A long token of mixed letters and digits with no spaces reads as a credential. One with
+    // `/` reads as one only when it is all base64 (`wJalr…/K7MDENG/…`): paths and model ids
+    // (`mistralai/Mistral-7B-Instruct-v0.2`) have `-`, `.` or `:` as well.
+    let base64 = value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '='));
     value.len() >= 32
         && !value.contains(char::is_whitespace)
-        && !value.contains('/')
+        && (!value.contains('/') || (base64 && !value.starts_with('/')))
         && value.chars().any(|c| c.is_ascii_digit())
         && value.chars().any(|c| c.is_ascii_lowercase())
         && value.chars().any(|c| c.is_ascii_uppercase())
@@ -81,7 +84,15 @@ pub fn mask_url_credentials(value: &str) -> String {
 
 /// `url` is what follows `scheme://`.
 fn mask_one_url(url: &str) -> String {
-    let auth_end = url.find(['/', '?', '#']).unwrap_or(url.len());
+    // The authority ends at the first `/`, `?` or `#`, unless a password holds one of those: a
+    // `user:…@` before the path is taken whole (masking too much is the safe side).
+    let plain_end = url.find(['/', '?', '#']).unwrap_or(url.len());
+    let auth_end = match url.rfind('@') {
+        Some(at) if at > plain_end && url[..at].contains(':') && !url[..plain_end].contains('@') => {
+            url[at..].find(['/', '?', '#']).map_or(url.len(), |i| at + i)
+        }
+        _ => plain_end,
+    };
     let (authority, path) = url.split_at(auth_end);
     let mut out = String::with_capacity(url.len());
     match authority.rfind('@') {
@@ -148,6 +159,9 @@ mod tests {
             ("X", "hf_abcdefgh", true),
             ("X", "Zx8Kq2Lm9Np4Rs7Tv1Wy3Ab5Cd6Ef0Gh", true),
             ("PATH_PREFIX", "/usr/local/bin:/usr/bin:/bin/with/long/path", false),
+            ("AWS_ACCESS", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", true),
+            ("MODEL_ID", "mistralai/Mistral-7B-Instruct-v0.2-extra-long", false),
+            ("ROOT", "/Abcdefghijklmnop1234567890ABCDEFGHIJ", false),
             ("GREETING", "hello world this is a long plain sentence", false),
         ] {
             assert_eq!(looks_secret(n, v), secret, "{n}={v}");
@@ -171,6 +185,8 @@ mod tests {
             ("PLAIN", "no url here", "no url here"),
             ("EMAIL", "mailto:someone@example.com", "mailto:someone@example.com"),
             ("AT_IN_PATH", "https://example.com/@user/x", "https://example.com/@user/x"),
+            ("SLASH_PW", "postgres://app:pa/ss@db/app", "postgres://app:****@db/app"),
+            ("HASH_PW", "redis://:p#ss?x@h:6379/0", "redis://:****@h:6379/0"),
         ] {
             let got = display_value(name, value);
             assert_eq!(got, shown, "{name}");

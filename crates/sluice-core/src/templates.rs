@@ -178,9 +178,10 @@ impl Template {
         for k in set.keys() {
             if !self.params.iter().any(|p| p.name == k) {
                 let known: Vec<&str> = self.params.iter().map(|p| p.name).collect();
+                // The unknown key is not repeated (it may be a pasted secret); the known ones are.
                 return Err(FieldError::new(
-                    format!("set.{k}"),
-                    format!("template {} has no parameter {k:?}; it takes: {}", self.name, known.join(", ")),
+                    "set",
+                    format!("template {} has no such parameter; it takes: {}", self.name, known.join(", ")),
                 ));
             }
         }
@@ -291,7 +292,7 @@ mod tests {
     fn bad_answers_name_the_key() {
         let t = find("vllm").unwrap();
         assert_eq!(t.render(&set(&[])).unwrap_err().field, "set.model");
-        assert_eq!(t.render(&set(&[("model", "m"), ("modle", "x")])).unwrap_err().field, "set.modle");
+        assert_eq!(t.render(&set(&[("model", "m"), ("modle", "x")])).unwrap_err().field, "set");
         assert_eq!(t.render(&set(&[("model", "m"), ("gpus", "two")])).unwrap_err().field, "set.gpus");
         assert_eq!(t.render(&set(&[("model", "{x}")])).unwrap_err().field, "set.model");
         let c = find("custom").unwrap();

@@ -16,7 +16,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use sluice_core::{
     EndpointStatus,
-    keys::{self, ADMIN_ACCOUNT},
+    keys::{self, label_admits},
     routing::{endpoint_from_host, endpoint_from_path, pick},
 };
 use tokio::time::Instant;
@@ -318,7 +318,7 @@ async fn proxy(
                 .and_then(|v| v.to_str().ok().and_then(keys::key_from_header).map(keys::digest_bytes));
             match key.and_then(|d| table.keys.get(&d)) {
                 None => return Err(Error::Unauthorized(id)),
-                Some(account) if *account != ep.route.account && account != ADMIN_ACCOUNT => {
+                Some(label) if !label_admits(label, &ep.route.account) => {
                     return Err(Error::EndpointNotFound(id));
                 }
                 Some(_) => {}

@@ -7,6 +7,9 @@ pub enum Error {
     /// The row does not exist.
     #[error("not found")]
     NotFound,
+    /// A conditional write found the row changed since it was read (another writer was first).
+    #[error("the {0} was changed by another request meanwhile; retry")]
+    Stale(&'static str),
     /// A stored value could not be decoded (a corrupt or newer database).
     #[error("corrupt row in {table}: {message}")]
     Corrupt { table: &'static str, message: String },

@@ -1,7 +1,10 @@
 //! The store's test suite, run against both back ends: a real SQLite file and a real PostgreSQL
 //! server (started per test from Debian's binaries, `testing::TestPostgres`).
 use super::*;
-use sluice_core::{EndpointDraft, RuntimeKind, ValidationContext};
+use sluice_core::{
+    EndpointDraft, EndpointId, EndpointSpec, EndpointStatus, RuntimeKind, ValidationContext, WorkerId, WorkerState,
+    keys::Scope,
+};
 
 fn spec(name: &str) -> EndpointSpec {
     let ctx = ValidationContext {
@@ -26,6 +29,7 @@ fn endpoint(id: &str, account: &str, name: &str) -> EndpointRecord {
         generation: 1,
         created_at: Millis(1),
         updated_at: Millis(1),
+        version: 0,
     }
 }
 
@@ -110,6 +114,7 @@ on_both!(
     log_lines_query_follow_and_retention,
     accounts_usage_and_credit,
     a_lease_has_one_holder_until_it_expires,
+    a_spec_update_never_writes_back_a_status_changed_meanwhile,
 );
 
 async fn endpoints_roundtrip_and_names_are_unique_per_account(db: &Db) {
@@ -124,12 +129,17 @@ async fn endpoints_roundtrip_and_names_are_unique_per_account(db: &Db) {
     assert_eq!(s.find_endpoint_by_name("other", "llama 🦙").await.unwrap().unwrap().id.as_str(), "ep3");
 
     let mut u = e.clone();
-    u.status = EndpointStatus::Stopped;
     u.spec.max_workers = 7;
     u.generation = 2;
-    s.update_endpoint(&u).await.unwrap();
-    assert_eq!(s.get_endpoint(&e.id).await.unwrap().unwrap(), u);
-    assert!(matches!(s.update_endpoint(&endpoint("nope", "acct", "z")).await, Err(Error::NotFound)));
+    s.update_endpoint_spec(&u).await.unwrap();
+    let stored = s.get_endpoint(&e.id).await.unwrap().unwrap();
+    assert_eq!((stored.spec.max_workers, stored.generation, stored.version), (7, 2, 1));
+    // A second change made from the same read is refused: it would undo the first.
+    assert!(matches!(s.update_endpoint_spec(&u).await, Err(Error::Stale(_))));
+    assert!(s.set_endpoint_status(&e.id, EndpointStatus::Running, EndpointStatus::Stopped, Millis(2)).await.unwrap());
+    assert!(!s.set_endpoint_status(&e.id, EndpointStatus::Running, EndpointStatus::Stopped, Millis(3)).await.unwrap());
+    assert_eq!(s.get_endpoint(&e.id).await.unwrap().unwrap().status, EndpointStatus::Stopped);
+    assert!(matches!(s.update_endpoint_spec(&endpoint("nope", "acct", "z")).await, Err(Error::NotFound)));
     s.delete_endpoint(&e.id).await.unwrap();
     assert!(matches!(s.delete_endpoint(&e.id).await, Err(Error::NotFound)));
     assert!(s.get_endpoint(&e.id).await.unwrap().is_none());
@@ -286,7 +296,7 @@ async fn jobs_are_durable_claimed_once_and_end_once(db: &Db) {
     assert!(s.retry_job(&ep, "j2").await.unwrap().unwrap().0);
     // A lost job goes back only from the worker it runs on.
     s.claim_job(&ep, "w5", Millis(28)).await.unwrap().unwrap();
-    assert_eq!(s.running_jobs(&ep).await.unwrap(), vec![("j2".to_string(), "w5".to_string())]);
+    assert_eq!(s.running_jobs(&ep).await.unwrap(), vec![("j2".to_string(), "w5".to_string(), Millis(28))]);
     assert_eq!(s.requeue_job("j2", "w6", 5, "lost", Millis(29)).await.unwrap(), None, "not its worker");
     assert_eq!(s.requeue_job("j2", "w5", 5, "lost", Millis(29)).await.unwrap(), Some(InQueue));
     assert_eq!(s.get_job(&ep, "j2").await.unwrap().unwrap().retries, 3);
@@ -425,7 +435,8 @@ async fn accounts_usage_and_credit(db: &Db) {
     s.create_account(&acct).await.unwrap();
     assert!(matches!(s.create_account(&acct).await, Err(Error::Conflict(_))));
     assert_eq!(s.get_account("admin").await.unwrap().unwrap().max_workers_quota, 100, "ensure never overwrites");
-    assert_eq!(s.list_accounts().await.unwrap().len(), 2);
+    assert_eq!(s.list_accounts(&Scope::All).await.unwrap().len(), 2);
+    assert_eq!(s.list_accounts(&Scope::Account("team".into())).await.unwrap().len(), 1);
     assert!(s.set_account_quota("team", 6).await.unwrap());
     assert!(!s.set_account_quota("nobody", 6).await.unwrap());
     s.set_webhook("team", Some("http://127.0.0.1:9/hook")).await.unwrap();
@@ -526,4 +537,57 @@ async fn a_lease_has_one_holder_until_it_expires(db: &Db) {
         wins += usize::from(r.await.unwrap());
     }
     assert_eq!(wins, 1);
+}
+
+/// The race from issue 15: a PATCH (read, change the spec, write) and the credit cut-off
+/// (`turn_off_account`) interleave. Whatever the order, the cut-off wins: the endpoint ends
+/// `stopped_no_credit` with the PATCH's spec. Run once in the worst order by hand, then many
+/// times concurrently.
+async fn a_spec_update_never_writes_back_a_status_changed_meanwhile(db: &Db) {
+    let s = db.open().await;
+    let e = endpoint("race1", "acct", "racer");
+    s.create_endpoint(&e).await.unwrap();
+    // Read (running) → cut-off → write the changed spec.
+    let mut read = s.get_endpoint(&e.id).await.unwrap().unwrap();
+    assert_eq!(s.turn_off_account("acct", Millis(5)).await.unwrap(), vec!["race1".to_string()]);
+    read.spec.max_workers = 9;
+    s.update_endpoint_spec(&read).await.unwrap();
+    let now = s.get_endpoint(&e.id).await.unwrap().unwrap();
+    assert_eq!((now.status, now.spec.max_workers), (EndpointStatus::StoppedNoCredit, 9));
+    // A start decided on the stale read does not undo it either.
+    assert!(!s.set_endpoint_status(&e.id, EndpointStatus::Stopped, EndpointStatus::Running, Millis(6)).await.unwrap());
+
+    // Concurrently: 12 endpoints, each PATCHed by 4 tasks (retrying on Conflict) while the
+    // account is cut off.
+    let ids: Vec<String> = (0..12).map(|i| format!("racer{i:02}")).collect();
+    for id in &ids {
+        s.create_endpoint(&endpoint(id, "many", id)).await.unwrap();
+    }
+    let mut tasks = Vec::new();
+    for (n, id) in ids.iter().cycle().take(48).enumerate() {
+        let (s, id) = (s.clone(), EndpointId::parse(id).unwrap());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let mut e = s.get_endpoint(&id).await.unwrap().unwrap();
+                e.spec.max_workers = 1 + (n as u32 % 9);
+                match s.update_endpoint_spec(&e).await {
+                    Ok(()) => return,
+                    Err(Error::Stale(_)) => tokio::task::yield_now().await,
+                    Err(other) => panic!("{other}"),
+                }
+            }
+        }));
+    }
+    let cut = {
+        let s = s.clone();
+        tokio::spawn(async move { s.turn_off_account("many", Millis(7)).await.unwrap() })
+    };
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(cut.await.unwrap().len(), 12);
+    for e in s.list_endpoints(&Scope::Account("many".into())).await.unwrap() {
+        assert_eq!(e.status, EndpointStatus::StoppedNoCredit, "{}", e.id);
+        assert_eq!(e.version, 4, "{}: each of the four changes landed once", e.id);
+    }
 }

@@ -241,6 +241,7 @@ async fn reconcile(n_ep: usize, per: usize, rss0: f64) {
                 generation: 1,
                 created_at: Millis(1),
                 updated_at: Millis(1),
+                version: 0,
             })
             .await
             .expect("stored");

@@ -523,7 +523,9 @@ impl SpecArgs {
         if !self.env.is_empty() {
             let mut env = BTreeMap::new();
             for kv in &self.env {
-                let Some((k, v)) = kv.split_once('=') else { bail!("--env {kv:?}: expected KEY=VALUE") };
+                let Some((k, v)) = kv.split_once('=') else {
+                    bail!("--env: expected KEY=VALUE (an argument without '=')")
+                };
                 env.insert(k.to_owned(), v.to_owned());
             }
             input.env = Some(env);
@@ -800,7 +802,7 @@ fn print_endpoint(v: &Value) {
 async fn deploy(conn: Conn, template: String, set: Vec<String>, registry: RegistryArgs) -> anyhow::Result<()> {
     let mut values = BTreeMap::new();
     for kv in &set {
-        let Some((k, v)) = kv.split_once('=') else { bail!("--set {kv:?}: expected KEY=VALUE") };
+        let Some((k, v)) = kv.split_once('=') else { bail!("--set: expected KEY=VALUE (an argument without '=')") };
         values.insert(k.to_owned(), v.to_owned());
     }
     let input = sluice_api::DeployInput { set: values, registry_auth: registry.into_dto()? };

@@ -111,7 +111,8 @@ async fn ping_loop(held: Held) {
             .build(hyper_util::client::legacy::connect::HttpConnector::new());
     loop {
         let ids: Vec<String> = held.lock().unwrap().iter().cloned().collect();
-        let uri = format!("{url}&job_id={}", ids.join(","));
+        // Like RunPod's SDK: the protocol version, so the platform knows the list is complete.
+        let uri = format!("{url}&job_id={}&runpod_version=sluice-demo", ids.join(","));
         if let Ok(req) = axum::http::Request::get(uri).header(header::AUTHORIZATION, &token).body(Empty::new())
             && let Ok(resp) = client.request(req).await
         {

@@ -160,7 +160,8 @@ async fn ensure_demo(store: &Store, cfg: &ControlConfig, image: Option<String>) 
             e.spec.image = image;
             e.generation += 1;
             e.updated_at = now();
-            store.update_endpoint(&e).await?;
+            store.update_endpoint_spec(&e).await?;
+            e.version += 1;
         }
         return Ok(e);
     }
@@ -184,6 +185,7 @@ async fn ensure_demo(store: &Store, cfg: &ControlConfig, image: Option<String>) 
         generation: 1,
         created_at: t,
         updated_at: t,
+        version: 0,
     };
     store.create_endpoint(&rec).await?;
     Ok(rec)

@@ -80,7 +80,7 @@ pub async fn add_credit(
     if !(input.amount_usd.is_finite() && input.amount_usd > 0.0 && input.amount_usd <= 1e9) {
         return Err(AppError::InvalidField {
             field: Some("amount_usd".into()),
-            message: format!("must be more than 0 and at most 1e9, got {}", input.amount_usd),
+            message: "must be more than 0 and at most 1e9".into(),
         });
     }
     let nanos = (input.amount_usd * sluice_core::billing::NANOS as f64).round() as i64;
@@ -121,9 +121,9 @@ fn quota(v: Option<i64>, default: u32) -> Result<u32, AppError> {
     match v {
         None => Ok(default),
         Some(q) if (1..=100_000).contains(&q) => Ok(q as u32),
-        Some(q) => Err(AppError::InvalidField {
+        Some(_) => Err(AppError::InvalidField {
             field: Some("max_workers_quota".into()),
-            message: format!("must be between 1 and 100000, got {q}"),
+            message: "must be between 1 and 100000".into(),
         }),
     }
 }
@@ -190,8 +190,7 @@ pub async fn create_account(
 
 #[utoipa::path(get, path = "/v1/accounts", tag = "accounts", responses((status = 200, body = AccountList)))]
 pub async fn list_accounts(State(st): S, Extension(caller): Extension<Caller>) -> Result<Json<AccountList>, AppError> {
-    let all = st.store.list_accounts().await?;
-    let accounts = all.iter().filter(|a| caller.scope.admits(&a.name)).map(account_view).collect();
+    let accounts = st.store.list_accounts(&caller.scope).await?.iter().map(account_view).collect();
     Ok(Json(AccountList { accounts }))
 }
 

@@ -63,7 +63,7 @@ fn to_query(q: &LogsQuery) -> Result<(LogQuery, Option<String>), AppError> {
     let t = now();
     let limit = q.limit.unwrap_or(100);
     if !(1..=5000).contains(&limit) {
-        return Err(bad("limit", format!("must be between 1 and 5000, got {limit}")));
+        return Err(bad("limit", "must be between 1 and 5000".into()));
     }
     if let Some(s) = &q.stream
         && !STREAMS.contains(&s.as_str())

@@ -186,7 +186,9 @@ async fn list_gpus(State(st): S, Extension(caller): Extension<Caller>) -> Result
                 .map(|g| {
                     let h = holder(&n.name, g.index);
                     // A worker whose endpoint is gone (being stopped) belongs to nobody visible.
-                    let mine = h.filter(|w| owners.get(&w.endpoint_id).is_some_and(|a| caller.scope.admits(a)));
+                    let mine = h.filter(|w| {
+                        caller.is_admin() || owners.get(&w.endpoint_id).is_some_and(|a| caller.scope.admits(a))
+                    });
                     GpuView {
                         index: g.index,
                         gpu_type: g.gpu_type.clone(),
@@ -369,6 +371,7 @@ async fn create(
         generation: 1,
         created_at: t,
         updated_at: t,
+        version: 0,
     };
     st.store.create_endpoint(&rec).await?;
     tracing::info!(endpoint = %rec.id, name = %rec.spec.name, "endpoint created");
@@ -445,23 +448,39 @@ async fn update_endpoint(
     Path(id): Path<String>,
     JsonBody(input): JsonBody<EndpointInput>,
 ) -> Result<Json<EndpointView>, AppError> {
-    let mut e = load(&st, &caller, &id).await?;
-    let draft = e.spec.to_draft().overlay(EndpointDraft::from(input));
-    let spec = EndpointSpec::validate(draft, &validation(&st, &e.account).await?)?;
-    let cost = |s: &EndpointSpec| (s.active_workers * s.gpus_per_worker, s.gpu_type.clone());
-    if cost(&e.spec) != cost(&spec) && e.status == EndpointStatus::Running {
-        accounts::require_credit(&st, &e.account, &spec).await?;
-    }
-    if e.spec.workers_differ(&spec) {
-        e.generation += 1;
-    }
-    if (&e.spec.image, &e.spec.data_center) != (&spec.image, &spec.data_center) {
-        prewarm_spec(&st, &e.account, &spec);
-    }
-    e.spec = spec;
-    e.updated_at = now();
-    st.store.update_endpoint(&e).await?;
+    let patch = EndpointDraft::from(input);
+    // An update is "the spec as stored + the patch", written only over the version it was read
+    // at; when another change landed in between, it is read again and the patch reapplied.
+    let mut tries = 0;
+    let e = loop {
+        let mut e = load(&st, &caller, &id).await?;
+        let draft = e.spec.to_draft().overlay(patch.clone());
+        let spec = EndpointSpec::validate(draft, &validation(&st, &e.account).await?)?;
+        let cost = |s: &EndpointSpec| (s.active_workers * s.gpus_per_worker, s.gpu_type.clone());
+        if cost(&e.spec) != cost(&spec) && e.status == EndpointStatus::Running {
+            accounts::require_credit(&st, &e.account, &spec).await?;
+        }
+        let prewarm = (&e.spec.image, &e.spec.data_center) != (&spec.image, &spec.data_center);
+        if e.spec.workers_differ(&spec) {
+            e.generation += 1;
+        }
+        e.spec = spec;
+        e.updated_at = now();
+        match st.store.update_endpoint_spec(&e).await {
+            Ok(()) => {
+                e.version += 1;
+                if prewarm {
+                    prewarm_spec(&st, &e.account, &e.spec);
+                }
+                break e;
+            }
+            Err(sluice_store::Error::Stale(_)) if tries < 3 => tries += 1,
+            Err(other) => return Err(other.into()),
+        }
+    };
     st.settle().await;
+    // The status as it is now (a stop or the credit cut-off may have happened meanwhile).
+    let e = st.store.get_endpoint(&e.id).await?.unwrap_or(e);
     Ok(Json(view(&st, &e)))
 }
 
@@ -479,23 +498,29 @@ async fn delete_endpoint(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Stop or start: a status change from the status read, so a change that happened meanwhile
+/// (the credit cut-off, another stop or start) is seen and decided on again, never overwritten.
 async fn set_status(
     st: &AppState,
     caller: &Caller,
     id: &str,
     status: EndpointStatus,
 ) -> Result<Json<EndpointView>, AppError> {
-    let mut e = load(st, caller, id).await?;
-    if status == EndpointStatus::Running && e.status != status {
-        accounts::require_credit(st, &e.account, &e.spec).await?;
+    for _ in 0..3 {
+        let e = load(st, caller, id).await?;
+        if e.status == status {
+            return Ok(Json(view(st, &e)));
+        }
+        if status == EndpointStatus::Running {
+            accounts::require_credit(st, &e.account, &e.spec).await?;
+        }
+        if st.store.set_endpoint_status(&e.id, e.status, status, now()).await? {
+            st.settle().await;
+            let e = st.store.get_endpoint(&e.id).await?.unwrap_or(e);
+            return Ok(Json(view(st, &e)));
+        }
     }
-    if e.status != status {
-        e.status = status;
-        e.updated_at = now();
-        st.store.update_endpoint(&e).await?;
-        st.settle().await;
-    }
-    Ok(Json(view(st, &e)))
+    Err(AppError::Conflict("the endpoint's status keeps changing; retry".into()))
 }
 
 #[utoipa::path(post, path = "/v1/endpoints/{id}/stop", tag = "endpoints", params(("id" = String, Path)),
@@ -595,7 +620,7 @@ async fn list_events(
     if !(1..=1000).contains(&limit) {
         return Err(AppError::InvalidField {
             field: Some("limit".into()),
-            message: format!("must be between 1 and 1000, got {limit}"),
+            message: "must be between 1 and 1000".into(),
         });
     }
     let e = load(&st, &caller, &id).await?;

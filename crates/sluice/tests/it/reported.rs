@@ -57,6 +57,7 @@ async fn readiness_reported_by_the_runtime_moves_workers_in_and_out_of_rotation(
             generation: 1,
             created_at: Millis(1),
             updated_at: Millis(1),
+            version: 0,
         })
         .await
         .unwrap();

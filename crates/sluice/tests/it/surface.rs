@@ -224,6 +224,23 @@ async fn a_second_account_sees_nothing_of_the_first_in_any_view() {
         gpus["nodes"][0]["gpus"].as_array().unwrap().iter().filter(|g| g["in_use"] == true).collect();
     assert_eq!(used.len(), 1, "{gpus}");
     assert!(used[0]["worker"].is_null() && used[0]["endpoint"].is_null(), "{gpus}");
+    // A user key of the admin's account is an account key like any other: it reaches only
+    // that account's endpoints, on the gateway and on /v2 as on /v1.
+    let r = call(&p, &p.key, Method::POST, "/v1/keys", Some(&json!({"label": "ops"}))).await;
+    let ops = r.json()["key"].as_str().unwrap().to_owned();
+    let auth = vec![("authorization".to_owned(), format!("Bearer {ops}"))];
+    let gw = send(Method::GET, &format!("{}/e/{ep}/x", p.gateway), &auth, Bytes::new()).await;
+    assert_eq!(gw.status, StatusCode::NOT_FOUND, "{}", gw.text());
+    let v2 = send(Method::GET, &format!("{}/v2/{ep2}/health", p.gateway), &auth, Bytes::new()).await;
+    assert_eq!(v2.status, StatusCode::NOT_FOUND, "{}", v2.text());
+    assert_eq!(call(&p, &ops, Method::GET, &format!("/v1/endpoints/{ep}"), None).await.status, StatusCode::NOT_FOUND);
+    // The admin key itself reaches them.
+    let admin = vec![("authorization".to_owned(), format!("Bearer {}", p.key))];
+    assert_eq!(
+        send(Method::GET, &format!("{}/v2/{ep2}/health", p.gateway), &admin, Bytes::new()).await.status,
+        StatusCode::OK
+    );
+
     // Nothing of alice's changed.
     let e = call(&p, &alice, Method::GET, &format!("/v1/endpoints/{ep}"), None).await.json();
     assert_eq!((e["name"].as_str(), e["status"].as_str()), (Some("alice-secret-model"), Some("running")), "{e}");

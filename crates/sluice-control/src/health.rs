@@ -49,8 +49,7 @@ impl Drop for Probe {
     }
 }
 
-/// Failures in a row after which a ready worker leaves rotation.
-pub const UNHEALTHY_AFTER: u32 = 3;
+pub use sluice_core::reconcile::UNHEALTHY_AFTER;
 
 pub fn spawn(client: ProbeClient, addr: SocketAddr, path: String, wake: Arc<Notify>) -> Probe {
     let state = Arc::new(ProbeState::default());
@@ -105,12 +104,12 @@ impl Probe {
 /// The health of a pull worker: its heartbeat (any protocol call counts), checked every
 /// 100 ms until it is first heard from and every 500 ms after. `failures` counts the whole ping
 /// intervals missed.
-pub fn spawn_heartbeat(reg: Arc<crate::pull::Registry>, worker: sluice_core::WorkerId, wake: Arc<Notify>) -> Probe {
+pub fn spawn_heartbeat(reg: Arc<crate::v2::Registry>, worker: sluice_core::WorkerId, wake: Arc<Notify>) -> Probe {
     let state = Arc::new(ProbeState::default());
     let st = state.clone();
     let handle = tokio::spawn(async move {
         loop {
-            let (ok, missed) = crate::pull::heartbeat(&reg, &worker, crate::now());
+            let (ok, missed) = crate::v2::registry::heartbeat(&reg, &worker, crate::now());
             let was = st.healthy.swap(ok, Relaxed);
             let before = st.failures.swap(missed, Relaxed);
             if ok != was || (missed != before && missed >= UNHEALTHY_AFTER) {
@@ -122,31 +121,4 @@ pub fn spawn_heartbeat(reg: Arc<crate::pull::Registry>, worker: sluice_core::Wor
     })
     .abort_handle();
     Probe { state, handle: Some(handle) }
-}
-
-/// POSTs a JSON notification (low-credit warnings) to an account's webhook, in the background,
-/// with up to three attempts 10 s apart; failures are logged, never fatal.
-pub fn notify(url: String, body: serde_json::Value) {
-    tokio::spawn(async move {
-        let mut c = HttpConnector::new();
-        c.set_connect_timeout(Some(Duration::from_secs(5)));
-        let client: Client<HttpConnector, http_body_util::Full<Bytes>> = Client::builder(TokioExecutor::new()).build(c);
-        let bytes = Bytes::from(body.to_string());
-        for attempt in 1..=3 {
-            let req = hyper::Request::post(&url)
-                .header(hyper::header::CONTENT_TYPE, "application/json")
-                .body(http_body_util::Full::new(bytes.clone()));
-            let Ok(req) = req else {
-                tracing::warn!(%url, "webhook URL is not usable");
-                return;
-            };
-            match tokio::time::timeout(Duration::from_secs(10), client.request(req)).await {
-                Ok(Ok(r)) if r.status().is_success() => return,
-                Ok(Ok(r)) => tracing::warn!(%url, status = %r.status(), attempt, "webhook refused"),
-                Ok(Err(e)) => tracing::warn!(%url, error = %e, attempt, "webhook failed"),
-                Err(_) => tracing::warn!(%url, attempt, "webhook timed out"),
-            }
-            tokio::time::sleep(Duration::from_secs(10)).await;
-        }
-    });
 }

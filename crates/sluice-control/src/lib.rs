@@ -11,12 +11,13 @@ mod error;
 mod health;
 pub mod images;
 pub mod logs;
+pub mod metering;
 pub mod metrics;
 pub mod plane;
-pub mod pull;
-pub mod queue;
 pub mod reconcile;
+mod scaler;
 pub mod series;
+pub mod v2;
 
 use sluice_core::keys::Scope;
 use std::{
@@ -27,11 +28,8 @@ use std::{
 
 use arc_swap::ArcSwap;
 pub use error::AppError;
-use sluice_core::{
-    EndpointId, Millis, RuntimeKind, ValidationContext,
-    placement::Node,
-    routing::{EndpointTraffic, RouteTable},
-};
+use sluice_api::internal::{RouteTable, RoutesDelta};
+use sluice_core::{EndpointId, Millis, RuntimeKind, ValidationContext, placement::Node, routing::EndpointTraffic};
 use sluice_runtime::WorkerRuntime;
 use sluice_store::Store;
 use tokio::sync::{Notify, watch};
@@ -41,7 +39,9 @@ use crate::reconcile::{Counts, Reconciler};
 /// The gateway as the control plane sees it: somewhere to publish routes, something that
 /// reports traffic.
 pub trait DataPlane: Send + Sync + 'static {
-    fn publish(&self, table: RouteTable);
+    /// A new routing table, and the changes from the previous one (which a gateway that has the
+    /// previous one applies instead).
+    fn publish(&self, table: Arc<RouteTable>, delta: &RoutesDelta);
     fn traffic(&self) -> Vec<EndpointTraffic>;
     /// The gateway's figures for `/metrics`.
     fn figures(&self) -> sluice_core::metrics::GatewayFigures {
@@ -67,7 +67,7 @@ pub struct ControlConfig {
     /// Largest accepted request body on the control API.
     pub max_body_bytes: usize,
     /// Prices and accrual interval for metering (R5.2, R5.3).
-    pub metering: reconcile::MeteringConfig,
+    pub metering: metering::MeteringConfig,
     /// RunPod-protocol (pull) workers: how they reach the platform and how often they ping.
     pub pull: PullConfig,
     /// How long log lines are kept, and how much per endpoint.
@@ -118,14 +118,16 @@ pub struct AppState {
     passes_tx: watch::Sender<u64>,
     /// Image pulls ahead of need.
     pub images: Arc<images::Images>,
-    /// Signalled whenever a job is queued, ends or is cancelled (runsync and status-sync waits).
-    pub jobs_changed: Arc<Notify>,
+    /// Per-job wake-ups (runsync and status-sync waits).
+    pub jobs: Arc<v2::Jobs>,
     /// Wakes the dispatcher: a job was queued (keeps a permit, so a wake is never lost).
     pub dispatch_wake: Notify,
     /// The routing table the reconciler last published (ready workers, for job dispatch).
     pub table: Arc<ArcSwap<RouteTable>>,
+    /// The live key digests published with it (`/v2`'s key check).
+    pub keys: reconcile::Keys,
     /// Pull workers between their calls (heartbeats, held jobs, requests to be replaced).
-    pub pull: Arc<pull::Registry>,
+    pub pull: Arc<v2::Registry>,
     /// Worker output and platform events.
     pub logs: Arc<logs::Logs>,
     /// The data plane, for its figures.
@@ -137,16 +139,6 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// A job of `e` went (back) into the queue: runsync waiters look again, the push
-    /// dispatcher and one held pull take wake, and so does the autoscaler (a queued job is
-    /// demand). The one fan-out for every way a job is queued.
-    pub fn job_queued(&self, e: &EndpointId) {
-        self.jobs_changed.notify_waiters();
-        self.dispatch_wake.notify_one();
-        self.pull.job_queued(e);
-        self.wake.notify_one();
-    }
-
     /// Wakes the reconciler and waits (bounded) until a pass that started after this call has
     /// completed, so that when a mutating API call returns, the routing table already reflects
     /// it (a request right after `start` is not answered "stopped").
@@ -176,7 +168,7 @@ impl Control {
     ) -> Self {
         let (passes_tx, passes) = watch::channel(0);
         let images = images::Images::new(runtime.clone(), cfg.nodes.clone());
-        let pull = Arc::new(pull::Registry::new(
+        let pull = Arc::new(v2::Registry::new(
             cfg.pull.token_secret.clone().into_bytes(),
             cfg.pull.api_url.clone(),
             cfg.pull.ping_interval_ms,
@@ -189,9 +181,10 @@ impl Control {
             timings: Arc::default(),
             series: Arc::default(),
             images,
-            jobs_changed: Arc::new(Notify::new()),
+            jobs: Arc::default(),
             dispatch_wake: Notify::new(),
             table: Arc::new(ArcSwap::from_pointee(RouteTable::default())),
+            keys: Arc::default(),
             store,
             cfg,
             wake,
@@ -223,7 +216,7 @@ impl Control {
 
     /// The `/v2` routes without their 404 fallback, to serve beside `/v1` on the API address.
     pub fn v2_routes(&self) -> axum::Router {
-        queue::routes(self.state.clone())
+        v2::routes(self.state.clone())
     }
 
     /// The routes separate gateway processes call (`/v1/internal/…`, admin key).
@@ -233,12 +226,12 @@ impl Control {
 
     /// RunPod's client API for queue endpoints, `/v2/{id}/…` (served on the gateway's address).
     pub fn v2_router(&self) -> axum::Router {
-        queue::router(self.state.clone())
+        v2::router(self.state.clone())
     }
 
     /// Starts pushing queued jobs to workers; it stops once `shutdown` turns true.
     pub fn spawn_dispatcher(&self, shutdown: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(queue::dispatch(self.state.clone(), self.state.table.clone(), shutdown))
+        tokio::spawn(v2::push::dispatch(self.state.clone(), self.state.table.clone(), shutdown))
     }
 
     /// Starts storing log lines; once `shutdown` turns true it stores what is queued and ends.
@@ -272,6 +265,7 @@ impl Control {
             self.state.cfg.nodes.clone(),
             reconcile::Signals {
                 table: self.state.table.clone(),
+                keys: self.state.keys.clone(),
                 wake: self.state.wake.clone(),
                 counts: self.state.counts.clone(),
                 passes_tx: self.state.passes_tx.clone(),

@@ -1,10 +1,12 @@
 //! The data plane as separate gateway processes see it (R8.3, `sluice control` + `sluice
 //! gateway`): the control plane publishes each routing table to a watch that gateways long-poll
-//! (`GET /v1/internal/routes?after=VERSION`), and gateways report their traffic every second
+//! (`GET /v1/internal/routes?after=VERSION`), answered with the changes since that version while
+//! the last [`HISTORY`] are kept (a one-worker change is a few hundred bytes, whatever the size
+//! of the table), else the whole table; and gateways report their traffic every second
 //! (`POST /v1/internal/traffic`); the autoscaler sees the sum of the fresh reports.
 use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
+    collections::{HashMap, VecDeque},
+    sync::{Arc, Mutex, OnceLock},
     time::Duration,
 };
 
@@ -13,10 +15,12 @@ use axum::{
     extract::{Query, State},
     routing::{get, post},
 };
-use serde::{Deserialize, Serialize};
+use bytes::Bytes;
+use serde::Deserialize;
+use sluice_api::internal::{ReportTaken, RouteTable, RoutesDelta, RoutesUpdate, TrafficReport};
 use sluice_core::{
     metrics::{GatewayFigures, merge_figures},
-    routing::{EndpointTraffic, RouteTable, merge_traffic},
+    routing::{EndpointTraffic, merge_traffic},
 };
 use tokio::{
     sync::{Notify, watch},
@@ -32,10 +36,42 @@ pub const ROUTES_HOLD: Duration = Duration::from_secs(25);
 
 type Report = (Instant, Vec<EndpointTraffic>, GatewayFigures);
 
-/// A published routing table: its version, and its JSON, serialized once for every gateway.
+/// Deltas kept for gateways that are behind (one per published table).
+pub const HISTORY: usize = 64;
+
+/// A published routing table: its version, the table (its JSON serialized once, the first
+/// time a gateway needs it whole), and the latest deltas, each serialized once: (from, to, JSON).
 struct Published {
     version: u64,
-    json: bytes::Bytes,
+    table: Arc<RouteTable>,
+    full: OnceLock<Bytes>,
+    history: VecDeque<(u64, u64, Bytes)>,
+}
+
+impl Published {
+    /// The answer for a gateway at version `after`: the deltas from there when they are all
+    /// kept, else the whole table.
+    fn update_for(&self, after: u64) -> Bytes {
+        if after != 0 && after == self.version {
+            return Bytes::from_static(br#"{"deltas":[]}"#);
+        }
+        if after != 0
+            && let Some(start) = self.history.iter().position(|(from, _, _)| *from == after)
+        {
+            let mut out = Vec::from(&br#"{"deltas":["#[..]);
+            for (i, (_, _, json)) in self.history.iter().skip(start).enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(json);
+            }
+            out.extend_from_slice(b"]}");
+            return Bytes::from(out);
+        }
+        self.full
+            .get_or_init(|| serde_json::to_vec(&RoutesUpdate::Full((*self.table).clone())).unwrap_or_default().into())
+            .clone()
+    }
 }
 
 pub struct RemotePlane {
@@ -51,7 +87,9 @@ impl RemotePlane {
         Arc::new(RemotePlane {
             table: watch::channel(Arc::new(Published {
                 version: 0,
-                json: serde_json::to_vec(&RouteTable::default()).unwrap_or_default().into(),
+                table: Arc::default(),
+                full: OnceLock::new(),
+                history: VecDeque::new(),
             }))
             .0,
             reports: Mutex::default(),
@@ -83,13 +121,23 @@ impl RemotePlane {
 }
 
 impl DataPlane for RemotePlane {
-    fn publish(&self, table: RouteTable) {
-        match serde_json::to_vec(&table) {
-            Ok(json) => {
-                self.table.send_replace(Arc::new(Published { version: table.version, json: json.into() }));
+    fn publish(&self, table: Arc<RouteTable>, delta: &RoutesDelta) {
+        let mut history = self.table.borrow().history.clone();
+        match serde_json::to_vec(delta) {
+            Ok(json) => history.push_back((delta.from, delta.version, json.into())),
+            Err(e) => {
+                tracing::error!(error = %e, "could not serialize a routing delta; gateways get the whole table");
+                history.clear();
             }
-            Err(e) => tracing::error!(error = %e, "could not serialize the routing table"),
         }
+        // A chain must be unbroken to be usable; only the latest deltas are kept.
+        if history.len() >= 2 && history[history.len() - 2].1 != delta.from {
+            history.drain(..history.len() - 1);
+        }
+        while history.len() > HISTORY {
+            history.pop_front();
+        }
+        self.table.send_replace(Arc::new(Published { version: table.version, table, full: OnceLock::new(), history }));
     }
 
     fn traffic(&self) -> Vec<EndpointTraffic> {
@@ -112,21 +160,13 @@ struct RoutesQuery {
     after: Option<u64>,
 }
 
-/// A gateway's report.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct TrafficReport {
-    pub gateway: String,
-    pub traffic: Vec<EndpointTraffic>,
-    #[serde(default)]
-    pub figures: GatewayFigures,
-}
-
 async fn routes(State(p): State<Arc<RemotePlane>>, Query(q): Query<RoutesQuery>) -> axum::response::Response {
     use axum::response::IntoResponse;
     let after = q.after.unwrap_or(0);
     let mut rx = p.table.subscribe();
     let deadline = Instant::now() + ROUTES_HOLD;
-    let send = |t: &Published| ([(http::header::CONTENT_TYPE, "application/json")], t.json.clone()).into_response();
+    let send =
+        |t: &Published| ([(http::header::CONTENT_TYPE, "application/json")], t.update_for(after)).into_response();
     loop {
         let t = rx.borrow_and_update().clone();
         // Any other version is news (versions grow across restarts: `routing::next_version`).
@@ -140,9 +180,9 @@ async fn routes(State(p): State<Arc<RemotePlane>>, Query(q): Query<RoutesQuery>)
     }
 }
 
-async fn traffic(State(p): State<Arc<RemotePlane>>, Json(r): Json<TrafficReport>) -> Json<serde_json::Value> {
+async fn traffic(State(p): State<Arc<RemotePlane>>, Json(r): Json<TrafficReport>) -> Json<ReportTaken> {
     p.report(r.gateway, r.traffic, r.figures);
-    Json(serde_json::json!({}))
+    Json(ReportTaken {})
 }
 
 /// The internal routes gateways call (the caller adds authentication).

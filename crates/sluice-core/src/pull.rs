@@ -210,6 +210,9 @@ pub fn jobs_to_stop<'a>(
     v
 }
 
+/// Per job: misses counted (pings in a row that left it out) and when the last one counted.
+pub type Misses = HashMap<String, (u32, Millis)>;
+
 /// Pings in a row that must leave out a job its worker runs (by the store) before the job is
 /// presumed lost and goes back to the queue.
 pub const LOST_AFTER_PINGS: u32 = 2;
@@ -229,10 +232,10 @@ pub const LOST_AFTER_PINGS: u32 = 2;
 pub fn lost_jobs(
     running: &[(String, Millis)],
     listed: &[String],
-    misses: &HashMap<String, (u32, Millis)>,
+    misses: &Misses,
     now: Millis,
     ping_ms: u64,
-) -> (HashMap<String, (u32, Millis)>, Vec<String>) {
+) -> (Misses, Vec<String>) {
     let mut keep = HashMap::new();
     let mut lost = Vec::new();
     for (job, claimed) in running {

@@ -1,51 +1,9 @@
-//! What the gateway needs to route, as plain data: the table the control plane publishes, the
-//! traffic figures the gateway reports back, request-target parsing (host form and path form,
-//! R1.9) and worker choice (R3.1). All pure.
+//! What the gateway needs to route, as plain data: the traffic figures the gateway reports back,
+//! request-target parsing (host form and path form, R1.9), worker choice (R3.1) and table
+//! versions. All pure. (The table itself is a wire type: `sluice_api::internal::RouteTable`.)
 use serde::{Deserialize, Serialize};
 
-use crate::{EndpointId, EndpointStatus, LoadBalancing, Millis, WorkerId, ids::is_id_label};
-
-/// The routing table: every endpoint and its ready workers. Control replaces it wholesale.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct RouteTable {
-    pub version: u64,
-    pub endpoints: Vec<EndpointRoute>,
-    /// Live API keys: (hex SHA-256 digest, account). Private endpoints accept keys of their
-    /// account (and the admin's).
-    pub keys: Vec<(String, String)>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EndpointRoute {
-    pub id: EndpointId,
-    pub status: EndpointStatus,
-    /// The owning account, and whether a key is needed at all.
-    pub account: String,
-    pub public: bool,
-    pub load_balancing: LoadBalancing,
-    /// Whole-request deadline (R3.3).
-    pub execution_timeout_ms: u64,
-    /// How long a request may wait in the gateway queue for a worker slot.
-    pub queue_timeout_ms: u64,
-    /// Requests that may wait at once; beyond that, refused.
-    pub queue_capacity: u32,
-    /// Hard cap on a worker's concurrent requests.
-    pub concurrency_per_worker: u32,
-    /// The endpoint already has `max_workers`: a refusal is a 429 (limit), not a 503.
-    pub at_max: bool,
-    pub max_workers: u32,
-    /// Requests per minute (R3.7); `None`: unlimited.
-    pub max_requests_per_minute: Option<u32>,
-    /// Ready workers, in a stable order.
-    pub workers: Vec<WorkerRoute>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WorkerRoute {
-    pub id: WorkerId,
-    /// `host:port` on loopback (or a pod address in a cluster).
-    pub addr: String,
-}
+use crate::{EndpointId, LoadBalancing, Millis, WorkerId, ids::is_id_label};
 
 /// What one gateway saw of one endpoint, reported to the control plane.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -8,6 +8,7 @@
 
 pub mod body;
 pub mod error;
+pub mod follow;
 pub mod metrics;
 mod proxy;
 pub mod table;
@@ -21,13 +22,16 @@ use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::{conn::auto, graceful::GracefulShutdown},
 };
-use sluice_core::{
-    EndpointId,
-    routing::{EndpointTraffic, RouteTable},
-};
+use sluice_api::internal::{RouteTable, RoutesDelta};
+use sluice_core::{EndpointId, routing::EndpointTraffic};
 use tokio::{net::TcpListener, sync::watch};
 
 use crate::{body::BoxBody, table::Routes};
+
+/// The wall clock in Unix ms (what counters and reports carry).
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
 
 /// Called when a request finds no ready worker, so the control plane can start one at once.
 pub type DemandFn = Arc<dyn Fn(&EndpointId) + Send + Sync>;
@@ -130,6 +134,22 @@ impl Gateway {
         let v = table.version;
         self.inner.routes.publish(table);
         self.inner.changed.send_replace(v);
+    }
+
+    /// Applies the changes since the installed table (false: it is another version, and the
+    /// whole table is needed) and wakes requests waiting for a worker.
+    pub fn apply(&self, delta: RoutesDelta) -> bool {
+        let v = delta.version;
+        let applied = self.inner.routes.apply(delta);
+        if applied {
+            self.inner.changed.send_replace(v);
+        }
+        applied
+    }
+
+    /// The version of the installed table.
+    pub fn version(&self) -> u64 {
+        self.inner.routes.load().version
     }
 
     /// Per-endpoint traffic as this gateway sees it now.

@@ -3,7 +3,7 @@
 use std::{
     net::SocketAddr,
     sync::{Arc, atomic::Ordering::Relaxed},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
 use http::{
@@ -25,6 +25,7 @@ use crate::{
     Inner, UpstreamClient,
     body::{BodySlot, BoxBody, ClientBodyError, DeadlineBody, empty},
     error::{Error, caused_by},
+    now_ms,
     table::{EndpointEntry, EndpointStats, WorkerEntry},
 };
 
@@ -73,10 +74,6 @@ impl Drop for Waiting {
         self.stats.waiting.fetch_sub(1, Relaxed);
         self.stats.waiters.lock().unwrap().remove(&self.seq);
     }
-}
-
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 pub async fn handle(

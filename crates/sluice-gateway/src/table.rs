@@ -1,6 +1,7 @@
 //! The in-memory routing table the hot path reads. Control publishes a plain
-//! [`RouteTable`]; the gateway turns it into entries that carry their own counters, reusing the
-//! counters of endpoints and workers it already knew, and swaps it in atomically.
+//! [`RouteTable`] (or the changes since the last one, [`RoutesDelta`]); the gateway turns it into
+//! entries that carry their own counters, reusing the counters of endpoints and workers it
+//! already knew, and swaps it in atomically. A delta rebuilds only the endpoints it names.
 use std::{
     collections::HashMap,
     sync::{
@@ -11,10 +12,8 @@ use std::{
 
 use arc_swap::ArcSwap;
 use http::uri::Authority;
-use sluice_core::{
-    EndpointId, Millis, WorkerId,
-    routing::{EndpointRoute, EndpointTraffic, RouteTable},
-};
+use sluice_api::internal::{EndpointRoute, RouteTable, RoutesDelta};
+use sluice_core::{EndpointId, Millis, WorkerId, routing::EndpointTraffic};
 
 /// Per-endpoint counters, kept across table swaps.
 #[derive(Debug, Default)]
@@ -74,8 +73,9 @@ pub struct EndpointEntry {
 pub struct Table {
     pub version: u64,
     pub endpoints: HashMap<String, Arc<EndpointEntry>>,
-    /// Live key digest (SHA-256 bytes) → account, for private endpoints.
-    pub keys: HashMap<[u8; 32], String>,
+    /// Live key digest (SHA-256 bytes) → scope label (`sluice_core::keys::scope_label`), for
+    /// private endpoints; shared between tables while the keys do not change.
+    pub keys: Arc<HashMap<[u8; 32], String>>,
 }
 
 /// The table plus the long-lived counters it is built from.
@@ -92,6 +92,44 @@ struct Registry {
     workers: HashMap<WorkerId, (EndpointId, Arc<WorkerEntry>)>,
 }
 
+impl Registry {
+    /// The entry of a route: its endpoint's counters (kept, the rate limiter replaced when the
+    /// quota changed) and its workers' (kept unless a worker's address changed).
+    fn entry(&mut self, route: EndpointRoute) -> Arc<EndpointEntry> {
+        let stats = self.endpoints.entry(route.id.clone()).or_default().clone();
+        let have = stats.rate.load().as_ref().map(|r| r.0);
+        if have != route.max_requests_per_minute {
+            stats.rate.store(route.max_requests_per_minute.map(|n| Arc::new((n, rpm_limiter(n)))));
+        }
+        let mut workers = Vec::with_capacity(route.workers.len());
+        for w in &route.workers {
+            let Ok(authority) = w.addr.parse::<Authority>() else { continue };
+            let entry = match self.workers.get(&w.id) {
+                Some((_, e)) if e.authority == authority => e.clone(),
+                _ => {
+                    let e = Arc::new(WorkerEntry { id: w.id.clone(), authority, outstanding: AtomicU64::new(0) });
+                    self.workers.insert(w.id.clone(), (route.id.clone(), e.clone()));
+                    e
+                }
+            };
+            workers.push(entry);
+        }
+        Arc::new(EndpointEntry { route, workers, stats })
+    }
+}
+
+impl EndpointStats {
+    /// Requests are in flight or waiting: the counters must outlive the endpoint's removal.
+    fn busy(&self) -> bool {
+        self.in_flight.load(Relaxed) > 0 || self.waiting.load(Relaxed) > 0
+    }
+}
+
+/// The live keys as the hot path looks them up.
+fn keys_of(keys: Vec<(String, String)>) -> HashMap<[u8; 32], String> {
+    keys.into_iter().filter_map(|(hex, label)| Some((sluice_core::keys::parse_digest(&hex)?, label))).collect()
+}
+
 impl Routes {
     pub fn load(&self) -> arc_swap::Guard<Arc<Table>> {
         self.current.load()
@@ -103,38 +141,56 @@ impl Routes {
         let mut endpoints = HashMap::with_capacity(table.endpoints.len());
         let mut routed: std::collections::HashSet<WorkerId> = std::collections::HashSet::new();
         for route in table.endpoints {
-            let stats = reg.endpoints.entry(route.id.clone()).or_default().clone();
-            let have = stats.rate.load().as_ref().map(|r| r.0);
-            if have != route.max_requests_per_minute {
-                stats.rate.store(route.max_requests_per_minute.map(|n| Arc::new((n, rpm_limiter(n)))));
-            }
-            let mut workers = Vec::with_capacity(route.workers.len());
-            for w in &route.workers {
-                let Ok(authority) = w.addr.parse::<Authority>() else { continue };
-                let entry = match reg.workers.get(&w.id) {
-                    Some((_, e)) if e.authority == authority => e.clone(),
-                    _ => {
-                        let e = Arc::new(WorkerEntry { id: w.id.clone(), authority, outstanding: AtomicU64::new(0) });
-                        reg.workers.insert(w.id.clone(), (route.id.clone(), e.clone()));
-                        e
-                    }
-                };
-                routed.insert(w.id.clone());
-                workers.push(entry);
-            }
-            endpoints.insert(route.id.to_string(), Arc::new(EndpointEntry { route, workers, stats }));
+            routed.extend(route.workers.iter().map(|w| w.id.clone()));
+            endpoints.insert(route.id.to_string(), reg.entry(route));
         }
         // Forget workers that are neither routed nor busy, and endpoints that are gone and idle.
         reg.workers.retain(|id, (_, e)| routed.contains(id) || e.outstanding.load(Relaxed) > 0);
-        reg.endpoints.retain(|id, s| {
-            endpoints.contains_key(id.as_str()) || s.in_flight.load(Relaxed) > 0 || s.waiting.load(Relaxed) > 0
-        });
-        let keys = table
-            .keys
-            .into_iter()
-            .filter_map(|(hex, account)| Some((sluice_core::keys::parse_digest(&hex)?, account)))
-            .collect();
-        self.current.store(Arc::new(Table { version: table.version, endpoints, keys }));
+        reg.endpoints.retain(|id, s| endpoints.contains_key(id.as_str()) || s.busy());
+        self.current.store(Arc::new(Table { version: table.version, endpoints, keys: Arc::new(keys_of(table.keys)) }));
+    }
+
+    /// Applies the changes from the installed table's version; false (nothing changed) when the
+    /// installed table is another version (the caller then needs the whole table). Costs what the
+    /// delta names, plus one copy of the map of entries (shared pointers).
+    pub fn apply(&self, delta: RoutesDelta) -> bool {
+        let mut reg = self.registry.lock().unwrap();
+        let cur = self.current.load_full();
+        if cur.version != delta.from {
+            return false;
+        }
+        let mut endpoints = cur.endpoints.clone();
+        // The workers the changed endpoints had: each is forgotten unless still routed or busy.
+        let mut before: Vec<WorkerId> = Vec::new();
+        for id in delta.remove.iter().map(|e| e.to_string()).chain(delta.upsert.iter().map(|r| r.id.to_string())) {
+            if let Some(old) = endpoints.get(&id) {
+                before.extend(old.workers.iter().map(|w| w.id.clone()));
+            }
+        }
+        for id in &delta.remove {
+            endpoints.remove(id.as_str());
+        }
+        let mut routed: std::collections::HashSet<WorkerId> = std::collections::HashSet::new();
+        for route in delta.upsert {
+            routed.extend(route.workers.iter().map(|w| w.id.clone()));
+            endpoints.insert(route.id.to_string(), reg.entry(route));
+        }
+        for id in before.iter().filter(|id| !routed.contains(*id)) {
+            if reg.workers.get(id).is_some_and(|(_, e)| e.outstanding.load(Relaxed) == 0) {
+                reg.workers.remove(id);
+            }
+        }
+        for id in &delta.remove {
+            if reg.endpoints.get(id).is_some_and(|s| !s.busy()) {
+                reg.endpoints.remove(id);
+            }
+        }
+        let keys = match delta.keys {
+            Some(k) => Arc::new(keys_of(k)),
+            None => cur.keys.clone(),
+        };
+        self.current.store(Arc::new(Table { version: delta.version, endpoints, keys }));
+        true
     }
 
     /// The `/metrics` figures of every endpoint this gateway knows.
@@ -166,7 +222,7 @@ impl Routes {
 
     /// What this gateway sees of every endpoint now.
     pub fn traffic(&self) -> Vec<EndpointTraffic> {
-        let now_ms = crate::proxy::now_ms();
+        let now_ms = crate::now_ms();
         let reg = self.registry.lock().unwrap();
         // Busy workers by endpoint, in one pass over the workers (not one per endpoint).
         let mut busy: HashMap<&EndpointId, Vec<(WorkerId, u64)>> = HashMap::new();

@@ -3,8 +3,9 @@
 //!
 //! What is real: the control plane (`Control`: store on SQLite, reconciler, autoscaler, placement,
 //! metering) driving 100,000 workers; `RemotePlane` and its long-poll served by axum on loopback;
-//! 4 followers that do what `sluice gateway` does (long-poll, parse the table, `Gateway::publish`
-//! into a real gateway's lookup structures); the autoscaler's `decide` for every endpoint. What is
+//! 4 followers that do what `sluice gateway` does (long-poll with the version they hold, parse the
+//! changes since or the whole table, `Gateway::apply` / `Gateway::publish` into a real gateway's
+//! lookup structures); the autoscaler's `decide` for every endpoint. What is
 //! simulated: the workers (`sluice_runtime::sim::SimRuntime`: no processes, ready at once and
 //! reported ready by the runtime, as a cluster's readiness probes would be), the GPUs (a declared
 //! inventory) and the traffic (none for the passes; a synthetic snapshot per endpoint for the
@@ -17,12 +18,12 @@ use std::{sync::Arc, time::Duration};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+use sluice_api::internal::{EndpointRoute, RouteTable, RoutesDelta, RoutesUpdate, WorkerRoute};
 use sluice_control::DataPlane;
 use sluice_core::{
     EndpointId, EndpointStatus, Millis, WorkerId,
     autoscale::{MetricsSnapshot, Preset, ScalerState, ScalingPolicy, decide},
     endpoint::LoadBalancing,
-    routing::{EndpointRoute, RouteTable, WorkerRoute},
 };
 use sluice_gateway::{Gateway, GatewayConfig};
 use tokio::time::Instant;
@@ -121,13 +122,15 @@ async fn main() {
 
     // The control plane's long-poll on loopback, and gateways following it.
     let plane = sluice_control::plane::RemotePlane::new(Arc::new(tokio::sync::Notify::new()));
-    plane.publish(table);
+    let mut last = Arc::new(table);
+    plane.publish(last.clone(), &RoutesDelta::between(&RouteTable::default(), &last));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let served = plane.clone();
     tokio::spawn(async move { axum::serve(listener, sluice_control::plane::router(served)).await });
 
-    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel::<(usize, u64, Instant, f64)>();
+    // (gateway, version, when, parse + apply ms, bytes received)
+    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel::<(usize, u64, Instant, f64, usize)>();
     let mut gateways = Vec::new();
     for g in 0..n_gw {
         let gateway = Gateway::new(GatewayConfig::default(), Arc::new(|_: &EndpointId| {}));
@@ -144,12 +147,26 @@ async fn main() {
                     continue;
                 };
                 let Ok(body) = resp.into_body().collect().await else { continue };
+                let body = body.to_bytes();
                 let t = Instant::now();
-                let Ok(table) = serde_json::from_slice::<RouteTable>(&body.to_bytes()) else { continue };
-                if table.version != version {
-                    version = table.version;
-                    gateway.publish(table);
-                    let _ = seen.send((g, version, Instant::now(), t.elapsed().as_secs_f64() * 1e3));
+                let Ok(update) = serde_json::from_slice::<RoutesUpdate>(&body) else { continue };
+                let now = match update {
+                    RoutesUpdate::Full(table) => {
+                        let v = table.version;
+                        gateway.publish(table);
+                        v
+                    }
+                    RoutesUpdate::Deltas(ds) => {
+                        if ds.into_iter().all(|d| gateway.apply(d)) {
+                            gateway.version()
+                        } else {
+                            0
+                        }
+                    }
+                };
+                if now != version {
+                    version = now;
+                    let _ = seen.send((g, version, Instant::now(), t.elapsed().as_secs_f64() * 1e3, body.len()));
                 }
             }
         });
@@ -157,7 +174,7 @@ async fn main() {
     // Wait for every gateway to have the first table.
     let mut have = 0;
     while have < n_gw {
-        if let Some((_, 1, _, _)) = seen_rx.recv().await {
+        if let Some((_, 1, _, _, _)) = seen_rx.recv().await {
             have += 1;
         }
     }
@@ -170,6 +187,7 @@ async fn main() {
     let mut propagation = Vec::new();
     let mut apply_ms = Vec::new();
     let mut publish_ms = Vec::new();
+    let mut sizes = Vec::new();
     for u in 0..updates {
         let i = (u * 7_919) % n_ep;
         endpoints[i].workers.push(WorkerRoute {
@@ -178,25 +196,30 @@ async fn main() {
         });
         let version = 2 + u as u64;
         let t = Instant::now();
-        let table = RouteTable { version, endpoints: endpoints.clone(), keys: keys.clone() };
-        plane.publish(table);
+        // What the reconciler does: the new table, and the changes from the last one.
+        let table = Arc::new(RouteTable { version, endpoints: endpoints.clone(), keys: keys.clone() });
+        let delta = RoutesDelta::between(&last, &table);
+        plane.publish(table.clone(), &delta);
+        last = table;
         publish_ms.push(t.elapsed().as_secs_f64() * 1e3);
         let mut got = 0;
-        let mut last = t;
+        let mut done = t;
         while got < n_gw {
-            let (_, v, at, parse_ms) = seen_rx.recv().await.expect("followers run");
+            let (_, v, at, parse_ms, bytes) = seen_rx.recv().await.expect("followers run");
             if v == version {
                 got += 1;
-                last = last.max(at);
+                done = done.max(at);
                 apply_ms.push(parse_ms);
+                sizes.push(bytes as f64);
             }
         }
-        propagation.push((last - t).as_secs_f64() * 1e3);
+        propagation.push((done - t).as_secs_f64() * 1e3);
     }
     let (p50, max) = (percentile(&mut propagation.clone(), 0.5), percentile(&mut propagation, 1.0));
     println!(
-        "- routing update to all {n_gw} gateways ({updates} updates): p50 {p50:.0} ms, max {max:.0} ms \
-         (of which parse + apply at a gateway: p50 {:.0} ms; publish at the control plane: p50 {:.0} ms)",
+        "- routing update (one worker added) to all {n_gw} gateways ({updates} updates): p50 {p50:.1} ms, max {max:.1} ms, \
+         {:.0} bytes each (of which parse + apply at a gateway: p50 {:.2} ms; diff + publish at the control plane: p50 {:.0} ms)",
+        percentile(&mut sizes, 0.5),
         percentile(&mut apply_ms, 0.5),
         percentile(&mut publish_ms, 0.5)
     );
@@ -266,7 +289,7 @@ async fn reconcile(n_ep: usize, per: usize, rss0: f64) {
         max_workers_quota: 1_000,
         runtime: RuntimeKind::Process,
         max_body_bytes: 1 << 20,
-        metering: sluice_control::reconcile::MeteringConfig { prices: Vec::new(), interval_ms: 60_000 },
+        metering: sluice_control::metering::MeteringConfig { prices: Vec::new(), interval_ms: 60_000 },
         pull: sluice_control::PullConfig {
             api_url: "http://127.0.0.1:8080".into(),
             token_secret: "bench".into(),

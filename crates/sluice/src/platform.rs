@@ -10,12 +10,10 @@ use std::{
 
 use anyhow::Context;
 use sluice_api::Addresses;
+use sluice_api::internal::{RouteTable, RoutesDelta};
 use sluice_control::{Control, ControlConfig, DataPlane, auth, demand_fn, now};
 use sluice_core::billing::Price;
-use sluice_core::{
-    EndpointDraft, EndpointId, EndpointSpec, EndpointStatus, RuntimeKind,
-    routing::{EndpointTraffic, RouteTable},
-};
+use sluice_core::{EndpointDraft, EndpointId, EndpointSpec, EndpointStatus, RuntimeKind, routing::EndpointTraffic};
 use sluice_gateway::{Gateway, GatewayConfig};
 use sluice_runtime::{
     WorkerRuntime,
@@ -31,8 +29,11 @@ use crate::config::Config;
 struct LocalPlane(Gateway);
 
 impl DataPlane for LocalPlane {
-    fn publish(&self, table: RouteTable) {
-        self.0.publish(table);
+    /// The changes since the installed table when they fit it, else the whole table.
+    fn publish(&self, table: std::sync::Arc<RouteTable>, delta: &RoutesDelta) {
+        if !self.0.apply(delta.clone()) {
+            self.0.publish((*table).clone());
+        }
     }
     fn traffic(&self) -> Vec<EndpointTraffic> {
         self.0.traffic()
@@ -309,7 +310,7 @@ pub async fn run_as(
         gateway_addr: gw_addr.to_string(),
         nodes: cfg.inventory(),
         gpu_source: if real_gpus { "nvml" } else { "declared" }.into(),
-        metering: sluice_control::reconcile::MeteringConfig {
+        metering: sluice_control::metering::MeteringConfig {
             prices: cfg
                 .gpu_prices
                 .iter()

@@ -4,12 +4,13 @@
 //! they become ready, leave rotation and come back only as the runtime says.
 use std::{sync::Arc, time::Duration};
 
+use sluice_api::internal::{RouteTable, RoutesDelta};
 use sluice_control::DataPlane;
 use sluice_core::{
     EndpointDraft, EndpointId, EndpointSpec, EndpointStatus, Millis, RuntimeKind, ValidationContext, WorkerId,
     metrics::GatewayFigures,
     placement::{Gpu, Node},
-    routing::{EndpointTraffic, RouteTable},
+    routing::EndpointTraffic,
 };
 use sluice_runtime::sim::SimRuntime;
 use tokio::sync::watch;
@@ -20,8 +21,8 @@ use crate::support::eventually;
 struct Tables(watch::Sender<RouteTable>);
 
 impl DataPlane for Tables {
-    fn publish(&self, table: RouteTable) {
-        self.0.send_replace(table);
+    fn publish(&self, table: Arc<RouteTable>, _: &RoutesDelta) {
+        self.0.send_replace((*table).clone());
     }
     fn traffic(&self) -> Vec<EndpointTraffic> {
         Vec::new()
@@ -74,7 +75,7 @@ async fn readiness_reported_by_the_runtime_moves_workers_in_and_out_of_rotation(
         max_workers_quota: 10,
         runtime: RuntimeKind::Process,
         max_body_bytes: 1 << 20,
-        metering: sluice_control::reconcile::MeteringConfig { prices: Vec::new(), interval_ms: 60_000 },
+        metering: sluice_control::metering::MeteringConfig { prices: Vec::new(), interval_ms: 60_000 },
         pull: sluice_control::PullConfig {
             api_url: "http://127.0.0.1:8080".into(),
             token_secret: "test".into(),

@@ -1,4 +1,4 @@
-//! The reconciler's decisions, as pure functions: which workers to remove when an endpoint has
+//! The rules the plan is made of: which workers to remove when an endpoint has
 //! too many, and when startup and drain are over. (How many it should have: `autoscale`.) The control plane applies them.
 use crate::{Millis, WorkerId, WorkerState};
 

@@ -11,14 +11,7 @@
 //!
 //! Every call carries the worker's token (`RUNPOD_AI_API_KEY`) as the raw `Authorization`
 //! header; it is valid for that endpoint and worker only, never for the client API.
-use std::{
-    collections::{HashMap, HashSet},
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
-    },
-    time::Duration,
-};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use axum::{
     Json, Router,
@@ -28,180 +21,23 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post},
 };
-use serde_json::{Value, json};
+use serde_json::Value;
+use sluice_api::v2::{Accepted, JobsToStop, Pong, TakenJob};
 use sluice_core::{
     EndpointId, EndpointStatus, Millis, WorkerId,
     jobs::{JobState, MAX_RETRIES},
     keys::key_from_header,
     pull::{
-        HOLD_MS, Held, MISSED_PINGS_DEAD, Report, batch_size, jobs_to_stop, lost_jobs, missed_pings, parse_chunk,
-        parse_job_ids, parse_report, token, token_matches,
+        HOLD_MS, Held, Report, batch_size, jobs_to_stop, lost_jobs, parse_chunk, parse_job_ids, parse_report, token,
+        token_matches,
     },
 };
 use tokio::sync::Notify;
 
+use super::{V2Error as Refusal, webhook};
 use crate::{AppState, now};
 
-/// What the platform knows of its pull workers between their calls: when each was last heard
-/// from, which jobs it holds, and what it asked for. Shared by the protocol handlers and the
-/// reconciler (which turns silence into a dead worker and `refresh_worker` into a replacement).
-pub struct Registry {
-    secret: Vec<u8>,
-    /// Where workers reach the platform's `/v2` API.
-    pub base_url: String,
-    pub ping_ms: u64,
-    seen: Mutex<HashMap<WorkerId, Millis>>,
-    held: Mutex<HashMap<WorkerId, HashMap<String, Held>>>,
-    /// Workers being stopped: their polls end at once, so the SDK sees its SIGTERM promptly.
-    retired: Mutex<HashSet<WorkerId>>,
-    /// Per endpoint: woken once per queued job, so that one held take claims it (rather than
-    /// every held take querying the store for one job).
-    queued: Mutex<HashMap<EndpointId, Arc<Notify>>>,
-    refresh: Mutex<HashSet<WorkerId>>,
-    unhealthy: Mutex<HashMap<WorkerId, String>>,
-    /// Per worker: pings in a row that left out a job the store says it runs
-    /// (`sluice_core::pull::lost_jobs`).
-    misses: Mutex<HashMap<WorkerId, HashMap<String, (u32, Millis)>>>,
-    /// Workers known to list the jobs they hold in their pings: one of their pings listed a job,
-    /// or carried `runpod_version` (RunPod's SDK, which always lists them). Only their pings can
-    /// say a job is lost; a worker that never lists anything keeps its jobs until it ends.
-    lists_jobs: Mutex<HashSet<WorkerId>>,
-    closing: AtomicBool,
-    closed: Notify,
-}
-
-impl Registry {
-    pub fn new(secret: Vec<u8>, base_url: String, ping_ms: u64) -> Self {
-        Registry {
-            secret,
-            base_url,
-            ping_ms,
-            seen: Mutex::default(),
-            held: Mutex::default(),
-            retired: Mutex::default(),
-            queued: Mutex::default(),
-            refresh: Mutex::default(),
-            unhealthy: Mutex::default(),
-            misses: Mutex::default(),
-            lists_jobs: Mutex::default(),
-            closing: AtomicBool::new(false),
-            closed: Notify::new(),
-        }
-    }
-
-    /// The variables a worker of `endpoint` is started with.
-    pub fn env(&self, endpoint: &EndpointId, worker: &WorkerId, gpu: &str) -> Vec<(String, String)> {
-        let tok = token(&self.secret, endpoint.as_str(), worker.as_str());
-        sluice_core::pull::worker_env(&self.base_url, endpoint.as_str(), worker.as_str(), gpu, &tok, self.ping_ms)
-    }
-
-    fn queued(&self, e: &EndpointId) -> Arc<Notify> {
-        self.queued.lock().unwrap().entry(e.clone()).or_default().clone()
-    }
-
-    /// A job was queued on `e`: one held take (of a worker in rotation) wakes to claim it.
-    pub fn job_queued(&self, e: &EndpointId) {
-        if let Some(n) = self.queued.lock().unwrap().get(e) {
-            n.notify_one();
-        }
-    }
-
-    /// When the worker was last heard from.
-    pub fn last_seen(&self, w: &WorkerId) -> Option<Millis> {
-        self.seen.lock().unwrap().get(w).copied()
-    }
-
-    /// Records a call from the worker; the first one wakes the reconciler at once (a starting
-    /// worker that calls in is ready).
-    fn saw(&self, w: &WorkerId, t: Millis, wake: &Notify) {
-        if self.seen.lock().unwrap().insert(w.clone(), t).is_none() {
-            wake.notify_one();
-        }
-    }
-
-    fn hold(&self, w: &WorkerId, jobs: impl IntoIterator<Item = String>) {
-        let mut held = self.held.lock().unwrap();
-        let h = held.entry(w.clone()).or_default();
-        for j in jobs {
-            h.entry(j).or_default();
-        }
-    }
-
-    fn release(&self, w: &WorkerId, job: &str) {
-        if let Some(h) = self.held.lock().unwrap().get_mut(w) {
-            h.remove(job);
-        }
-    }
-
-    /// Workers whose handler asked for `refresh_worker` since the last call.
-    pub fn take_refresh(&self) -> HashSet<WorkerId> {
-        std::mem::take(&mut *self.refresh.lock().unwrap())
-    }
-
-    /// Why a worker declared itself unhealthy (a failed fitness check), if it did.
-    pub fn unhealthy_reason(&self, w: &WorkerId) -> Option<String> {
-        self.unhealthy.lock().unwrap().get(w).cloned()
-    }
-
-    /// Forgets a worker that has ended.
-    pub fn forget(&self, w: &WorkerId) {
-        self.seen.lock().unwrap().remove(w);
-        self.held.lock().unwrap().remove(w);
-        self.unhealthy.lock().unwrap().remove(w);
-        self.retired.lock().unwrap().remove(w);
-        self.misses.lock().unwrap().remove(w);
-        self.lists_jobs.lock().unwrap().remove(w);
-    }
-
-    /// The worker is about to be stopped: its held polls end now (204), and so do new ones.
-    pub fn retire(&self, w: &WorkerId) {
-        self.retired.lock().unwrap().insert(w.clone());
-        self.closed.notify_waiters();
-    }
-
-    fn polls_end(&self, w: &WorkerId) -> bool {
-        self.is_closing() || self.retired.lock().unwrap().contains(w)
-    }
-
-    /// A ping's list of the jobs the worker has: they are held (after a restart, this is how
-    /// the stop channel learns them), and a job it was told to stop and no longer lists is
-    /// gone from it.
-    fn running_per_ping(&self, w: &WorkerId, ids: Vec<String>) {
-        let mut held = self.held.lock().unwrap();
-        let h = held.entry(w.clone()).or_default();
-        h.retain(|j, x| x.tells == 0 || ids.contains(j));
-        for j in ids {
-            h.entry(j).or_default();
-        }
-    }
-
-    /// Ends every held poll at once (platform shutdown), so the gateway can close.
-    pub fn close(&self) {
-        self.closing.store(true, Ordering::Relaxed);
-        self.closed.notify_waiters();
-    }
-
-    fn is_closing(&self) -> bool {
-        self.closing.load(Ordering::Relaxed)
-    }
-}
-
-/// Heartbeat health for the reconciler: whether the worker has been heard from and has not
-/// missed [`MISSED_PINGS_DEAD`] intervals, and how many it has missed.
-pub fn heartbeat(reg: &Registry, w: &WorkerId, t: Millis) -> (bool, u32) {
-    match reg.last_seen(w) {
-        None => (false, 0),
-        Some(last) => {
-            let missed = missed_pings(last, t, reg.ping_ms);
-            (missed < MISSED_PINGS_DEAD, missed)
-        }
-    }
-}
-
 type S = State<Arc<AppState>>;
-
-/// Errors are the queue API's: a status and a JSON `{"error"}` body.
-use crate::queue::V2Error as Refusal;
 
 /// The protocol's routes, merged into the `/v2` router.
 pub fn routes() -> Router<Arc<AppState>> {
@@ -336,16 +172,18 @@ async fn take(
     .await?;
     let Some(jobs) = jobs else { return Ok(StatusCode::NO_CONTENT.into_response()) };
     st.pull.hold(&w, jobs.iter().map(|j| j.id.clone()));
-    st.jobs_changed.notify_waiters();
+    for j in &jobs {
+        st.jobs.changed(&j.id);
+    }
     st.wake.notify_one();
-    let items: Vec<Value> = jobs
+    let mut items: Vec<TakenJob> = jobs
         .iter()
-        .map(|j| json!({ "id": j.id, "input": serde_json::from_str::<Value>(&j.input).unwrap_or(Value::Null) }))
+        .map(|j| TakenJob { id: j.id.clone(), input: serde_json::from_str(&j.input).unwrap_or(Value::Null) })
         .collect();
     tracing::debug!(worker = %w, jobs = items.len(), "jobs taken");
     Ok(match batch {
-        None => Json(items.into_iter().next().unwrap_or(Value::Null)).into_response(),
-        Some(_) => Json(Value::Array(items)).into_response(),
+        None => Json(items.remove(0)).into_response(),
+        Some(_) => Json(items).into_response(),
     })
 }
 
@@ -359,7 +197,7 @@ async fn stop_poll(
     let stop = hold(
         &st,
         &w,
-        || Some(st.jobs_changed.clone()),
+        || Some(st.pull.stop_notify(&w)),
         || {
             let (st, w) = (st.clone(), w.clone());
             async move {
@@ -388,7 +226,7 @@ async fn stop_poll(
         }
     }
     tracing::info!(worker = %w, jobs = ?stop, "telling a worker to stop jobs");
-    Ok(Json(json!({ "jobsToStop": stop })).into_response())
+    Ok(Json(JobsToStop { jobs_to_stop: stop }).into_response())
 }
 
 /// `job-done`: a result, or a progress update. Answered 200 even when the job no longer runs
@@ -420,10 +258,10 @@ async fn done(
             let ended =
                 st.store.finish_job_of(&job, Some(w.as_str()), state, output.as_deref(), error.as_deref(), t).await?;
             // The webhook gets the job as it ended (read again only when there is one).
-            if let Some(Some(hook)) = &ended
+            if let Some(Some(_)) = &ended
                 && let Ok(Some(j)) = st.store.get_job(&e, &job).await
             {
-                crate::queue::notify_webhook(&j, hook);
+                webhook::job_ended(&j);
             }
             st.wake.notify_one();
             ended.is_some()
@@ -432,8 +270,8 @@ async fn done(
     if !accepted {
         tracing::debug!(worker = %w, %job, "report for a job that no longer runs on this worker");
     }
-    st.jobs_changed.notify_waiters();
-    Ok(Json(json!({ "accepted": accepted })).into_response())
+    st.jobs.changed(&job);
+    Ok(Json(Accepted { accepted }).into_response())
 }
 
 /// `job-stream`: one chunk of a generator's output, for `/stream`.
@@ -449,13 +287,13 @@ async fn stream_chunk(
     let accepted = match chunk {
         Ok(v) if st.store.job_runs_on(&job, w.as_str()).await? => {
             st.store.add_stream_chunk(&job, &v.to_string()).await?;
-            st.jobs_changed.notify_waiters();
+            st.jobs.changed(&job);
             true
         }
         // A generator's error ends the job on job-done, which follows.
         _ => false,
     };
-    Ok(Json(json!({ "accepted": accepted })).into_response())
+    Ok(Json(Accepted { accepted }).into_response())
 }
 
 #[derive(serde::Deserialize)]
@@ -486,7 +324,7 @@ async fn ping(
         tracing::warn!(worker = %w, %why);
         st.pull.unhealthy.lock().unwrap().insert(w.clone(), why);
         st.wake.notify_one();
-        return Ok(Json(json!({})).into_response());
+        return Ok(Json(Pong {}).into_response());
     }
     let t = now();
     st.pull.saw(&w, t, &st.wake);
@@ -502,7 +340,7 @@ async fn ping(
     if lists_jobs {
         settle_lost(&st, &e, &w, &listed, t).await?;
     }
-    Ok(Json(json!({})).into_response())
+    Ok(Json(Pong {}).into_response())
 }
 
 /// Jobs the store has running on `w` that its pings no longer list go back to the queue
@@ -520,12 +358,11 @@ async fn settle_lost(st: &AppState, e: &EndpointId, w: &WorkerId, listed: &[Stri
         if let Some(state) = st.store.requeue_job(&job, w.as_str(), MAX_RETRIES, why, t).await? {
             tracing::warn!(worker = %w, %job, to = state.as_str(), "a job its worker no longer holds goes back to the queue");
             st.logs.event(e, Some(w), format!("job {job} was lost by its worker; now {}", state.as_str()));
-            st.job_queued(e);
+            st.job_queued(e, &job);
             if state.is_final()
                 && let Some(j) = st.store.get_job(e, &job).await?
-                && let Some(hook) = &j.webhook
             {
-                crate::queue::notify_webhook(&j, hook);
+                webhook::job_ended(&j);
             }
         }
     }

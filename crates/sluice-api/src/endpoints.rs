@@ -1,0 +1,447 @@
+//! `/v1` endpoints, workers, images, GPUs, templates, events and logs.
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use sluice_core::{EndpointDraft, NetworkVolume, RegistryAuth};
+use utoipa::ToSchema;
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkVolumeDto {
+    /// Volume name: lowercase letters, digits, `-` and `_`.
+    pub name: String,
+    /// Absolute path at which workers see the volume.
+    pub mount_path: String,
+}
+
+/// `GET /v1/endpoints/{id}/status`: the figures of seed 002's status page.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct EndpointStatusView {
+    pub id: String,
+    pub status: String,
+    /// Ready workers × concurrency per worker: what can run at once now.
+    pub current_concurrency_limit: u64,
+    /// `max_workers` × concurrency per worker: what can run once fully scaled.
+    pub fully_autoscaled_concurrency_limit: u64,
+    /// Absent: unlimited.
+    pub max_requests_per_minute: Option<u32>,
+    /// Requests being served now.
+    pub running_requests: u64,
+    /// Requests waiting in the gateway queue.
+    pub queued_requests: u64,
+    pub workers: WorkerCounts,
+    /// Responses the gateway sent since the platform started.
+    pub requests_total: u64,
+    /// 429s since the platform started, by the limit that refused them.
+    pub rate_limited_total: u64,
+    pub concurrency_limited_total: u64,
+    /// Request duration at the gateway (arrival to response head), p50 and p99, as the upper
+    /// bounds of their histogram buckets; absent before the first request.
+    pub latency_p50_ms: Option<f64>,
+    pub latency_p99_ms: Option<f64>,
+}
+
+/// One sample of an endpoint's load (every 2 s, the last hour).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+pub struct LoadPoint {
+    /// Unix ms.
+    pub t: u64,
+    pub running: u64,
+    pub queued: u64,
+    pub ready: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LoadSeries {
+    pub step_ms: u64,
+    pub points: Vec<LoadPoint>,
+}
+
+/// One GPU of the inventory (`GET /v1/gpus`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct GpuView {
+    pub index: u32,
+    #[serde(rename = "type")]
+    pub gpu_type: String,
+    /// A worker holds it (of any account).
+    #[serde(default)]
+    pub in_use: bool,
+    /// The worker holding it and its endpoint: shown only when they are the caller's own.
+    pub worker: Option<String>,
+    pub endpoint: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct NodeView {
+    pub name: String,
+    pub data_center: String,
+    pub gpus: Vec<GpuView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct GpuInventory {
+    /// `declared` (simulated GPUs from the config) or `nvml` (real devices).
+    pub source: String,
+    pub nodes: Vec<NodeView>,
+}
+
+/// Where an image stands on one node (R2.5).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct ImagePullView {
+    pub image: String,
+    pub node: String,
+    pub data_center: String,
+    /// `pending`, `pulling`, `ready` or `failed`.
+    pub state: String,
+    pub bytes_done: u64,
+    pub bytes_total: u64,
+    /// Why the pull failed.
+    pub error: Option<String>,
+    pub updated_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ImageList {
+    pub images: Vec<ImagePullView>,
+}
+
+/// Body of `POST /v1/images/prewarm`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PrewarmInput {
+    pub image: String,
+    /// Only the nodes of this data center (default: every node).
+    pub data_center: Option<String>,
+    pub registry_auth: Option<RegistryAuthDto>,
+}
+
+/// A quick-deploy template (`GET /v1/templates`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TemplateView {
+    pub name: String,
+    pub title: String,
+    pub description: String,
+    pub image: String,
+    pub http_port: u16,
+    pub health_check_path: String,
+    pub gpus_per_worker: u32,
+    pub params: Vec<TemplateParamView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TemplateParamView {
+    pub name: String,
+    pub description: String,
+    /// Absent: the parameter is required.
+    pub default: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TemplateList {
+    pub templates: Vec<TemplateView>,
+}
+
+/// Body of `POST /v1/templates/{name}/deploy`: the template's parameters (`sluice deploy
+/// TEMPLATE --set k=v`), and optionally registry credentials for a private image.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeployInput {
+    #[serde(default)]
+    pub set: BTreeMap<String, String>,
+    pub registry_auth: Option<RegistryAuthDto>,
+}
+
+/// Private registry credentials (write-only: the API never returns the username or password).
+#[derive(Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryAuthDto {
+    /// Registry host, e.g. `ghcr.io`.
+    pub server: String,
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for RegistryAuthDto {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryAuthDto").field("server", &self.server).finish_non_exhaustive()
+    }
+}
+
+/// Body of `POST /v1/endpoints` and `PATCH /v1/endpoints/{id}` (and the CLI's `-f endpoint.toml`).
+/// On create, omitted fields take their defaults; on update, omitted fields keep their values.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointInput {
+    /// 1–128 characters, unique per account.
+    pub name: Option<String>,
+    /// Container image (required by container runtimes).
+    pub image: Option<String>,
+    /// Command run as `shell -c start_command` (required by the process runtime).
+    pub start_command: Option<String>,
+    /// Shell for the start command; default `/bin/sh`.
+    pub shell: Option<String>,
+    /// Data center from the configured list; default the first.
+    pub data_center: Option<String>,
+    /// The one HTTP port the worker listens on (containers); 1–65535, default 8000.
+    pub http_port: Option<i64>,
+    /// Environment variables; names `[A-Za-z_][A-Za-z0-9_]*`. Replaces the whole map on update.
+    pub env: Option<BTreeMap<String, String>>,
+    /// Persistent storage mounted into every worker.
+    pub network_volume: Option<NetworkVolumeDto>,
+    /// Credentials for pulling `image` from a private registry; stored, never returned.
+    pub registry_auth: Option<RegistryAuthDto>,
+    /// Reachable through the gateway without a key; default false (a key of the owning
+    /// account is required: `Authorization: Bearer KEY` or the bare key).
+    pub public: Option<bool>,
+    /// `http` (default): requests are proxied to workers. `queue`: RunPod-style async jobs
+    /// under `/v2/{id}/…` on the gateway.
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    /// Queue endpoints: `pull` (default: workers built on RunPod's `runpod.serverless.start()`
+    /// take jobs with its worker protocol) or `push` (the platform POSTs `{"id", "input"}` to the
+    /// worker's `job_path`).
+    pub delivery: Option<String>,
+    /// Queue endpoints: the worker path jobs are POSTed to; default `/`.
+    pub job_path: Option<String>,
+    /// Path that must answer 200 before a worker gets traffic; default `/health`.
+    pub health_check_path: Option<String>,
+    /// Seconds an autoscaled worker may stay idle; 1–3600, default 10.
+    pub idle_timeout_secs: Option<i64>,
+    /// Seconds a request may run; 1–86400, default 600.
+    pub execution_timeout_secs: Option<i64>,
+    /// Seconds a worker may take to become healthy; 1–3600, default 600.
+    pub startup_timeout_secs: Option<i64>,
+    /// Workers always running; ≥ 0, default 1.
+    pub active_workers: Option<i64>,
+    /// Upper bound on workers; ≥ max(1, active_workers), ≤ account quota; default 3.
+    pub max_workers: Option<i64>,
+    /// Whole GPUs per worker; 1–8, default 1.
+    pub gpus_per_worker: Option<i64>,
+    /// GPU type from the catalog; default the first.
+    pub gpu_type: Option<String>,
+    /// `round_robin` (default) or `least_outstanding_requests`.
+    pub load_balancing: Option<String>,
+    /// Autoscaling algorithm: `default`, `seed-atlas`, `seed-damped`, `seed-hf`,
+    /// `fixed-keepalive`, `knative`, `hpa`, `ray-serve`, `beta9`.
+    pub scaling_policy: Option<String>,
+    /// `concurrency` (default), `request_count`, `queue_delay`, `rpm`, `gpu_utilization`.
+    pub scaling_signal: Option<String>,
+    /// Per-worker target of the signal (requests, seconds, requests/min or percent); default 100
+    /// for concurrency (or `concurrency_per_worker` when that is given).
+    pub scaling_target: Option<i64>,
+    /// Hard cap on concurrent requests per worker; default the target.
+    pub concurrency_per_worker: Option<i64>,
+    /// Scale-up rate limit: at most this % of capacity added per window (default 200% / 60 s).
+    pub scale_up_window_secs: Option<i64>,
+    pub scale_up_max_percent: Option<i64>,
+    /// Scale down only after this long below the threshold (default 60 s) …
+    pub scale_down_delay_secs: Option<i64>,
+    /// … removing at most this % of capacity per window (default 100).
+    pub scale_down_max_percent: Option<i64>,
+    /// Requests that may wait for a worker (default 1000) and for how long (default the startup timeout).
+    pub queue_capacity: Option<i64>,
+    pub queue_timeout_secs: Option<i64>,
+    /// Requests per minute through the gateway, smoothed (GCRA); beyond it, 429. 0 or absent:
+    /// unlimited.
+    pub max_requests_per_minute: Option<i64>,
+}
+
+impl From<EndpointInput> for EndpointDraft {
+    fn from(i: EndpointInput) -> EndpointDraft {
+        EndpointDraft {
+            name: i.name,
+            image: i.image,
+            start_command: i.start_command,
+            shell: i.shell,
+            data_center: i.data_center,
+            http_port: i.http_port,
+            env: i.env,
+            network_volume: i.network_volume.map(|v| NetworkVolume { name: v.name, mount_path: v.mount_path }),
+            public: i.public,
+            kind: i.kind,
+            delivery: i.delivery,
+            job_path: i.job_path,
+            registry_auth: i.registry_auth.map(|a| RegistryAuth {
+                server: a.server,
+                username: a.username,
+                password: a.password,
+            }),
+            health_check_path: i.health_check_path,
+            idle_timeout_secs: i.idle_timeout_secs,
+            execution_timeout_secs: i.execution_timeout_secs,
+            startup_timeout_secs: i.startup_timeout_secs,
+            active_workers: i.active_workers,
+            max_workers: i.max_workers,
+            gpus_per_worker: i.gpus_per_worker,
+            gpu_type: i.gpu_type,
+            load_balancing: i.load_balancing,
+            scaling_policy: i.scaling_policy,
+            scaling_signal: i.scaling_signal,
+            scaling_target: i.scaling_target,
+            concurrency_per_worker: i.concurrency_per_worker,
+            scale_up_window_secs: i.scale_up_window_secs,
+            scale_up_max_percent: i.scale_up_max_percent,
+            scale_down_delay_secs: i.scale_down_delay_secs,
+            scale_down_max_percent: i.scale_down_max_percent,
+            queue_capacity: i.queue_capacity,
+            queue_timeout_secs: i.queue_timeout_secs,
+            max_requests_per_minute: i.max_requests_per_minute,
+        }
+    }
+}
+
+/// Worker counts of an endpoint by state, plus the reconciler's target.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct WorkerCounts {
+    /// Requests being served and waiting in the gateway queue (for the status page; not part
+    /// of the `workers` object).
+    #[serde(skip)]
+    pub running: u64,
+    #[serde(skip)]
+    pub queued: u64,
+    pub desired: u32,
+    pub pending: u32,
+    pub starting: u32,
+    pub ready: u32,
+    pub draining: u32,
+    /// A rolling update: workers of an older version still running (ready or draining), and
+    /// ready workers of the current one. The update is done when `outdated` is 0.
+    pub outdated: u32,
+    pub updated: u32,
+}
+
+/// An endpoint as the API shows it. Secret-looking env values are masked.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct EndpointView {
+    pub id: String,
+    pub name: String,
+    /// `running` or `stopped`.
+    pub status: String,
+    /// Host-form URL: `http://{id}.{data_center}.{domain}:{port}/`.
+    pub url: String,
+    /// Path-form URL: `http://{gateway}/e/{id}/`.
+    pub path_url: String,
+    pub image: Option<String>,
+    pub start_command: Option<String>,
+    pub shell: String,
+    pub data_center: String,
+    pub http_port: u16,
+    pub env: BTreeMap<String, String>,
+    pub network_volume: Option<NetworkVolumeDto>,
+    /// The registry that credentials were given for (the credentials themselves are never shown).
+    pub registry_server: Option<String>,
+    /// The image's pull state on each node of the data center (prewarm, R2.5).
+    pub image_pulls: Vec<ImagePullView>,
+    /// Whether the gateway serves it without a key.
+    pub public: bool,
+    /// `http` or `queue`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub delivery: String,
+    pub job_path: String,
+    /// The owning account.
+    pub account: String,
+    pub health_check_path: String,
+    pub idle_timeout_secs: u32,
+    pub execution_timeout_secs: u32,
+    pub startup_timeout_secs: u32,
+    pub active_workers: u32,
+    pub max_workers: u32,
+    pub gpus_per_worker: u32,
+    pub gpu_type: String,
+    pub load_balancing: String,
+    pub scaling_policy: String,
+    pub scaling_signal: String,
+    pub scaling_target: u32,
+    pub concurrency_per_worker: u32,
+    pub scale_up_window_secs: u32,
+    pub scale_up_max_percent: u32,
+    pub scale_down_delay_secs: u32,
+    pub scale_down_max_percent: u32,
+    pub queue_capacity: u32,
+    pub queue_timeout_secs: u32,
+    pub max_requests_per_minute: Option<u32>,
+    pub workers: WorkerCounts,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// One recorded scaling decision (R4.7).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ScalingEventView {
+    pub id: i64,
+    pub at: String,
+    pub from: u32,
+    pub to: u32,
+    pub reason: String,
+    /// The figures the decision was based on.
+    #[schema(value_type = Object)]
+    pub inputs: serde_json::Value,
+}
+
+/// Newest first; pass `next_before` as `before` for the next page.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ScalingEventList {
+    pub events: Vec<ScalingEventView>,
+    pub next_before: Option<i64>,
+}
+
+/// One line of an endpoint's log: a worker's output (`stdout`, `stderr`) or a platform event
+/// (`platform`). `id` orders lines; a follower resumes after it (SSE `Last-Event-ID`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LogLineView {
+    pub id: i64,
+    /// RFC 3339, UTC.
+    pub time: String,
+    pub ts_ms: u64,
+    pub worker: Option<String>,
+    pub stream: String,
+    pub line: String,
+}
+
+/// Log lines, oldest first, and how many lines of this endpoint were dropped because the
+/// platform could not store them fast enough.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LogList {
+    pub lines: Vec<LogLineView>,
+    pub dropped: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct EndpointList {
+    pub endpoints: Vec<EndpointView>,
+}
+
+/// A worker: one process or container with its GPUs.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct WorkerView {
+    pub id: String,
+    pub endpoint_id: String,
+    /// pending, starting, ready, draining, stopped or failed.
+    pub state: String,
+    /// Why the worker is pending or failed (or how it stopped).
+    pub reason: Option<String>,
+    pub node: Option<String>,
+    pub gpus: Vec<u32>,
+    /// `host:port` the gateway sends traffic to.
+    pub address: Option<String>,
+    pub pid: Option<u32>,
+    pub created_at: String,
+    /// When the runtime started it: metering runs from here to `stopped_at`.
+    pub launched_at: Option<String>,
+    pub ready_at: Option<String>,
+    pub stopped_at: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct WorkerList {
+    pub workers: Vec<WorkerView>,
+}
+
+/// Where the platform listens (also written to `DATA_DIR/addresses.json`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Addresses {
+    pub api: String,
+    pub gateway: String,
+    pub domain: String,
+}

@@ -10,6 +10,7 @@ pub mod auth;
 mod error;
 mod health;
 pub mod images;
+pub mod leader;
 pub mod logs;
 pub mod metering;
 pub mod metrics;

@@ -109,8 +109,8 @@ impl Error {
     /// `{"error": {"code", "message"}}`, and `Retry-After` where waiting helps.
     pub fn into_response(self) -> Response<BoxBody> {
         let (status, code) = self.status_and_code();
-        let body = serde_json::json!({ "error": { "code": code, "message": self.to_string() } });
-        let mut resp = Response::new(full(Bytes::from(body.to_string())));
+        let body = sluice_api::ErrorBody::new(code, self.to_string(), None);
+        let mut resp = Response::new(full(Bytes::from(serde_json::to_vec(&body).unwrap_or_default())));
         *resp.status_mut() = status;
         let h = resp.headers_mut();
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));

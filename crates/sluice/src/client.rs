@@ -1,4 +1,5 @@
-//! A small client for the control API, used by the CLI (and the tests).
+//! A small client for the control API, used by the CLI (and the tests): answers are read into
+//! the API's own view types (`sluice_api`).
 use anyhow::{Context, anyhow};
 use bytes::Bytes;
 use http::{Method, Request, StatusCode, header};
@@ -7,6 +8,7 @@ use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::TokioExecutor,
 };
+use serde::{Serialize, de::DeserializeOwned};
 use sluice_api::ErrorBody;
 
 pub struct ApiClient {
@@ -49,14 +51,14 @@ impl ApiClient {
         }
     }
 
-    /// Sends a request; a 2xx answer's JSON (or `null` for an empty body) is returned, anything
-    /// else becomes an [`ApiError`].
-    pub async fn call(
+    /// Sends a request with an optional JSON body; a 2xx answer's JSON is read as `T` (`()` for
+    /// an empty body), anything else becomes an [`ApiError`].
+    pub async fn call<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
-        body: Option<&serde_json::Value>,
-    ) -> anyhow::Result<serde_json::Value> {
+        body: Option<&(impl Serialize + ?Sized)>,
+    ) -> anyhow::Result<T> {
         let uri = format!("{}{path}", self.base);
         let mut req = Request::builder().method(method).uri(&uri);
         if let Some(k) = &self.key {
@@ -76,10 +78,8 @@ impl ApiClient {
         let status = resp.status();
         let raw = resp.into_body().collect().await.context("reading API response")?.to_bytes();
         if status.is_success() {
-            if raw.is_empty() {
-                return Ok(serde_json::Value::Null);
-            }
-            return serde_json::from_slice(&raw).map_err(|e| anyhow!("the API answered with invalid JSON: {e}"));
+            let raw: &[u8] = if raw.is_empty() { b"null" } else { &raw };
+            return serde_json::from_slice(raw).map_err(|e| anyhow!("the API answered with unexpected JSON: {e}"));
         }
         Err(ApiError {
             status,
@@ -87,6 +87,11 @@ impl ApiClient {
             raw: String::from_utf8_lossy(&raw).into_owned(),
         }
         .into())
+    }
+
+    /// A `GET`, read as `T`.
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        self.call(Method::GET, path, None::<&()>).await
     }
 
     /// Follows a server-sent event stream: `on_event(id, data)` for each event, until the

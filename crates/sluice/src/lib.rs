@@ -7,7 +7,6 @@ pub mod client;
 pub mod config;
 pub mod demo;
 pub mod gpus;
-pub mod leader;
 pub mod platform;
 pub mod progress;
 pub mod remote_gateway;

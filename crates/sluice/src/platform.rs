@@ -262,15 +262,15 @@ pub async fn run_as(
     let shared = role == Role::Control && cfg.database.is_some();
     let (api_listener, leading) = if shared {
         let me = cfg.advertise_url.clone().unwrap_or_else(|| format!("http://{api_addr}"));
-        let holder = crate::leader::holder_id();
-        let front = crate::leader::Front::new(store.clone(), me.clone());
+        let holder = sluice_control::leader::holder_id();
+        let front = sluice_control::leader::Front::new(store.clone(), me.clone());
         let (router, rx) = (front.router(), front_rx.clone());
         let server =
             tokio::spawn(async move { axum::serve(api_listener, router).with_graceful_shutdown(wait_front(rx)).await });
         println!("Sluice control on http://{api_addr}: asking to lead (standbys forward the API to the leader)");
         let _ = std::io::stdout().flush();
         let renewed = tokio::select! {
-            t = crate::leader::acquire(&store, &holder, &me) => t,
+            t = sluice_control::leader::acquire(&store, &holder, &me) => t,
             () = &mut shutdown => {
                 let _ = front_tx.send(true);
                 let _ = server.await;
@@ -278,7 +278,7 @@ pub async fn run_as(
             }
         };
         tracing::info!(%holder, "this control process leads");
-        let keeper = crate::leader::keep(store.clone(), holder.clone(), me, renewed);
+        let keeper = sluice_control::leader::keep(store.clone(), holder.clone(), me, renewed);
         (None, Some((front, holder, server, keeper)))
     } else {
         (Some(api_listener), None)
@@ -453,7 +453,7 @@ pub async fn run_as(
         drop(keeper);
         // Released first, so a standby takes over at once; requests still arriving here are
         // forwarded to it meanwhile.
-        store.release_lease(crate::leader::LEASE, &holder).await?;
+        store.release_lease(sluice_control::leader::LEASE, &holder).await?;
         front.stand_by();
         control.close_polls();
         let _ = front_tx.send(true);

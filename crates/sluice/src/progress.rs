@@ -9,8 +9,7 @@ use std::{
 };
 
 use anyhow::bail;
-use http::Method;
-use serde_json::Value;
+use sluice_api::{EndpointView, ImagePullView, WorkerList};
 
 use crate::client::ApiClient;
 
@@ -64,22 +63,16 @@ pub struct PullDisplay {
 }
 
 impl PullDisplay {
-    /// Shows `pulls` (ImagePullView objects): `Ok(true)` once all are ready, an error naming
-    /// the image and the reason once one failed, `Ok(false)` while in progress.
-    pub fn update(&mut self, pulls: &[Value]) -> anyhow::Result<bool> {
+    /// Shows `pulls`: `Ok(true)` once all are ready, an error naming the image and the reason
+    /// once one failed, `Ok(false)` while in progress.
+    pub fn update(&mut self, pulls: &[ImagePullView]) -> anyhow::Result<bool> {
         Ok(show(pulls, &mut self.last, std::io::stderr().is_terminal())?.is_some())
     }
 }
 
-fn show(pulls: &[Value], last: &mut String, tty: bool) -> anyhow::Result<Option<bool>> {
-    let lines: Vec<String> = pulls
-        .iter()
-        .map(|p| {
-            let s = |k: &str| p[k].as_str().unwrap_or("").to_owned();
-            let n = |k: &str| p[k].as_u64().unwrap_or(0);
-            format!("{}  {}", s("image"), bar(&s("state"), n("bytes_done"), n("bytes_total"), &s("node")))
-        })
-        .collect();
+fn show(pulls: &[ImagePullView], last: &mut String, tty: bool) -> anyhow::Result<Option<bool>> {
+    let lines: Vec<String> =
+        pulls.iter().map(|p| format!("{}  {}", p.image, bar(&p.state, p.bytes_done, p.bytes_total, &p.node))).collect();
     let text = lines.join("\n");
     if text != *last && enabled() {
         let mut err = std::io::stderr();
@@ -90,21 +83,20 @@ fn show(pulls: &[Value], last: &mut String, tty: bool) -> anyhow::Result<Option<
         writeln!(err, "{text}")?;
         *last = text;
     }
-    if let Some(f) = pulls.iter().find(|p| p["state"] == "failed") {
-        bail!("pulling {} failed: {}", f["image"].as_str().unwrap_or("?"), f["error"].as_str().unwrap_or("unknown"));
+    if let Some(f) = pulls.iter().find(|p| p.state == "failed") {
+        bail!("pulling {} failed: {}", f.image, f.error.as_deref().unwrap_or("unknown"));
     }
-    Ok((!pulls.is_empty() && pulls.iter().all(|p| p["state"] == "ready")).then_some(true))
+    Ok((!pulls.is_empty() && pulls.iter().all(|p| p.state == "ready")).then_some(true))
 }
 
-/// Polls `GET path` (`pulls_key` holds the pull array) until every pull is ready.
-pub async fn wait_pulls(c: &ApiClient, path: &str, pulls_key: &str, timeout: Duration) -> anyhow::Result<Value> {
+/// Polls the endpoint until every pull of its image is ready; returns it as it is then.
+pub async fn wait_pulls(c: &ApiClient, id: &str, timeout: Duration) -> anyhow::Result<EndpointView> {
     let tty = std::io::stderr().is_terminal();
     let mut last = String::new();
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        let v = c.call(Method::GET, path, None).await?;
-        let pulls = v[pulls_key].as_array().cloned().unwrap_or_default();
-        if pulls.is_empty() || show(&pulls, &mut last, tty)?.is_some() {
+        let v: EndpointView = c.get(&format!("/v1/endpoints/{id}")).await?;
+        if v.image_pulls.is_empty() || show(&v.image_pulls, &mut last, tty)?.is_some() {
             return Ok(v);
         }
         if tokio::time::Instant::now() > deadline {
@@ -115,34 +107,26 @@ pub async fn wait_pulls(c: &ApiClient, path: &str, pulls_key: &str, timeout: Dur
 }
 
 /// After the image: waits until the endpoint has `want` ready workers, printing changes.
-pub async fn wait_ready(c: &ApiClient, id: &str, want: u64, timeout: Duration) -> anyhow::Result<()> {
+pub async fn wait_ready(c: &ApiClient, id: &str, want: u32, timeout: Duration) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + timeout;
     let mut last = String::new();
     loop {
-        let v = c.call(Method::GET, &format!("/v1/endpoints/{id}"), None).await?;
-        let w = &v["workers"];
-        let line = format!(
-            "workers: {} ready, {} starting, {} pending",
-            w["ready"].as_u64().unwrap_or(0),
-            w["starting"].as_u64().unwrap_or(0),
-            w["pending"].as_u64().unwrap_or(0)
-        );
+        let v: EndpointView = c.get(&format!("/v1/endpoints/{id}")).await?;
+        let w = &v.workers;
+        let line = format!("workers: {} ready, {} starting, {} pending", w.ready, w.starting, w.pending);
         if line != last {
             note(&line);
             last = line;
         }
-        if w["ready"].as_u64().unwrap_or(0) >= want {
+        if w.ready >= want {
             return Ok(());
         }
         if tokio::time::Instant::now() > deadline {
-            let ws = c.call(Method::GET, &format!("/v1/endpoints/{id}/workers"), None).await?;
-            let reasons: Vec<String> = ws["workers"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|w| {
-                    Some(format!("{} {}: {}", w["id"].as_str()?, w["state"].as_str()?, w["reason"].as_str()?))
-                })
+            let ws: WorkerList = c.get(&format!("/v1/endpoints/{id}/workers")).await?;
+            let reasons: Vec<String> = ws
+                .workers
+                .iter()
+                .filter_map(|w| Some(format!("{} {}: {}", w.id, w.state, w.reason.as_deref()?)))
                 .collect();
             bail!("timed out after {} s waiting for a ready worker; {}", timeout.as_secs(), reasons.join("; "));
         }
@@ -156,21 +140,18 @@ pub async fn wait_rollout(c: &ApiClient, id: &str, timeout: Duration) -> anyhow:
     let deadline = tokio::time::Instant::now() + timeout;
     let mut last = String::new();
     loop {
-        let v = c.call(Method::GET, &format!("/v1/endpoints/{id}"), None).await?;
-        let w = &v["workers"];
-        let n = |k: &str| w[k].as_u64().unwrap_or(0);
-        let want = if v["status"] == "running" { n("desired") } else { 0 };
+        let v: EndpointView = c.get(&format!("/v1/endpoints/{id}")).await?;
+        let w = &v.workers;
+        let want = if v.status == "running" { w.desired } else { 0 };
         let line = format!(
-            "rolling update: {}/{} workers on the new version ready, {} of the old version still running",
-            n("updated"),
-            want,
-            n("outdated")
+            "rolling update: {}/{want} workers on the new version ready, {} of the old version still running",
+            w.updated, w.outdated
         );
         if line != last {
             note(&line);
             last.clone_from(&line);
         }
-        if n("outdated") == 0 && n("updated") >= want {
+        if w.outdated == 0 && w.updated >= want {
             return Ok(());
         }
         if tokio::time::Instant::now() > deadline {

@@ -65,6 +65,7 @@ impl Front {
     async fn handle(&self, req: Request) -> Response {
         let own = self.router.read().unwrap_or_else(|e| e.into_inner()).clone();
         // This process is up whether or not it leads (a standby serves by forwarding).
+        let v2 = req.uri().path().starts_with("/v2/");
         if own.is_none() && req.uri().path() == "/healthz" {
             return Response::new(Body::from("ok (standing by)"));
         }
@@ -76,18 +77,17 @@ impl Front {
         }
         match self.store.lease_holder(LEASE).await {
             Ok(Some(l)) if l.address != self.me => self.forward(&l.address, req).await,
-            Ok(_) => {
-                refuse(StatusCode::SERVICE_UNAVAILABLE, "no control process leads yet (one is being elected); retry")
-            }
-            Err(e) => refuse(StatusCode::SERVICE_UNAVAILABLE, &format!("the store is unreachable: {e}")),
+            Ok(_) => unavailable(v2, "no control process leads yet (one is being elected); retry"),
+            Err(e) => unavailable(v2, &format!("the store is unreachable: {e}")),
         }
     }
 
     async fn forward(&self, leader: &str, req: Request) -> Response {
+        let v2 = req.uri().path().starts_with("/v2/");
         let (mut parts, body) = req.into_parts();
         let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let Ok(uri) = format!("{}{pq}", leader.trim_end_matches('/')).parse() else {
-            return refuse(StatusCode::SERVICE_UNAVAILABLE, &format!("the leader's address {leader:?} is not a URL"));
+            return unavailable(v2, &format!("the leader's address {leader:?} is not a URL"));
         };
         parts.uri = uri;
         parts.headers.remove(header::HOST);
@@ -99,17 +99,24 @@ impl Front {
             Ok(resp) => resp.map(|b| Body::new(b.map_err(axum::Error::new))),
             // The leader died or is stepping down: a standby takes over within the lease's TTL.
             // 503 with Retry-After, so clients (RunPod's SDK retries 5xx) try again.
-            Err(e) => refuse(
-                StatusCode::SERVICE_UNAVAILABLE,
+            Err(e) => unavailable(
+                v2,
                 &format!("the leading control process at {leader} is unreachable ({e}); a new leader is being elected"),
             ),
         }
     }
 }
 
-fn refuse(status: StatusCode, message: &str) -> Response {
-    let mut r = Response::new(Body::from(serde_json::json!({ "error": message }).to_string()));
-    *r.status_mut() = status;
+/// 503 with `Retry-After`, in the error shape of the API asked: RunPod's for `/v2`, Sluice's for
+/// the rest.
+fn unavailable(v2: bool, message: &str) -> Response {
+    let body = if v2 {
+        serde_json::to_vec(&sluice_api::v2::V2Error { error: message.to_owned() })
+    } else {
+        serde_json::to_vec(&sluice_api::ErrorBody::new("unavailable", message, None))
+    };
+    let mut r = Response::new(Body::from(body.unwrap_or_default()));
+    *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
     r.headers_mut().insert(header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
     r.headers_mut().insert(header::RETRY_AFTER, http::HeaderValue::from_static("1"));
     r
@@ -190,6 +197,6 @@ fn step_down(why: &str) -> ! {
 /// A name for this process in the lease: host, pid and a random part.
 pub fn holder_id() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    let rand: String = sluice_control::new_id().iter().take(4).map(|b| format!("{b:02x}")).collect();
+    let rand: String = crate::new_id().iter().take(4).map(|b| format!("{b:02x}")).collect();
     format!("{}-{}-{rand}", host.trim(), std::process::id())
 }

@@ -79,8 +79,8 @@ impl Meter {
         for e in endpoints {
             let b = Billing {
                 account: e.account.clone(),
-                gpu_type: e.spec.gpu_type.clone(),
-                active: e.spec.active_workers,
+                gpu_type: e.spec.workers.gpu_type.clone(),
+                active: e.spec.workers.active_workers,
             };
             self.billing_of.insert(e.id.clone(), b);
         }

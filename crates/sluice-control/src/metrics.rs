@@ -21,7 +21,6 @@ use prometheus_client::{
 };
 use sluice_core::{
     EndpointId,
-    endpoint::EndpointKind,
     metrics::{COLD_START_BOUNDS, GatewayFigures, Histogram},
 };
 
@@ -240,7 +239,7 @@ async fn control_families(s: &mut Snapshot, st: &AppState) -> Result<(), sluice_
             by_state.push((vec![("endpoint", e.id.to_string()), ("state", state.to_owned())], i64::from(n)));
         }
         desired.push((ep(&e.id), i64::from(c.desired)));
-        if e.spec.kind == EndpointKind::Queue {
+        if e.spec.mode.is_queue() {
             let j = st.store.job_counts(&e.id).await?;
             for (state, n) in [
                 ("IN_QUEUE", j.in_queue),

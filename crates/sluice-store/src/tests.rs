@@ -129,11 +129,11 @@ async fn endpoints_roundtrip_and_names_are_unique_per_account(db: &Db) {
     assert_eq!(s.find_endpoint_by_name("other", "llama 🦙").await.unwrap().unwrap().id.as_str(), "ep3");
 
     let mut u = e.clone();
-    u.spec.max_workers = 7;
+    u.spec.workers.max_workers = 7;
     u.generation = 2;
     s.update_endpoint_spec(&u).await.unwrap();
     let stored = s.get_endpoint(&e.id).await.unwrap().unwrap();
-    assert_eq!((stored.spec.max_workers, stored.generation, stored.version), (7, 2, 1));
+    assert_eq!((stored.spec.workers.max_workers, stored.generation, stored.version), (7, 2, 1));
     // A second change made from the same read is refused: it would undo the first.
     assert!(matches!(s.update_endpoint_spec(&u).await, Err(Error::Stale(_))));
     assert!(s.set_endpoint_status(&e.id, EndpointStatus::Running, EndpointStatus::Stopped, Millis(2)).await.unwrap());
@@ -550,10 +550,10 @@ async fn a_spec_update_never_writes_back_a_status_changed_meanwhile(db: &Db) {
     // Read (running) → cut-off → write the changed spec.
     let mut read = s.get_endpoint(&e.id).await.unwrap().unwrap();
     assert_eq!(s.turn_off_account("acct", Millis(5)).await.unwrap(), vec!["race1".to_string()]);
-    read.spec.max_workers = 9;
+    read.spec.workers.max_workers = 9;
     s.update_endpoint_spec(&read).await.unwrap();
     let now = s.get_endpoint(&e.id).await.unwrap().unwrap();
-    assert_eq!((now.status, now.spec.max_workers), (EndpointStatus::StoppedNoCredit, 9));
+    assert_eq!((now.status, now.spec.workers.max_workers), (EndpointStatus::StoppedNoCredit, 9));
     // A start decided on the stale read does not undo it either.
     assert!(!s.set_endpoint_status(&e.id, EndpointStatus::Stopped, EndpointStatus::Running, Millis(6)).await.unwrap());
 
@@ -569,7 +569,7 @@ async fn a_spec_update_never_writes_back_a_status_changed_meanwhile(db: &Db) {
         tasks.push(tokio::spawn(async move {
             loop {
                 let mut e = s.get_endpoint(&id).await.unwrap().unwrap();
-                e.spec.max_workers = 1 + (n as u32 % 9);
+                e.spec.workers.max_workers = 1 + (n as u32 % 9);
                 match s.update_endpoint_spec(&e).await {
                     Ok(()) => return,
                     Err(Error::Stale(_)) => tokio::task::yield_now().await,

@@ -50,17 +50,17 @@ pub async fn require_credit(st: &AppState, account: &str, spec: &sluice_core::En
     use sluice_core::billing::{balance_required, daily_cost_nanos, usd};
     let Some(a) = st.store.get_account(account).await? else { return Ok(()) };
     let Some(balance) = a.balance_nanos else { return Ok(()) };
-    let price = st.cfg.metering.prices.iter().find(|p| p.gpu_type == spec.gpu_type);
-    let daily = daily_cost_nanos(spec.active_workers, spec.gpus_per_worker, price);
+    let price = st.cfg.metering.prices.iter().find(|p| p.gpu_type == spec.workers.gpu_type);
+    let daily = daily_cost_nanos(spec.workers.active_workers, spec.workers.gpus_per_worker, price);
     let need = balance_required(daily);
     if balance < need {
         return Err(AppError::PaymentRequired(format!(
             "account {account} has ${:.2}; this needs ${:.2} (24 hours of {} active worker(s) x {} {} GPU(s), at least $10): add ${:.2}",
             usd(balance),
             usd(need),
-            spec.active_workers,
-            spec.gpus_per_worker,
-            spec.gpu_type,
+            spec.workers.active_workers,
+            spec.workers.gpus_per_worker,
+            spec.workers.gpu_type,
             usd(need - balance)
         )));
     }

@@ -262,12 +262,12 @@ fn view(st: &AppState, e: &EndpointRecord) -> EndpointView {
             .map(|v| NetworkVolumeDto { name: v.name.clone(), mount_path: v.mount_path.clone() }),
         registry_server: s.registry_auth.as_ref().map(|a| a.server.clone()),
         public: s.public,
-        kind: match s.kind {
+        kind: match s.mode.kind() {
             sluice_core::endpoint::EndpointKind::Http => "http".into(),
             sluice_core::endpoint::EndpointKind::Queue => "queue".into(),
         },
-        delivery: s.delivery.as_str().into(),
-        job_path: s.job_path.clone(),
+        delivery: s.mode.delivery().as_str().into(),
+        job_path: s.mode.job_path().unwrap_or("/").into(),
         account: e.account.clone(),
         image_pulls: s
             .image
@@ -275,25 +275,25 @@ fn view(st: &AppState, e: &EndpointRecord) -> EndpointView {
             .map(|i| st.images.status(i, Some(&s.data_center)).iter().map(pull_view).collect())
             .unwrap_or_default(),
         health_check_path: s.health_check_path.clone(),
-        idle_timeout_secs: s.idle_timeout_secs,
-        execution_timeout_secs: s.execution_timeout_secs,
-        startup_timeout_secs: s.startup_timeout_secs,
-        active_workers: s.active_workers,
-        max_workers: s.max_workers,
-        gpus_per_worker: s.gpus_per_worker,
-        gpu_type: s.gpu_type.clone(),
-        load_balancing: s.load_balancing.as_str().into(),
-        scaling_policy: s.scaling_policy.as_str().into(),
-        scaling_signal: s.scaling_signal.as_str().into(),
-        scaling_target: s.scaling_target,
-        concurrency_per_worker: s.concurrency_per_worker,
-        scale_up_window_secs: s.scale_up_window_secs,
-        scale_up_max_percent: s.scale_up_max_percent,
-        scale_down_delay_secs: s.scale_down_delay_secs,
-        scale_down_max_percent: s.scale_down_max_percent,
-        queue_capacity: s.queue_capacity,
-        queue_timeout_secs: s.queue_timeout_secs,
-        max_requests_per_minute: s.max_requests_per_minute,
+        idle_timeout_secs: s.timeouts.idle_timeout_secs,
+        execution_timeout_secs: s.timeouts.execution_timeout_secs,
+        startup_timeout_secs: s.timeouts.startup_timeout_secs,
+        active_workers: s.workers.active_workers,
+        max_workers: s.workers.max_workers,
+        gpus_per_worker: s.workers.gpus_per_worker,
+        gpu_type: s.workers.gpu_type.clone(),
+        load_balancing: s.limits.load_balancing.as_str().into(),
+        scaling_policy: s.autoscale.scaling_policy.as_str().into(),
+        scaling_signal: s.autoscale.scaling_signal.as_str().into(),
+        scaling_target: s.autoscale.scaling_target,
+        concurrency_per_worker: s.limits.concurrency_per_worker,
+        scale_up_window_secs: s.autoscale.scale_up_window_secs,
+        scale_up_max_percent: s.autoscale.scale_up_max_percent,
+        scale_down_delay_secs: s.autoscale.scale_down_delay_secs,
+        scale_down_max_percent: s.autoscale.scale_down_max_percent,
+        queue_capacity: s.limits.queue_capacity,
+        queue_timeout_secs: s.limits.queue_timeout_secs,
+        max_requests_per_minute: s.limits.max_requests_per_minute,
         workers: counts,
         created_at: rfc3339(e.created_at),
         updated_at: rfc3339(e.updated_at),
@@ -456,7 +456,8 @@ async fn update_endpoint(
         let mut e = load(&st, &caller, &id).await?;
         let draft = e.spec.to_draft().overlay(patch.clone());
         let spec = EndpointSpec::validate(draft, &validation(&st, &e.account).await?)?;
-        let cost = |s: &EndpointSpec| (s.active_workers * s.gpus_per_worker, s.gpu_type.clone());
+        let cost =
+            |s: &EndpointSpec| (s.workers.active_workers * s.workers.gpus_per_worker, s.workers.gpu_type.clone());
         if cost(&e.spec) != cost(&spec) && e.status == EndpointStatus::Running {
             accounts::require_credit(&st, &e.account, &spec).await?;
         }
@@ -575,7 +576,7 @@ async fn endpoint_status(
 ) -> Result<Json<sluice_api::EndpointStatusView>, AppError> {
     let e = load(&st, &caller, &id).await?;
     let c = st.counts.load().get(&e.id).cloned().unwrap_or_default();
-    let cpw = u64::from(e.spec.concurrency_per_worker);
+    let cpw = u64::from(e.spec.limits.concurrency_per_worker);
     let figures = st.plane.figures();
     let f = figures.endpoints.iter().find(|f| f.endpoint.as_ref() == Some(&e.id));
     let rejected = |limit: &str| f.map_or(0, |f| f.rejected.iter().filter(|(l, _)| *l == limit).map(|(_, n)| n).sum());
@@ -589,8 +590,8 @@ async fn endpoint_status(
         id: e.id.to_string(),
         status: e.status.as_str().into(),
         current_concurrency_limit: u64::from(c.ready) * cpw,
-        fully_autoscaled_concurrency_limit: u64::from(e.spec.max_workers) * cpw,
-        max_requests_per_minute: e.spec.max_requests_per_minute,
+        fully_autoscaled_concurrency_limit: u64::from(e.spec.workers.max_workers) * cpw,
+        max_requests_per_minute: e.spec.limits.max_requests_per_minute,
         running_requests: c.running,
         queued_requests: c.queued,
         workers: c,

@@ -198,7 +198,7 @@ impl Reconciler {
             let Some(e) = by_id.get(&ep_id) else { continue };
             let mut env = e.spec.env.clone();
             if is_pull(e) {
-                env.extend(self.sig.pull.env(&ep_id, &id, &e.spec.gpu_type));
+                env.extend(self.sig.pull.env(&ep_id, &id, &e.spec.workers.gpu_type));
             }
             let spec = LaunchSpec {
                 worker: id.clone(),
@@ -217,7 +217,7 @@ impl Reconciler {
                 registry: e.spec.registry_auth.clone(),
                 host_network: is_pull(e) && sluice_core::pull::is_loopback_url(&self.sig.pull.base_url),
                 health_path: e.spec.health_check_path.clone(),
-                gpu_type: e.spec.gpu_type.clone(),
+                gpu_type: e.spec.workers.gpu_type.clone(),
                 data_center: e.spec.data_center.clone(),
             };
             specs.push((id, ep_id, e.updated_at, is_pull(e), e.spec.health_check_path.clone(), alloc, spec));

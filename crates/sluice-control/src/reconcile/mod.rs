@@ -23,7 +23,6 @@ use arc_swap::ArcSwap;
 use sluice_api::{WorkerCounts, internal::RouteTable};
 use sluice_core::{
     EndpointId, EndpointStatus, Millis, WorkerId, WorkerState,
-    endpoint::{Delivery, EndpointKind},
     keys::Scope,
     placement::Node,
     reconcile::{Adoption, Gone, Health, Intent, Memory, Observed, Remembered, Worker, adopt, plan},
@@ -61,7 +60,7 @@ struct Live {
 
 /// Whether the endpoint's workers take jobs with RunPod's worker protocol.
 fn is_pull(e: &EndpointRecord) -> bool {
-    e.spec.kind == EndpointKind::Queue && e.spec.delivery == Delivery::Pull
+    e.spec.mode.is_pull()
 }
 
 pub type Counts = Arc<ArcSwap<HashMap<EndpointId, WorkerCounts>>>;
@@ -268,7 +267,7 @@ impl Reconciler {
     ) -> pass_error::Result<HashMap<EndpointId, EndpointTraffic>> {
         let mut traffic: HashMap<EndpointId, EndpointTraffic> =
             self.plane.traffic().into_iter().filter_map(|tr| Some((tr.endpoint.clone()?, tr))).collect();
-        for e in endpoints.iter().filter(|e| e.spec.kind == EndpointKind::Queue) {
+        for e in endpoints.iter().filter(|e| e.spec.mode.is_queue()) {
             let c = self.store.job_counts(&e.id).await?;
             let busy = c.in_queue + c.in_progress > 0;
             let per_worker = self
@@ -398,10 +397,10 @@ fn intent(e: &EndpointRecord) -> Intent {
         generation: e.generation,
         updated_at: e.updated_at,
         data_center: e.spec.data_center.clone(),
-        gpu_type: e.spec.gpu_type.clone(),
-        gpus_per_worker: e.spec.gpus_per_worker,
-        startup_timeout_secs: e.spec.startup_timeout_secs,
-        execution_timeout_secs: e.spec.execution_timeout_secs,
+        gpu_type: e.spec.workers.gpu_type.clone(),
+        gpus_per_worker: e.spec.workers.gpus_per_worker,
+        startup_timeout_secs: e.spec.timeouts.startup_timeout_secs,
+        execution_timeout_secs: e.spec.timeouts.execution_timeout_secs,
         health_path: e.spec.health_check_path.clone(),
         pull: is_pull(e),
     }

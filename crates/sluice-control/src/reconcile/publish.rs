@@ -36,14 +36,14 @@ impl Reconciler {
                 status: e.status,
                 account: e.account.clone(),
                 public: e.spec.public,
-                max_requests_per_minute: e.spec.max_requests_per_minute,
-                max_workers: e.spec.max_workers,
-                load_balancing: e.spec.load_balancing,
-                execution_timeout_ms: u64::from(e.spec.execution_timeout_secs) * 1000,
-                queue_timeout_ms: u64::from(e.spec.queue_timeout_secs) * 1000,
-                queue_capacity: e.spec.queue_capacity,
-                concurrency_per_worker: e.spec.concurrency_per_worker,
-                at_max: mine.iter().filter(|w| w.rec.state.is_live()).count() as u32 >= e.spec.max_workers,
+                max_requests_per_minute: e.spec.limits.max_requests_per_minute,
+                max_workers: e.spec.workers.max_workers,
+                load_balancing: e.spec.limits.load_balancing,
+                execution_timeout_ms: u64::from(e.spec.timeouts.execution_timeout_secs) * 1000,
+                queue_timeout_ms: u64::from(e.spec.limits.queue_timeout_secs) * 1000,
+                queue_capacity: e.spec.limits.queue_capacity,
+                concurrency_per_worker: e.spec.limits.concurrency_per_worker,
+                at_max: mine.iter().filter(|w| w.rec.state.is_live()).count() as u32 >= e.spec.workers.max_workers,
                 workers: ready
                     .iter()
                     .filter_map(|w| Some(WorkerRoute { id: w.rec.id.clone(), addr: w.addr?.to_string() }))

@@ -18,7 +18,6 @@ use sluice_api::v2::{
 };
 use sluice_core::{
     EndpointId, Millis,
-    endpoint::EndpointKind,
     jobs::{JobPolicy, JobState, PolicyInput, is_job_id, job_id},
     keys::{Scope, digest, digest_bytes, key_from_header, label_admits},
 };
@@ -69,7 +68,7 @@ async fn endpoint(st: &AppState, headers: &HeaderMap, id: &str) -> Result<Endpoi
             return Err(missing());
         }
     }
-    if e.spec.kind != EndpointKind::Queue {
+    if !e.spec.mode.is_queue() {
         return Err(V2Error(
             StatusCode::BAD_REQUEST,
             format!("endpoint {id} is not a queue endpoint (type = \"http\")"),

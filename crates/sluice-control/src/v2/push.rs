@@ -17,7 +17,6 @@ use serde_json::Value;
 use sluice_api::{internal::RouteTable, v2::PushedJob};
 use sluice_core::{
     EndpointId, EndpointStatus, Millis, WorkerId,
-    endpoint::{Delivery, EndpointKind},
     jobs::{Due, JobState, MAX_RETRIES, due},
     keys::Scope,
 };
@@ -50,8 +49,7 @@ pub async fn dispatch(
             break;
         }
         let endpoints = st.store.list_endpoints(&Scope::All).await.unwrap_or_default();
-        let push_endpoints =
-            || endpoints.iter().filter(|e| e.spec.kind == EndpointKind::Queue && e.spec.delivery == Delivery::Push);
+        let push_endpoints = || endpoints.iter().filter(|e| e.spec.mode.job_path().is_some());
         if now().saturating_sub(last_sweep) >= 1_000 {
             last_sweep = now();
             sweep(&st, last_sweep).await;
@@ -65,7 +63,7 @@ pub async fn dispatch(
             for w in &route.workers {
                 loop {
                     let used = busy.lock().unwrap().get(&w.id).copied().unwrap_or(0);
-                    if used >= e.spec.concurrency_per_worker {
+                    if used >= e.spec.limits.concurrency_per_worker {
                         break;
                     }
                     let Ok(Some(job)) = st.store.claim_job(&e.id, w.id.as_str(), now()).await else { break };
@@ -74,7 +72,7 @@ pub async fn dispatch(
                     *busy.lock().unwrap().entry(w.id.clone()).or_default() += 1;
                     let (st, client, busy, freed, pushed) =
                         (st.clone(), client.clone(), busy.clone(), freed.clone(), pushed.clone());
-                    let url = format!("http://{}{}", w.addr, e.spec.job_path);
+                    let url = format!("http://{}{}", w.addr, e.spec.mode.job_path().unwrap_or("/"));
                     let worker = w.id.clone();
                     tokio::spawn(async move {
                         push(&st, &client, &url, &job, &worker).await;

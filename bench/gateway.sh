@@ -19,8 +19,8 @@ need() { command -v "$1" >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONT
 need wrk wrk
 need nginx nginx-light
 
-cargo build --release -q
-BIN=$PWD/target/release/sluice
+# SLUICE_BIN: a binary built elsewhere (comparing two builds in one session); else this tree's.
+if [ -n "${SLUICE_BIN:-}" ]; then BIN=$SLUICE_BIN; else cargo build --release -q; BIN=$PWD/target/release/sluice; fi
 WORK=$(mktemp -d)
 cleanup() {
     [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true

@@ -42,11 +42,14 @@ def pct(v, q):
 
 
 def main():
-    subprocess.run(["cargo", "build", "--release", "-q"], cwd=ROOT, check=True)
+    # SLUICE_BIN: a binary built elsewhere (comparing two builds in one session); else this tree's.
+    binary = os.environ.get("SLUICE_BIN") or os.path.join(ROOT, "target/release/sluice")
+    if not os.environ.get("SLUICE_BIN"):
+        subprocess.run(["cargo", "build", "--release", "-q"], cwd=ROOT, check=True)
     tmp = tempfile.mkdtemp(prefix="sluice-queue-bench-")
     data = os.path.join(tmp, "data")
     log = open(os.path.join(tmp, "platform.log"), "w")
-    up = subprocess.Popen([os.path.join(ROOT, "target/release/sluice"), "up", "--no-demo", "--data-dir", data,
+    up = subprocess.Popen([binary, "up", "--no-demo", "--data-dir", data,
                            "--api-addr", "127.0.0.1:0", "--gateway-addr", "127.0.0.1:0"],
                           stdout=log, stderr=log, env={**os.environ, "RUST_LOG": "warn"})
     try:
@@ -58,7 +61,6 @@ def main():
         addrs = json.load(open(path))
         key = open(os.path.join(data, "admin.key")).read().strip()
         auth = {"Authorization": f"Bearer {key}"}
-        binary = os.path.join(ROOT, "target/release/sluice")
         e = post(addrs["api"] + "/v1/endpoints", {
             "name": "q", "type": "queue", "delivery": "push", "public": True, "start_command": f"exec '{binary}' demo-worker",
             "job_path": "/job", "active_workers": 1, "max_workers": 1, "concurrency_per_worker": 64}, auth)

@@ -31,12 +31,15 @@ from jobs import get, pct, post  # noqa: E402  (the push benchmark's HTTP helper
 
 
 def main():
-    subprocess.run(["cargo", "build", "--release", "-q"], cwd=ROOT, check=True)
+    # SLUICE_BIN: a binary built elsewhere (comparing two builds in one session); else this tree's.
+    binary = os.environ.get("SLUICE_BIN") or os.path.join(ROOT, "target/release/sluice")
+    if not os.environ.get("SLUICE_BIN"):
+        subprocess.run(["cargo", "build", "--release", "-q"], cwd=ROOT, check=True)
     subprocess.run(["bash", "scripts/python.sh"], cwd=ROOT, check=True)
     tmp = tempfile.mkdtemp(prefix="sluice-pull-bench-")
     data = os.path.join(tmp, "data")
     log = open(os.path.join(tmp, "platform.log"), "w")
-    up = subprocess.Popen([os.path.join(ROOT, "target/release/sluice"), "up", "--no-demo", "--data-dir", data,
+    up = subprocess.Popen([binary, "up", "--no-demo", "--data-dir", data,
                            "--api-addr", "127.0.0.1:0", "--gateway-addr", "127.0.0.1:0"],
                           stdout=log, stderr=log, env={**os.environ, "RUST_LOG": "warn"})
     try:
@@ -60,7 +63,6 @@ def main():
                 time.sleep(0.1)
             raise SystemExit(f"{name}: no ready worker")
 
-        binary = os.path.join(ROOT, "target/release/sluice")
         raw = endpoint("raw", f"exec '{binary}' demo-worker", {"DEMO_PULL_TASKS": "8"})
         sdk_sync = endpoint("sdk", f"exec '{PY}' '{ROOT}/crates/sluice/tests/py/worker.py'", {"MODE": "sync"})
         sdk_async = endpoint("sdk64", f"exec '{PY}' '{ROOT}/crates/sluice/tests/py/worker.py'",

@@ -24,6 +24,9 @@ bash scripts/postgres.sh
 # Debian's Chromium and ChromeDriver, for the status page's browser test.
 bash scripts/browser.sh
 
+# The layout stays as ARCHITECTURE.md says: no file over 800 lines, no import circle.
+python3 scripts/layout.py
+
 # The NVML path is compiled only with `--features nvml` (no GPU here): keep it compiling.
 cargo check -q -p sluice --features nvml
 

@@ -29,25 +29,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
-RUST_LOG=warn "$BIN" up --no-demo --data-dir "$WORK/data" --api-addr 127.0.0.1:0 --gateway-addr 127.0.0.1:0 >"$WORK/up.out" 2>"$WORK/up.err" &
-SLUICE_PID=$!
-for _ in $(seq 100); do [ -f "$WORK/data/addresses.json" ] && break; sleep 0.1; done
-API=$(python3 -c "import json,sys;print(json.load(open(sys.argv[1]))['api'])" "$WORK/data/addresses.json")
-GW=$(python3 -c "import json,sys;print(json.load(open(sys.argv[1]))['gateway'])" "$WORK/data/addresses.json")
-KEY=$(cat "$WORK/data/admin.key")
-ID=$(curl -sf -H "Authorization: Bearer $KEY" -H 'content-type: application/json' \
-    -d "{\"name\":\"bench\",\"start_command\":\"exec '$BIN' demo-worker\",\"execution_timeout_secs\":60,\"public\":${PUBLIC:-false}}" \
-    "$API/v1/endpoints" | python3 -c "import json,sys;print(json.load(sys.stdin)['id'])")
-WORKER=""
-for _ in $(seq 100); do
-    WORKER=$(curl -sf -H "Authorization: Bearer $KEY" "$API/v1/endpoints/$ID/workers" |
-        python3 -c "import json,sys;w=[x for x in json.load(sys.stdin)['workers'] if x['state']=='ready'];print(w[0]['address'] if w else '')")
-    [ -n "$WORKER" ] && break
-    sleep 0.1
-done
-[ -n "$WORKER" ] || { echo "worker never became ready" >&2; exit 1; }
+source bench/common.sh
+start_sluice
+bench_endpoint "${PUBLIC:-false}"
 
-NGINX_PORT=$(python3 -c "import socket;s=socket.socket();s.bind(('127.0.0.1',0));print(s.getsockname()[1])")
+NGINX_PORT=$(free_port)
 cat >"$WORK/nginx.conf" <<CONF
 worker_processes auto;
 pid $WORK/nginx.pid;
@@ -77,12 +63,9 @@ declare -A URL=( [direct]="http://$WORKER/health" [sluice]="$GW/e/$ID/health" [n
 AUTH="Authorization: Bearer $KEY"
 for t in direct sluice nginx; do curl -sf -H "$AUTH" "${URL[$t]}" >/dev/null || { echo "$t not answering at ${URL[$t]}" >&2; exit 1; }; done
 
-# CPU ticks (user+system) of a set of pids, to report proxy CPU time per request.
-ticks() { local sum=0; for p in "$@"; do sum=$((sum + $(awk '{print $14+$15}' "/proc/$p/stat"))); done; echo $sum; }
 NGINX_PIDS=$(pgrep -f "nginx: worker process" | tr '\n' ' ')
 declare -A PIDS=( [direct]="" [sluice]="$SLUICE_PID" [nginx]="$NGINX_PIDS" )
 HZ=$(getconf CLK_TCK)
-rps() { grep 'Requests/sec' "$1" | awk '{print $2}'; }
 pct() { awk -v p="$2" '$1==p {print $2}' "$1"; }   # from --latency distribution
 to_ms() { python3 -c "
 import sys,re
@@ -105,12 +88,11 @@ for r in $(seq "$ROUNDS"); do
     done
     PAIRED="$PAIRED $(python3 -c "print($(rps "$OUT/sat-sluice-$r.txt")/$(rps "$OUT/sat-nginx-$r.txt"))")"
 done
-median() { python3 -c "import statistics,sys;print(round(statistics.median(map(float,sys.argv[1:]))))" $1; }
 declare -A SATM
 for t in direct sluice nginx; do SATM[$t]=$(median "${SAT[$t]}"); done
 
 # Half of Sluice's saturation rate, offered to every target.
-HALF=$(( ${SATM[sluice]} / 2 ))
+HALF=$(python3 -c "print(int(${SATM[sluice]} / 2))")
 THINK=$(python3 -c "print(max(1, round($CONNS*1000/$HALF)))")
 declare -A P50 P99 GOT
 for t in direct sluice nginx; do

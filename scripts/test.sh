@@ -23,6 +23,9 @@ bash scripts/sdk-image.sh
 bash scripts/postgres.sh
 # Debian's Chromium and ChromeDriver, for the status page's browser test.
 bash scripts/browser.sh
+# Debian's Pebble (a real ACME CA) and its challenge test server, certutil and nginx: the HTTPS
+# tests issue real certificates over loopback.
+bash scripts/pebble.sh
 
 # The layout stays as ARCHITECTURE.md says: no file over 800 lines, no import circle.
 python3 scripts/layout.py

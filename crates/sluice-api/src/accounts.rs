@@ -51,7 +51,7 @@ pub struct CreditInput {
 pub struct AccountEventView {
     pub id: i64,
     pub at: String,
-    /// `low_credit`, `turned_off` or `credit_added`.
+    /// `low_credit`, `turned_off`, `credit_added` or `webhook_failed`.
     pub kind: String,
     pub message: String,
 }

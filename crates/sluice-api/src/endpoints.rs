@@ -362,6 +362,9 @@ pub struct EndpointView {
     pub queue_timeout_secs: u32,
     pub max_requests_per_minute: Option<u32>,
     pub workers: WorkerCounts,
+    /// Its HTTPS certificate, when the platform serves HTTPS: state, expiry, and why it is not
+    /// issued yet.
+    pub certificate: Option<crate::EndpointCertificate>,
     pub created_at: String,
     pub updated_at: String,
 }

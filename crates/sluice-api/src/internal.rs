@@ -124,6 +124,52 @@ pub struct TrafficReport {
     pub traffic: Vec<EndpointTraffic>,
     #[serde(default)]
     pub figures: GatewayFigures,
+    /// The version of the TLS bundle the gateway serves with (0: none).
+    #[serde(default)]
+    pub tls_version: u64,
+}
+
+/// What gateways serve HTTPS with, beside their own certificate files (issue 16): the
+/// certificates issued over ACME, and the ACME challenges pending now. Versioned: a gateway
+/// long-polls `GET /v1/internal/tls?after=VERSION` and gets the whole bundle when it changed.
+/// **It carries private keys**: only on the internal protocol (admin key; TLS when the control
+/// plane is not on loopback), and `Debug` shows none of them.
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TlsBundle {
+    pub version: u64,
+    pub certificates: Vec<TlsCertificate>,
+    /// HTTP-01: token → key authorization.
+    #[serde(default)]
+    pub http01: std::collections::BTreeMap<String, String>,
+    /// TLS-ALPN-01: the challenge certificate for each host being validated.
+    #[serde(default)]
+    pub tls_alpn01: Vec<TlsCertificate>,
+}
+
+impl std::fmt::Debug for TlsBundle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsBundle")
+            .field("version", &self.version)
+            .field("certificates", &self.certificates)
+            .field("http01", &self.http01.len())
+            .field("tls_alpn01", &self.tls_alpn01)
+            .finish()
+    }
+}
+
+/// A certificate chain and its key, as PEM. `Debug` shows the names only.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct TlsCertificate {
+    /// The names it covers (for the challenge certificates: the host validated).
+    pub names: Vec<String>,
+    pub cert_chain: String,
+    pub key: String,
+}
+
+impl std::fmt::Debug for TlsCertificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsCertificate").field("names", &self.names).finish_non_exhaustive()
+    }
 }
 
 /// The answer to a traffic report.

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod accounts;
+mod certificates;
 mod endpoints;
 mod error;
 pub mod internal;
@@ -13,6 +14,7 @@ mod json;
 pub mod v2;
 
 pub use accounts::*;
+pub use certificates::*;
 pub use endpoints::*;
 pub use error::*;
 pub use json::{JsonError, parse_json, scrub};

@@ -12,6 +12,7 @@ use std::{
 use axum::{body::Body, extract::Request, response::Response};
 use http::{StatusCode, header};
 use http_body_util::BodyExt;
+use hyper_rustls::HttpsConnector;
 use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::TokioExecutor,
@@ -28,13 +29,14 @@ pub struct Front {
     router: RwLock<Option<axum::Router>>,
     store: Store,
     me: String,
-    client: Client<HttpConnector, Body>,
+    client: Client<HttpsConnector<HttpConnector>, Body>,
 }
 
 impl Front {
-    pub fn new(store: Store, me: String) -> Arc<Front> {
-        let mut conn = HttpConnector::new();
-        conn.set_connect_timeout(Some(Duration::from_secs(2)));
+    /// `me`: this process's advertised URL (`http://` or `https://`); `tls`: what the leader's
+    /// `https://` address is verified with.
+    pub fn new(store: Store, me: String, tls: Arc<rustls::ClientConfig>) -> Arc<Front> {
+        let conn = sluice_tls::client::connector(tls, Duration::from_secs(2));
         Arc::new(Front {
             router: RwLock::new(None),
             store,

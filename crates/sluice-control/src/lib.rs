@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod certs;
 mod error;
 mod health;
 pub mod images;
@@ -29,7 +30,7 @@ use std::{
 
 use arc_swap::ArcSwap;
 pub use error::AppError;
-use sluice_api::internal::{RouteTable, RoutesDelta};
+use sluice_api::internal::{RouteTable, RoutesDelta, TlsBundle};
 use sluice_core::{EndpointId, Millis, RuntimeKind, ValidationContext, placement::Node, routing::EndpointTraffic};
 use sluice_runtime::WorkerRuntime;
 use sluice_store::Store;
@@ -47,6 +48,12 @@ pub trait DataPlane: Send + Sync + 'static {
     /// The gateway's figures for `/metrics`.
     fn figures(&self) -> sluice_core::metrics::GatewayFigures {
         sluice_core::metrics::GatewayFigures::default()
+    }
+    /// What gateways serve HTTPS with: the issued certificates and the pending ACME challenges.
+    fn publish_tls(&self, _bundle: Arc<TlsBundle>) {}
+    /// Whether every gateway serves the TLS bundle `version` (or a later one) by now.
+    fn tls_applied(&self, _version: u64) -> bool {
+        true
     }
 }
 
@@ -73,6 +80,8 @@ pub struct ControlConfig {
     pub pull: PullConfig,
     /// How long log lines are kept, and how much per endpoint.
     pub log_retention: logs::Retention,
+    /// HTTPS: certificates (files, ACME) and what outbound TLS trusts.
+    pub tls: certs::TlsConfig,
 }
 
 /// Settings for workers that take jobs with RunPod's worker protocol.
@@ -87,6 +96,18 @@ pub struct PullConfig {
 }
 
 impl ControlConfig {
+    /// The URL clients reach `host` at through the gateway (`https://` when it serves TLS; the
+    /// scheme's default port left out).
+    pub fn gateway_url(&self, host: &str) -> String {
+        let port = self.gateway_addr.rsplit_once(':').map_or("", |(_, p)| p);
+        let (scheme, default) = if self.tls.enabled { ("https", "443") } else { ("http", "80") };
+        if port.is_empty() || port == default {
+            format!("{scheme}://{host}/")
+        } else {
+            format!("{scheme}://{host}:{port}/")
+        }
+    }
+
     /// Data centers in the order their first node appears.
     pub fn data_centers(&self) -> Vec<String> {
         let mut v: Vec<String> = Vec::new();
@@ -137,6 +158,10 @@ pub struct AppState {
     pub timings: Arc<metrics::Timings>,
     /// Each endpoint's load over the last hour.
     pub series: Arc<series::Series>,
+    /// HTTPS certificates: listed, and issued over ACME.
+    pub certs: Arc<certs::Certs>,
+    /// Job and low-credit notifications.
+    pub webhooks: Arc<v2::webhook::Webhooks>,
 }
 
 impl AppState {
@@ -146,6 +171,7 @@ impl AppState {
     pub async fn settle(&self) {
         let target = *self.passes.borrow() + 2;
         self.wake.notify_one();
+        self.certs.wake();
         let mut rx = self.passes.clone();
         let _ = tokio::time::timeout(std::time::Duration::from_secs(3), rx.wait_for(|n| *n >= target)).await;
     }
@@ -175,7 +201,12 @@ impl Control {
             cfg.pull.ping_interval_ms,
         ));
         let logs = logs::Logs::new(cfg.log_retention);
+        let webhooks = v2::webhook::Webhooks::new(cfg.tls.client.clone(), logs.clone(), store.clone());
+        let certs =
+            certs::Certs::new(store.clone(), cfg.tls.clone(), cfg.domain.clone(), cfg.data_centers(), plane.clone());
         let state = Arc::new(AppState {
+            certs,
+            webhooks,
             pull,
             logs,
             plane: plane.clone(),
@@ -230,6 +261,17 @@ impl Control {
         v2::router(self.state.clone())
     }
 
+    /// The HTTPS certificates (listed, kept in sync, issued).
+    pub fn certs(&self) -> Arc<certs::Certs> {
+        self.state.certs.clone()
+    }
+
+    /// Starts the certificate manager (the leader only): issues and renews over ACME until
+    /// `shutdown` turns true.
+    pub fn spawn_cert_manager(&self, shutdown: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(self.state.certs.clone().run(shutdown))
+    }
+
     /// Starts pushing queued jobs to workers; it stops once `shutdown` turns true.
     pub fn spawn_dispatcher(&self, shutdown: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
         tokio::spawn(v2::push::dispatch(self.state.clone(), self.state.table.clone(), shutdown))
@@ -274,6 +316,7 @@ impl Control {
                 logs: self.state.logs.clone(),
                 timings: self.state.timings.clone(),
                 series: self.state.series.clone(),
+                webhooks: self.state.webhooks.clone(),
             },
             self.state.cfg.metering.clone(),
         );

@@ -45,12 +45,19 @@ pub struct Meter {
     finished: Vec<WorkerRecord>,
     billing_of: HashMap<EndpointId, Billing>,
     logs: Arc<Logs>,
+    webhooks: Arc<crate::v2::webhook::Webhooks>,
     /// Woken when endpoints are turned off (the reconciler drains them).
     wake: Arc<Notify>,
 }
 
 impl Meter {
-    pub fn new(store: Store, cfg: MeteringConfig, logs: Arc<Logs>, wake: Arc<Notify>) -> Meter {
+    pub fn new(
+        store: Store,
+        cfg: MeteringConfig,
+        logs: Arc<Logs>,
+        webhooks: Arc<crate::v2::webhook::Webhooks>,
+        wake: Arc<Notify>,
+    ) -> Meter {
         Meter {
             store,
             prices: cfg.prices,
@@ -61,6 +68,7 @@ impl Meter {
             finished: Vec::new(),
             billing_of: HashMap::new(),
             logs,
+            webhooks,
             wake,
         }
     }
@@ -244,7 +252,7 @@ impl Meter {
                 cost_per_hour_usd: usd(hourly),
                 message: msg,
             };
-            crate::v2::webhook::post(url.clone(), &body);
+            self.webhooks.low_credit(url, &body);
         }
     }
 

@@ -3,7 +3,9 @@
 //! (`GET /v1/internal/routes?after=VERSION`), answered with the changes since that version while
 //! the last [`HISTORY`] are kept (a one-worker change is a few hundred bytes, whatever the size
 //! of the table), else the whole table; and gateways report their traffic every second
-//! (`POST /v1/internal/traffic`); the autoscaler sees the sum of the fresh reports.
+//! (`POST /v1/internal/traffic`); the autoscaler sees the sum of the fresh reports. The TLS
+//! bundle (issued certificates, pending ACME challenges) is long-polled the same way
+//! (`GET /v1/internal/tls?after=VERSION`), and each report says which bundle its gateway serves.
 use std::{
     collections::{HashMap, VecDeque},
     sync::{Arc, Mutex, OnceLock},
@@ -17,7 +19,7 @@ use axum::{
 };
 use bytes::Bytes;
 use serde::Deserialize;
-use sluice_api::internal::{ReportTaken, RouteTable, RoutesDelta, RoutesUpdate, TrafficReport};
+use sluice_api::internal::{ReportTaken, RouteTable, RoutesDelta, RoutesUpdate, TlsBundle, TrafficReport};
 use sluice_core::{
     metrics::{GatewayFigures, merge_figures},
     routing::{EndpointTraffic, merge_traffic},
@@ -34,7 +36,8 @@ pub const REPORT_TTL: Duration = Duration::from_secs(5);
 /// How long a routes poll is held when nothing changes.
 pub const ROUTES_HOLD: Duration = Duration::from_secs(25);
 
-type Report = (Instant, Vec<EndpointTraffic>, GatewayFigures);
+/// When, what it saw, its figures, and the TLS bundle version it serves.
+type Report = (Instant, Vec<EndpointTraffic>, GatewayFigures, u64);
 
 /// Deltas kept for gateways that are behind (one per published table).
 pub const HISTORY: usize = 64;
@@ -79,6 +82,7 @@ pub struct RemotePlane {
     /// Per gateway: when it last reported, and what.
     reports: Mutex<HashMap<String, Report>>,
     wake: Arc<Notify>,
+    tls: watch::Sender<Arc<TlsBundle>>,
 }
 
 impl RemotePlane {
@@ -94,12 +98,13 @@ impl RemotePlane {
             .0,
             reports: Mutex::default(),
             wake,
+            tls: watch::channel(Arc::new(TlsBundle::default())).0,
         })
     }
 
-    pub fn report(&self, gateway: String, traffic: Vec<EndpointTraffic>, figures: GatewayFigures) {
+    pub fn report(&self, gateway: String, traffic: Vec<EndpointTraffic>, figures: GatewayFigures, tls_version: u64) {
         let demand = traffic.iter().any(|t| t.waiting > 0);
-        self.reports.lock().unwrap().insert(gateway, (Instant::now(), traffic, figures));
+        self.reports.lock().unwrap().insert(gateway, (Instant::now(), traffic, figures, tls_version));
         if demand {
             self.wake.notify_one();
         }
@@ -112,7 +117,7 @@ impl RemotePlane {
             .lock()
             .unwrap()
             .iter()
-            .filter(|(_, (at, _, _))| at.elapsed() < REPORT_TTL)
+            .filter(|(_, (at, ..))| at.elapsed() < REPORT_TTL)
             .map(|(g, _)| g.clone())
             .collect();
         v.sort();
@@ -142,16 +147,26 @@ impl DataPlane for RemotePlane {
 
     fn traffic(&self) -> Vec<EndpointTraffic> {
         let mut reports = self.reports.lock().unwrap();
-        reports.retain(|_, (at, _, _)| at.elapsed() < REPORT_TTL * 12);
-        merge_traffic(reports.values().filter(|(at, _, _)| at.elapsed() < REPORT_TTL).map(|(_, t, _)| t.as_slice()))
+        reports.retain(|_, (at, ..)| at.elapsed() < REPORT_TTL * 12);
+        merge_traffic(reports.values().filter(|(at, ..)| at.elapsed() < REPORT_TTL).map(|(_, t, ..)| t.as_slice()))
     }
 
     /// The sum of the fresh reports' figures (a gateway that stopped reporting drops out).
     fn figures(&self) -> GatewayFigures {
         let reports = self.reports.lock().unwrap();
         let fresh: Vec<GatewayFigures> =
-            reports.values().filter(|(at, _, _)| at.elapsed() < REPORT_TTL).map(|(_, _, f)| f.clone()).collect();
+            reports.values().filter(|(at, ..)| at.elapsed() < REPORT_TTL).map(|(_, _, f, _)| f.clone()).collect();
         merge_figures(&fresh)
+    }
+
+    fn publish_tls(&self, bundle: Arc<TlsBundle>) {
+        self.tls.send_replace(bundle);
+    }
+
+    /// Every gateway that reports serves `version` or later (none reporting: nothing to wait for).
+    fn tls_applied(&self, version: u64) -> bool {
+        let reports = self.reports.lock().unwrap();
+        reports.values().filter(|(at, ..)| at.elapsed() < REPORT_TTL).all(|(.., v)| *v >= version)
     }
 }
 
@@ -180,8 +195,27 @@ async fn routes(State(p): State<Arc<RemotePlane>>, Query(q): Query<RoutesQuery>)
     }
 }
 
+/// The TLS bundle when its version is not `after`; else held until it changes (204 after the
+/// hold: nothing new).
+async fn tls(State(p): State<Arc<RemotePlane>>, Query(q): Query<RoutesQuery>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let after = q.after.unwrap_or(0);
+    let mut rx = p.tls.subscribe();
+    let deadline = Instant::now() + ROUTES_HOLD;
+    loop {
+        let b = rx.borrow_and_update().clone();
+        if b.version != after {
+            return Json((*b).clone()).into_response();
+        }
+        tokio::select! {
+            r = rx.changed() => if r.is_err() { return http::StatusCode::NO_CONTENT.into_response() },
+            () = tokio::time::sleep_until(deadline) => return http::StatusCode::NO_CONTENT.into_response(),
+        }
+    }
+}
+
 async fn traffic(State(p): State<Arc<RemotePlane>>, Json(r): Json<TrafficReport>) -> Json<ReportTaken> {
-    p.report(r.gateway, r.traffic, r.figures);
+    p.report(r.gateway, r.traffic, r.figures, r.tls_version);
     Json(ReportTaken {})
 }
 
@@ -190,5 +224,6 @@ pub fn router(plane: Arc<RemotePlane>) -> Router {
     Router::new()
         .route("/v1/internal/routes", get(routes))
         .route("/v1/internal/traffic", post(traffic))
+        .route("/v1/internal/tls", get(tls))
         .with_state(plane)
 }

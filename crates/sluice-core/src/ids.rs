@@ -34,6 +34,20 @@ pub fn is_id_label(s: &str) -> bool {
         && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
 }
 
+/// Checks that `s` is a DNS host name: dot-separated labels of `[A-Za-z0-9-]` (1–63 chars, not
+/// starting or ending with `-`), at most 253 chars in all.
+pub fn is_dns_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
+        })
+}
+
 macro_rules! id_type {
     ($name:ident, $what:literal) => {
         #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -113,5 +127,25 @@ mod tests {
         for good in ["a", "abc123", "a-b", &"a".repeat(63)] {
             assert!(EndpointId::parse(good).is_ok(), "{good:?}");
         }
+    }
+
+    #[test]
+    fn dns_names() {
+        for (name, ok) in [
+            ("api.example.com", true),
+            ("API.Example.com", true),
+            ("localhost", true),
+            ("a-b.c1", true),
+            ("", false),
+            ("a..b", false),
+            ("-a.b", false),
+            ("a-.b", false),
+            ("a_b.c", false),
+            ("*.example.com", false),
+            ("a.b/c", false),
+        ] {
+            assert_eq!(is_dns_name(name), ok, "{name:?}");
+        }
+        assert!(!is_dns_name(&format!("{}.com", "a".repeat(64))));
     }
 }

@@ -22,6 +22,7 @@ pub mod reconcile;
 pub mod routing;
 pub mod secrets;
 pub mod templates;
+pub mod tls;
 pub mod worker;
 
 pub use endpoint::{

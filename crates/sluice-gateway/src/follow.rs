@@ -1,8 +1,11 @@
 //! A gateway in its own process, following a control plane (R8.3, `sluice gateway`): it
 //! follows the routing table with a long-poll that carries the version it has (and gets the
 //! changes since, or the whole table), reports its traffic every second (at once when a request
-//! waits for a worker, so a cold start is not delayed), forwards `/v2` (the queue API) to the
-//! control plane, and keeps serving from its last table while the control plane is away.
+//! waits for a worker, so a cold start is not delayed), follows the TLS bundle (certificates
+//! issued over ACME and pending challenges) the same way, forwards `/v2` (the queue API, and
+//! the API's host) to the control plane, and keeps serving from its last table while the
+//! control plane is away. The control URLs may be `https://` (verified against the system's
+//! roots and `--ca-cert`; nothing falls back to plain HTTP).
 use std::{
     sync::{
         Arc,
@@ -14,11 +17,12 @@ use std::{
 use bytes::Bytes;
 use http::{Method, Request, header};
 use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
 use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::TokioExecutor,
 };
-use sluice_api::internal::{RoutesUpdate, TrafficReport};
+use sluice_api::internal::{RoutesUpdate, TlsBundle, TrafficReport};
 use tokio::sync::Notify;
 
 use crate::{
@@ -31,8 +35,13 @@ use crate::{
 pub enum FollowError {
     #[error("--control needs at least one URL")]
     NoControl,
-    #[error("--control: {0:?} is not a URL like http://10.0.0.5:8081")]
+    #[error("--control: {0:?} is not a URL like http://10.0.0.5:8081 or https://control.example.com:8081")]
     BadUrl(String),
+    #[error(
+        "--control: {0:?} is plain HTTP off loopback, and the internal protocol carries the admin key and certificate keys: \
+         use https:// (the control plane with --api-tls), or --allow-plain-control on a network you trust"
+    )]
+    PlainControl(String),
 }
 
 /// The control processes a gateway may talk to, and which one it uses now.
@@ -42,14 +51,23 @@ struct Controls {
 }
 
 impl Controls {
-    fn parse(list: &str) -> Result<Controls, FollowError> {
+    fn parse(list: &str, allow_plain: bool) -> Result<Controls, FollowError> {
         let urls: Vec<String> =
             list.split(',').map(|u| u.trim().trim_end_matches('/').to_owned()).filter(|u| !u.is_empty()).collect();
         if urls.is_empty() {
             return Err(FollowError::NoControl);
         }
-        if let Some(bad) = urls.iter().find(|u| !u.starts_with("http://") || u.parse::<http::Uri>().is_err()) {
+        if let Some(bad) = urls
+            .iter()
+            .find(|u| !(u.starts_with("http://") || u.starts_with("https://")) || u.parse::<http::Uri>().is_err())
+        {
             return Err(FollowError::BadUrl(bad.clone()));
+        }
+        if !allow_plain
+            && let Some(plain) =
+                urls.iter().find(|u| u.starts_with("http://") && !sluice_core::pull::is_loopback_url(u))
+        {
+            return Err(FollowError::PlainControl(plain.clone()));
         }
         Ok(Controls { urls, current: AtomicUsize::new(0) })
     }
@@ -75,8 +93,8 @@ pub struct Follower {
     controls: Controls,
     key: String,
     id: String,
-    client: Client<HttpConnector, Full<Bytes>>,
-    forward: Client<HttpConnector, BoxBody>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    forward: Client<HttpsConnector<HttpConnector>, BoxBody>,
     report_now: Notify,
     connected: AtomicBool,
     /// Unix ms of the last answer from the control plane (0: never).
@@ -86,12 +104,18 @@ pub struct Follower {
 impl Follower {
     /// `control`: the control processes' API URLs, comma-separated (any of them answers; the
     /// gateway moves to the next when one is unreachable). `key`: the admin key. `id`: this
-    /// gateway's name in its reports.
-    pub fn new(control: &str, key: String, id: String) -> Result<Arc<Follower>, FollowError> {
-        let mut conn = HttpConnector::new();
-        conn.set_connect_timeout(Some(Duration::from_secs(2)));
+    /// gateway's name in its reports. `tls`: what an `https://` control URL is verified with.
+    /// `allow_plain`: accept an `http://` control URL off loopback.
+    pub fn new(
+        control: &str,
+        key: String,
+        id: String,
+        tls: Arc<rustls::ClientConfig>,
+        allow_plain: bool,
+    ) -> Result<Arc<Follower>, FollowError> {
+        let conn = sluice_tls::client::connector(tls, Duration::from_secs(2));
         Ok(Arc::new(Follower {
-            controls: Controls::parse(control)?,
+            controls: Controls::parse(control, allow_plain)?,
             key,
             id,
             client: Client::builder(TokioExecutor::new()).build(conn.clone()),
@@ -219,12 +243,46 @@ impl Follower {
         }
     }
 
+    /// Follows the TLS bundle into `gateway`'s HTTPS settings, for ever: the control plane holds
+    /// the call until the bundle changes (a certificate issued, a challenge to answer), then the
+    /// gateway applies it and reports its version with its next traffic report (at once).
+    pub async fn follow_tls(self: Arc<Self>, gateway: Gateway) {
+        let Some(tls) = gateway.tls().cloned() else { return };
+        loop {
+            let control = self.controls.url().to_owned();
+            let url = format!("{control}/v1/internal/tls?after={}", tls.version());
+            let got = tokio::time::timeout(Duration::from_secs(40), self.call(Method::GET, url, None)).await;
+            match got.map_err(|e| e.to_string()).and_then(|r| r) {
+                Ok(b) if b.is_empty() => {}
+                Ok(b) => match serde_json::from_slice::<TlsBundle>(&b) {
+                    Ok(bundle) => {
+                        tls.apply(&bundle, sluice_core::Millis(crate::now_ms()));
+                        self.report_now.notify_one();
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "unreadable TLS bundle from the control plane");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                },
+                Err(e) => {
+                    tracing::debug!(error = %e, "TLS bundle poll failed");
+                    self.controls.failed(&control);
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
     /// Reports `gateway`'s traffic and figures every second, and at once when a request waits
     /// for a worker, for ever.
     pub async fn report(self: Arc<Self>, gateway: Gateway) {
         loop {
-            let report =
-                TrafficReport { gateway: self.id.clone(), traffic: gateway.traffic(), figures: gateway.figures() };
+            let report = TrafficReport {
+                gateway: self.id.clone(),
+                traffic: gateway.traffic(),
+                figures: gateway.figures(),
+                tls_version: gateway.tls().map_or(0, |t| t.version()),
+            };
             let control = self.controls.url().to_owned();
             let body = serde_json::to_vec(&report).unwrap_or_default();
             match self.call(Method::POST, format!("{control}/v1/internal/traffic"), Some(body)).await {
@@ -252,13 +310,20 @@ mod tests {
 
     #[test]
     fn control_urls() {
-        let c = Controls::parse("http://a:1, http://b:2/").unwrap();
+        let c = Controls::parse("http://a:1, http://b:2/", true).unwrap();
         assert_eq!(c.url(), "http://a:1");
         c.failed("http://a:1");
         assert_eq!(c.url(), "http://b:2");
         c.failed("http://a:1");
         assert_eq!(c.url(), "http://b:2", "a stale failure moves nothing");
-        assert!(matches!(Controls::parse(" , "), Err(FollowError::NoControl)));
-        assert!(matches!(Controls::parse("ftp://x"), Err(FollowError::BadUrl(_))));
+        assert!(matches!(Controls::parse(" , ", false), Err(FollowError::NoControl)));
+        assert!(matches!(Controls::parse("ftp://x", false), Err(FollowError::BadUrl(_))));
+        assert_eq!(
+            Controls::parse("https://control.example.com:8081", false).unwrap().url(),
+            "https://control.example.com:8081"
+        );
+        assert!(Controls::parse("http://127.0.0.1:8081,http://[::1]:8081", false).is_ok(), "loopback may be plain");
+        assert!(matches!(Controls::parse("http://10.0.0.5:8081", false), Err(FollowError::PlainControl(_))));
+        assert!(Controls::parse("http://10.0.0.5:8081", true).is_ok());
     }
 }

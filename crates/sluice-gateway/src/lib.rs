@@ -2,7 +2,9 @@
 //!
 //! **The gateway never touches the store or a runtime.** It routes from an in-memory table
 //! that the control plane publishes ([`Gateway::publish`]) and reports what it sees
-//! ([`Gateway::traffic`]). Accepts HTTP/1.1 and h2c on one port, streams bodies both ways,
+//! ([`Gateway::traffic`]). Accepts HTTP/1.1 and h2c on one port, or HTTPS (TLS 1.2 and 1.3,
+//! ALPN h2 and http/1.1, a certificate per SNI name: [`tls`]) with a plain listener beside it
+//! that answers ACME HTTP-01 challenges and redirects the rest; streams bodies both ways,
 //! passes WebSocket upgrades through, and enforces the execution timeout.
 #![forbid(unsafe_code)]
 
@@ -12,6 +14,7 @@ pub mod follow;
 pub mod metrics;
 mod proxy;
 pub mod table;
+pub mod tls;
 
 use std::{convert::Infallible, future::Future, sync::Arc, time::Duration};
 
@@ -24,9 +27,13 @@ use hyper_util::{
 };
 use sluice_api::internal::{RouteTable, RoutesDelta};
 use sluice_core::{EndpointId, routing::EndpointTraffic};
-use tokio::{net::TcpListener, sync::watch};
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    net::TcpListener,
+    sync::watch,
+};
 
-use crate::{body::BoxBody, table::Routes};
+use crate::{body::BoxBody, table::Routes, tls::GatewayTls};
 
 /// The wall clock in Unix ms (what counters and reports carry).
 pub(crate) fn now_ms() -> u64 {
@@ -49,6 +56,8 @@ pub struct GatewayConfig {
     /// from the shared listener and keeps its own pool of worker connections, so a request is
     /// handled on one thread from accept to answer, with no cross-thread wake-ups.
     pub threads: usize,
+    /// HTTPS: the main listener speaks TLS, and the plain one (if any) redirects to it.
+    pub tls: Option<Arc<GatewayTls>>,
 }
 
 impl Default for GatewayConfig {
@@ -58,6 +67,7 @@ impl Default for GatewayConfig {
             shutdown_grace: Duration::from_secs(30),
             pool_idle_timeout: Duration::from_secs(4),
             threads: 0,
+            tls: None,
         }
     }
 }
@@ -73,6 +83,9 @@ pub type SideService = Arc<
 pub struct Inner {
     /// Requests under `/v2/` go here when set.
     side: arc_swap::ArcSwapOption<SideService>,
+    /// Requests for the API's host go here when set: (host, service).
+    api: arc_swap::ArcSwapOption<(String, SideService)>,
+    tls: Option<Arc<GatewayTls>>,
     routes: Routes,
     changed: watch::Sender<u64>,
     domain: String,
@@ -97,6 +110,17 @@ impl Gateway {
         self.inner.side.store(Some(Arc::new(svc)));
     }
 
+    /// Serves requests whose `Host` is `host` (the API's, e.g. `api.example.com`) with `svc`:
+    /// the control API on the gateway's port, under its own certificate.
+    pub fn set_api_service(&self, host: String, svc: SideService) {
+        self.inner.api.store(Some(Arc::new((host.to_ascii_lowercase(), svc))));
+    }
+
+    /// HTTPS settings, when the gateway serves TLS.
+    pub fn tls(&self) -> Option<&Arc<GatewayTls>> {
+        self.inner.tls.as_ref()
+    }
+
     pub fn new(cfg: GatewayConfig, on_demand: DemandFn) -> Self {
         let threads = match cfg.threads {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -105,6 +129,8 @@ impl Gateway {
         Gateway {
             inner: Arc::new(Inner {
                 side: arc_swap::ArcSwapOption::empty(),
+                api: arc_swap::ArcSwapOption::empty(),
+                tls: cfg.tls,
                 routes: Routes::default(),
                 changed: watch::channel(0).0,
                 domain: cfg.domain,
@@ -171,19 +197,24 @@ impl Gateway {
 
     /// Serves until `shutdown` resolves, then lets open connections finish (up to the grace).
     /// Runs `threads` event loops on their own OS threads (see [`GatewayConfig::threads`]).
-    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
-        let listener = match listener.into_std() {
-            Ok(l) => l,
+    pub async fn serve(self, listeners: impl Into<Listeners>, shutdown: impl Future<Output = ()>) {
+        let Listeners { main, plain } = listeners.into();
+        let std_listener = |l: TcpListener| match l.into_std() {
+            Ok(l) => Some(l),
             Err(e) => {
                 tracing::error!(error = %e, "gateway listener unusable");
-                return;
+                None
             }
         };
+        let Some(main) = std_listener(main) else { return };
+        let plain = plain.and_then(std_listener);
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut done = Vec::new();
         for i in 0..self.threads {
-            let l = match listener.try_clone() {
-                Ok(l) => l,
+            let cloned =
+                main.try_clone().and_then(|m| plain.as_ref().map(|p| p.try_clone()).transpose().map(|p| (m, p)));
+            let (m, p) = match cloned {
+                Ok(x) => x,
                 Err(e) => {
                     tracing::error!(error = %e, "could not share the gateway listener");
                     break;
@@ -200,7 +231,7 @@ impl Gateway {
                         return;
                     }
                 };
-                rt.block_on(gw.event_loop(l, stop));
+                rt.block_on(gw.event_loop(m, p, stop));
                 drop(tx);
             });
             match spawned {
@@ -215,48 +246,70 @@ impl Gateway {
         }
     }
 
-    /// One event loop: accept, serve each connection on this thread, drain at shutdown.
-    async fn event_loop(self, listener: std::net::TcpListener, mut stop: watch::Receiver<bool>) {
-        let listener = match listener.set_nonblocking(true).and_then(|()| TcpListener::from_std(listener)) {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::error!(error = %e, "gateway listener unusable");
-                return;
-            }
-        };
+    /// One event loop: accept, serve each connection on this thread, drain at shutdown. With
+    /// TLS, each handshake runs in its own task (bounded in time) and the finished connection
+    /// comes back here to be served: a client that never finishes its handshake holds neither
+    /// the accept loop nor a worker slot.
+    async fn event_loop(
+        self,
+        listener: std::net::TcpListener,
+        plain: Option<std::net::TcpListener>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let tokio_listener =
+            |l: std::net::TcpListener| match l.set_nonblocking(true).and_then(|()| TcpListener::from_std(l)) {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    tracing::error!(error = %e, "gateway listener unusable");
+                    None
+                }
+            };
+        let Some(listener) = tokio_listener(listener) else { return };
+        let plain = plain.and_then(tokio_listener);
         let client = self.upstream_client();
         let graceful = GracefulShutdown::new();
         let builder = auto::Builder::new(TokioExecutor::new());
+        let (handshaken_tx, mut handshaken) = tokio::sync::mpsc::channel(256);
         loop {
             tokio::select! {
                 accepted = listener.accept() => {
-                    let (stream, remote) = match accepted {
-                        Ok(x) => x,
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "accept failed");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            continue;
-                        }
-                    };
+                    let Some((stream, remote)) = accepted_or_pause(accepted).await else { continue };
                     let _ = stream.set_nodelay(true);
-                    let inner = self.inner.clone();
-                    let client = client.clone();
-                    let svc = service_fn(move |req| {
-                        let inner = inner.clone();
-                        let client = client.clone();
-                        async move { Ok::<_, Infallible>(proxy::handle(inner, client, req, remote).await) }
-                    });
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).into_owned();
-                    let conn = graceful.watch(conn);
-                    let inner = self.inner.clone();
-                    inner.open_connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    inner.connections_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    tokio::spawn(async move {
-                        if let Err(e) = conn.await {
-                            tracing::trace!(error = %e, "client connection ended with an error");
+                    match &self.inner.tls {
+                        None => self.serve_connection(&builder, &graceful, &client, stream, remote, false),
+                        Some(tls) => {
+                            let (acceptor, tx) = (tls.acceptor.clone(), handshaken_tx.clone());
+                            tokio::spawn(async move {
+                                match sluice_tls::server::handshake(&acceptor, stream).await {
+                                    Ok(s) if sluice_tls::server::is_acme_challenge(&s) => {
+                                        // A TLS-ALPN-01 validation: the handshake was the answer.
+                                        let mut s = s;
+                                        let _ = tokio::io::AsyncWriteExt::shutdown(&mut s).await;
+                                    }
+                                    Ok(s) => {
+                                        let _ = tx.send((s, remote)).await;
+                                    }
+                                    Err(e) => tracing::debug!(error = %e, %remote, "TLS handshake failed"),
+                                }
+                            });
                         }
-                        inner.open_connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+                Some((stream, remote)) = handshaken.recv() => {
+                    self.serve_connection(&builder, &graceful, &client, stream, remote, true);
+                }
+                accepted = async { match &plain { Some(p) => p.accept().await, None => std::future::pending().await } } => {
+                    let Some((stream, _)) = accepted_or_pause(accepted).await else { continue };
+                    let Some(tls) = self.inner.tls.clone() else { continue };
+                    let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                        let host = req.headers().get(http::header::HOST).and_then(|v| v.to_str().ok()).map(str::to_owned);
+                        let pq = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
+                        let resp = tls.answer_plain(host.as_deref(), &pq);
+                        async move { Ok::<_, Infallible>(resp) }
+                    });
+                    let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), svc).into_owned());
+                    tokio::spawn(async move {
+                        let _ = conn.await;
                     });
                 }
                 _ = stop.wait_for(|s| *s) => break,
@@ -266,5 +319,64 @@ impl Gateway {
         if tokio::time::timeout(self.grace, graceful.shutdown()).await.is_err() {
             tracing::warn!("gateway connections still open after the shutdown grace period");
         }
+    }
+
+    /// Serves one client connection (plain TCP or TLS) on this event loop.
+    fn serve_connection<I: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+        &self,
+        builder: &auto::Builder<TokioExecutor>,
+        graceful: &GracefulShutdown,
+        client: &UpstreamClient,
+        stream: I,
+        remote: std::net::SocketAddr,
+        https: bool,
+    ) {
+        let inner = self.inner.clone();
+        let client = client.clone();
+        let svc = service_fn(move |req| {
+            let inner = inner.clone();
+            let client = client.clone();
+            async move { Ok::<_, Infallible>(proxy::handle(inner, client, req, proxy::Conn { remote, https }).await) }
+        });
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).into_owned();
+        let conn = graceful.watch(conn);
+        let inner = self.inner.clone();
+        inner.open_connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        inner.connections_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::trace!(error = %e, "client connection ended with an error");
+            }
+            inner.open_connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        });
+    }
+}
+
+/// An accepted connection, or `None` after a failed accept (paused briefly when it was not a
+/// spurious wake-up, so a full file table does not spin the loop).
+async fn accepted_or_pause(
+    accepted: std::io::Result<(tokio::net::TcpStream, std::net::SocketAddr)>,
+) -> Option<(tokio::net::TcpStream, std::net::SocketAddr)> {
+    match accepted {
+        Ok(x) => Some(x),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => None,
+        Err(e) => {
+            tracing::warn!(error = %e, "accept failed");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            None
+        }
+    }
+}
+
+/// What a gateway listens on: its main listener (TLS when the gateway has [`GatewayTls`]) and,
+/// with TLS, a plain one for ACME HTTP-01 challenges and redirects to `https://`.
+pub struct Listeners {
+    pub main: TcpListener,
+    pub plain: Option<TcpListener>,
+}
+
+impl From<TcpListener> for Listeners {
+    fn from(main: TcpListener) -> Self {
+        Listeners { main, plain: None }
     }
 }

@@ -76,12 +76,35 @@ impl Drop for Waiting {
     }
 }
 
-pub async fn handle(
-    gw: Arc<Inner>,
-    client: UpstreamClient,
-    req: Request<Incoming>,
-    remote: SocketAddr,
-) -> Response<BoxBody> {
+/// The client connection a request came on.
+#[derive(Debug, Clone, Copy)]
+pub struct Conn {
+    pub remote: SocketAddr,
+    /// Over TLS that this gateway terminated.
+    pub https: bool,
+}
+
+pub async fn handle(gw: Arc<Inner>, client: UpstreamClient, req: Request<Incoming>, conn: Conn) -> Response<BoxBody> {
+    let mut resp = route(&gw, &client, req, conn).await;
+    if conn.https
+        && let Some(hsts) = gw.tls.as_ref().and_then(|t| t.hsts.clone())
+    {
+        resp.headers_mut().insert(http::header::STRICT_TRANSPORT_SECURITY, hsts);
+    }
+    resp
+}
+
+/// `/v2/` goes to the queue API; the API's host (but for path-form endpoint URLs, `/e/…`) to
+/// the API; the rest to workers.
+async fn route(gw: &Arc<Inner>, client: &UpstreamClient, req: Request<Incoming>, conn: Conn) -> Response<BoxBody> {
+    let path = req.uri().path();
+    if !path.starts_with("/v2/")
+        && !path.starts_with("/e/")
+        && let Some(api) = gw.api.load_full()
+        && request_host(&req).is_some_and(|h| host_is(h, &api.0))
+    {
+        return (api.1)(req).await;
+    }
     if req.uri().path().starts_with("/v2/")
         && let Some(side) = gw.side.load_full()
     {
@@ -89,7 +112,7 @@ pub async fn handle(
     }
     let arrived = Instant::now();
     let mut seen = Seen::default();
-    let resp = match proxy(&gw, &client, req, remote, &mut seen).await {
+    let resp = match proxy(gw, client, req, conn, &mut seen).await {
         Ok(resp) => resp,
         Err(e) => {
             tracing::debug!(error = %e, fault = ?e.fault(), "gateway error");
@@ -253,8 +276,21 @@ fn is_idempotent(m: &Method) -> bool {
     matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE)
 }
 
-fn append_forwarded(h: &mut HeaderMap, remote: SocketAddr, host: Option<&str>, prefix: Option<&str>) {
-    let ip = remote.ip().to_string();
+/// The host a request names: its `Host` header, else its URI's authority (HTTP/2).
+fn request_host<B>(req: &Request<B>) -> Option<&str> {
+    req.headers().get(HOST).and_then(|v| v.to_str().ok()).or_else(|| req.uri().authority().map(|a| a.as_str()))
+}
+
+/// Whether `host` (maybe with a port) is `name`, without regard to case.
+fn host_is(host: &str, name: &str) -> bool {
+    let h = host.rsplit_once(':').filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit())).map_or(host, |(h, _)| h);
+    h.trim_end_matches('.').eq_ignore_ascii_case(name)
+}
+
+/// Adds the `X-Forwarded-*` headers. Over TLS that this gateway terminated, the protocol is
+/// `https` whatever the client claimed; over plain HTTP a proxy in front may have said it.
+fn append_forwarded(h: &mut HeaderMap, conn: Conn, host: Option<&str>, prefix: Option<&str>) {
+    let ip = conn.remote.ip().to_string();
     let xff = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
         Some(prev) => format!("{prev}, {ip}"),
         None => ip,
@@ -265,7 +301,9 @@ fn append_forwarded(h: &mut HeaderMap, remote: SocketAddr, host: Option<&str>, p
     if let Some(host) = host.and_then(|v| HeaderValue::from_str(v).ok()) {
         h.insert("x-forwarded-host", host);
     }
-    if !h.contains_key("x-forwarded-proto") {
+    if conn.https {
+        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+    } else if !h.contains_key("x-forwarded-proto") {
         h.insert("x-forwarded-proto", HeaderValue::from_static("http"));
     }
     if let Some(p) = prefix.and_then(|p| HeaderValue::from_str(p).ok()) {
@@ -277,16 +315,11 @@ async fn proxy(
     gw: &Inner,
     client: &UpstreamClient,
     mut req: Request<Incoming>,
-    remote: SocketAddr,
+    conn: Conn,
     seen: &mut Seen,
 ) -> Result<Response<BoxBody>, Error> {
     // 1. Which endpoint: host form first, then path form.
-    let host: Option<String> = req
-        .headers()
-        .get(HOST)
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| req.uri().authority().map(|a| a.as_str()))
-        .map(str::to_owned);
+    let host: Option<String> = request_host(&req).map(str::to_owned);
     let (id, rewritten): (String, Option<PathAndQuery>) =
         match host.as_deref().and_then(|h| endpoint_from_host(h, &gw.domain)) {
             Some((id, _dc)) => (id.to_owned(), None),
@@ -354,7 +387,7 @@ async fn proxy(
         None => parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")),
     };
     strip_hop_by_hop(&mut parts.headers, upgrade);
-    append_forwarded(&mut parts.headers, remote, host.as_deref(), prefix.as_deref());
+    append_forwarded(&mut parts.headers, conn, host.as_deref(), prefix.as_deref());
     if !parts.headers.contains_key(HOST)
         && let Some(h) = host.as_deref().and_then(|h| HeaderValue::from_str(h).ok())
     {
@@ -490,9 +523,18 @@ mod tests {
     #[test]
     fn forwarded_headers_append() {
         let mut h = headers(&[("x-forwarded-for", "10.0.0.1"), ("x-forwarded-proto", "https")]);
-        append_forwarded(&mut h, "127.0.0.1:5000".parse().unwrap(), Some("ep.local.localhost"), Some("/e/ep"));
+        let conn = |https| Conn { remote: "127.0.0.1:5000".parse().unwrap(), https };
+        append_forwarded(&mut h, conn(false), Some("ep.local.localhost"), Some("/e/ep"));
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
-        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-proto"], "https", "a proxy in front said so");
+        let mut spoofed = headers(&[("x-forwarded-proto", "gopher")]);
+        append_forwarded(&mut spoofed, conn(true), None, None);
+        assert_eq!(spoofed["x-forwarded-proto"], "https", "over our own TLS, whatever the client says");
+        let mut plain = headers(&[]);
+        append_forwarded(&mut plain, conn(false), None, None);
+        assert_eq!(plain["x-forwarded-proto"], "http");
+        assert!(host_is("API.example.com:443", "api.example.com") && host_is("api.example.com.", "api.example.com"));
+        assert!(!host_is("api.example.com.evil", "api.example.com"));
         assert_eq!(h["x-forwarded-host"], "ep.local.localhost");
         assert_eq!(h["x-forwarded-prefix"], "/e/ep");
         assert!(is_idempotent(&Method::PUT) && !is_idempotent(&Method::POST));

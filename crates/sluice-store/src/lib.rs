@@ -1,7 +1,7 @@
 //! Persistent state in SQLite or PostgreSQL (one code path, through sqlx's `Any` driver): endpoints (intent),
 //! workers (the reconciler's records), API keys and instance identity. One file per table, each
 //! with its records and one `impl Store` block: `endpoints`, `workers`, `events` (scaling
-//! decisions), `keys`, `accounts`, `usage`, `jobs`, `logs`, `lease`; this file opens the store
+//! decisions), `keys`, `accounts`, `usage`, `jobs`, `logs`, `lease`, `certs`; this file opens the store
 //! and runs the migrations.
 //!
 //! **This crate knows SQL and nothing of HTTP or processes.** All writes go through a
@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 mod accounts;
+mod certs;
 mod endpoints;
 mod error;
 mod events;
@@ -25,6 +26,7 @@ mod workers;
 use std::{path::Path, time::Duration};
 
 pub use accounts::{AccountEvent, AccountRecord};
+pub use certs::CertificateRecord;
 pub use endpoints::EndpointRecord;
 pub use error::Error;
 pub use events::ScalingEvent;
@@ -96,6 +98,7 @@ fn migrator(backend: Backend) -> sqlx::migrate::Migrator {
         8 "logs" "0008_logs.sql",
         9 "leases" "0009_leases.sql",
         10 "endpoint_version" "0010_endpoint_version.sql",
+        11 "certificates" "0011_certificates.sql",
     ];
     let steps = match backend {
         Backend::Sqlite => STEPS.0,

@@ -296,6 +296,7 @@ async fn reconcile(n_ep: usize, per: usize, rss0: f64) {
             ping_interval_ms: 10_000,
         },
         log_retention: sluice_control::logs::Retention { max_age_ms: 3_600_000, max_bytes_per_endpoint: 1 << 20 },
+        tls: sluice_control::certs::TlsConfig::off(),
     };
     let runtime = Arc::new(sluice_runtime::sim::SimRuntime::new());
     let wake = Arc::new(tokio::sync::Notify::new());

@@ -1,9 +1,11 @@
 //! A small client for the control API, used by the CLI (and the tests): answers are read into
-//! the API's own view types (`sluice_api`).
+//! the API's own view types (`sluice_api`). `http://` and `https://` URLs; HTTPS is verified
+//! against the system's roots and `--ca-cert` (a private CA), never skipped.
 use anyhow::{Context, anyhow};
 use bytes::Bytes;
 use http::{Method, Request, StatusCode, header};
 use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
 use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::TokioExecutor,
@@ -14,7 +16,8 @@ use sluice_api::ErrorBody;
 pub struct ApiClient {
     base: String,
     key: Option<String>,
-    http: Client<HttpConnector, Full<Bytes>>,
+    /// The HTTP client, or why there is none (an unusable `--ca-cert`).
+    http: Result<Client<HttpsConnector<HttpConnector>, Full<Bytes>>, String>,
 }
 
 /// An error answer of the API, with its parsed body.
@@ -44,11 +47,25 @@ impl std::error::Error for ApiError {}
 
 impl ApiClient {
     pub fn new(base: &str, key: Option<String>) -> Self {
-        ApiClient {
-            base: base.trim_end_matches('/').to_owned(),
-            key,
-            http: Client::builder(TokioExecutor::new()).build(HttpConnector::new()),
-        }
+        ApiClient::with_ca(base, key, None)
+    }
+
+    /// A client that also trusts the CAs in `ca_cert` (PEM) for an `https://` API.
+    pub fn with_ca(base: &str, key: Option<String>, ca_cert: Option<&std::path::Path>) -> Self {
+        let http = sluice_tls::client::roots(ca_cert)
+            .map(|roots| {
+                let conn = sluice_tls::client::connector(
+                    sluice_tls::client::config(roots),
+                    std::time::Duration::from_secs(10),
+                );
+                Client::builder(TokioExecutor::new()).build(conn)
+            })
+            .map_err(|e| format!("--ca-cert: {e}"));
+        ApiClient { base: base.trim_end_matches('/').to_owned(), key, http }
+    }
+
+    fn http(&self) -> anyhow::Result<&Client<HttpsConnector<HttpConnector>, Full<Bytes>>> {
+        self.http.as_ref().map_err(|e| anyhow!("{e}"))
     }
 
     /// Sends a request with an optional JSON body; a 2xx answer's JSON is read as `T` (`()` for
@@ -72,8 +89,8 @@ impl ApiClient {
             None => Bytes::new(),
         };
         let resp =
-            self.http.request(req.body(Full::new(bytes)).context("building request")?).await.with_context(|| {
-                format!("could not reach the Sluice API at {} (is `sluice up` running?)", self.base)
+            self.http()?.request(req.body(Full::new(bytes)).context("building request")?).await.map_err(|e| {
+                anyhow!("could not reach the Sluice API at {} (is `sluice up` running?): {}", self.base, reason(&e))
             })?;
         let status = resp.status();
         let raw = resp.into_body().collect().await.context("reading API response")?.to_bytes();
@@ -110,10 +127,9 @@ impl ApiClient {
         if let Some(id) = &last_id {
             req = req.header("last-event-id", id);
         }
-        let resp =
-            self.http.request(req.body(Full::new(Bytes::new()))?).await.with_context(|| {
-                format!("could not reach the Sluice API at {} (is `sluice up` running?)", self.base)
-            })?;
+        let resp = self.http()?.request(req.body(Full::new(Bytes::new()))?).await.map_err(|e| {
+            anyhow!("could not reach the Sluice API at {} (is `sluice up` running?): {}", self.base, reason(&e))
+        })?;
         let status = resp.status();
         let mut body = resp.into_body();
         if !status.is_success() {
@@ -150,4 +166,19 @@ impl ApiClient {
         }
         Ok(last)
     }
+}
+
+/// An error with its sources (a certificate that does not verify is a few levels down).
+fn reason(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        let t = s.to_string();
+        if !out.contains(&t) {
+            out.push_str(": ");
+            out.push_str(&t);
+        }
+        src = s.source();
+    }
+    out
 }

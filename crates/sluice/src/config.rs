@@ -64,6 +64,60 @@ pub struct Config {
     pub log_retention_hours: u64,
     /// ... and at most this much text per endpoint, MiB (oldest lines go first; 1-102400).
     pub log_retention_mb: u64,
+    /// HTTPS from files: PEM certificate chains (a path or a list), paired by position with
+    /// `tls_key`. Wildcards (`*.local.example.com`) cover one label. Read again when changed.
+    #[serde(deserialize_with = "one_or_many")]
+    pub tls_cert: Vec<PathBuf>,
+    /// The private keys (PEM: PKCS#8, PKCS#1 or SEC1) of `tls_cert`, in the same order.
+    #[serde(deserialize_with = "one_or_many")]
+    pub tls_key: Vec<PathBuf>,
+    /// A PEM bundle of CAs trusted, beside the system's roots, by every outbound TLS connection
+    /// (the ACME directory, webhooks, the control URL gateways follow): a private CA.
+    pub tls_extra_ca: Option<PathBuf>,
+    /// Issue certificates over ACME (RFC 8555); setting the contact e-mail turns it on.
+    pub acme_email: Option<String>,
+    /// The CA's directory URL [default: Let's Encrypt].
+    pub acme_directory: String,
+    /// External account binding (CAs such as ZeroSSL, Google, a company's step-ca): key id ...
+    pub acme_eab_kid: Option<String>,
+    /// ... and HMAC key (base64url, as the CA gives it).
+    pub acme_eab_hmac_key: Option<String>,
+    /// `http-01` (answered on `gateway_http_addr`, port 80) or `tls-alpn-01` (on the gateway's
+    /// TLS port, 443).
+    pub acme_challenge: String,
+    /// One wildcard per data center (`*.{dc}.{domain}`, DNS-01 through `acme_dns_hook`) instead
+    /// of a certificate per endpoint host: for public CAs' rate limits (Let's Encrypt: 50
+    /// certificates per registered domain a week).
+    pub acme_wildcards: bool,
+    /// The command that sets and clears DNS-01 TXT records: run as `HOOK present FQDN VALUE` and
+    /// `HOOK cleanup FQDN VALUE` (lego's exec provider, certbot's hooks); it returns once the
+    /// record is visible.
+    pub acme_dns_hook: Option<String>,
+    /// The API's host name: served by the gateway under its own certificate (`/e/…` and
+    /// `/v2/…` there still reach endpoints) [default with HTTPS: api.{domain}].
+    pub api_host: Option<String>,
+    /// With HTTPS: the plain-HTTP listener beside the gateway. It answers ACME HTTP-01
+    /// challenges and redirects everything else to https:// (308, path and query kept).
+    pub gateway_http_addr: Option<SocketAddr>,
+    /// Send `Strict-Transport-Security: max-age=N` on HTTPS answers.
+    pub hsts_max_age_secs: Option<u64>,
+    /// Serve the control API's own address over TLS too [default: with HTTPS, unless that
+    /// address is loopback, where local tools keep plain HTTP].
+    pub api_tls: Option<bool>,
+}
+
+/// A TOML value that is one path or a list of them.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<PathBuf>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(PathBuf),
+        Many(Vec<PathBuf>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(p) => vec![p],
+        OneOrMany::Many(v) => v,
+    })
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -150,6 +204,20 @@ impl Default for Config {
             worker_ping_interval_ms: sluice_core::pull::DEFAULT_PING_MS,
             log_retention_hours: 168,
             log_retention_mb: 64,
+            tls_cert: Vec::new(),
+            tls_key: Vec::new(),
+            tls_extra_ca: None,
+            acme_email: None,
+            acme_directory: sluice_tls::acme::LETS_ENCRYPT.into(),
+            acme_eab_kid: None,
+            acme_eab_hmac_key: None,
+            acme_challenge: "http-01".into(),
+            acme_wildcards: false,
+            acme_dns_hook: None,
+            api_host: None,
+            gateway_http_addr: None,
+            hsts_max_age_secs: None,
+            api_tls: None,
         }
     }
 }
@@ -166,8 +234,74 @@ impl Config {
         Config::from_toml(&text).with_context(|| format!("in config {}", path.display()))
     }
 
+    /// Whether the gateway serves HTTPS (certificate files, or ACME).
+    pub fn tls_enabled(&self) -> bool {
+        !self.tls_cert.is_empty() || self.acme_email.is_some()
+    }
+
+    /// The API's host name on the gateway (with HTTPS).
+    pub fn api_host(&self) -> Option<String> {
+        if !self.tls_enabled() {
+            return self.api_host.clone();
+        }
+        Some(self.api_host.clone().unwrap_or_else(|| format!("api.{}", self.domain)))
+    }
+
+    /// Whether the API's own address serves TLS.
+    pub fn api_tls(&self) -> bool {
+        self.tls_enabled() && self.api_tls.unwrap_or(!self.api_addr.ip().is_loopback())
+    }
+
+    /// The TLS rules (see [`Config::check`]).
+    fn check_tls(&self) -> anyhow::Result<()> {
+        if self.tls_cert.len() != self.tls_key.len() {
+            bail!(
+                "tls_cert and tls_key must come in pairs: {} certificate file(s), {} key file(s)",
+                self.tls_cert.len(),
+                self.tls_key.len()
+            );
+        }
+        if !matches!(self.acme_challenge.as_str(), "http-01" | "tls-alpn-01") {
+            bail!("acme_challenge: must be \"http-01\" or \"tls-alpn-01\", got {:?}", self.acme_challenge);
+        }
+        if let Some(h) = &self.api_host
+            && !sluice_core::ids::is_dns_name(h)
+        {
+            bail!("api_host: {h:?} is not a DNS name");
+        }
+        if self.api_tls == Some(true) && !self.tls_enabled() {
+            bail!("api_tls: needs a certificate (tls_cert and tls_key, or acme_email)");
+        }
+        let Some(email) = &self.acme_email else {
+            if self.gateway_http_addr.is_some() && self.tls_cert.is_empty() {
+                bail!("gateway_http_addr: only used with HTTPS (tls_cert and tls_key, or acme_email)");
+            }
+            return Ok(());
+        };
+        if !email.contains('@') || email.contains(char::is_whitespace) || email.len() > 254 {
+            bail!("acme_email: {email:?} is not an e-mail address");
+        }
+        if !self.acme_directory.starts_with("https://") || self.acme_directory.parse::<http::Uri>().is_err() {
+            bail!("acme_directory: must be an https:// URL, got {:?}", self.acme_directory);
+        }
+        if self.acme_eab_kid.is_some() != self.acme_eab_hmac_key.is_some() {
+            bail!("acme_eab_kid and acme_eab_hmac_key go together (external account binding)");
+        }
+        if self.acme_challenge == "http-01" && self.gateway_http_addr.is_none() {
+            bail!(
+                "acme_challenge \"http-01\" needs gateway_http_addr (the plain listener on port 80 that answers it), \
+                 or use acme_challenge = \"tls-alpn-01\""
+            );
+        }
+        if self.acme_wildcards && self.acme_dns_hook.is_none() {
+            bail!("acme_wildcards: wildcards are issued by DNS-01, which needs acme_dns_hook");
+        }
+        Ok(())
+    }
+
     /// Rules serde cannot express.
     pub fn check(&self) -> anyhow::Result<()> {
+        self.check_tls()?;
         if self.nodes.is_empty() {
             bail!("nodes: at least one node must be declared");
         }
@@ -205,9 +339,9 @@ impl Config {
             bail!("database: must be a postgres:// URL (leave it unset for SQLite in data_dir), got {d:?}");
         }
         if let Some(u) = &self.advertise_url
-            && !u.starts_with("http://")
+            && !(u.starts_with("http://") || u.starts_with("https://"))
         {
-            bail!("advertise_url: must be an http:// URL, got {u:?}");
+            bail!("advertise_url: must be an http:// or https:// URL, got {u:?}");
         }
         if !matches!(self.log_format.as_str(), "pretty" | "json") {
             bail!("log_format: must be \"pretty\" or \"json\", got {:?}", self.log_format);
@@ -273,6 +407,16 @@ mod tests {
         assert_eq!(inv[0].gpus.iter().map(|g| g.index).collect::<Vec<_>>(), [0, 1, 2]);
         assert_eq!(inv[0].gpus[2].gpu_type, "SIM");
         assert_eq!(c.api_addr.port(), 0);
+        assert!(!c.tls_enabled() && c.api_host().is_none());
+        let c = Config::from_toml(
+            "domain = \"gpu.example.com\"\nacme_email = \"ops@example.com\"\ngateway_http_addr = \"0.0.0.0:80\"",
+        )
+        .unwrap();
+        assert!(c.tls_enabled() && !c.api_tls(), "loopback API stays plain");
+        assert_eq!(c.api_host().as_deref(), Some("api.gpu.example.com"));
+        let c = Config::from_toml("tls_cert = \"c.pem\"\ntls_key = \"k.pem\"\napi_addr = \"0.0.0.0:8443\"").unwrap();
+        assert_eq!(c.tls_cert, [PathBuf::from("c.pem")]);
+        assert!(c.api_tls());
     }
 
     #[test]
@@ -292,6 +436,16 @@ mod tests {
                 "[[nodes]]\nname = \"a\"\ndata_center = \"x\"\ngpus = []\n[[nodes]]\nname = \"a\"\ndata_center = \"x\"\ngpus = []",
                 "twice",
             ),
+            ("tls_cert = \"a.pem\"", "must come in pairs: 1 certificate file(s), 0 key file(s)"),
+            ("tls_cert = [\"a.pem\", \"b.pem\"]\ntls_key = \"a.key\"", "2 certificate file(s), 1 key file(s)"),
+            ("acme_email = \"me@example.com\"", "needs gateway_http_addr"),
+            ("acme_email = \"me\"\nacme_challenge = \"tls-alpn-01\"", "not an e-mail address"),
+            ("acme_email = \"a@b.c\"\nacme_challenge = \"dns-01\"", "acme_challenge"),
+            ("acme_email = \"a@b.c\"\nacme_challenge = \"tls-alpn-01\"\nacme_directory = \"http://ca\"", "https://"),
+            ("acme_email = \"a@b.c\"\nacme_challenge = \"tls-alpn-01\"\nacme_wildcards = true", "acme_dns_hook"),
+            ("acme_email = \"a@b.c\"\nacme_challenge = \"tls-alpn-01\"\nacme_eab_kid = \"k\"", "go together"),
+            ("gateway_http_addr = \"127.0.0.1:80\"", "only used with HTTPS"),
+            ("api_tls = true", "needs a certificate"),
         ] {
             let e = format!("{:#}", Config::from_toml(text).unwrap_err());
             assert!(e.contains(needle), "{text:?}: {e}");

@@ -10,7 +10,7 @@ use std::{
 
 use anyhow::Context;
 use sluice_api::Addresses;
-use sluice_api::internal::{RouteTable, RoutesDelta};
+use sluice_api::internal::{RouteTable, RoutesDelta, TlsBundle};
 use sluice_control::{Control, ControlConfig, DataPlane, auth, demand_fn, now};
 use sluice_core::billing::Price;
 use sluice_core::{EndpointDraft, EndpointId, EndpointSpec, EndpointStatus, RuntimeKind, routing::EndpointTraffic};
@@ -23,7 +23,10 @@ use sluice_runtime::{
 use sluice_store::{EndpointRecord, Store};
 use tokio::{net::TcpListener, sync::watch};
 
-use crate::config::Config;
+use crate::{
+    config::Config,
+    tls_listener::{ApiListener, TlsListener},
+};
 
 /// The in-process gateway as the control plane's data plane.
 struct LocalPlane(Gateway);
@@ -41,6 +44,27 @@ impl DataPlane for LocalPlane {
     fn figures(&self) -> sluice_core::metrics::GatewayFigures {
         self.0.figures()
     }
+    fn publish_tls(&self, bundle: Arc<TlsBundle>) {
+        if let Some(tls) = self.0.tls() {
+            tls.apply(&bundle, now());
+        }
+    }
+}
+
+/// An axum router as a gateway side service (the queue API, the API on its host name).
+fn side_service(router: axum::Router) -> sluice_gateway::SideService {
+    Arc::new(move |req| {
+        let router = router.clone();
+        Box::pin(async move {
+            use http_body_util::BodyExt as _;
+            use tower::ServiceExt as _;
+            let resp = match router.oneshot(req.map(axum::body::Body::new)).await {
+                Ok(r) => r,
+                Err(never) => match never {},
+            };
+            resp.map(|b| b.map_err(sluice_gateway::body::BoxError::from).boxed_unsync())
+        })
+    })
 }
 
 pub const DEMO_NAME: &str = "demo";
@@ -192,6 +216,11 @@ async fn ensure_demo(store: &Store, cfg: &ControlConfig, image: Option<String>) 
     Ok(rec)
 }
 
+/// `https://{host}[:port]/` (443 left out).
+fn control_url(host: &str, port: u16) -> String {
+    if port == 443 { format!("https://{host}/") } else { format!("https://{host}:{port}/") }
+}
+
 async fn bind(addr: std::net::SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr).await.with_context(|| {
         format!("binding the {what} to {addr} (use --{what}-addr to pick another; port 0 picks a free one)")
@@ -228,6 +257,8 @@ pub async fn run_as(
             Err(why) => tracing::info!("using the declared (simulated) GPU inventory: {why}"),
         }
     }
+    // Certificate files and CA bundles are checked before anything starts.
+    let https = crate::https::setup(&cfg)?;
     let dir = &cfg.data_dir;
     std::fs::create_dir_all(dir).with_context(|| format!("creating data directory {}", dir.display()))?;
     let store = match &cfg.database {
@@ -242,17 +273,37 @@ pub async fn run_as(
     store.ensure_account(auth::ADMIN_ACCOUNT, cfg.max_workers_quota, now()).await?;
 
     let api_listener = bind(cfg.api_addr, "api").await?;
+    let api_listener = match (&https.serving, cfg.api_tls()) {
+        (Some(certs), true) => ApiListener::Tls(TlsListener::new(api_listener, certs.clone())?),
+        _ => ApiListener::Plain(api_listener),
+    };
     // In the control role, gateways are other processes: `gateway_addr` is only where clients
     // reach them (their load balancer), for the URLs the API shows.
     let gw_listener = match role {
-        Role::All => Some(bind(cfg.gateway_addr, "gateway").await?),
+        Role::All => Some(sluice_gateway::Listeners {
+            main: bind(cfg.gateway_addr, "gateway").await?,
+            plain: match cfg.gateway_http_addr {
+                Some(a) if https.serving.is_some() => Some(bind(a, "gateway-http").await?),
+                _ => None,
+            },
+        }),
         Role::Control => None,
     };
     let api_addr = api_listener.local_addr()?;
     let gw_addr = match &gw_listener {
-        Some(l) => l.local_addr()?,
+        Some(l) => l.main.local_addr()?,
         None => cfg.gateway_addr,
     };
+    let gw_http_addr = gw_listener.as_ref().and_then(|l| l.plain.as_ref()).map(|p| p.local_addr()).transpose()?;
+    let api_scheme = api_listener.scheme();
+    // With HTTPS, pull workers (local processes, or containers on the host's network) take jobs
+    // over a loopback listener that serves only `/v2`, in plain HTTP: the gateway's own port
+    // speaks TLS for a name they cannot verify by address.
+    let worker_listener = match (role, &https.serving, &cfg.worker_api_url) {
+        (Role::All, Some(_), None) => Some(bind("127.0.0.1:0".parse()?, "worker API").await?),
+        _ => None,
+    };
+    let gw_scheme = if https.serving.is_some() { "https" } else { "http" };
     let (front_tx, front_rx) = watch::channel(false);
     let wait_front = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|v| *v).await;
@@ -261,13 +312,14 @@ pub async fn run_as(
     // the leader), and go on only once this process holds the lease.
     let shared = role == Role::Control && cfg.database.is_some();
     let (api_listener, leading) = if shared {
-        let me = cfg.advertise_url.clone().unwrap_or_else(|| format!("http://{api_addr}"));
+        let me = cfg.advertise_url.clone().unwrap_or_else(|| format!("{api_scheme}://{api_addr}"));
         let holder = sluice_control::leader::holder_id();
-        let front = sluice_control::leader::Front::new(store.clone(), me.clone());
+        let front = sluice_control::leader::Front::new(store.clone(), me.clone(), https.client.clone());
         let (router, rx) = (front.router(), front_rx.clone());
-        let server =
-            tokio::spawn(async move { axum::serve(api_listener, router).with_graceful_shutdown(wait_front(rx)).await });
-        println!("Sluice control on http://{api_addr}: asking to lead (standbys forward the API to the leader)");
+        let server = api_listener.serve(router, wait_front(rx));
+        println!(
+            "Sluice control on {api_scheme}://{api_addr}: asking to lead (standbys forward the API to the leader)"
+        );
         let _ = std::io::stdout().flush();
         let renewed = tokio::select! {
             t = sluice_control::leader::acquire(&store, &holder, &me) => t,
@@ -318,6 +370,7 @@ pub async fn run_as(
                 .collect(),
             interval_ms: cfg.metering_interval_secs * 1000,
         },
+        tls: https.control(&cfg),
         gpu_types: cfg.gpu_types.clone(),
         max_workers_quota: cfg.max_workers_quota,
         runtime: cfg.runtime,
@@ -328,9 +381,12 @@ pub async fn run_as(
         },
         pull: sluice_control::PullConfig {
             // Workers call /v2, served by the gateway (and, in the control role, by the API).
-            api_url: cfg.worker_api_url.clone().unwrap_or_else(|| match role {
-                Role::All => format!("http://{gw_addr}"),
-                Role::Control => format!("http://{api_addr}"),
+            // Workers reach the platform by address, never by a name only clients resolve: with
+            // HTTPS, a loopback listener of the worker protocol's own (below).
+            api_url: cfg.worker_api_url.clone().unwrap_or_else(|| match (role, &worker_listener) {
+                (Role::All, Some(l)) => format!("http://{}", l.local_addr().map_or(gw_addr, |a| a)),
+                (Role::All, None) => format!("http://{gw_addr}"),
+                (Role::Control, _) => format!("{api_scheme}://{api_addr}"),
             }),
             token_secret,
             ping_interval_ms: cfg.worker_ping_interval_ms,
@@ -352,6 +408,7 @@ pub async fn run_as(
                 GatewayConfig {
                     domain: cfg.domain.clone(),
                     shutdown_grace: Duration::from_secs(cfg.shutdown_grace_secs),
+                    tls: https.gateway(gw_addr.port(), &cfg),
                     ..GatewayConfig::default()
                 },
                 Arc::new(demand_fn(wake.clone())),
@@ -366,38 +423,52 @@ pub async fn run_as(
         (None, None) => unreachable!("one of the two"),
     };
     let control = Control::with_waker(store.clone(), runtime, plane, ccfg, wake);
+    // What earlier runs issued is served at once; every process keeps reading it (a standby's
+    // API serves it too).
+    let certs = control.certs();
+    certs.sync().await?;
+    https.watch_files();
+    let cert_sync = tokio::spawn({
+        let certs = certs.clone();
+        async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                if let Err(e) = certs.sync().await {
+                    tracing::warn!(error = %e, "could not read the certificates from the store");
+                }
+            }
+        }
+    });
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let reconciler = control.spawn_reconciler(stop_rx.clone());
     // Stopped after the reconciler, so the last lines of the workers it stops are stored.
     let (logs_stop_tx, logs_stop_rx) = watch::channel(false);
     let log_writer = control.spawn_log_writer(logs_stop_rx);
+    let cert_manager = control.spawn_cert_manager(stop_rx.clone());
     let dispatcher = control.spawn_dispatcher(stop_rx);
     // The queue API (/v2/…) is served on the gateway's address by the control plane's router.
     // In the control role, the API address serves it too (gateways forward /v2 there), beside
     // the internal routes gateways follow.
-    let v2 = control.v2_router();
+    let worker_api = worker_listener.map(|l| {
+        let router = control.v2_router();
+        let rx = front_rx.clone();
+        tokio::spawn(async move { axum::serve(l, router).with_graceful_shutdown(wait_front(rx)).await })
+    });
     if let Some(gateway) = &gateway {
-        gateway.set_side_service(Arc::new(move |req| {
-            let v2 = v2.clone();
-            Box::pin(async move {
-                use http_body_util::BodyExt as _;
-                use tower::ServiceExt as _;
-                let resp = match v2.oneshot(req.map(axum::body::Body::new)).await {
-                    Ok(r) => r,
-                    Err(never) => match never {},
-                };
-                resp.map(|b| b.map_err(sluice_gateway::body::BoxError::from).boxed_unsync())
-            })
-        }));
+        gateway.set_side_service(side_service(control.v2_router()));
+        // The API on its own host name through the gateway (`https://api.example.com/`).
+        if let Some(host) = cfg.api_host() {
+            gateway.set_api_service(host, side_service(control.router()));
+        }
     }
     // Serve only once the first pass has adopted what a previous run left and published the
     // routing table: before that, the gateway would answer 404 for endpoints that exist.
     control.first_pass().await;
     control.prewarm_endpoints().await?;
     let addresses = Addresses {
-        api: format!("http://{api_addr}"),
-        gateway: format!("http://{gw_addr}"),
+        api: format!("{api_scheme}://{api_addr}"),
+        gateway: format!("{gw_scheme}://{gw_addr}"),
         domain: cfg.domain.clone(),
     };
     std::fs::write(dir.join("addresses.json"), serde_json::to_vec_pretty(&addresses)?)?;
@@ -406,19 +477,23 @@ pub async fn run_as(
         "Sluice is up{}.",
         if role == Role::Control { " (control plane; gateways run as `sluice gateway`)" } else { "" }
     );
-    println!("  API:       http://{api_addr}/v1   (OpenAPI: /v1/openapi.json)");
+    println!("  API:       {api_scheme}://{api_addr}/v1   (OpenAPI: /v1/openapi.json)");
+    if let (Some(host), Some(_)) = (cfg.api_host(), &https.serving) {
+        println!("             {}v1   (through the gateway)", control_url(&host, gw_addr.port()));
+    }
     println!("  Admin key: {}", admin_key_line(&admin_key, &dir.join("admin.key")));
-    println!("  Gateway:   http://{gw_addr}");
+    println!("  Gateway:   {gw_scheme}://{gw_addr}");
+    if let Some(p) = gw_http_addr {
+        println!("             http://{p}   (ACME HTTP-01; everything else is redirected to https)");
+    }
     if let Some(d) = &demo {
-        println!(
-            "  Demo endpoint {}: http://{}.{}.{}:{}/   or   http://{gw_addr}/e/{}/",
-            d.id,
-            d.id,
-            d.spec.data_center,
-            cfg.domain,
-            gw_addr.port(),
-            d.id
-        );
+        let host = sluice_core::tls::endpoint_host(d.id.as_str(), &d.spec.data_center, &cfg.domain);
+        let url = if https.serving.is_some() {
+            control_url(&host, gw_addr.port())
+        } else {
+            format!("http://{host}:{}/", gw_addr.port())
+        };
+        println!("  Demo endpoint {}: {url}   or   {gw_scheme}://{gw_addr}/e/{}/", d.id, d.id);
     }
     println!("Data directory: {}. Ctrl-C stops the platform and every worker.", dir.display());
     let _ = std::io::stdout().flush();
@@ -433,10 +508,7 @@ pub async fn run_as(
             front.lead(router);
             None
         }
-        (None, listener) => listener.map(|l| {
-            let rx = front_rx.clone();
-            tokio::spawn(async move { axum::serve(l, router).with_graceful_shutdown(wait_front(rx)).await })
-        }),
+        (None, listener) => listener.map(|l| l.serve(router, wait_front(front_rx.clone()))),
     };
     let gw = match (gateway, gw_listener) {
         (Some(g), Some(l)) => Some(tokio::spawn(g.serve(l, wait_front(front_rx)))),
@@ -450,6 +522,8 @@ pub async fn run_as(
         tracing::info!("shutting down: giving up the lease; workers stay for the next leader");
         reconciler.abort();
         dispatcher.abort();
+        cert_manager.abort();
+        cert_sync.abort();
         drop(keeper);
         // Released first, so a standby takes over at once; requests still arriving here are
         // forwarded to it meanwhile.
@@ -473,9 +547,14 @@ pub async fn run_as(
     if let Some(api) = api {
         let _ = tokio::time::timeout(Duration::from_secs(5), api).await;
     }
+    if let Some(w) = worker_api {
+        let _ = tokio::time::timeout(Duration::from_secs(5), w).await;
+    }
     let _ = stop_tx.send(true);
     reconciler.await.context("reconciler task")?;
     let _ = dispatcher.await;
+    cert_sync.abort();
+    let _ = cert_manager.await;
     let _ = logs_stop_tx.send(true);
     let _ = log_writer.await;
     store.close().await;

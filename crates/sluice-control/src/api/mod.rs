@@ -1,6 +1,7 @@
 //! The `/v1` REST API (R1.1): endpoint CRUD, stop/start, workers, and the OpenAPI document.
 //! Every `/v1` call needs a bearer API key; every error is `{"error": {...}}` JSON.
 mod accounts;
+mod certs;
 mod extract;
 mod logs;
 
@@ -62,6 +63,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/keys/{id}", axum::routing::delete(accounts::revoke_key))
         .route("/usage", get(accounts::usage))
         .route("/gpus", get(list_gpus))
+        .route("/certificates", get(certs::list_certificates))
         .route("/images", get(list_images))
         .route("/images/prewarm", post(prewarm_image))
         .route("/templates", get(list_templates))
@@ -241,14 +243,19 @@ async fn prewarm_image(
 
 fn view(st: &AppState, e: &EndpointRecord) -> EndpointView {
     let s = &e.spec;
-    let port = st.cfg.gateway_addr.rsplit_once(':').map_or("", |(_, p)| p);
+    let host = sluice_core::tls::endpoint_host(e.id.as_str(), &s.data_center, &st.cfg.domain);
+    let path_url = match (&st.cfg.tls.api_host, st.cfg.tls.enabled) {
+        (Some(api), true) => format!("{}e/{}/", st.cfg.gateway_url(api), e.id),
+        _ => format!("http://{}/e/{}/", st.cfg.gateway_addr, e.id),
+    };
     let counts = st.counts.load().get(&e.id).cloned().unwrap_or(WorkerCounts::default());
     EndpointView {
         id: e.id.to_string(),
         name: s.name.clone(),
         status: e.status.as_str().into(),
-        url: format!("http://{}.{}.{}:{port}/", e.id, s.data_center, st.cfg.domain),
-        path_url: format!("http://{}/e/{}/", st.cfg.gateway_addr, e.id),
+        url: st.cfg.gateway_url(&host),
+        certificate: st.certs.for_endpoint(&host),
+        path_url,
         image: s.image.clone(),
         // A command line may carry a URL with a password (`--db postgres://app:…@db`).
         start_command: s.start_command.as_deref().map(secrets::mask_url_credentials),
@@ -646,8 +653,8 @@ async fn list_events(
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Sluice control API", description = "Serverless GPU endpoints: endpoints, workers."),
-    paths(list_endpoints, create_endpoint, get_endpoint, update_endpoint, delete_endpoint, stop_endpoint, start_endpoint, list_workers, list_events, list_templates, deploy_template, list_images, prewarm_image, list_gpus, endpoint_status, accounts::create_account, accounts::list_accounts, accounts::update_account, accounts::create_key, accounts::list_keys, accounts::revoke_key, accounts::usage, accounts::add_credit, accounts::account_events, logs::endpoint_logs, endpoint_series),
-    components(schemas(sluice_api::LoadPoint, sluice_api::LoadSeries, sluice_api::LogLineView, sluice_api::LogList, sluice_api::CreditInput, sluice_api::AccountEventView, sluice_api::AccountEventList, sluice_api::UsageReport, sluice_api::UsageRowView, sluice_api::EndpointStatusView, sluice_api::AccountView, sluice_api::AccountList, sluice_api::AccountInput, sluice_api::AccountCreated, sluice_api::NewKey, sluice_api::KeyView, sluice_api::KeyList, sluice_api::KeyInput, GpuInventory, NodeView, GpuView, ImageList, ImagePullView, PrewarmInput, DeployInput, TemplateList, TemplateView, TemplateParamView, EndpointInput, EndpointView, EndpointList, WorkerView, WorkerList, WorkerCounts, NetworkVolumeDto, ErrorBody, ScalingEventView, ScalingEventList)),
+    paths(list_endpoints, create_endpoint, get_endpoint, update_endpoint, delete_endpoint, stop_endpoint, start_endpoint, list_workers, list_events, list_templates, deploy_template, list_images, prewarm_image, list_gpus, endpoint_status, accounts::create_account, accounts::list_accounts, accounts::update_account, accounts::create_key, accounts::list_keys, accounts::revoke_key, accounts::usage, accounts::add_credit, accounts::account_events, logs::endpoint_logs, endpoint_series, certs::list_certificates),
+    components(schemas(sluice_api::CertificateView, sluice_api::CertificateList, sluice_api::EndpointCertificate, sluice_api::LoadPoint, sluice_api::LoadSeries, sluice_api::LogLineView, sluice_api::LogList, sluice_api::CreditInput, sluice_api::AccountEventView, sluice_api::AccountEventList, sluice_api::UsageReport, sluice_api::UsageRowView, sluice_api::EndpointStatusView, sluice_api::AccountView, sluice_api::AccountList, sluice_api::AccountInput, sluice_api::AccountCreated, sluice_api::NewKey, sluice_api::KeyView, sluice_api::KeyList, sluice_api::KeyInput, GpuInventory, NodeView, GpuView, ImageList, ImagePullView, PrewarmInput, DeployInput, TemplateList, TemplateView, TemplateParamView, EndpointInput, EndpointView, EndpointList, WorkerView, WorkerList, WorkerCounts, NetworkVolumeDto, ErrorBody, ScalingEventView, ScalingEventList)),
     modifiers(&BearerAuth, &Described),
     security(("bearer" = []))
 )]

@@ -85,6 +85,8 @@ pub struct Signals {
     pub timings: Arc<crate::metrics::Timings>,
     /// Load samples for the status page.
     pub series: Arc<crate::series::Series>,
+    /// Low-credit notifications.
+    pub webhooks: Arc<crate::v2::webhook::Webhooks>,
 }
 
 pub struct Reconciler {
@@ -113,7 +115,7 @@ impl Reconciler {
         sig: Signals,
         metering: MeteringConfig,
     ) -> Self {
-        let meter = Meter::new(store.clone(), metering, sig.logs.clone(), sig.wake.clone());
+        let meter = Meter::new(store.clone(), metering, sig.logs.clone(), sig.webhooks.clone(), sig.wake.clone());
         Reconciler {
             store,
             runtime,

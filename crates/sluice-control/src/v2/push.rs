@@ -23,7 +23,6 @@ use sluice_core::{
 use sluice_store::JobRecord;
 use tokio::sync::{Notify, watch};
 
-use super::webhook;
 use crate::{AppState, now};
 
 /// Pushes queued jobs to ready workers of push-delivery queue endpoints, at most
@@ -121,7 +120,7 @@ async fn settle_orphans(st: &AppState, e: &EndpointId, pushed: &Mutex<HashSet<(S
                 if state.is_final()
                     && let Ok(Some(j)) = st.store.get_job(e, &id).await
                 {
-                    webhook::job_ended(&j);
+                    st.webhooks.job_ended(&j);
                 }
             }
             Ok(None) => {}
@@ -212,6 +211,6 @@ async fn push(
         && job.webhook.is_some()
         && let Ok(Some(j)) = st.store.get_job(&job.endpoint_id, &job.id).await
     {
-        webhook::job_ended(&j);
+        st.webhooks.job_ended(&j);
     }
 }

@@ -34,7 +34,7 @@ use sluice_core::{
 };
 use tokio::sync::Notify;
 
-use super::{V2Error as Refusal, webhook};
+use super::V2Error as Refusal;
 use crate::{AppState, now};
 
 type S = State<Arc<AppState>>;
@@ -261,7 +261,7 @@ async fn done(
             if let Some(Some(_)) = &ended
                 && let Ok(Some(j)) = st.store.get_job(&e, &job).await
             {
-                webhook::job_ended(&j);
+                st.webhooks.job_ended(&j);
             }
             st.wake.notify_one();
             ended.is_some()
@@ -362,7 +362,7 @@ async fn settle_lost(st: &AppState, e: &EndpointId, w: &WorkerId, listed: &[Stri
             if state.is_final()
                 && let Some(j) = st.store.get_job(e, &job).await?
             {
-                webhook::job_ended(&j);
+                st.webhooks.job_ended(&j);
             }
         }
     }

@@ -55,6 +55,31 @@ enum Cmd {
         /// control plane).
         #[arg(long)]
         metrics_addr: Option<std::net::SocketAddr>,
+        /// HTTPS from a PEM certificate chain (repeatable; paired with --tls-key in order).
+        #[arg(long = "tls-cert", value_name = "FILE")]
+        tls_cert: Vec<PathBuf>,
+        /// The private key of each --tls-cert.
+        #[arg(long = "tls-key", value_name = "FILE")]
+        tls_key: Vec<PathBuf>,
+        /// Serve HTTPS with the certificates the control plane issues over ACME (implied by
+        /// --tls-cert).
+        #[arg(long)]
+        https: bool,
+        /// With HTTPS: the plain listener (ACME HTTP-01; everything else redirected to https://).
+        #[arg(long)]
+        gateway_http_addr: Option<std::net::SocketAddr>,
+        /// With HTTPS: send Strict-Transport-Security with this max-age.
+        #[arg(long)]
+        hsts_max_age_secs: Option<u64>,
+        /// CAs (PEM) to trust, beside the system's, for an https:// --control URL.
+        #[arg(long, env = "SLUICE_CA_CERT")]
+        ca_cert: Option<PathBuf>,
+        /// Serve the API's host name (forwarded to the control plane).
+        #[arg(long)]
+        api_host: Option<String>,
+        /// Follow a plain http:// control URL that is not loopback (a network you trust).
+        #[arg(long)]
+        allow_plain_control: bool,
     },
     /// Manage endpoints through the control API.
     #[command(subcommand_required = true)]
@@ -156,6 +181,11 @@ enum Cmd {
         #[command(flatten)]
         conn: Conn,
     },
+    /// HTTPS certificates: host, source (file or acme), state, expiry, issuer, last error.
+    Certs {
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// List the quick-deploy templates and their parameters.
     Templates {
         #[command(flatten)]
@@ -223,6 +253,37 @@ struct UpArgs {
     /// The platform's address as pull workers reach it [default: the gateway's address].
     #[arg(long)]
     worker_api_url: Option<String>,
+    /// HTTPS from a PEM certificate chain (repeatable; paired with --tls-key in order).
+    #[arg(long = "tls-cert", value_name = "FILE")]
+    tls_cert: Vec<PathBuf>,
+    /// The private key of each --tls-cert.
+    #[arg(long = "tls-key", value_name = "FILE")]
+    tls_key: Vec<PathBuf>,
+    /// CAs (PEM) trusted beside the system's roots by every outbound TLS connection.
+    #[arg(long, value_name = "FILE")]
+    tls_extra_ca: Option<PathBuf>,
+    /// Issue certificates over ACME with this contact e-mail. With --domain and no addresses
+    /// given, the gateway serves HTTPS on 0.0.0.0:443 and plain HTTP on 0.0.0.0:80.
+    #[arg(long)]
+    acme_email: Option<String>,
+    /// The ACME directory URL [default: Let's Encrypt].
+    #[arg(long)]
+    acme_directory: Option<String>,
+    /// http-01 or tls-alpn-01.
+    #[arg(long, value_parser = ["http-01", "tls-alpn-01"])]
+    acme_challenge: Option<String>,
+    /// With HTTPS: the plain listener (ACME HTTP-01, redirects to https://).
+    #[arg(long)]
+    gateway_http_addr: Option<SocketAddr>,
+    /// The API's host name on the gateway [default with HTTPS: api.DOMAIN].
+    #[arg(long)]
+    api_host: Option<String>,
+    /// Serve the API's own address over TLS (default: with HTTPS, unless it is loopback).
+    #[arg(long)]
+    api_tls: bool,
+    /// With HTTPS: send Strict-Transport-Security with this max-age.
+    #[arg(long)]
+    hsts_max_age_secs: Option<u64>,
 }
 
 /// Where the API is and how to authenticate.
@@ -243,6 +304,9 @@ struct Conn {
     /// No progress output (it is shown only on a terminal anyway, or with SLUICE_PROGRESS=always).
     #[arg(long, short, global = true)]
     quiet: bool,
+    /// CAs (PEM) to trust, beside the system's, for an https:// API (a private CA).
+    #[arg(long, env = "SLUICE_CA_CERT", global = true)]
+    ca_cert: Option<PathBuf>,
 }
 
 pub fn main() -> ExitCode {
@@ -267,7 +331,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
         Cmd::Up(a) => up(a, crate::platform::Role::All).await,
         Cmd::Control(a) => up(a, crate::platform::Role::Control).await,
-        Cmd::Gateway { control, api_key, gateway_addr, domain, id, metrics_addr } => {
+        Cmd::Gateway {
+            control,
+            api_key,
+            gateway_addr,
+            domain,
+            id,
+            metrics_addr,
+            tls_cert,
+            tls_key,
+            https,
+            gateway_http_addr,
+            hsts_max_age_secs,
+            ca_cert,
+            api_host,
+            allow_plain_control,
+        } => {
             init_logging("pretty");
             let id = id.unwrap_or_else(|| format!("gw-{}", std::process::id()));
             let cfg = crate::remote_gateway::RemoteGatewayConfig {
@@ -277,6 +356,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 domain,
                 id,
                 metrics: metrics_addr,
+                tls_cert,
+                tls_key,
+                http_listen: gateway_http_addr,
+                hsts_max_age_secs,
+                ca_cert,
+                api_host,
+                https,
+                allow_plain_control,
             };
             crate::remote_gateway::run(cfg, crate::platform::signal()).await
         }
@@ -284,6 +371,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Deploy { conn, template, set, registry } => endpoint::deploy(conn, template, set, registry).await,
         Cmd::Templates { conn } => platform::templates(conn).await,
         Cmd::Gpus { conn } => platform::gpus(conn).await,
+        Cmd::Certs { conn } => platform::certs(conn).await,
         Cmd::Usage { conn, from, to, endpoint, account } => account::usage(conn, from, to, endpoint, account).await,
         Cmd::Logs { conn, endpoint, follow, worker, stream, since, until, grep, limit } => {
             let mut path = format!("/v1/endpoints/{endpoint}/logs?limit={limit}");
@@ -342,6 +430,42 @@ async fn up(a: UpArgs, role: crate::platform::Role) -> anyhow::Result<()> {
     if let Some(v) = a.worker_api_url {
         cfg.worker_api_url = Some(v);
     }
+    let explicit_gateway = a.gateway_addr.is_some() || cfg.gateway_addr != Config::default().gateway_addr;
+    if !a.tls_cert.is_empty() || !a.tls_key.is_empty() {
+        cfg.tls_cert = a.tls_cert;
+        cfg.tls_key = a.tls_key;
+    }
+    if let Some(v) = a.tls_extra_ca {
+        cfg.tls_extra_ca = Some(v);
+    }
+    if let Some(v) = a.acme_directory {
+        cfg.acme_directory = v;
+    }
+    if let Some(v) = a.acme_challenge {
+        cfg.acme_challenge = v;
+    }
+    if let Some(v) = a.gateway_http_addr {
+        cfg.gateway_http_addr = Some(v);
+    }
+    if let Some(v) = a.api_host {
+        cfg.api_host = Some(v);
+    }
+    if a.api_tls {
+        cfg.api_tls = Some(true);
+    }
+    if let Some(v) = a.hsts_max_age_secs {
+        cfg.hsts_max_age_secs = Some(v);
+    }
+    if let Some(v) = a.acme_email {
+        cfg.acme_email = Some(v);
+        // `--domain D --acme-email E` on a machine D points at: HTTPS on 443, HTTP-01 on 80.
+        if !explicit_gateway {
+            cfg.gateway_addr = "0.0.0.0:443".parse().expect("static");
+            if cfg.gateway_http_addr.is_none() {
+                cfg.gateway_http_addr = Some("0.0.0.0:80".parse().expect("static"));
+            }
+        }
+    }
     match a.runtime.as_deref() {
         Some("docker") => cfg.runtime = sluice_core::RuntimeKind::Docker,
         Some("kubernetes") => cfg.runtime = sluice_core::RuntimeKind::Kubernetes,
@@ -381,7 +505,7 @@ impl Conn {
             .api_key
             .clone()
             .or_else(|| std::fs::read_to_string(self.data_dir.join("admin.key")).ok().map(|k| k.trim().to_owned()));
-        ApiClient::new(&api, key)
+        ApiClient::with_ca(&api, key, self.ca_cert.as_deref())
     }
 }
 

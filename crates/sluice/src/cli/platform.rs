@@ -35,6 +35,33 @@ pub(super) async fn gpus(conn: Conn) -> anyhow::Result<()> {
     })
 }
 
+/// `sluice certs`: the certificates HTTPS is served with; why one is not issued yet.
+pub(super) async fn certs(conn: Conn) -> anyhow::Result<()> {
+    let v: sluice_api::CertificateList = conn.client().get("/v1/certificates").await?;
+    print_json_or(&conn, &v, |v| {
+        if v.certificates.is_empty() {
+            println!("no certificates (HTTPS is off, or nothing needs one yet)");
+            return;
+        }
+        let rows: Vec<Vec<String>> = v
+            .certificates
+            .iter()
+            .map(|c| {
+                vec![
+                    c.host.clone(),
+                    c.source.clone(),
+                    c.state.clone(),
+                    cell(&c.expires_at),
+                    cell(&c.issuer),
+                    cell(&c.last_error),
+                ]
+            })
+            .collect();
+        print!("{}", table::render(&["HOST", "SOURCE", "STATE", "EXPIRES", "ISSUER", "LAST ERROR"], &rows));
+        println!();
+    })
+}
+
 pub(super) async fn templates(conn: Conn) -> anyhow::Result<()> {
     let v: TemplateList = conn.client().get("/v1/templates").await?;
     print_json_or(&conn, &v, |v| {

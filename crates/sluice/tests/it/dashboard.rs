@@ -15,9 +15,9 @@ use serde_json::json;
 
 use crate::support::*;
 
-struct Browser {
+pub(crate) struct Browser {
     driver: Child,
-    client: Client,
+    pub(crate) client: Client,
     _profile: tempfile::TempDir,
 }
 
@@ -29,8 +29,18 @@ impl Drop for Browser {
 }
 
 async fn browser() -> Browser {
+    browser_with(&[], None).await
+}
+
+/// A headless Chromium with `args` added; `home`: its HOME (where its NSS certificate database
+/// is, for a test root it should trust).
+pub(crate) async fn browser_with(args: &[String], home: Option<&std::path::Path>) -> Browser {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let driver = Command::new("chromedriver")
+    let mut driver = Command::new("chromedriver");
+    if let Some(h) = home {
+        driver.env("HOME", h);
+    }
+    let driver = driver
         .arg(format!("--port={port}"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -41,11 +51,21 @@ async fn browser() -> Browser {
     })
     .await;
     let profile = tempfile::tempdir().unwrap();
-    let caps = json!({"goog:chromeOptions": {"binary": "/usr/bin/chromium", "args": [
-        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
-        "--window-size=1280,900", format!("--user-data-dir={}", profile.path().display()),
-    ]}});
+    let mut chrome_args = vec![
+        "--headless=new".to_owned(),
+        "--no-sandbox".into(),
+        "--disable-gpu".into(),
+        "--disable-dev-shm-usage".into(),
+        "--disable-quic".into(),
+        "--disable-background-networking".into(),
+        "--disable-component-update".into(),
+        "--disable-sync".into(),
+        "--no-first-run".into(),
+        "--window-size=1280,900".into(),
+        format!("--user-data-dir={}", profile.path().display()),
+    ];
+    chrome_args.extend(args.iter().cloned());
+    let caps = json!({"goog:chromeOptions": {"binary": "/usr/bin/chromium", "args": chrome_args}});
     let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
         .capabilities(caps.as_object().unwrap().clone())
         .connect(&format!("http://127.0.0.1:{port}"))
@@ -60,7 +80,7 @@ fn artifact(name: &str) -> PathBuf {
     dir.join(name)
 }
 
-async fn screenshot(c: &Client, name: &str) {
+pub(crate) async fn screenshot(c: &Client, name: &str) {
     let png = c.screenshot().await.unwrap();
     assert!(png.starts_with(b"\x89PNG"), "a PNG");
     std::fs::write(artifact(name), png).unwrap();

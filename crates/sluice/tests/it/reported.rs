@@ -82,6 +82,7 @@ async fn readiness_reported_by_the_runtime_moves_workers_in_and_out_of_rotation(
             ping_interval_ms: 10_000,
         },
         log_retention: sluice_control::logs::Retention { max_age_ms: 3_600_000, max_bytes_per_endpoint: 1 << 20 },
+        tls: sluice_control::certs::TlsConfig::off(),
     };
     let runtime = Arc::new(SimRuntime::new());
     let (tables, mut table) = watch::channel(RouteTable::default());

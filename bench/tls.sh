@@ -75,6 +75,8 @@ http {
     upstream worker { server $WORKER; keepalive 128; }
     server {
         $LISTEN
+        # Sluice closes no client connection after N requests; nginx's default is 1000.
+        keepalive_requests 1000000;
         location / {
             proxy_pass http://worker;
             proxy_http_version 1.1;

@@ -375,6 +375,16 @@ async fn real_clients_over_tls_sdk_browser_websocket_events_timeout_and_webhooks
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success() && text.contains("all ok"), "{text}");
 
+    // A queue endpoint whose worker takes jobs with RunPod's worker protocol (pull): with the
+    // gateway on TLS, workers reach the platform over its loopback worker listener.
+    let pull = p.create(json!({"name": "pull", "type": "queue", "start_command": demo_cmd(), "active_workers": 1})).await;
+    assert_eq!(pull["delivery"], "pull");
+    let pid = pull["id"].as_str().unwrap().to_owned();
+    let body = json!({"input": {"sleep_ms": 1}}).to_string();
+    let run = format!("https://{API_HOST}:{gw}/v2/{pid}/runsync");
+    let r = https_as(Method::POST, &run, &[root], Some(&p.key), Some(&body)).await.unwrap();
+    assert_eq!(r.json()["status"], "COMPLETED", "{}", r.text());
+
     // Webhooks: to an https:// receiver the platform trusts (tls_extra_ca), and one it does not
     // (its failure is in the endpoint's log, and nothing went out in plain HTTP).
     let (good_url, good) = https_receiver(&pebble.ca).await;

@@ -190,6 +190,18 @@ impl Pebble {
     /// Starts Pebble validating HTTP-01 on `http_port` and TLS-ALPN-01 on `tls_port` (the
     /// gateway's), with certificates valid for `validity_secs` when given.
     pub async fn start(dir: &Path, http_port: u16, tls_port: u16, validity_secs: Option<u64>) -> Pebble {
+        Pebble::start_with(dir, http_port, tls_port, validity_secs, None).await
+    }
+
+    /// [`Pebble::start`], requiring external account binding with `eab` (key id, HMAC key in
+    /// base64url) when given.
+    pub async fn start_with(
+        dir: &Path,
+        http_port: u16,
+        tls_port: u16,
+        validity_secs: Option<u64>,
+        eab: Option<(&str, &str)>,
+    ) -> Pebble {
         let dir = dir.join("pebble");
         std::fs::create_dir_all(&dir).unwrap();
         let ca = TestCa::new("Pebble listener CA");
@@ -205,6 +217,10 @@ impl Pebble {
         }});
         if let Some(v) = validity_secs {
             config["pebble"]["certificateValidityPeriod"] = v.into();
+        }
+        if let Some((kid, key)) = eab {
+            config["pebble"]["externalAccountBindingRequired"] = true.into();
+            config["pebble"]["externalAccountMACKeys"] = serde_json::json!({ kid: key });
         }
         let cfg_path = dir.join("pebble.json");
         std::fs::write(&cfg_path, config.to_string()).unwrap();

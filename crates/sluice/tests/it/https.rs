@@ -377,7 +377,8 @@ async fn real_clients_over_tls_sdk_browser_websocket_events_timeout_and_webhooks
 
     // A queue endpoint whose worker takes jobs with RunPod's worker protocol (pull): with the
     // gateway on TLS, workers reach the platform over its loopback worker listener.
-    let pull = p.create(json!({"name": "pull", "type": "queue", "start_command": demo_cmd(), "active_workers": 1})).await;
+    let pull =
+        p.create(json!({"name": "pull", "type": "queue", "start_command": demo_cmd(), "active_workers": 1})).await;
     assert_eq!(pull["delivery"], "pull");
     let pid = pull["id"].as_str().unwrap().to_owned();
     let body = json!({"input": {"sleep_ms": 1}}).to_string();

@@ -244,6 +244,16 @@ pub struct EndpointInput {
     /// Requests per minute through the gateway, smoothed (GCRA); beyond it, 429. 0 or absent:
     /// unlimited.
     pub max_requests_per_minute: Option<i64>,
+    /// Sleeping workers: POSTed on a scaled-down worker to put it to sleep instead of stopping
+    /// it (e.g. vLLM's `/sleep?level=1`); "" clears it.
+    pub sleep_path: Option<String>,
+    /// POSTed to wake a sleeper for a scale-up (e.g. vLLM's `/wake_up`); "" clears it.
+    pub wake_path: Option<String>,
+    /// How many workers may sleep at once (0, the default: none). Sleepers count against
+    /// `max_workers`; not for pull workers.
+    pub max_sleeping: Option<i64>,
+    /// A sleeper is stopped this long after it went to sleep (default 3600).
+    pub sleep_ttl_secs: Option<i64>,
 }
 
 impl From<EndpointInput> for EndpointDraft {
@@ -286,6 +296,10 @@ impl From<EndpointInput> for EndpointDraft {
             queue_capacity: i.queue_capacity,
             queue_timeout_secs: i.queue_timeout_secs,
             max_requests_per_minute: i.max_requests_per_minute,
+            sleep_path: i.sleep_path,
+            wake_path: i.wake_path,
+            max_sleeping: i.max_sleeping,
+            sleep_ttl_secs: i.sleep_ttl_secs,
         }
     }
 }
@@ -304,6 +318,9 @@ pub struct WorkerCounts {
     pub starting: u32,
     pub ready: u32,
     pub draining: u32,
+    /// Asleep (issue 17): out of rotation, woken by the next scale-up.
+    #[serde(default)]
+    pub sleeping: u32,
     /// A rolling update: workers of an older version still running (ready or draining), and
     /// ready workers of the current one. The update is done when `outdated` is 0.
     pub outdated: u32,
@@ -361,6 +378,10 @@ pub struct EndpointView {
     pub queue_capacity: u32,
     pub queue_timeout_secs: u32,
     pub max_requests_per_minute: Option<u32>,
+    pub sleep_path: Option<String>,
+    pub wake_path: Option<String>,
+    pub max_sleeping: u32,
+    pub sleep_ttl_secs: u32,
     pub workers: WorkerCounts,
     /// Its HTTPS certificate, when the platform serves HTTPS: state, expiry, and why it is not
     /// issued yet.
@@ -420,7 +441,7 @@ pub struct EndpointList {
 pub struct WorkerView {
     pub id: String,
     pub endpoint_id: String,
-    /// pending, starting, ready, draining, stopped or failed.
+    /// pending, starting, ready, draining, sleeping, stopped or failed.
     pub state: String,
     /// Why the worker is pending or failed (or how it stopped).
     pub reason: Option<String>,
@@ -434,6 +455,19 @@ pub struct WorkerView {
     pub launched_at: Option<String>,
     pub ready_at: Option<String>,
     pub stopped_at: Option<String>,
+    /// The anatomy of its starts and wakes: each phase reached (placed, image, started,
+    /// healthy, slept, wake_called, woke) and when, oldest first.
+    pub phases: Vec<PhaseView>,
+    /// Its latest start in words: "cold start 48.2 s: placement 0.0 s, image 0.0 s, start 0.3
+    /// s, model load 47.9 s" or "woke in 0.31 s".
+    pub start: Option<String>,
+}
+
+/// One phase of a worker's start.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct PhaseView {
+    pub phase: String,
+    pub at: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -48,6 +48,10 @@ pub struct WorkerRoute {
     pub id: WorkerId,
     /// `host:port` on loopback (or a pod address in a cluster).
     pub addr: String,
+    /// Its latest start was a wake (a request that waited for it waited for a wake, not a cold
+    /// start).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub woken: bool,
 }
 
 /// The changes from the table of version `from` to the one of version `version`: endpoints
@@ -196,7 +200,7 @@ mod tests {
             max_requests_per_minute: None,
             workers: workers
                 .iter()
-                .map(|w| WorkerRoute { id: WorkerId::parse(w).unwrap(), addr: "127.0.0.1:1".into() })
+                .map(|w| WorkerRoute { id: WorkerId::parse(w).unwrap(), addr: "127.0.0.1:1".into(), woken: false })
                 .collect(),
         }
     }

@@ -43,6 +43,9 @@ pub struct Meter {
     billed_loaded: bool,
     /// Workers that ended since the last accrual (metered at once, to their confirmed stop).
     finished: Vec<WorkerRecord>,
+    /// Workers that fell asleep or were woken since the last accrual: (the record as it was
+    /// before, when), metered at once up to then at the rate they had.
+    transitions: Vec<(WorkerRecord, Millis)>,
     billing_of: HashMap<EndpointId, Billing>,
     logs: Arc<Logs>,
     webhooks: Arc<crate::v2::webhook::Webhooks>,
@@ -66,6 +69,7 @@ impl Meter {
             billed: HashMap::new(),
             billed_loaded: false,
             finished: Vec::new(),
+            transitions: Vec::new(),
             billing_of: HashMap::new(),
             logs,
             webhooks,
@@ -77,6 +81,12 @@ impl Meter {
     /// [`Meter::accrue`].
     pub fn ended(&mut self, rec: WorkerRecord) {
         self.finished.push(rec);
+    }
+
+    /// A running worker fell asleep or is being woken at `at` (`rec` as it was before): what
+    /// it ran until then is metered at the next [`Meter::accrue`] at the rate it had.
+    pub fn transition(&mut self, rec: WorkerRecord, at: Millis) {
+        self.transitions.push((rec, at));
     }
 
     /// Accrues usage: every `interval_ms` for the running workers `live` (whole seconds so far),
@@ -93,7 +103,7 @@ impl Meter {
             self.billing_of.insert(e.id.clone(), b);
         }
         let periodic = t.saturating_sub(self.last) >= self.interval_ms;
-        if !periodic && self.finished.is_empty() {
+        if !periodic && self.finished.is_empty() && self.transitions.is_empty() {
             return;
         }
         let launched: Vec<&WorkerRecord> = live.iter().copied().filter(|w| w.launched_at.is_some()).collect();
@@ -103,7 +113,8 @@ impl Meter {
         }
         // (record, end of interval, stopped)
         let mut due: Vec<(WorkerRecord, Millis, bool)> =
-            self.finished.iter().filter_map(|r| Some((r.clone(), r.stopped_at?, true))).collect();
+            self.transitions.iter().map(|(r, at)| (r.clone(), *at, false)).collect();
+        due.extend(self.finished.iter().filter_map(|r| Some((r.clone(), r.stopped_at?, true))));
         if periodic {
             let mut running = launched.clone();
             running.sort_by_key(|w| (w.created_at, w.id.clone()));
@@ -136,6 +147,8 @@ impl Meter {
                 continue;
             }
             let gpus = rec.gpus.len() as u32;
+            // Seconds asleep are their own class; the worker keeps its class for when it wakes.
+            let class = if sluice_core::worker::is_asleep(&rec.phases) { Class::Sleeping } else { class };
             let rate =
                 self.prices.iter().find(|p| p.gpu_type == b.gpu_type).map_or(0, |p| p.nanos_per_gpu_second(class));
             entries.push(UsageEntry {
@@ -155,6 +168,7 @@ impl Meter {
             return;
         }
         self.billed.extend(updates);
+        self.transitions.clear();
         for r in std::mem::take(&mut self.finished) {
             self.billed.remove(&r.id);
         }
@@ -208,6 +222,7 @@ impl Meter {
                     let b = self.billing_of.get(&w.endpoint_id)?;
                     (b.account == a.name).then_some(())?;
                     let class = self.billed.get(&w.id).map_or(Class::Autoscaled, |x| x.1);
+                    let class = if sluice_core::worker::is_asleep(&w.phases) { Class::Sleeping } else { class };
                     let price = self.prices.iter().find(|p| p.gpu_type == b.gpu_type);
                     Some(hourly_cost_nanos(&[(w.gpus.len() as u32, class)], price))
                 })

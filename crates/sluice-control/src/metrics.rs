@@ -32,6 +32,8 @@ use crate::AppState;
 pub struct Timings {
     cold_starts: Mutex<HashMap<EndpointId, Histogram>>,
     passes: Mutex<Option<Histogram>>,
+    /// The parts of starts (placement, image, start, load) and wakes, by part.
+    phases: Mutex<std::collections::BTreeMap<&'static str, Histogram>>,
 }
 
 impl Timings {
@@ -54,6 +56,15 @@ impl Timings {
             .entry(e.clone())
             .or_insert_with(|| Histogram::new(&COLD_START_BOUNDS))
             .observe(secs);
+    }
+
+    /// One part of a start's anatomy (`sluice_core::worker::start_anatomy`).
+    pub fn phase(&self, part: &'static str, secs: f64) {
+        self.phases.lock().unwrap().entry(part).or_insert_with(|| Histogram::new(&COLD_START_BOUNDS)).observe(secs);
+    }
+
+    fn phases(&self) -> Vec<(&'static str, Histogram)> {
+        self.phases.lock().unwrap().iter().map(|(k, v)| (*k, v.clone())).collect()
     }
 
     fn snapshot(&self) -> Vec<(EndpointId, Histogram)> {
@@ -267,6 +278,11 @@ async fn control_families(s: &mut Snapshot, st: &AppState) -> Result<(), sluice_
         "sluice_cold_start_duration_seconds",
         "Cold starts: from a worker's creation to ready (placement, image, boot, first health check).",
         Values::Histogram(cold),
+    );
+    s.add(
+        "sluice_worker_start_phase_seconds",
+        "The parts of worker starts: placement, image, start (process or container), load (to the first health 200), and wake (wake call to ready).",
+        Values::Histogram(st.timings.phases().into_iter().map(|(p, h)| (vec![("phase", p.to_owned())], h)).collect()),
     );
     let (mut gpu_s, mut cost) = (Vec::new(), Vec::new());
     for (e, secs, nanos) in st.store.usage_totals().await? {

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use sluice_core::{
     EndpointId, Millis,
     autoscale::{MetricsSnapshot, ScalerState, ScalingPolicy, decide},
-    reconcile::Intent,
+    reconcile::{Headcount, Intent},
     routing::EndpointTraffic,
 };
 use sluice_store::ScalingEvent;
@@ -35,10 +35,10 @@ impl Scalers {
         endpoint: &Intent,
         policy: &ScalingPolicy,
         tr: &EndpointTraffic,
-        live: u32,
-        ready: u32,
+        count: Headcount,
         t: Millis,
     ) -> u32 {
+        let Headcount { live, ready, sleeping } = count;
         let (id, running) = (&endpoint.id, endpoint.running);
         let sc = self.scalers.entry(id.clone()).or_insert_with(|| Scaler {
             // A restarted platform starts from what runs, so it does not scale down on a whim.
@@ -62,6 +62,7 @@ impl Scalers {
             oldest_wait_ms: tr.oldest_wait_ms,
             ready,
             provisioned: live,
+            sleeping,
         };
         sc.last_total = tr.requests_total;
         sc.last_eval = Some(t);

@@ -12,12 +12,13 @@ use crate::Millis;
 pub const NANOS: i64 = 1_000_000_000;
 
 /// Workers up to `active_workers` are baseline (hourly rate, pro rata); those above are
-/// autoscaled (per-second rate).
+/// autoscaled (per-second rate); a worker's seconds asleep are sleeping (their own rate).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Class {
     Baseline,
     Autoscaled,
+    Sleeping,
 }
 
 impl Class {
@@ -25,16 +26,24 @@ impl Class {
         match self {
             Class::Baseline => "baseline",
             Class::Autoscaled => "autoscaled",
+            Class::Sleeping => "sleeping",
         }
     }
     pub fn parse(s: &str) -> Option<Class> {
         match s {
             "baseline" => Some(Class::Baseline),
             "autoscaled" => Some(Class::Autoscaled),
+            "sleeping" => Some(Class::Sleeping),
             _ => None,
         }
     }
 }
+
+/// The share of the autoscaled per-second price that a sleeping GPU-second costs when a price
+/// does not say: a tenth. A sleeper holds host memory (its offloaded weights) and its GPUs'
+/// place, but yields the GPUs to any start that needs them, so it costs far less than a
+/// serving worker and more than nothing.
+pub const DEFAULT_SLEEPING_SHARE: f64 = 0.1;
 
 /// A GPU type's prices (R5.2).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -44,14 +53,23 @@ pub struct Price {
     pub per_hour: f64,
     /// Autoscaled, USD per GPU-second.
     pub per_second: f64,
+    /// Asleep, USD per GPU-second (default: [`DEFAULT_SLEEPING_SHARE`] of `per_second`).
+    #[serde(default)]
+    pub sleeping_per_second: Option<f64>,
 }
 
 impl Price {
+    /// A price with the default sleeping rate.
+    pub fn new(gpu_type: impl Into<String>, per_hour: f64, per_second: f64) -> Price {
+        Price { gpu_type: gpu_type.into(), per_hour, per_second, sleeping_per_second: None }
+    }
+
     /// Nanodollars per GPU-second for a class (rounded to the nearest nanodollar).
     pub fn nanos_per_gpu_second(&self, class: Class) -> i64 {
         let usd = match class {
             Class::Baseline => self.per_hour / 3600.0,
             Class::Autoscaled => self.per_second,
+            Class::Sleeping => self.sleeping_per_second.unwrap_or(self.per_second * DEFAULT_SLEEPING_SHARE),
         };
         (usd * NANOS as f64).round() as i64
     }
@@ -168,13 +186,19 @@ mod tests {
     use super::*;
 
     fn a100() -> Price {
-        Price { gpu_type: "A100".into(), per_hour: 4.32, per_second: 0.00608 }
+        Price::new("A100", 4.32, 0.00608)
     }
 
     #[test]
     fn prices_per_gpu_second() {
         assert_eq!(a100().nanos_per_gpu_second(Class::Baseline), 1_200_000); // 4.32 / 3600 = $0.0012
         assert_eq!(a100().nanos_per_gpu_second(Class::Autoscaled), 6_080_000);
+        assert_eq!(a100().nanos_per_gpu_second(Class::Sleeping), 608_000, "a tenth by default");
+        let own = Price { sleeping_per_second: Some(0.0), ..a100() };
+        assert_eq!(own.nanos_per_gpu_second(Class::Sleeping), 0);
+        for c in [Class::Baseline, Class::Autoscaled, Class::Sleeping] {
+            assert_eq!(Class::parse(c.as_str()), Some(c));
+        }
         assert_eq!(cost_nanos(3600, 2, 1_200_000), 8_640_000_000); // 2 GPU-hours baseline = $8.64
         assert!((usd(8_640_000_000) - 8.64).abs() < 1e-12);
     }

@@ -50,6 +50,8 @@ struct NodeFree {
     types: std::collections::HashSet<String>,
     /// Free GPU indices by type, ascending.
     free: std::collections::HashMap<String, Vec<u32>>,
+    /// The type of each GPU index.
+    type_of: std::collections::HashMap<u32, String>,
 }
 
 impl Placer {
@@ -77,10 +79,40 @@ impl Placer {
                     data_center: n.data_center.clone(),
                     types: free.keys().cloned().collect(),
                     free,
+                    type_of: n.gpus.iter().map(|g| (g.index, g.gpu_type.clone())).collect(),
                 }
             })
             .collect();
         Placer { nodes }
+    }
+
+    /// Gives an allocation's GPUs back (a worker that holds them is being stopped).
+    pub fn release(&mut self, a: &Allocation) {
+        let Some(node) = self.nodes.iter_mut().find(|n| n.name == a.node) else { return };
+        for g in &a.gpus {
+            let Some(t) = node.type_of.get(g) else { continue };
+            let list = node.free.entry(t.clone()).or_default();
+            if let Err(at) = list.binary_search(g) {
+                list.insert(at, *g);
+            }
+        }
+    }
+
+    /// Takes an allocation's GPUs out of the free ones again (undoes [`Placer::release`]).
+    pub fn reserve(&mut self, a: &Allocation) {
+        let Some(node) = self.nodes.iter_mut().find(|n| n.name == a.node) else { return };
+        for g in &a.gpus {
+            if let Some(list) = node.type_of.get(g).and_then(|t| node.free.get_mut(t)) {
+                list.retain(|x| x != g);
+            }
+        }
+    }
+
+    /// Whether a worker of this shape would be placed now (nothing is taken).
+    pub fn fits(&self, data_center: &str, gpu_type: &str, count: u32) -> bool {
+        self.nodes
+            .iter()
+            .any(|n| n.data_center == data_center && n.free.get(gpu_type).map_or(0, Vec::len) >= count as usize)
     }
 
     /// Places one worker and takes its GPUs out of the free ones.

@@ -31,6 +31,9 @@ pub struct Template {
     pub gpus_per_worker: u32,
     /// Seconds a worker may take to become healthy (model downloads are slow).
     pub startup_timeout_secs: u32,
+    /// The engine's sleep mode, when it has one: (sleep path, wake path), used when the
+    /// `max_sleeping` answer is above 0.
+    pub sleep: Option<(&'static str, &'static str)>,
     pub params: &'static [Param],
 }
 
@@ -49,18 +52,26 @@ pub const TEMPLATES: &[Template] = &[
         image: "vllm/vllm-openai:{version}",
         start_command: Some(
             "exec python3 -m vllm.entrypoints.openai.api_server --host 0.0.0.0 --port \"$PORT\" \
-             --model {model} --max-model-len {max_model_len} --tensor-parallel-size {gpus}",
+             --model {model} --max-model-len {max_model_len} --tensor-parallel-size {gpus} --enable-sleep-mode",
         ),
         http_port: 8000,
         health_check_path: "/health",
-        env: &[("HF_HOME", "/runpod-volume/hf")],
+        // VLLM_SERVER_DEV_MODE serves /sleep and /wake_up (vLLM's sleep mode: level 1 offloads
+        // the weights to host memory and drops the KV cache; a wake takes well under a second).
+        env: &[("HF_HOME", "/runpod-volume/hf"), ("VLLM_SERVER_DEV_MODE", "1")],
         gpus_per_worker: 1,
         startup_timeout_secs: 1800,
+        sleep: Some(("/sleep?level=1", "/wake_up")),
         params: &[
             Param { name: "model", description: "Hugging Face model id, e.g. Qwen/Qwen2.5-7B-Instruct", default: None },
             Param { name: "max_model_len", description: "context length", default: Some("8192") },
             Param { name: "gpus", description: "GPUs per worker (tensor parallel)", default: Some("1") },
             Param { name: "version", description: "image tag", default: Some("latest") },
+            Param {
+                name: "max_sleeping",
+                description: "workers that sleep (weights in host memory) instead of stopping; 0: none",
+                default: Some("1"),
+            },
             NAME,
             GPU_TYPE,
             ACTIVE,
@@ -78,6 +89,7 @@ pub const TEMPLATES: &[Template] = &[
         env: &[("MODEL_ID", "{model}"), ("NUM_SHARD", "{gpus}"), ("HF_HOME", "/runpod-volume/hf")],
         gpus_per_worker: 1,
         startup_timeout_secs: 1800,
+        sleep: None,
         params: &[
             Param { name: "model", description: "Hugging Face model id", default: None },
             Param { name: "gpus", description: "GPUs per worker (shards)", default: Some("1") },
@@ -99,6 +111,7 @@ pub const TEMPLATES: &[Template] = &[
         env: &[],
         gpus_per_worker: 1,
         startup_timeout_secs: 900,
+        sleep: None,
         params: &[
             Param { name: "image", description: "a ComfyUI image", default: Some("yanwk/comfyui-boot:cu124-slim") },
             NAME,
@@ -118,6 +131,7 @@ pub const TEMPLATES: &[Template] = &[
         env: &[("WHISPER__MODEL", "{model}"), ("UVICORN_PORT", "8000")],
         gpus_per_worker: 1,
         startup_timeout_secs: 900,
+        sleep: None,
         params: &[
             Param { name: "model", description: "Whisper model", default: Some("Systran/faster-whisper-large-v3") },
             Param { name: "version", description: "image tag", default: Some("latest-cuda") },
@@ -138,6 +152,7 @@ pub const TEMPLATES: &[Template] = &[
         env: &[],
         gpus_per_worker: 1,
         startup_timeout_secs: 600,
+        sleep: None,
         params: &[
             Param { name: "image", description: "image reference", default: None },
             Param { name: "port", description: "the port it listens on", default: Some("8000") },
@@ -212,6 +227,11 @@ impl Template {
             Some(p) => number("set.port", p)?,
             None => i64::from(self.http_port),
         };
+        let max_sleeping = match values.get("max_sleeping") {
+            Some(n) => number("set.max_sleeping", n)?,
+            None => 0,
+        };
+        let sleeping = self.sleep.filter(|_| max_sleeping > 0);
         let start_command = match values.get("start_command") {
             Some(c) => non_empty(c.clone()),
             None => self.start_command.map(|c| fill(c, &values)),
@@ -228,6 +248,9 @@ impl Template {
             startup_timeout_secs: Some(i64::from(self.startup_timeout_secs)),
             active_workers: Some(number("set.active_workers", &get("active_workers"))?),
             max_workers: Some(number("set.max_workers", &get("max_workers"))?),
+            sleep_path: sleeping.map(|(s, _)| s.to_owned()),
+            wake_path: sleeping.map(|(_, w)| w.to_owned()),
+            max_sleeping: sleeping.map(|_| max_sleeping),
             ..Default::default()
         })
     }
@@ -276,10 +299,21 @@ mod tests {
         let t = find("vllm").unwrap();
         let d = t.render(&set(&[("model", "Qwen/Qwen2.5-7B"), ("gpus", "2"), ("gpu_type", "H100")])).unwrap();
         assert_eq!(d.image.as_deref(), Some("vllm/vllm-openai:latest"));
-        let cmd = d.start_command.unwrap();
+        let cmd = d.start_command.clone().unwrap();
         assert!(cmd.contains("--model Qwen/Qwen2.5-7B") && cmd.contains("--tensor-parallel-size 2"), "{cmd}");
         assert!(cmd.contains("--max-model-len 8192"), "{cmd}");
         assert_eq!((d.gpus_per_worker, d.gpu_type.as_deref(), d.http_port), (Some(2), Some("H100"), Some(8000)));
+        // Sleep mode with vLLM's own flags and endpoints, on by default.
+        assert!(cmd.contains("--enable-sleep-mode"), "{cmd}");
+        assert_eq!(d.env.as_ref().unwrap()["VLLM_SERVER_DEV_MODE"], "1");
+        assert_eq!(
+            (d.sleep_path.as_deref(), d.wake_path.as_deref(), d.max_sleeping),
+            (Some("/sleep?level=1"), Some("/wake_up"), Some(1))
+        );
+        let spec = EndpointSpec::validate(d, &ctx()).unwrap();
+        assert!(spec.sleep.enabled());
+        let off = t.render(&set(&[("model", "m"), ("max_sleeping", "0")])).unwrap();
+        assert_eq!((off.sleep_path, off.max_sleeping), (None, None));
         let tgi = find("tgi").unwrap().render(&set(&[("model", "m/x"), ("name", "chat")])).unwrap();
         assert_eq!(tgi.env.unwrap()["MODEL_ID"], "m/x");
         assert_eq!(tgi.name.as_deref(), Some("chat"));

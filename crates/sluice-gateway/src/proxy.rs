@@ -397,15 +397,22 @@ async fn proxy(
 
     // 3. Forward; one retry on another worker when it is safe (R3.8).
     let mut exclude: Option<Arc<WorkerEntry>> = None;
+    // What the request waited for before a worker took it, for `x-sluice-wait`.
+    let mut waited: Option<HeaderValue> = None;
     let mut ep = ep;
     for attempt in 0..2 {
         // Fast path without a timer: a free slot, nobody waiting.
         let fast = if ep.stats.waiting.load(Relaxed) == 0 { pick_worker(&ep, exclude.as_deref()) } else { None };
         let (cur, worker) = match fast {
             Some(w) => (ep.clone(), w),
-            None => tokio::time::timeout_at(deadline, acquire(gw, ep.clone(), exclude.as_deref()))
-                .await
-                .map_err(|_| Error::ExecutionTimeout(timeout_secs))??,
+            None => {
+                let (from, none_ready) = (Instant::now(), ep.workers.is_empty());
+                let (cur, w) = tokio::time::timeout_at(deadline, acquire(gw, ep.clone(), exclude.as_deref()))
+                    .await
+                    .map_err(|_| Error::ExecutionTimeout(timeout_secs))??;
+                waited = Some(wait_header(none_ready, woken(&cur, &w), from.elapsed()));
+                (cur, w)
+            }
         };
         ep = cur;
         let uri = Uri::builder()
@@ -472,9 +479,31 @@ async fn proxy(
         let (mut rparts, rbody) = resp.into_parts();
         strip_hop_by_hop(&mut rparts.headers, false);
         let body = DeadlineBody::new(rbody, deadline, timeout_secs, guard);
+        if let Some(w) = waited {
+            rparts.headers.insert(WAIT_HEADER, w);
+        }
         return Ok(Response::from_parts(rparts, BodyExt::boxed_unsync(body)));
     }
     unreachable!("the loop returns on its second attempt")
+}
+
+/// The response header that says a request waited before a worker took it, and for what:
+/// `cold-start; 48211ms` (no worker was ready; the one that took it was started for it),
+/// `wake; 312ms` (a sleeping worker was woken for it) or `queue; 12ms` (every worker was busy).
+pub const WAIT_HEADER: &str = "x-sluice-wait";
+
+fn wait_header(none_ready: bool, woken: bool, waited: Duration) -> HeaderValue {
+    let what = match (none_ready, woken) {
+        (true, true) => "wake",
+        (true, false) => "cold-start",
+        (false, _) => "queue",
+    };
+    HeaderValue::from_str(&format!("{what}; {}ms", waited.as_millis())).unwrap_or(HeaderValue::from_static("queue"))
+}
+
+/// Whether the worker's latest start was a wake, as the routing table says.
+fn woken(ep: &EndpointEntry, w: &WorkerEntry) -> bool {
+    ep.route.workers.iter().any(|r| r.id == w.id && r.woken)
 }
 
 #[cfg(test)]
@@ -487,6 +516,14 @@ mod tests {
             h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
         }
         h
+    }
+
+    #[test]
+    fn the_wait_header_names_what_was_waited_for() {
+        let ms = Duration::from_millis;
+        assert_eq!(wait_header(true, true, ms(312)), "wake; 312ms");
+        assert_eq!(wait_header(true, false, ms(48_211)), "cold-start; 48211ms");
+        assert_eq!(wait_header(false, true, ms(12)), "queue; 12ms");
     }
 
     #[test]

@@ -274,6 +274,7 @@ impl DockerRuntime {
     async fn start_inner(&self, spec: LaunchSpec) -> Result<Launched> {
         let image = spec.image.clone().ok_or_else(|| Error::Launch("the docker runtime needs an image".into()))?;
         self.ensure_image(&image, spec.registry.as_ref()).await?;
+        let image_at = crate::wall_ms();
         let name = container_name(&spec.worker);
         let port_key = format!("{}/tcp", spec.http_port);
         if let Some(v) = &spec.volume {
@@ -313,7 +314,7 @@ impl DockerRuntime {
         };
         self.tracked.lock().unwrap().insert(spec.worker.clone(), Tracked { container: name.clone() });
         self.follow_logs(&spec.endpoint, &spec.worker, &name, 0);
-        Ok(Launched { addr, pid: None })
+        Ok(Launched { addr, pid: None, image_at: Some(image_at) })
     }
 
     /// Copies the container's output into the worker's log files until the container ends.

@@ -321,7 +321,7 @@ impl KubeRuntime {
                             return Err(Error::Launch(format!("pod {name} ended before it got an address: {why}")));
                         }
                         if let Some(addr) = o.addr {
-                            return Ok(Launched { addr, pid: None });
+                            return Ok(Launched { addr, pid: None, image_at: None });
                         }
                     }
                 }

@@ -60,6 +60,16 @@ pub struct VolumeMount {
 pub struct Launched {
     pub addr: SocketAddr,
     pub pid: Option<u32>,
+    /// When the image was present on the node (pulled, or found cached): runtimes with images
+    /// that know it; the anatomy of a start shows the wait for it.
+    pub image_at: Option<sluice_core::Millis>,
+}
+
+/// The wall clock in Unix ms, for the times a runtime reports.
+pub(crate) fn wall_ms() -> sluice_core::Millis {
+    sluice_core::Millis(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
+    )
 }
 
 /// A worker the runtime found running (or just saw exit).

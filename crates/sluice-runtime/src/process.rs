@@ -123,7 +123,7 @@ impl ProcessRuntime {
             };
             exits.lock().unwrap().insert(worker, status);
         });
-        Ok(Launched { addr, pid: Some(pid) })
+        Ok(Launched { addr, pid: Some(pid), image_at: None })
     }
 
     async fn stop_inner(&self, worker: &WorkerId, grace: Duration) -> Result<()> {

@@ -54,7 +54,7 @@ impl WorkerRuntime for SimRuntime {
             let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let addr = SocketAddr::from(([127, 1 + (n / 60_000) as u8, 0, 1], 1024 + (n % 60_000) as u16));
             self.workers.lock().unwrap_or_else(|e| e.into_inner()).insert(spec.worker, (spec.endpoint, addr, true));
-            Ok(Launched { addr, pid: None })
+            Ok(Launched { addr, pid: None, image_at: None })
         })
     }
 

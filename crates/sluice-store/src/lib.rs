@@ -41,7 +41,7 @@ use sqlx::{
     sqlite::SqliteConnectOptions,
 };
 pub use usage::{UsageEntry, UsageRow};
-pub use workers::WorkerRecord;
+pub use workers::{MAX_PHASES, WorkerRecord};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -99,6 +99,7 @@ fn migrator(backend: Backend) -> sqlx::migrate::Migrator {
         9 "leases" "0009_leases.sql",
         10 "endpoint_version" "0010_endpoint_version.sql",
         11 "certificates" "0011_certificates.sql",
+        12 "worker_phases" "0012_worker_phases.sql",
     ];
     let steps = match backend {
         Backend::Sqlite => STEPS.0,

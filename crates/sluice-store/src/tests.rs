@@ -48,6 +48,7 @@ fn worker(id: &str, ep: &str, state: WorkerState, created: u64) -> WorkerRecord 
         launched_at: Some(Millis(created + 1)),
         ready_at: None,
         stopped_at: None,
+        phases: vec![sluice_core::worker::PhaseAt { phase: sluice_core::worker::Phase::Placed, at: Millis(created) }],
     }
 }
 

@@ -68,18 +68,41 @@ impl Store {
     }
 
     /// Seconds already billed, and the class, of each worker that has ledger entries among `workers`.
+    /// A worker's ledger by class: (class, worker-seconds, cost in nanodollars).
+    pub async fn usage_by_class(&self, worker: &WorkerId) -> Result<Vec<(sluice_core::billing::Class, u64, i64)>> {
+        let rows = sqlx::query(
+            "SELECT class, CAST(SUM(seconds) AS BIGINT) AS s, CAST(SUM(cost_nanos) AS BIGINT) AS n
+             FROM usage_ledger WHERE worker_id = $1 GROUP BY class ORDER BY class",
+        )
+        .bind(worker.as_str())
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let c: String = r.try_get("class")?;
+                let class = sluice_core::billing::Class::parse(&c).ok_or_else(|| corrupt("usage_ledger", c))?;
+                Ok((class, r.try_get::<i64, _>("s")?.max(0) as u64, r.try_get::<i64, _>("n")?))
+            })
+            .collect()
+    }
+
     pub async fn billed(&self, workers: &[WorkerId]) -> Result<HashMap<WorkerId, (u64, sluice_core::billing::Class)>> {
         let mut out = HashMap::new();
         for w in workers {
             let row = sqlx::query(
-                "SELECT CAST(SUM(seconds) AS BIGINT) AS s, MAX(class) AS c FROM usage_ledger WHERE worker_id = $1 GROUP BY worker_id",
+                "SELECT CAST(SUM(seconds) AS BIGINT) AS s, MAX(CASE WHEN class <> 'sleeping' THEN class END) AS c
+                 FROM usage_ledger WHERE worker_id = $1 GROUP BY worker_id",
             )
             .bind(w.as_str())
             .fetch_optional(&self.reader)
             .await?;
             if let Some(r) = row {
-                let c: String = r.try_get("c")?;
-                let class = sluice_core::billing::Class::parse(&c).ok_or_else(|| corrupt("usage_ledger", c))?;
+                // The worker's class while awake (its sleeping seconds are their own class).
+                let c: Option<String> = r.try_get("c")?;
+                let class = match c {
+                    Some(c) => sluice_core::billing::Class::parse(&c).ok_or_else(|| corrupt("usage_ledger", c))?,
+                    None => sluice_core::billing::Class::Autoscaled,
+                };
                 out.insert(w.clone(), (r.try_get::<i64, _>("s")? as u64, class));
             }
         }

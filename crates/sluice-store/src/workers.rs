@@ -1,6 +1,6 @@
 //! Workers: the reconciler's records of what it launched.
 
-use sluice_core::{EndpointId, Millis, WorkerId, WorkerState};
+use sluice_core::{EndpointId, Millis, WorkerId, WorkerState, worker::PhaseAt};
 use sqlx::{Row, any::AnyRow};
 
 use crate::{Result, Store, corrupt, ms};
@@ -21,6 +21,21 @@ pub struct WorkerRecord {
     pub launched_at: Option<Millis>,
     pub ready_at: Option<Millis>,
     pub stopped_at: Option<Millis>,
+    /// Its starts' (and wakes') phases, oldest first (the last [`MAX_PHASES`]).
+    pub phases: Vec<PhaseAt>,
+}
+
+/// Phases kept per worker.
+pub const MAX_PHASES: usize = 32;
+
+impl WorkerRecord {
+    /// Records a phase now reached (keeping the last [`MAX_PHASES`]).
+    pub fn phase(&mut self, phase: sluice_core::worker::Phase, at: Millis) {
+        self.phases.push(PhaseAt { phase, at });
+        if self.phases.len() > MAX_PHASES {
+            self.phases.drain(..self.phases.len() - MAX_PHASES);
+        }
+    }
 }
 
 fn worker_from_row(r: &AnyRow) -> Result<WorkerRecord> {
@@ -28,6 +43,7 @@ fn worker_from_row(r: &AnyRow) -> Result<WorkerRecord> {
     let ep: String = r.try_get("endpoint_id")?;
     let state: String = r.try_get("state")?;
     let gpus: String = r.try_get("gpus")?;
+    let phases: String = r.try_get("phases")?;
     Ok(WorkerRecord {
         id: WorkerId::parse(&id).map_err(|e| corrupt("workers", e))?,
         endpoint_id: EndpointId::parse(&ep).map_err(|e| corrupt("workers", e))?,
@@ -42,17 +58,19 @@ fn worker_from_row(r: &AnyRow) -> Result<WorkerRecord> {
         launched_at: ms(r.try_get("launched_at")?),
         ready_at: ms(r.try_get("ready_at")?),
         stopped_at: ms(r.try_get("stopped_at")?),
+        phases: serde_json::from_str(&phases).map_err(|e| corrupt("workers", e))?,
     })
 }
 
 impl Store {
     pub async fn upsert_worker(&self, w: &WorkerRecord) -> Result<()> {
         let gpus = serde_json::to_string(&w.gpus).map_err(|x| corrupt("workers", x))?;
+        let phases = serde_json::to_string(&w.phases).map_err(|x| corrupt("workers", x))?;
         sqlx::query(
-            "INSERT INTO workers (id, endpoint_id, generation, state, reason, node, gpus, port, pid, created_at, launched_at, ready_at, stopped_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+            "INSERT INTO workers (id, endpoint_id, generation, state, reason, node, gpus, port, pid, created_at, launched_at, ready_at, stopped_at, phases)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
              ON CONFLICT (id) DO UPDATE SET state = $4, reason = $5, node = $6, gpus = $7, port = $8, pid = $9,
-                 launched_at = $11, ready_at = $12, stopped_at = $13",
+                 launched_at = $11, ready_at = $12, stopped_at = $13, phases = $14",
         )
         .bind(w.id.as_str())
         .bind(w.endpoint_id.as_str())
@@ -67,6 +85,7 @@ impl Store {
         .bind(w.launched_at.map(|m| m.0 as i64))
         .bind(w.ready_at.map(|m| m.0 as i64))
         .bind(w.stopped_at.map(|m| m.0 as i64))
+        .bind(phases)
         .execute(&self.writer)
         .await?;
         Ok(())

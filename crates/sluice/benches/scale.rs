@@ -60,6 +60,7 @@ fn route(i: usize, workers: usize, first_worker: usize) -> EndpointRoute {
             .map(|k| WorkerRoute {
                 id: WorkerId::parse(&format!("w{:08}", first_worker + k)).expect("valid id"),
                 addr: format!("127.0.0.{}:{}", 1 + (first_worker + k) / 60_000, 1024 + (first_worker + k) % 60_000),
+                woken: false,
             })
             .collect(),
     }
@@ -111,6 +112,7 @@ async fn main() {
                 oldest_wait_ms: 0,
                 ready: per as u32,
                 provisioned: per as u32,
+                sleeping: 0,
             };
             std::hint::black_box(decide(p, s, &snap, now));
         }
@@ -193,6 +195,7 @@ async fn main() {
         endpoints[i].workers.push(WorkerRoute {
             id: WorkerId::parse(&format!("x{u:08}")).expect("valid id"),
             addr: format!("127.0.0.250:{}", 2000 + u),
+            woken: false,
         });
         let version = 2 + u as u64;
         let t = Instant::now();

@@ -154,6 +154,9 @@ pub struct PriceConfig {
     pub gpu_type: String,
     pub per_hour: f64,
     pub per_second: f64,
+    /// A sleeping worker's GPU-second [default: a tenth of `per_second`].
+    #[serde(default)]
+    pub sleeping_per_second: Option<f64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -197,7 +200,12 @@ impl Default for Config {
             gpu_discovery: true,
             gpu_prices: sluice_core::catalog::DEFAULT_PRICES
                 .iter()
-                .map(|(t, h, s)| PriceConfig { gpu_type: (*t).into(), per_hour: *h, per_second: *s })
+                .map(|(t, h, s)| PriceConfig {
+                    gpu_type: (*t).into(),
+                    per_hour: *h,
+                    per_second: *s,
+                    sleeping_per_second: None,
+                })
                 .collect(),
             metering_interval_secs: 60,
             worker_api_url: None,
@@ -315,7 +323,13 @@ impl Config {
             bail!("metering_interval_secs: must be between 1 and 60, got {}", self.metering_interval_secs);
         }
         for p in &self.gpu_prices {
-            if !(p.per_hour.is_finite() && p.per_hour >= 0.0 && p.per_second.is_finite() && p.per_second >= 0.0) {
+            let sleeping_ok = p.sleeping_per_second.is_none_or(|s| s.is_finite() && s >= 0.0);
+            if !(p.per_hour.is_finite()
+                && p.per_hour >= 0.0
+                && p.per_second.is_finite()
+                && p.per_second >= 0.0
+                && sleeping_ok)
+            {
                 bail!("gpu_prices.{}: prices must be finite and not negative", p.gpu_type);
             }
         }

@@ -6,6 +6,13 @@
 //! at a time, default 8), and pings every `RUNPOD_PING_INTERVAL` ms with the jobs it holds, as
 //! RunPod's SDK does. `POST /_demo/job` takes a pushed job (`{"id", "input"}`) the same way.
 //! `DEMO_LOG_REQUESTS=1` prints a line per request and per job started.
+//!
+//! Sleep mode, as vLLM's (issue 17): `POST /sleep?level=1` puts the "engine" to sleep (after
+//! `DEMO_SLEEP_DELAY_MS`, default 100), `POST /wake_up` wakes it (after `DEMO_WAKE_DELAY_MS`,
+//! default 300: the honest model of a wake, against the startup delay of a cold start). Asleep,
+//! it answers its health check but refuses every request with 503. `DEMO_SLEEP_FAIL=1` and
+//! `DEMO_WAKE_FAIL=1` make those calls fail (500), for the tests. (`/sleep?ms=N` stays the
+//! request that takes N ms.)
 use std::{
     collections::BTreeMap,
     sync::{
@@ -28,6 +35,8 @@ use serde::Deserialize;
 #[derive(Default)]
 struct Demo {
     unhealthy: AtomicBool,
+    /// Asleep (sleep mode): requests are refused until woken.
+    asleep: AtomicBool,
     /// Unix ms when the worker process began and when it started listening: its own startup
     /// time, which the cold-start benchmark subtracts from what the platform adds.
     started_ms: u64,
@@ -51,6 +60,7 @@ pub async fn run(host: std::net::IpAddr, port: u16, startup_delay_ms: u64) -> an
     let app = Router::new()
         .route("/health", get(health))
         .route("/sleep", any(sleep))
+        .route("/wake_up", post(wake_up))
         .route("/stream", get(stream))
         .route("/ws", get(ws))
         .route("/_demo/unhealthy", post(set_unhealthy))
@@ -58,6 +68,7 @@ pub async fn run(host: std::net::IpAddr, port: u16, startup_delay_ms: u64) -> an
         .route("/_demo/boot", get(boot))
         .route("/_demo/job", post(pushed_job))
         .fallback(echo)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), refuse_while_asleep))
         .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(state);
     eprintln!("demo-worker: listening on {host}:{port}");
@@ -200,9 +211,61 @@ async fn crash() -> &'static str {
 #[derive(Deserialize)]
 struct SleepQ {
     ms: Option<u64>,
+    level: Option<u32>,
 }
 
-async fn sleep(Query(q): Query<SleepQ>) -> Json<serde_json::Value> {
+fn env_ms(name: &str, default: u64) -> Duration {
+    Duration::from_millis(std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default))
+}
+
+fn env_flag(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|v| v == "1" || v == "true")
+}
+
+/// Asleep, everything but the health check and the sleep-mode calls is refused.
+async fn refuse_while_asleep(State(d): S, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let p = req.uri().path();
+    let control = p == "/health"
+        || p == "/wake_up"
+        || p.starts_with("/_demo/")
+        || (p == "/sleep" && !req.uri().query().is_some_and(|q| q.contains("ms=")));
+    if d.asleep.load(Ordering::Relaxed) && !control {
+        return (StatusCode::SERVICE_UNAVAILABLE, "asleep: POST /wake_up first").into_response();
+    }
+    next.run(req).await
+}
+
+/// Sleep mode: the engine sleeps (its weights offloaded, in a real one).
+async fn engine_sleep(d: &Demo, level: u32) -> Response {
+    tokio::time::sleep(env_ms("DEMO_SLEEP_DELAY_MS", 100)).await;
+    if env_flag("DEMO_SLEEP_FAIL") {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "sleep failed (DEMO_SLEEP_FAIL)").into_response();
+    }
+    d.asleep.store(true, Ordering::Relaxed);
+    eprintln!("demo-worker: asleep (level {level})");
+    Json(serde_json::json!({"asleep": true, "level": level})).into_response()
+}
+
+async fn wake_up(State(d): S) -> Response {
+    let took = env_ms("DEMO_WAKE_DELAY_MS", 300);
+    tokio::time::sleep(took).await;
+    if env_flag("DEMO_WAKE_FAIL") {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "wake failed (DEMO_WAKE_FAIL)").into_response();
+    }
+    d.asleep.store(false, Ordering::Relaxed);
+    eprintln!("demo-worker: awake");
+    Json(serde_json::json!({"asleep": false, "took_ms": took.as_millis() as u64})).into_response()
+}
+
+async fn sleep(State(d): S, method: Method, Query(q): Query<SleepQ>) -> Response {
+    // `POST /sleep` without `ms` is sleep mode; with `ms`, a request that takes that long.
+    if method == Method::POST && q.ms.is_none() {
+        return engine_sleep(&d, q.level.unwrap_or(1)).await;
+    }
+    delay(q).await.into_response()
+}
+
+async fn delay(q: SleepQ) -> Json<serde_json::Value> {
     let ms = q.ms.unwrap_or(100).min(3_600_000);
     tokio::time::sleep(Duration::from_millis(ms)).await;
     Json(serde_json::json!({ "slept_ms": ms, "worker": worker_id() }))

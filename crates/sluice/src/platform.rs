@@ -366,7 +366,12 @@ pub async fn run_as(
             prices: cfg
                 .gpu_prices
                 .iter()
-                .map(|p| Price { gpu_type: p.gpu_type.clone(), per_hour: p.per_hour, per_second: p.per_second })
+                .map(|p| Price {
+                    gpu_type: p.gpu_type.clone(),
+                    per_hour: p.per_hour,
+                    per_second: p.per_second,
+                    sleeping_per_second: p.sleeping_per_second,
+                })
                 .collect(),
             interval_ms: cfg.metering_interval_secs * 1000,
         },

@@ -6,7 +6,7 @@ use clap::Args;
 use sluice_core::{
     autoscale::{
         Preset, ScalingPolicy,
-        sim::{ColdStart, SimConfig, SimResult, parse_cold_starts, parse_trace, simulate},
+        sim::{ColdStart, SimConfig, SimResult, SimSleep, parse_cold_starts, parse_trace, simulate},
     },
     catalog,
 };
@@ -50,6 +50,18 @@ pub struct SimArgs {
     pub queue_timeout_secs: u64,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Sleeping workers: at most this many sleep instead of stopping (0: none).
+    #[arg(long, default_value_t = 0)]
+    pub max_sleeping: u32,
+    /// How long a wake takes, seconds (with --max-sleeping).
+    #[arg(long, conflicts_with = "wake_file")]
+    pub wake_secs: Option<f64>,
+    /// Empirical wake times: a CSV with a wake_s column (or one number per line).
+    #[arg(long)]
+    pub wake_file: Option<PathBuf>,
+    /// A sleeper stops this long after it went to sleep.
+    #[arg(long, default_value_t = 3600)]
+    pub sleep_ttl_secs: u64,
     /// One JSON object per policy per line.
     #[arg(long)]
     pub json: bool,
@@ -92,9 +104,36 @@ pub fn config(a: &SimArgs, preset: Preset) -> anyhow::Result<SimConfig> {
         bail!("--scale-up-max-percent must be at least 1");
     }
     policy.scale_up_max_percent = a.scale_up_max_percent;
+    let sleep = if a.max_sleeping > 0 {
+        let wake = match (&a.wake_file, a.wake_secs) {
+            (Some(f), _) => {
+                let text = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+                parse_cold_starts(&text.replacen("wake_s", "cold_start_s", 1))
+                    .map_err(|e| anyhow::anyhow!("{}: {}", f.display(), e.to_string().replace("cold_start", "wake")))?
+            }
+            (None, Some(s)) if s.is_finite() && s >= 0.0 => ColdStart::Fixed { ms: (s * 1000.0) as u64 },
+            (None, Some(s)) => bail!("--wake-secs must be >= 0, got {s}"),
+            (None, None) => bail!("--max-sleeping needs --wake-secs or --wake-file (how long a wake takes)"),
+        };
+        if a.max_sleeping > a.max_workers {
+            bail!("--max-sleeping must not exceed --max-workers (sleepers count against it)");
+        }
+        Some(SimSleep {
+            max_sleeping: a.max_sleeping,
+            wake,
+            ttl_ms: a.sleep_ttl_secs * 1000,
+            usd_per_gpu_second: price * sluice_core::billing::DEFAULT_SLEEPING_SHARE,
+        })
+    } else {
+        if a.wake_secs.is_some() || a.wake_file.is_some() {
+            bail!("--wake-secs and --wake-file need --max-sleeping above 0");
+        }
+        None
+    };
     Ok(SimConfig {
         policy,
         cold_start,
+        sleep,
         queue_capacity: a.queue_capacity,
         queue_timeout_ms: a.queue_timeout_secs * 1000,
         gpus_per_worker: a.gpus_per_worker,
@@ -155,7 +194,9 @@ pub fn table(results: &[SimResult]) -> String {
                 format!("{:.2}", r.p95_s),
                 format!("{:.2}", r.p99_s),
                 r.cold_start_hits.to_string(),
+                format!("{} ({} wakes)", r.wake_hits, r.wakes),
                 format!("{:.0}", r.gpu_seconds),
+                format!("{:.0}", r.sleeping_gpu_seconds),
                 format!("{:.2}", r.cost_usd),
                 format!("{:.2}", r.busy_fraction),
                 format!("{:.1}", r.scale_events_per_hour),
@@ -171,7 +212,9 @@ pub fn table(results: &[SimResult]) -> String {
         "p95 s",
         "p99 s",
         "cold-start waits",
+        "of which wakes",
         "GPU-s",
+        "asleep GPU-s",
         "cost $",
         "busy",
         "scale ev/h",
@@ -267,6 +310,10 @@ pub fn plan(a: PlanArgs) -> anyhow::Result<()> {
         queue_capacity: 1000,
         queue_timeout_secs: 600,
         seed: 1,
+        max_sleeping: 0,
+        wake_secs: None,
+        wake_file: None,
+        sleep_ttl_secs: 3600,
         json: false,
         quiet: true,
     };

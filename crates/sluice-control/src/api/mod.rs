@@ -301,6 +301,10 @@ fn view(st: &AppState, e: &EndpointRecord) -> EndpointView {
         queue_capacity: s.limits.queue_capacity,
         queue_timeout_secs: s.limits.queue_timeout_secs,
         max_requests_per_minute: s.limits.max_requests_per_minute,
+        sleep_path: s.sleep.sleep_path.clone(),
+        wake_path: s.sleep.wake_path.clone(),
+        max_sleeping: s.sleep.max_sleeping,
+        sleep_ttl_secs: s.sleep.sleep_ttl_secs,
         workers: counts,
         created_at: rfc3339(e.created_at),
         updated_at: rfc3339(e.updated_at),
@@ -321,6 +325,12 @@ fn worker_view(w: &WorkerRecord) -> WorkerView {
         launched_at: w.launched_at.map(rfc3339),
         ready_at: w.ready_at.map(rfc3339),
         stopped_at: w.stopped_at.map(rfc3339),
+        phases: w
+            .phases
+            .iter()
+            .map(|p| sluice_api::PhaseView { phase: p.phase.as_str().into(), at: rfc3339(p.at) })
+            .collect(),
+        start: sluice_core::worker::describe_start(w.created_at, &w.phases),
     }
 }
 
@@ -654,7 +664,7 @@ async fn list_events(
 #[openapi(
     info(title = "Sluice control API", description = "Serverless GPU endpoints: endpoints, workers."),
     paths(list_endpoints, create_endpoint, get_endpoint, update_endpoint, delete_endpoint, stop_endpoint, start_endpoint, list_workers, list_events, list_templates, deploy_template, list_images, prewarm_image, list_gpus, endpoint_status, accounts::create_account, accounts::list_accounts, accounts::update_account, accounts::create_key, accounts::list_keys, accounts::revoke_key, accounts::usage, accounts::add_credit, accounts::account_events, logs::endpoint_logs, endpoint_series, certs::list_certificates),
-    components(schemas(sluice_api::CertificateView, sluice_api::CertificateList, sluice_api::EndpointCertificate, sluice_api::LoadPoint, sluice_api::LoadSeries, sluice_api::LogLineView, sluice_api::LogList, sluice_api::CreditInput, sluice_api::AccountEventView, sluice_api::AccountEventList, sluice_api::UsageReport, sluice_api::UsageRowView, sluice_api::EndpointStatusView, sluice_api::AccountView, sluice_api::AccountList, sluice_api::AccountInput, sluice_api::AccountCreated, sluice_api::NewKey, sluice_api::KeyView, sluice_api::KeyList, sluice_api::KeyInput, GpuInventory, NodeView, GpuView, ImageList, ImagePullView, PrewarmInput, DeployInput, TemplateList, TemplateView, TemplateParamView, EndpointInput, EndpointView, EndpointList, WorkerView, WorkerList, WorkerCounts, NetworkVolumeDto, ErrorBody, ScalingEventView, ScalingEventList)),
+    components(schemas(sluice_api::CertificateView, sluice_api::CertificateList, sluice_api::EndpointCertificate, sluice_api::LoadPoint, sluice_api::LoadSeries, sluice_api::LogLineView, sluice_api::LogList, sluice_api::CreditInput, sluice_api::AccountEventView, sluice_api::AccountEventList, sluice_api::UsageReport, sluice_api::UsageRowView, sluice_api::EndpointStatusView, sluice_api::AccountView, sluice_api::AccountList, sluice_api::AccountInput, sluice_api::AccountCreated, sluice_api::NewKey, sluice_api::KeyView, sluice_api::KeyList, sluice_api::KeyInput, GpuInventory, NodeView, GpuView, ImageList, ImagePullView, PrewarmInput, DeployInput, TemplateList, TemplateView, TemplateParamView, EndpointInput, EndpointView, EndpointList, WorkerView, WorkerList, sluice_api::PhaseView, WorkerCounts, NetworkVolumeDto, ErrorBody, ScalingEventView, ScalingEventList)),
     modifiers(&BearerAuth, &Described),
     security(("bearer" = []))
 )]

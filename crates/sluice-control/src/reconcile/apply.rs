@@ -5,11 +5,20 @@
 use std::{collections::HashMap, collections::HashSet, time::Duration};
 
 use futures_util::future::join_all;
-use sluice_core::{EndpointId, Millis, WorkerId, WorkerState, placement::Allocation, reconcile::Action};
+use sluice_core::{
+    EndpointId, Millis, WorkerId, WorkerState,
+    placement::Allocation,
+    reconcile::Action,
+    worker::{Phase, describe_start, start_anatomy},
+};
 use sluice_runtime::{LaunchSpec, VolumeMount};
 use sluice_store::{EndpointRecord, WorkerRecord};
 
-use super::{Live, Reconciler, STOP_GRACE, is_pull};
+use super::{
+    Live, Reconciler, STOP_GRACE,
+    calls::{Kind, SLEEP_TIMEOUT},
+    is_pull,
+};
 use crate::now;
 
 /// Moves a worker along its lifecycle; the edges are `WorkerState::can_become`'s (checked in
@@ -103,6 +112,8 @@ impl Reconciler {
                     }
                 }
                 Action::Launch { worker, allocation } => launches.push((worker, allocation)),
+                Action::Sleep { worker } => self.sleep(&worker, by_id, t).await,
+                Action::Wake { worker } => self.wake(&worker, by_id, t).await,
             }
         }
         if !stops.is_empty() {
@@ -114,6 +125,7 @@ impl Reconciler {
     /// The runtime lost a worker: record how it ended, and give its jobs back.
     async fn lost(&mut self, id: &WorkerId, reason: &str, refreshed: bool, t: Millis) {
         let Some(mut w) = self.workers.remove(id) else { return };
+        self.calls.forget(id);
         // Reap stragglers of its process group (or container).
         if let Err(e) = self.runtime.stop(id, Duration::ZERO).await {
             tracing::debug!(worker = %id, error = %e, "reaping an ended worker");
@@ -133,18 +145,70 @@ impl Reconciler {
         self.meter.ended(w.rec);
     }
 
+    /// A drained worker goes to sleep: out of rotation (it already is), its sleep call made. It
+    /// is billed as sleeping from when the call answered.
+    async fn sleep(&mut self, id: &WorkerId, by_id: &HashMap<&EndpointId, &EndpointRecord>, t: Millis) {
+        let Some(w) = self.workers.get_mut(id) else { return };
+        let (Some(addr), Some(e)) = (w.addr, by_id.get(&w.rec.endpoint_id)) else { return };
+        let Some(path) = e.spec.sleep.sleep_path.clone() else { return };
+        advance(&mut w.rec, WorkerState::Sleeping);
+        w.rec.reason = Some("asleep (scaled down)".into());
+        w.since = t;
+        tracing::info!(worker = %id, "putting worker to sleep");
+        self.sig.logs.event(&w.rec.endpoint_id, Some(id), format!("worker going to sleep (POST {path})"));
+        self.calls.start(id, addr, &path, Kind::Sleep, SLEEP_TIMEOUT);
+        let rec = w.rec.clone();
+        self.save(&rec).await;
+    }
+
+    /// A sleeper is woken: starting again, its wake call made; ready once the call answered and
+    /// its health check passes.
+    async fn wake(&mut self, id: &WorkerId, by_id: &HashMap<&EndpointId, &EndpointRecord>, t: Millis) {
+        let Some(w) = self.workers.get_mut(id) else { return };
+        let (Some(addr), Some(e)) = (w.addr, by_id.get(&w.rec.endpoint_id)) else { return };
+        let Some(path) = e.spec.sleep.wake_path.clone() else { return };
+        let asleep_for = t.saturating_sub(w.since) / 1000;
+        // Billed as sleeping until now.
+        self.meter.transition(w.rec.clone(), t);
+        advance(&mut w.rec, WorkerState::Starting);
+        w.rec.reason = Some("waking".into());
+        w.rec.phase(Phase::WakeCalled, t);
+        w.since = t;
+        tracing::info!(worker = %id, "waking worker");
+        self.sig.logs.event(
+            &w.rec.endpoint_id,
+            Some(id),
+            format!("waking worker (asleep {asleep_for} s; POST {path})"),
+        );
+        let timeout = Duration::from_secs(u64::from(e.spec.timeouts.startup_timeout_secs));
+        self.calls.start(id, addr, &path, Kind::Wake, timeout);
+        let rec = w.rec.clone();
+        self.save(&rec).await;
+    }
+
     async fn ready(&mut self, id: &WorkerId, cold: bool, t: Millis) {
         let Some(w) = self.workers.get_mut(id) else { return };
         advance(&mut w.rec, WorkerState::Ready);
         w.rec.reason = None;
         w.rec.ready_at = Some(t);
         w.since = t;
+        w.rec.phase(Phase::Healthy, t);
         tracing::info!(worker = %id, endpoint = %w.rec.endpoint_id, "worker ready");
         let took = w.rec.launched_at.map_or(0, |l| t.saturating_sub(l));
         if cold {
             self.sig.timings.observe(&w.rec.endpoint_id, t.saturating_sub(w.rec.created_at) as f64 / 1000.0);
         }
-        self.sig.logs.event(&w.rec.endpoint_id, Some(id), format!("worker ready, {took} ms after launch"));
+        // The anatomy of the start (or wake) that just ended: its event and its histograms.
+        let woke = sluice_core::worker::woken(&w.rec.phases);
+        if cold || woke {
+            for (part, ms) in start_anatomy(w.rec.created_at, &w.rec.phases) {
+                self.sig.timings.phase(part, ms as f64 / 1000.0);
+            }
+        }
+        let line = describe_start(w.rec.created_at, &w.rec.phases)
+            .filter(|_| cold || woke)
+            .unwrap_or_else(|| format!("{took} ms after launch"));
+        self.sig.logs.event(&w.rec.endpoint_id, Some(id), format!("worker ready: {line}"));
         let rec = w.rec.clone();
         self.memory.failures.remove(&rec.endpoint_id);
         self.save(&rec).await;
@@ -165,6 +229,7 @@ impl Reconciler {
             launched_at: None,
             ready_at: None,
             stopped_at: None,
+            phases: Vec::new(),
         };
         self.save(&rec).await;
         self.workers.insert(id, Live { rec, addr: None, since: t, probe: None, unplaceable: false });
@@ -232,6 +297,13 @@ impl Reconciler {
                 Ok(l) => {
                     let probe = self.probe(pull, &id, l.addr, &path);
                     let Some(w) = self.workers.get_mut(&id) else { continue };
+                    // The anatomy: placed when this pass chose its GPUs, the image when the
+                    // runtime had it, started now.
+                    w.rec.phase(Phase::Placed, t);
+                    if let Some(at) = l.image_at {
+                        w.rec.phase(Phase::Image, at.max(t));
+                    }
+                    w.rec.phase(Phase::Started, now().max(t));
                     advance(&mut w.rec, WorkerState::Starting);
                     w.rec.reason = None;
                     w.rec.node = Some(alloc.node);
@@ -286,6 +358,7 @@ impl Reconciler {
         }
         for (rec, _) in &recs {
             self.sig.pull.retire(&rec.id);
+            self.calls.forget(&rec.id);
         }
         let runtime = self.runtime.clone();
         join_all(recs.iter().filter(|(_, r)| *r).map(|(rec, _)| {

@@ -10,6 +10,7 @@
 //!   handled; then `publish.rs` hands the gateway its routing table and the API its counts, and
 //!   [`Meter`] accrues usage.
 mod apply;
+mod calls;
 mod publish;
 
 use std::{
@@ -25,7 +26,9 @@ use sluice_core::{
     EndpointId, EndpointStatus, Millis, WorkerId, WorkerState,
     keys::Scope,
     placement::Node,
-    reconcile::{Adoption, Gone, Health, Intent, Memory, Observed, Remembered, Worker, adopt, plan},
+    reconcile::{
+        Adoption, Gone, Headcount, Health, Intent, Memory, Observed, Remembered, SleepPolicy, Worker, adopt, plan,
+    },
     routing::EndpointTraffic,
 };
 use sluice_runtime::WorkerRuntime;
@@ -102,6 +105,8 @@ pub struct Reconciler {
     last_table: Arc<RouteTable>,
     meter: Meter,
     scalers: Scalers,
+    /// Sleep and wake calls on workers.
+    calls: Arc<calls::Calls>,
     tick: Duration,
     passes: u64,
 }
@@ -116,13 +121,16 @@ impl Reconciler {
         metering: MeteringConfig,
     ) -> Self {
         let meter = Meter::new(store.clone(), metering, sig.logs.clone(), sig.webhooks.clone(), sig.wake.clone());
+        let probe_client = health::client();
+        let calls = calls::Calls::new(probe_client.clone(), sig.wake.clone());
         Reconciler {
+            calls,
             store,
             runtime,
             plane,
             nodes,
             sig,
-            probe_client: health::client(),
+            probe_client,
             workers: HashMap::new(),
             memory: Memory::default(),
             last_table: Arc::default(),
@@ -198,8 +206,11 @@ impl Reconciler {
                     let (Some(mut rec), Some(obs)) = (records.remove(&worker), observed.get(&worker)) else { continue };
                     let (Some(e), Some(addr)) = (endpoints.get(&rec.endpoint_id), obs.addr) else { continue };
                     tracing::info!(worker = %rec.id, endpoint = %rec.endpoint_id, %addr, "adopting worker from the previous run");
-                    rec.state = WorkerState::Starting;
-                    rec.reason = Some(sluice_core::reconcile::ADOPTED.into());
+                    // A sleeper stays asleep; any other is probed back to ready.
+                    if rec.state != WorkerState::Sleeping {
+                        rec.state = WorkerState::Starting;
+                        rec.reason = Some(sluice_core::reconcile::ADOPTED.into());
+                    }
                     rec.port = Some(addr.port());
                     rec.pid = obs.pid;
                     self.store.upsert_worker(&rec).await?;
@@ -326,6 +337,21 @@ impl Reconciler {
             .collect();
         let unhealthy =
             self.workers.keys().filter_map(|id| Some((id.clone(), self.sig.pull.unhealthy_reason(id)?))).collect();
+        // Sleep and wake calls: the phases they reached go into the records.
+        let (calls, reached) = self.calls.observe();
+        for (id, phase, at) in reached {
+            let Some(w) = self.workers.get_mut(&id) else { continue };
+            if phase == sluice_core::worker::Phase::Slept {
+                // Billed awake until it fell asleep.
+                self.meter.transition(w.rec.clone(), at);
+                self.sig.logs.event(&w.rec.endpoint_id, Some(&id), "worker asleep");
+            }
+            w.rec.phase(phase, at);
+            let rec = w.rec.clone();
+            if let Err(e) = self.store.upsert_worker(&rec).await {
+                tracing::warn!(worker = %id, error = %e, "could not record a worker's phase");
+            }
+        }
         let none = EndpointTraffic::default();
         let workers: Vec<Worker> = self
             .workers
@@ -344,15 +370,16 @@ impl Reconciler {
             memory: Some(&self.memory),
             nodes: &self.nodes,
             ping_ms: self.sig.pull.ping_ms,
+            calls,
         };
         let intents: Vec<Intent> = endpoints.iter().map(intent).collect();
         let by_id: HashMap<&EndpointId, &EndpointRecord> = endpoints.iter().map(|e| (&e.id, e)).collect();
 
         // Plan (the autoscaler is asked inside, with the counts after this pass's health changes).
         let scalers = &mut self.scalers;
-        let mut desire = |i: &Intent, live: u32, ready: u32| {
+        let mut desire = |i: &Intent, count: Headcount| {
             let e = by_id[&i.id];
-            scalers.desired(i, &e.spec.scaling(), traffic.get(&i.id).unwrap_or(&none), live, ready, t)
+            scalers.desired(i, &e.spec.scaling(), traffic.get(&i.id).unwrap_or(&none), count, t)
         };
         let plan = plan(&intents, &obs, t, &mut desire, &mut || WorkerId::generate(new_id()));
         drop(obs);
@@ -405,6 +432,10 @@ fn intent(e: &EndpointRecord) -> Intent {
         execution_timeout_secs: e.spec.timeouts.execution_timeout_secs,
         health_path: e.spec.health_check_path.clone(),
         pull: is_pull(e),
+        sleep: e.spec.sleep.enabled().then(|| SleepPolicy {
+            max_sleeping: e.spec.sleep.max_sleeping,
+            ttl_ms: u64::from(e.spec.sleep.sleep_ttl_secs) * 1000,
+        }),
     }
 }
 

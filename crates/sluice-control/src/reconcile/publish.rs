@@ -46,7 +46,13 @@ impl Reconciler {
                 at_max: mine.iter().filter(|w| w.rec.state.is_live()).count() as u32 >= e.spec.workers.max_workers,
                 workers: ready
                     .iter()
-                    .filter_map(|w| Some(WorkerRoute { id: w.rec.id.clone(), addr: w.addr?.to_string() }))
+                    .filter_map(|w| {
+                        Some(WorkerRoute {
+                            id: w.rec.id.clone(),
+                            addr: w.addr?.to_string(),
+                            woken: sluice_core::worker::woken(&w.rec.phases),
+                        })
+                    })
                     .collect(),
             });
             let tr = traffic.get(&e.id);
@@ -62,6 +68,7 @@ impl Reconciler {
                     WorkerState::Starting => c.starting += 1,
                     WorkerState::Ready => c.ready += 1,
                     WorkerState::Draining => c.draining += 1,
+                    WorkerState::Sleeping => c.sleeping += 1,
                     _ => {}
                 }
                 if w.rec.generation != e.generation && w.rec.state.has_runtime() {

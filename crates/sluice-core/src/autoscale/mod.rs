@@ -177,6 +177,8 @@ pub struct MetricsSnapshot {
     pub ready: u32,
     /// Workers wanted and not yet stopped (pending + starting + ready).
     pub provisioned: u32,
+    /// Workers asleep: a scale-up wakes these (a fraction of a cold start) before it starts any.
+    pub sleeping: u32,
 }
 
 impl MetricsSnapshot {
@@ -243,6 +245,9 @@ pub struct DecisionInputs {
     pub oldest_wait_ms: u64,
     pub ready: u32,
     pub provisioned: u32,
+    /// Workers asleep when it was made (decisions recorded before sleeping existed: 0).
+    #[serde(default)]
+    pub sleeping: u32,
 }
 
 fn ceil_div(a: u64, b: u64) -> u64 {
@@ -314,6 +319,10 @@ pub fn decide(p: &ScalingPolicy, state: &mut ScalerState, snap: &MetricsSnapshot
         state.changes.pop_front();
     }
     state.target = target;
+    if target > previous && snap.sleeping > 0 {
+        let woken = snap.sleeping.min(target - previous);
+        reason = format!("{reason}; {woken} of them woken from sleep");
+    }
     Decision {
         target,
         reason,
@@ -328,6 +337,7 @@ pub fn decide(p: &ScalingPolicy, state: &mut ScalerState, snap: &MetricsSnapshot
             oldest_wait_ms: snap.oldest_wait_ms,
             ready: snap.ready,
             provisioned: snap.provisioned,
+            sleeping: snap.sleeping,
         },
     }
 }

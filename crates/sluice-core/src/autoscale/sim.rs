@@ -3,6 +3,10 @@
 //! seeded), the gateway's queueing rules (bounded FIFO queue with a wait timeout, a hard
 //! per-worker concurrency cap) and per-second GPU metering.
 //!
+//! With sleeping workers (issue 17), a worker the scaler removes sleeps instead of stopping
+//! while fewer than `max_sleeping` sleep; a scale-up wakes sleepers (the wake time, not a cold
+//! start) before it starts any; sleeping seconds are metered at their own rate.
+//!
 //! Idle time costs nothing to simulate: when nothing is in flight, queued or starting and the
 //! scaler has been at rest for its longest window, the clock jumps to the next arrival.
 use std::{
@@ -114,10 +118,24 @@ pub fn parse_cold_starts(text: &str) -> Result<ColdStart, FieldError> {
     Ok(ColdStart::Empirical { samples_ms: samples })
 }
 
+/// Sleeping workers in a simulation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimSleep {
+    pub max_sleeping: u32,
+    /// How long a wake takes (fixed, or drawn from samples like cold starts).
+    pub wake: ColdStart,
+    /// A sleeper is stopped this long after it went to sleep.
+    pub ttl_ms: u64,
+    /// Price of one sleeping GPU-second.
+    pub usd_per_gpu_second: f64,
+}
+
 #[derive(Debug, Clone)]
 pub struct SimConfig {
     pub policy: ScalingPolicy,
     pub cold_start: ColdStart,
+    /// Workers sleep instead of stopping (`None`: they stop).
+    pub sleep: Option<SimSleep>,
     /// Gateway queue capacity and wait timeout.
     pub queue_capacity: usize,
     pub queue_timeout_ms: u64,
@@ -140,7 +158,12 @@ pub struct SimResult {
     pub p95_s: f64,
     pub p99_s: f64,
     pub cold_start_hits: u64,
+    /// Requests that waited for a sleeping worker to wake (counted in `cold_start_hits` too).
+    pub wake_hits: u64,
+    pub wakes: u64,
     pub gpu_seconds: f64,
+    /// GPU-seconds asleep (metered at the sleeping rate; not in `gpu_seconds`).
+    pub sleeping_gpu_seconds: f64,
     pub cost_usd: f64,
     pub busy_fraction: f64,
     pub scale_events: u64,
@@ -149,10 +172,36 @@ pub struct SimResult {
 
 struct Worker {
     ready_at: u64,
+    /// Start of its current awake stretch.
     started_at: u64,
     busy: u32,
     draining: bool,
     stopped_at: Option<u64>,
+    /// Asleep since (it is not provisioned while asleep).
+    asleep_since: Option<u64>,
+    /// Closed stretches: (from, to, asleep).
+    stretches: Vec<(u64, u64, bool)>,
+    /// Its latest start was a wake.
+    woken: bool,
+}
+
+impl Worker {
+    fn new(now: u64, ready_at: u64) -> Worker {
+        Worker {
+            ready_at,
+            started_at: now,
+            busy: 0,
+            draining: false,
+            stopped_at: None,
+            asleep_since: None,
+            stretches: Vec::new(),
+            woken: false,
+        }
+    }
+
+    fn serving(&self) -> bool {
+        !self.draining && self.stopped_at.is_none() && self.asleep_since.is_none()
+    }
 }
 
 struct Queued {
@@ -206,13 +255,58 @@ impl<'a> Endpoint<'a> {
         self.cfg.policy.concurrency_per_worker
     }
 
+    fn wake_time(&mut self) -> u64 {
+        match self.cfg.sleep.as_ref().map(|s| &s.wake) {
+            Some(ColdStart::Fixed { ms }) => *ms,
+            Some(ColdStart::Empirical { samples_ms }) => {
+                let n = samples_ms.len() as u64;
+                samples_ms[(self.rng.next() % n) as usize]
+            }
+            None => 0,
+        }
+    }
+
+    fn sleeping(&self) -> u32 {
+        self.workers.iter().filter(|w| w.asleep_since.is_some() && w.stopped_at.is_none()).count() as u32
+    }
+
+    /// A drained worker: asleep while there is room, else stopped.
+    fn retire(&mut self, i: usize, now: u64) {
+        let room = self.cfg.sleep.as_ref().is_some_and(|s| self.sleeping() < s.max_sleeping);
+        let w = &mut self.workers[i];
+        if room {
+            w.stretches.push((w.started_at, now, false));
+            w.draining = false;
+            w.asleep_since = Some(now);
+        } else {
+            w.stopped_at = Some(now);
+        }
+    }
+
+    /// Sleepers past their time stop.
+    fn expire_sleepers(&mut self, now: u64) {
+        let Some(ttl) = self.cfg.sleep.as_ref().map(|s| s.ttl_ms) else { return };
+        for w in &mut self.workers {
+            if let Some(since) = w.asleep_since
+                && w.stopped_at.is_none()
+                && now.saturating_sub(since) >= ttl
+            {
+                w.stretches.push((since, now, true));
+                w.asleep_since = None;
+                w.stopped_at = Some(now);
+                // Nothing awake is open any more: its last awake stretch closed when it slept.
+                w.started_at = now;
+            }
+        }
+    }
+
     /// A ready, non-draining worker with a free slot: the least busy (least outstanding).
     fn free_worker(&self, now: u64) -> Option<usize> {
         let cap = self.cap();
         self.workers
             .iter()
             .enumerate()
-            .filter(|(_, w)| !w.draining && w.stopped_at.is_none() && w.ready_at <= now && w.busy < cap)
+            .filter(|(_, w)| w.serving() && w.ready_at <= now && w.busy < cap)
             .min_by_key(|(_, w)| w.busy)
             .map(|(i, _)| i)
     }
@@ -234,7 +328,7 @@ impl<'a> Endpoint<'a> {
     }
 
     fn provisioned(&self) -> u32 {
-        self.workers.iter().filter(|w| !w.draining && w.stopped_at.is_none()).count() as u32
+        self.workers.iter().filter(|w| w.serving()).count() as u32
     }
 
     fn tick(&mut self, now: u64) {
@@ -243,11 +337,12 @@ impl<'a> Endpoint<'a> {
             self.queue.pop_front();
             self.out.rejected_timeout += 1;
         }
+        self.expire_sleepers(now);
         // One pass over the workers for all three figures.
         let (mut in_flight, mut ready, mut provisioned) = (0u64, 0u32, 0u32);
         for w in &self.workers {
             in_flight += u64::from(w.busy);
-            if !w.draining && w.stopped_at.is_none() {
+            if w.serving() {
                 provisioned += 1;
                 ready += u32::from(w.ready_at <= now);
             }
@@ -259,6 +354,7 @@ impl<'a> Endpoint<'a> {
             oldest_wait_ms: self.queue.front().map_or(0, |q| now - q.arrival),
             ready,
             provisioned,
+            sleeping: self.sleeping(),
         };
         let before = self.state.target;
         let d = decide(&self.cfg.policy, &mut self.state, &snap, Millis(now));
@@ -272,22 +368,32 @@ impl<'a> Endpoint<'a> {
     /// Moves the provisioned count (`have`, counted by the caller) to `target`.
     fn apply(&mut self, target: u32, now: u64, have: u32) {
         if target > have {
+            // Sleepers first, most recently asleep first; cold starts for the rest.
+            let mut asleep: Vec<usize> = (0..self.workers.len())
+                .filter(|&i| self.workers[i].asleep_since.is_some() && self.workers[i].stopped_at.is_none())
+                .collect();
+            asleep.sort_by_key(|&i| Reverse(self.workers[i].asleep_since));
+            let mut woken = asleep.into_iter();
             for _ in have..target {
+                if let Some(i) = woken.next() {
+                    let wake = self.wake_time();
+                    let w = &mut self.workers[i];
+                    let since = w.asleep_since.take().unwrap_or(now);
+                    w.stretches.push((since, now, true));
+                    w.started_at = now;
+                    w.ready_at = now + wake;
+                    w.woken = true;
+                    self.readying.push(Reverse(now + wake));
+                    self.out.wakes += 1;
+                    continue;
+                }
                 let cs = self.cold_start();
                 self.readying.push(Reverse(now + cs));
-                self.workers.push(Worker {
-                    ready_at: now + cs,
-                    started_at: now,
-                    busy: 0,
-                    draining: false,
-                    stopped_at: None,
-                });
+                self.workers.push(Worker::new(now, now + cs));
             }
         } else if target < have {
             // Remove starting workers first, then the least busy ready ones; they drain.
-            let mut order: Vec<usize> = (0..self.workers.len())
-                .filter(|&i| !self.workers[i].draining && self.workers[i].stopped_at.is_none())
-                .collect();
+            let mut order: Vec<usize> = (0..self.workers.len()).filter(|&i| self.workers[i].serving()).collect();
             order.sort_by_key(|&i| {
                 (self.workers[i].ready_at <= now, self.workers[i].busy, Reverse(self.workers[i].started_at))
             });
@@ -295,7 +401,12 @@ impl<'a> Endpoint<'a> {
                 let w = &mut self.workers[i];
                 w.draining = true;
                 if w.busy == 0 {
-                    w.stopped_at = Some(now);
+                    // A worker still starting stops; only one that served may sleep.
+                    if w.ready_at > now {
+                        w.stopped_at = Some(now);
+                    } else {
+                        self.retire(i, now);
+                    }
                 }
             }
         }
@@ -305,7 +416,7 @@ impl<'a> Endpoint<'a> {
         let w = &mut self.workers[i];
         w.busy -= 1;
         if w.draining && w.busy == 0 {
-            w.stopped_at = Some(now);
+            self.retire(i, now);
         }
         self.out.completed += 1;
         self.last_done = self.last_done.max(now);
@@ -322,9 +433,10 @@ impl<'a> Endpoint<'a> {
             self.out.rejected_queue_full += 1;
             return;
         }
-        self.out.cold_start_hits += u64::from(
-            self.workers.iter().any(|w| w.stopped_at.is_none() && w.ready_at > now) || self.provisioned() == 0,
-        );
+        let starting = self.workers.iter().any(|w| w.serving() && w.ready_at > now);
+        let waking = self.workers.iter().any(|w| w.serving() && w.ready_at > now && w.woken);
+        self.out.cold_start_hits += u64::from(starting || self.provisioned() == 0);
+        self.out.wake_hits += u64::from(waking || (self.provisioned() == 0 && self.sleeping() > 0));
         self.queue.push_back(Queued { arrival: r.arrival_ms, service: r.service_ms });
         if self.provisioned() == 0 {
             // The gateway asks for a worker at once instead of waiting for the next tick.
@@ -335,12 +447,12 @@ impl<'a> Endpoint<'a> {
     fn idle(&self, now: u64) -> bool {
         self.queue.is_empty()
             && self.running.is_empty()
-            && self.workers.iter().all(|w| w.stopped_at.is_some() || w.ready_at <= now)
+            && self.workers.iter().all(|w| !w.serving() || w.ready_at <= now)
     }
 }
 
 /// Runs one endpoint's requests.
-fn run_endpoint(cfg: &SimConfig, reqs: &[TraceRequest], seed: u64) -> (SimResult, Vec<u64>, u128, u64) {
+fn run_endpoint(cfg: &SimConfig, reqs: &[TraceRequest], seed: u64) -> (SimResult, Vec<u64>, u128, (u64, u64)) {
     let mut ep = Endpoint {
         cfg,
         rng: Rng(seed),
@@ -406,13 +518,24 @@ fn run_endpoint(cfg: &SimConfig, reqs: &[TraceRequest], seed: u64) -> (SimResult
     // Workers are metered until they stop or the last request is done, whichever comes first,
     // so every policy is charged over the same horizon.
     let horizon = ep.last_done.max(end_of_trace);
-    let worker_ms: u64 = ep.retired_ms
-        + ep.workers
-            .iter()
-            .map(|w| w.stopped_at.unwrap_or(horizon).min(horizon).saturating_sub(w.started_at))
-            .sum::<u64>();
+    // Every stretch capped at the horizon: closed ones, then the open one (awake until it
+    // stopped, or asleep since it went to sleep).
+    let capped = |from: u64, to: u64| to.min(horizon).saturating_sub(from);
+    let (mut worker_ms, mut asleep_ms) = (ep.retired_ms, 0u64);
+    for w in &ep.workers {
+        for &(from, to, asleep) in &w.stretches {
+            *(if asleep { &mut asleep_ms } else { &mut worker_ms }) += capped(from, to);
+        }
+        match (w.asleep_since, w.stopped_at) {
+            (Some(since), None) => asleep_ms += capped(since, horizon),
+            (None, end) if w.stretches.last().is_none_or(|s| s.1 <= w.started_at) => {
+                worker_ms += capped(w.started_at, end.unwrap_or(horizon));
+            }
+            _ => {}
+        }
+    }
     let lat = std::mem::take(&mut ep.latencies);
-    (ep.out, lat, ep.busy_slot_ms, worker_ms)
+    (ep.out, lat, ep.busy_slot_ms, (worker_ms, asleep_ms))
 }
 
 fn percentile(sorted: &[u64], p: f64) -> f64 {
@@ -429,6 +552,7 @@ pub fn simulate(cfg: &SimConfig, trace: &Trace) -> SimResult {
     let mut all = Vec::new();
     let mut busy: u128 = 0;
     let mut worker_ms: u128 = 0;
+    let mut asleep_ms: u128 = 0;
     let mut span_ms = 0u64;
     for (n, (_, reqs)) in trace.endpoints.iter().enumerate() {
         let (r, lat, b, w) = run_endpoint(cfg, reqs, cfg.seed.wrapping_add(n as u64));
@@ -437,10 +561,13 @@ pub fn simulate(cfg: &SimConfig, trace: &Trace) -> SimResult {
         total.rejected_queue_full += r.rejected_queue_full;
         total.rejected_timeout += r.rejected_timeout;
         total.cold_start_hits += r.cold_start_hits;
+        total.wake_hits += r.wake_hits;
+        total.wakes += r.wakes;
         total.scale_events += r.scale_events;
         all.extend(lat);
         busy += b;
-        worker_ms += u128::from(w);
+        worker_ms += u128::from(w.0);
+        asleep_ms += u128::from(w.1);
         span_ms = span_ms.max(reqs.last().map_or(0, |r| r.arrival_ms));
     }
     all.sort_unstable();
@@ -449,7 +576,9 @@ pub fn simulate(cfg: &SimConfig, trace: &Trace) -> SimResult {
     total.p95_s = percentile(&all, 95.0);
     total.p99_s = percentile(&all, 99.0);
     total.gpu_seconds = (worker_ms as f64 / 1000.0) * f64::from(cfg.gpus_per_worker);
-    total.cost_usd = total.gpu_seconds * cfg.usd_per_gpu_second;
+    total.sleeping_gpu_seconds = (asleep_ms as f64 / 1000.0) * f64::from(cfg.gpus_per_worker);
+    total.cost_usd = total.gpu_seconds * cfg.usd_per_gpu_second
+        + total.sleeping_gpu_seconds * cfg.sleep.as_ref().map_or(0.0, |s| s.usd_per_gpu_second);
     let slot_ms = worker_ms as f64 * f64::from(cfg.policy.concurrency_per_worker);
     total.busy_fraction = if slot_ms > 0.0 { busy as f64 / slot_ms } else { 0.0 };
     let hours = (span_ms as f64 / 3_600_000.0).max(1.0 / 60.0);
@@ -466,6 +595,7 @@ mod tests {
         SimConfig {
             policy: ScalingPolicy::new(preset, 0, 10, cpw),
             cold_start: ColdStart::Fixed { ms: cold_ms },
+            sleep: None,
             queue_capacity: 1000,
             queue_timeout_ms: 600_000,
             gpus_per_worker: 1,
@@ -550,5 +680,34 @@ mod tests {
         assert_eq!(r.completed, 2);
         // One worker for three days.
         assert!(r.gpu_seconds > 259_000.0, "{r:?}");
+    }
+
+    #[test]
+    fn sleepers_turn_cold_starts_into_wakes_for_sleeping_seconds() {
+        // Bursts five minutes apart: the scaler goes to zero between them, so every burst
+        // starts cold, or wakes a sleeper.
+        let reqs: Vec<TraceRequest> = (0..120u64)
+            .flat_map(|b| (0..4u64).map(move |k| TraceRequest { arrival_ms: b * 300_000 + k * 10, service_ms: 1000 }))
+            .collect();
+        let trace = Trace { endpoints: vec![(String::new(), reqs)] };
+        let cold = simulate(&cfg(Preset::Default, 8, 30_000), &trace);
+        let mut c = cfg(Preset::Default, 8, 30_000);
+        c.sleep = Some(SimSleep {
+            max_sleeping: 1,
+            wake: ColdStart::Fixed { ms: 300 },
+            ttl_ms: 3_600_000,
+            usd_per_gpu_second: 0.0001,
+        });
+        let warm = simulate(&c, &trace);
+        assert_eq!((cold.wakes, cold.sleeping_gpu_seconds), (0, 0.0));
+        assert_eq!(warm.wakes, 119, "every burst after the first wakes the sleeper: {warm:?}");
+        assert!(warm.p99_s < 2.0 && cold.p99_s > 30.0, "{} vs {}", warm.p99_s, cold.p99_s);
+        assert!(warm.sleeping_gpu_seconds > 1000.0, "{warm:?}");
+        assert_eq!(warm.completed, cold.completed);
+        // A short TTL stops the sleeper before the next burst: cold again.
+        c.sleep.as_mut().unwrap().ttl_ms = 60_000;
+        let expired = simulate(&c, &trace);
+        assert_eq!(expired.wakes, 0);
+        assert!(expired.p99_s > 30.0);
     }
 }

@@ -35,6 +35,7 @@ fn check_scaling(p: &ScalingPolicy, trace: &str, until_s: u64) -> String {
             oldest_wait_ms: 0,
             ready: r.unwrap_or(st.target),
             provisioned: st.target,
+            sleeping: 0,
         };
         let before = st.target;
         let dec = decide(p, &mut st, &snap, Millis(sec * 1000));
@@ -118,8 +119,15 @@ fn ray_serve_waits_30_s_up_and_600_s_down() {
 #[test]
 fn signals_compute_need() {
     let st = ScalerState::default();
-    let snap =
-        MetricsSnapshot { in_flight: 30, waiting: 11, arrivals: 90, oldest_wait_ms: 5_000, ready: 3, provisioned: 3 };
+    let snap = MetricsSnapshot {
+        in_flight: 30,
+        waiting: 11,
+        arrivals: 90,
+        oldest_wait_ms: 5_000,
+        ready: 3,
+        provisioned: 3,
+        sleeping: 0,
+    };
     let mut p = policy(Preset::Default, 0, 100, 10);
     p.target = 10;
     assert_eq!(raw_need(&p, &st, &snap, Millis(0)), 5);
@@ -169,6 +177,7 @@ fn properties_bounds_and_seed_rate_limit_hold_for_random_loads() {
                 oldest_wait_ms: if demand > cap { 3000 } else { 0 },
                 ready: st.target,
                 provisioned: st.target,
+                sleeping: 0,
             };
             let d = decide(&p, &mut st, &snap, Millis(sec * 1000));
             assert!(d.target >= min && d.target <= max, "{preset:?} {d:?}");

@@ -47,6 +47,11 @@ pub struct EndpointDraft {
     pub queue_timeout_secs: Option<i64>,
     /// 0 clears the limit.
     pub max_requests_per_minute: Option<i64>,
+    /// Sleeping workers: "" clears a path.
+    pub sleep_path: Option<String>,
+    pub wake_path: Option<String>,
+    pub max_sleeping: Option<i64>,
+    pub sleep_ttl_secs: Option<i64>,
 }
 
 impl EndpointDraft {
@@ -94,7 +99,11 @@ impl EndpointDraft {
             scale_down_max_percent,
             queue_capacity,
             queue_timeout_secs,
-            max_requests_per_minute
+            max_requests_per_minute,
+            sleep_path,
+            wake_path,
+            max_sleeping,
+            sleep_ttl_secs
         );
         self
     }
@@ -140,6 +149,10 @@ impl EndpointSpec {
             queue_capacity: Some(self.limits.queue_capacity.into()),
             queue_timeout_secs: Some(self.limits.queue_timeout_secs.into()),
             max_requests_per_minute: Some(self.limits.max_requests_per_minute.map_or(0, i64::from)),
+            sleep_path: Some(self.sleep.sleep_path.clone().unwrap_or_default()),
+            wake_path: Some(self.sleep.wake_path.clone().unwrap_or_default()),
+            max_sleeping: Some(self.sleep.max_sleeping.into()),
+            sleep_ttl_secs: Some(self.sleep.sleep_ttl_secs.into()),
         }
     }
 }

@@ -297,6 +297,46 @@ pub struct Limits {
     pub max_requests_per_minute: Option<u32>,
 }
 
+/// Sleeping workers (issue 17): a scaled-down worker is put to sleep (an HTTP call on it, e.g.
+/// vLLM's `POST /sleep?level=1`) instead of stopped, and a scale-up wakes it (`POST /wake_up`)
+/// before starting anything cold. Off when `max_sleeping` is 0 (the default).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sleep {
+    /// POSTed to put a worker to sleep (a query string is sent as given).
+    #[serde(default)]
+    pub sleep_path: Option<String>,
+    /// POSTed to wake it.
+    #[serde(default)]
+    pub wake_path: Option<String>,
+    /// How many of its workers may sleep at once (0: none).
+    #[serde(default)]
+    pub max_sleeping: u32,
+    /// A worker asleep this long since it went to sleep is stopped.
+    #[serde(default = "default_sleep_ttl")]
+    pub sleep_ttl_secs: u32,
+}
+
+/// An hour: long enough to cover the gaps of a bursty day, short enough that a forgotten
+/// endpoint gives its host memory back.
+pub const DEFAULT_SLEEP_TTL_SECS: u32 = 3600;
+
+fn default_sleep_ttl() -> u32 {
+    DEFAULT_SLEEP_TTL_SECS
+}
+
+impl Default for Sleep {
+    fn default() -> Self {
+        Sleep { sleep_path: None, wake_path: None, max_sleeping: 0, sleep_ttl_secs: DEFAULT_SLEEP_TTL_SECS }
+    }
+}
+
+impl Sleep {
+    /// Whether workers may sleep.
+    pub fn enabled(&self) -> bool {
+        self.max_sleeping > 0 && self.sleep_path.is_some() && self.wake_path.is_some()
+    }
+}
+
 /// A validated endpoint specification. Build it with [`EndpointSpec::validate`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EndpointSpec {
@@ -325,6 +365,8 @@ pub struct EndpointSpec {
     pub autoscale: Autoscale,
     #[serde(flatten)]
     pub limits: Limits,
+    #[serde(flatten)]
+    pub sleep: Sleep,
 }
 
 fn default_job_path() -> String {

@@ -319,3 +319,70 @@ fn overlay_and_roundtrip() {
         (Preset::Knative, 7, 50)
     );
 }
+
+#[test]
+fn sleeping_workers_need_both_paths_fit_in_max_workers_and_are_not_for_pull_workers() {
+    let on = |d: &mut EndpointDraft| {
+        d.max_workers = Some(3);
+        d.max_sleeping = Some(1);
+        d.sleep_path = Some("/sleep?level=1".into());
+        d.wake_path = Some("/wake_up".into());
+    };
+    check(on, None);
+    let s = {
+        let mut d = draft();
+        on(&mut d);
+        EndpointSpec::validate(d, &ctx()).unwrap()
+    };
+    assert!(s.sleep.enabled());
+    assert_eq!(
+        (s.sleep.sleep_path.as_deref(), s.sleep.sleep_ttl_secs),
+        (Some("/sleep?level=1"), DEFAULT_SLEEP_TTL_SECS)
+    );
+    // Off by default, and stored specs without the fields read as off.
+    assert!(!EndpointSpec::validate(draft(), &ctx()).unwrap().sleep.enabled());
+    let mut json = serde_json::to_value(&s).unwrap();
+    for k in ["sleep_path", "wake_path", "max_sleeping", "sleep_ttl_secs"] {
+        json.as_object_mut().unwrap().remove(k);
+    }
+    assert_eq!(serde_json::from_value::<EndpointSpec>(json).unwrap().sleep, Sleep::default());
+    // (edit, field named)
+    type Edit = fn(&mut EndpointDraft);
+    let cases: [(Edit, &str); 9] = [
+        (|d| d.sleep_path = None, "sleep_path"),
+        (|d| d.wake_path = Some(String::new()), "wake_path"),
+        (|d| d.sleep_path = Some("sleep".into()), "sleep_path"),
+        (|d| d.wake_path = Some("/wake up".into()), "wake_path"),
+        (|d| d.sleep_path = Some("/a/../b".into()), "sleep_path"),
+        (|d| d.max_sleeping = Some(4), "max_sleeping"),
+        (|d| d.max_sleeping = Some(-1), "max_sleeping"),
+        (|d| d.sleep_ttl_secs = Some(5), "sleep_ttl_secs"),
+        (
+            |d| {
+                d.kind = Some("queue".into());
+                d.delivery = Some("pull".into());
+            },
+            "max_sleeping",
+        ),
+    ];
+    for (edit, field) in cases {
+        check(
+            |d| {
+                on(d);
+                edit(d);
+            },
+            Some(field),
+        );
+    }
+    // A push queue may sleep; an update that turns it off clears it.
+    check(
+        |d| {
+            on(d);
+            d.kind = Some("queue".into());
+            d.delivery = Some("push".into());
+        },
+        None,
+    );
+    let off = s.to_draft().overlay(EndpointDraft { max_sleeping: Some(0), ..Default::default() });
+    assert!(!EndpointSpec::validate(off, &ctx()).unwrap().sleep.enabled());
+}

@@ -67,6 +67,56 @@ fn validate_env(env: &BTreeMap<String, String>) -> Result<(), FieldError> {
 }
 
 /// Checks an absolute path made of plain components (no `.`/`..`, no empty components).
+/// The sleeping-worker settings: both paths when sleep is on, a count within `max_workers`, and
+/// never for pull workers (RunPod's SDK has no sleep call; they are stopped as before).
+fn validate_sleep(
+    sleep_path: &Option<String>,
+    wake_path: &Option<String>,
+    max_sleeping: Option<i64>,
+    ttl: Option<i64>,
+    max_workers: i64,
+    mode: &Mode,
+) -> Result<Sleep, FieldError> {
+    let path = |field: &str, p: &Option<String>| -> Result<Option<String>, FieldError> {
+        match p.as_deref() {
+            None | Some("") => Ok(None),
+            Some(p) => {
+                if p.chars().any(char::is_whitespace) {
+                    return Err(FieldError::new(field, "must not contain whitespace"));
+                }
+                let only_path = p.split_once('?').map_or(p, |(path, _)| path);
+                validate_abs_path(field, only_path, true)?;
+                if p.len() > 1024 {
+                    return Err(FieldError::new(field, "must be at most 1024 bytes"));
+                }
+                Ok(Some(p.to_owned()))
+            }
+        }
+    };
+    let sleep_path = path("sleep_path", sleep_path)?;
+    let wake_path = path("wake_path", wake_path)?;
+    let max_sleeping = range("max_sleeping", max_sleeping, 0, 0, 100)? as u32;
+    let sleep_ttl_secs = range("sleep_ttl_secs", ttl, i64::from(DEFAULT_SLEEP_TTL_SECS), 10, 7 * 86_400)? as u32;
+    if max_sleeping > 0 {
+        if i64::from(max_sleeping) > max_workers {
+            return Err(FieldError::new("max_sleeping", "must not exceed max_workers (sleepers count against it)"));
+        }
+        if mode.is_pull() {
+            return Err(FieldError::new(
+                "max_sleeping",
+                "workers that take jobs with RunPod's worker protocol (delivery pull) cannot sleep; use delivery push or an HTTP endpoint",
+            ));
+        }
+        if sleep_path.is_none() {
+            return Err(FieldError::new("sleep_path", "is required when max_sleeping is above 0"));
+        }
+        if wake_path.is_none() {
+            return Err(FieldError::new("wake_path", "is required when max_sleeping is above 0"));
+        }
+    }
+    Ok(Sleep { sleep_path, wake_path, max_sleeping, sleep_ttl_secs })
+}
+
 fn validate_abs_path(field: &str, p: &str, allow_root: bool) -> Result<(), FieldError> {
     if !p.starts_with('/') {
         return Err(FieldError::new(field, "must be an absolute path starting with '/'"));
@@ -308,6 +358,7 @@ impl EndpointSpec {
             (EndpointKind::Queue, Delivery::Pull) => Mode::QueuePull,
             (EndpointKind::Queue, Delivery::Push) => Mode::QueuePush { job_path },
         };
+        let sleep = validate_sleep(&d.sleep_path, &d.wake_path, d.max_sleeping, d.sleep_ttl_secs, max_workers, &mode)?;
         Ok(EndpointSpec {
             name,
             image,
@@ -344,6 +395,7 @@ impl EndpointSpec {
                 queue_timeout_secs,
                 max_requests_per_minute,
             },
+            sleep,
         })
     }
 }

@@ -37,6 +37,19 @@ pub const MAX_LAUNCH_FAILURES: u32 = 5;
 /// The reason an adopted worker carries until it is ready again (not a cold start).
 pub const ADOPTED: &str = "adopted after platform restart";
 
+/// The reason of a worker drained because its endpoint scaled down: the only drain that may
+/// end in sleep rather than a stop.
+pub const SCALED_DOWN: &str = "scaled down";
+
+/// How an endpoint's workers sleep (issue 17).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SleepPolicy {
+    /// How many may sleep at once.
+    pub max_sleeping: u32,
+    /// A sleeper is stopped this long after it went to sleep.
+    pub ttl_ms: u64,
+}
+
 /// What an endpoint wants, from the store and the autoscaler.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Intent {
@@ -57,6 +70,8 @@ pub struct Intent {
     pub health_path: String,
     /// Its workers take jobs with RunPod's protocol: their health is their heartbeat.
     pub pull: bool,
+    /// Its scaled-down workers sleep instead of stopping (`None`: they stop).
+    pub sleep: Option<SleepPolicy>,
 }
 
 /// What a worker's health source says (an HTTP probe, a heartbeat, or the runtime's readiness).
@@ -103,6 +118,16 @@ pub enum Gone {
     Vanished,
 }
 
+/// A sleep or wake call on a worker, as far as it has gone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Call {
+    /// The wake call has not answered yet: the worker is not ready, whatever its health says
+    /// (a sleeping engine still answers its health check).
+    Waking,
+    /// The last call (sleep or wake) failed; the reason.
+    Failed(String),
+}
+
 /// Per endpoint, what earlier passes learned: failures in a row (the crash back-off) and
 /// launches the runtime refused in a row.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -132,6 +157,8 @@ pub struct Observed<'a> {
     pub nodes: &'a [Node],
     /// How often pull workers ping (for the reasons recorded).
     pub ping_ms: u64,
+    /// Sleep and wake calls in progress or failed, by worker.
+    pub calls: HashMap<WorkerId, Call>,
 }
 
 /// One thing to do, with its reason.
@@ -159,6 +186,11 @@ pub enum Action {
     Wait { worker: WorkerId, reason: String, unplaceable: bool },
     /// Launch a pending worker on this node with these GPUs.
     Launch { worker: WorkerId, allocation: Allocation },
+    /// A drained worker goes to sleep instead of stopping (its sleep call is made).
+    Sleep { worker: WorkerId },
+    /// A sleeper is woken for a scale-up (its wake call is made; it is starting until the call
+    /// answered and its health check passes).
+    Wake { worker: WorkerId },
 }
 
 /// The actions of one pass, in the order they apply, and the count each endpoint wanted.
@@ -168,17 +200,25 @@ pub struct Plan {
     pub desired: HashMap<EndpointId, u32>,
 }
 
-/// How many workers an endpoint should have, asked once per endpoint per pass with its live
-/// (pending, starting, ready) and ready workers as they are after the pass's health changes:
-/// the autoscaler in the control plane (0 for an endpoint that is not running), a table in
-/// tests.
-pub trait Desire {
-    fn desired(&mut self, endpoint: &Intent, live: u32, ready: u32) -> u32;
+/// An endpoint's workers as [`Desire`] is told of them, after the pass's health changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Headcount {
+    /// Pending, starting and ready.
+    pub live: u32,
+    pub ready: u32,
+    /// Asleep, and wakeable (not stopping in this pass).
+    pub sleeping: u32,
 }
 
-impl<F: FnMut(&Intent, u32, u32) -> u32> Desire for F {
-    fn desired(&mut self, endpoint: &Intent, live: u32, ready: u32) -> u32 {
-        self(endpoint, live, ready)
+/// How many workers an endpoint should have, asked once per endpoint per pass: the autoscaler
+/// in the control plane (0 for an endpoint that is not running), a table in tests.
+pub trait Desire {
+    fn desired(&mut self, endpoint: &Intent, count: Headcount) -> u32;
+}
+
+impl<F: FnMut(&Intent, Headcount) -> u32> Desire for F {
+    fn desired(&mut self, endpoint: &Intent, count: Headcount) -> u32 {
+        self(endpoint, count)
     }
 }
 
@@ -240,11 +280,47 @@ pub fn plan(
             stops.push(((*id).clone(), WorkerState::Stopped, "refresh_worker: replaced after its job".into()));
             continue;
         }
-        let Some(h) = slot.w.health else { continue };
         let intent = by_id.get(&slot.w.endpoint);
+        // A failed sleep stops the worker as if it had not been asked to sleep; a failed wake
+        // stops it too, and the endpoint's count makes a fresh one.
+        match (obs.calls.get(*id), slot.state) {
+            (Some(Call::Failed(why)), WorkerState::Sleeping) => {
+                stops.push(((*id).clone(), WorkerState::Stopped, format!("sleep failed ({why}); stopped instead")));
+                continue;
+            }
+            (Some(Call::Failed(why)), WorkerState::Starting) => {
+                stops.push(((*id).clone(), WorkerState::Failed, format!("wake failed: {why}")));
+                continue;
+            }
+            _ => {}
+        }
+        if slot.state == WorkerState::Sleeping {
+            // A deleted endpoint's sleepers stop with its other workers (below).
+            let Some(intent) = intent else { continue };
+            let h = slot.w.health.unwrap_or_default();
+            let path = intent.health_path.as_str();
+            match intent.sleep {
+                _ if h.failures >= UNHEALTHY_AFTER => stops.push((
+                    (*id).clone(),
+                    WorkerState::Failed,
+                    format!("asleep, and its health check {path} failing: removed, not replaced"),
+                )),
+                None => stops.push(((*id).clone(), WorkerState::Stopped, "sleep turned off for its endpoint".into())),
+                Some(p) if now.saturating_sub(slot.w.since) >= p.ttl_ms => stops.push((
+                    (*id).clone(),
+                    WorkerState::Stopped,
+                    format!("asleep for {} s (sleep_ttl_secs)", p.ttl_ms / 1000),
+                )),
+                Some(_) => {}
+            }
+            continue;
+        }
+        let Some(h) = slot.w.health else { continue };
         let startup = intent.map_or(600, |i| i.startup_timeout_secs);
         let pull = intent.is_some_and(|i| i.pull);
         match slot.state {
+            // A woken worker is ready once its wake call answered, not before.
+            WorkerState::Starting if h.healthy && obs.calls.get(*id) == Some(&Call::Waking) => {}
             WorkerState::Starting if h.healthy => {
                 actions.push(Action::Ready { worker: (*id).clone(), cold: !slot.w.was_ready && !slot.w.adopted });
                 slot.state = WorkerState::Ready;
@@ -284,11 +360,23 @@ pub fn plan(
         groups.entry(&slot.w.endpoint).or_default().push(slot);
     }
     let mut creates: Vec<(EndpointId, usize)> = Vec::new();
+    let mut wakes: Vec<WorkerId> = Vec::new();
+    let stopping: HashSet<WorkerId> = stops.iter().map(|(id, _, _)| id.clone()).collect();
     for e in intents {
         let mine = groups.get(&e.id).map_or(&[][..], Vec::as_slice);
         let live = mine.iter().filter(|s| s.state.is_live()).count() as u32;
         let ready = mine.iter().filter(|s| s.state == WorkerState::Ready).count() as u32;
-        let desired = desire.desired(e, live, ready);
+        // Sleepers of this version that are not being stopped, most recently asleep first.
+        let mut asleep: Vec<&&Slot> =
+            mine.iter().filter(|s| s.state == WorkerState::Sleeping && !stopping.contains(&s.w.id)).collect();
+        for s in asleep.iter().filter(|s| s.w.generation != e.generation || !e.running) {
+            let why = if e.running { "replaced by a new version of the endpoint" } else { "endpoint stopped" };
+            stops.push((s.w.id.clone(), WorkerState::Stopped, why.into()));
+        }
+        asleep.retain(|s| s.w.generation == e.generation && e.running);
+        asleep.sort_by(|a, b| b.w.since.cmp(&a.w.since).then(a.w.id.cmp(&b.w.id)));
+        let count = Headcount { live, ready, sleeping: asleep.len() as u32 };
+        let desired = desire.desired(e, count);
         desired_by.insert(e.id.clone(), desired);
         let brief = |s: &&&Slot| WorkerBrief {
             id: s.w.id.clone(),
@@ -325,17 +413,33 @@ pub fn plan(
             }
         }
         if current.len() > desired as usize {
-            let why = if e.running { "scaled down" } else { "endpoint stopped" };
+            let why = if e.running { SCALED_DOWN } else { "endpoint stopped" };
             let briefs: Vec<WorkerBrief> = current.iter().map(brief).collect();
             for id in pick_for_removal(&briefs, current.len() - desired as usize) {
                 stops.push((id, WorkerState::Stopped, why.into()));
             }
         } else if current.len() < desired as usize && !rolling {
-            creates.push((e.id.clone(), desired as usize - current.len()));
+            // Sleepers first (most recently asleep first), then cold starts for the rest.
+            let need = desired as usize - current.len();
+            let woken = need.min(asleep.len());
+            wakes.extend(asleep.iter().take(woken).map(|s| s.w.id.clone()));
+            if need > woken {
+                creates.push((e.id.clone(), need - woken));
+            }
         }
     }
-    for slot in slots.values().filter(|s| !s.ended && s.state.is_live() && !by_id.contains_key(&s.w.endpoint)) {
+    for slot in slots.values().filter(|s| {
+        !s.ended && (s.state.is_live() || s.state == WorkerState::Sleeping) && !by_id.contains_key(&s.w.endpoint)
+    }) {
         stops.push((slot.w.id.clone(), WorkerState::Stopped, "endpoint deleted".into()));
+    }
+    let mut growing: HashSet<EndpointId> = creates.iter().map(|(e, _)| e.clone()).collect();
+    for id in wakes {
+        if let Some(slot) = slots.get_mut(&id) {
+            growing.insert(slot.w.endpoint.clone());
+            actions.push(Action::Wake { worker: id });
+            slot.state = WorkerState::Starting;
+        }
     }
 
     // 4. Removals: a ready worker asked to stop drains; any other live one stops now. A drained
@@ -354,17 +458,39 @@ pub fn plan(
         if slot.state == WorkerState::Ready && state == WorkerState::Stopped {
             actions.push(Action::Drain { worker: id, reason });
             slot.state = WorkerState::Draining;
-        } else if slot.state.is_live() {
+        } else if slot.state.is_live() || slot.state == WorkerState::Sleeping {
             actions.push(Action::Stop { worker: id, state, reason });
             slot.ended = true;
         }
+    }
+    // Sleepers per endpoint as they stand now, for the drains that may end in sleep. An
+    // endpoint starting workers in this pass puts none to sleep (it would be woken, or its GPUs
+    // taken, at once).
+    let mut sleeping: HashMap<&EndpointId, u32> = HashMap::new();
+    for slot in slots.values().filter(|s| !s.ended && s.state == WorkerState::Sleeping) {
+        *sleeping.entry(&slot.w.endpoint).or_default() += 1;
     }
     for (id, slot) in slots.iter_mut() {
         if slot.ended || slot.w.state != WorkerState::Draining || slot.w.since >= now {
             continue;
         }
-        let timeout = by_id.get(&slot.w.endpoint).map_or(600, |i| i.execution_timeout_secs);
+        let intent = by_id.get(&slot.w.endpoint);
+        let timeout = intent.map_or(600, |i| i.execution_timeout_secs);
         if drain_complete(slot.w.since, now, slot.w.in_flight, timeout) {
+            // A worker drained because its endpoint scaled down sleeps while there is room.
+            let room = intent
+                .filter(|i| i.running && i.generation == slot.w.generation && !growing.contains(&i.id))
+                .and_then(|i| i.sleep)
+                .is_some_and(|p| {
+                    slot.w.reason.as_deref() == Some(SCALED_DOWN)
+                        && sleeping.get(&slot.w.endpoint).copied().unwrap_or(0) < p.max_sleeping
+                });
+            if room {
+                actions.push(Action::Sleep { worker: (*id).clone() });
+                slot.state = WorkerState::Sleeping;
+                *sleeping.entry(&slot.w.endpoint).or_default() += 1;
+                continue;
+            }
             let reason = slot.w.reason.clone().unwrap_or_else(|| "drained".into());
             actions.push(Action::Stop { worker: (*id).clone(), state: WorkerState::Stopped, reason });
             slot.ended = true;
@@ -389,6 +515,13 @@ pub fn plan(
     let allocated: Vec<Allocation> =
         slots.values().filter(|s| !s.ended && s.state.has_runtime()).filter_map(|s| s.w.allocation.clone()).collect();
     let mut placer = Placer::new(obs.nodes, &allocated);
+    // Sleepers whose GPUs a start may take, longest asleep first (never one being woken).
+    let mut reclaimable: Vec<(WorkerId, Millis, Allocation)> = slots
+        .values()
+        .filter(|s| !s.ended && s.state == WorkerState::Sleeping && s.w.state == WorkerState::Sleeping)
+        .filter_map(|s| Some((s.w.id.clone(), s.w.since, s.w.allocation.clone()?)))
+        .collect();
+    reclaimable.sort_by(|a, b| a.1.cmp(&b.1).then(a.0.cmp(&b.0)));
     let mut forgotten: HashSet<&EndpointId> = HashSet::new();
     for (id, ep, _, _) in &pending {
         let Some(e) = by_id.get(ep) else { continue };
@@ -420,7 +553,32 @@ pub fn plan(
         }
         match placer.place(&e.data_center, &e.gpu_type, e.gpus_per_worker) {
             Ok(allocation) => actions.push(Action::Launch { worker: id.clone(), allocation }),
-            Err(reason) => actions.push(wait(reason, true)),
+            Err(reason) => {
+                // Sleeping never blocks a real start: stop the longest-sleeping worker whose GPUs
+                // make room, if one does.
+                let freed = reclaimable.iter().position(|(_, _, a)| {
+                    placer.release(a);
+                    let fits = placer.fits(&e.data_center, &e.gpu_type, e.gpus_per_worker);
+                    placer.reserve(a);
+                    fits
+                });
+                let placed = freed.map(|i| reclaimable.remove(i)).and_then(|(sleeper, _, a)| {
+                    placer.release(&a);
+                    let allocation = placer.place(&e.data_center, &e.gpu_type, e.gpus_per_worker).ok()?;
+                    Some((sleeper, allocation))
+                });
+                match placed {
+                    Some((sleeper, allocation)) => {
+                        actions.push(Action::Stop {
+                            worker: sleeper,
+                            state: WorkerState::Stopped,
+                            reason: format!("asleep; stopped to free its GPUs for a worker of endpoint {ep}"),
+                        });
+                        actions.push(Action::Launch { worker: id.clone(), allocation });
+                    }
+                    None => actions.push(wait(reason, true)),
+                }
+            }
         }
     }
     Plan { actions, desired: desired_by }

@@ -27,8 +27,33 @@ fn ep(name: &str, desired: u32) -> (Intent, u32) {
         execution_timeout_secs: 600,
         health_path: "/health".into(),
         pull: false,
+        sleep: None,
     };
     (i, desired)
+}
+
+/// `ep` whose workers may sleep (at most `max` at once, for a minute).
+fn sleepy(name: &str, desired: u32, max: u32) -> (Intent, u32) {
+    let (mut i, d) = ep(name, desired);
+    i.sleep = Some(SleepPolicy { max_sleeping: max, ttl_ms: 60_000 });
+    (i, d)
+}
+
+/// A sleeping worker of `e` holding GPU `gpu`, asleep since `since` ms.
+fn asleep(name: &str, e: &str, gpu: u32, since: u64) -> Worker {
+    let mut x = w(name, e, WorkerState::Sleeping, gpu);
+    x.since = Millis(since);
+    x.was_ready = true;
+    x.health = Some(Health { healthy: true, failures: 0 });
+    x
+}
+
+/// A drained worker of `e` (drained because it scaled down) holding GPU `gpu`.
+fn drained(name: &str, e: &str, gpu: u32) -> Worker {
+    let mut x = w(name, e, WorkerState::Draining, gpu);
+    x.reason = Some(SCALED_DOWN.into());
+    x.was_ready = true;
+    x
 }
 
 /// `ep` with changes to the intent.
@@ -88,6 +113,8 @@ fn render(p: &Plan) -> Vec<String> {
             Action::Launch { worker, allocation } => {
                 format!("launch {worker} on {} {:?}", allocation.node, allocation.gpus)
             }
+            Action::Sleep { worker } => format!("sleep {worker}"),
+            Action::Wake { worker } => format!("wake {worker}"),
         })
         .collect()
 }
@@ -131,7 +158,7 @@ fn check(c: Case) -> Option<String> {
     };
     let want: HashMap<EndpointId, u32> = c.intents.iter().map(|(i, d)| (i.id.clone(), *d)).collect();
     let intents: Vec<Intent> = c.intents.into_iter().map(|(i, _)| i).collect();
-    let mut desire = |i: &Intent, _live: u32, _ready: u32| want[&i.id];
+    let mut desire = |i: &Intent, _: Headcount| want[&i.id];
     let got = render(&plan(&intents, &obs, Millis(c.now), &mut desire, &mut new_id));
     (got != c.expect).then(|| format!("case {:?}\n  got:  {got:#?}\n  want: {:#?}", c.name, c.expect))
 }
@@ -431,6 +458,145 @@ fn plans() {
             ..Default::default()
         },
         Case {
+            name: "sleep: a worker drained for a scale-down sleeps instead of stopping",
+            intents: vec![sleepy("e", 0, 1)],
+            workers: vec![drained("d", "e", 0)],
+            expect: &["sleep d"],
+            ..Default::default()
+        },
+        Case {
+            name: "sleep: at most max_sleeping sleep; the rest stop as before",
+            intents: vec![sleepy("e", 0, 1)],
+            workers: vec![asleep("z", "e", 2, 5_000), drained("d", "e", 0)],
+            expect: &["stop d as stopped: scaled down"],
+            ..Default::default()
+        },
+        Case {
+            name: "sleep: a worker drained for a new version or a stop never sleeps",
+            intents: vec![ep_with("e", 0, |i| {
+                i.sleep = Some(SleepPolicy { max_sleeping: 2, ttl_ms: 60_000 });
+                i.running = false;
+            })],
+            workers: vec![{
+                let mut x = drained("d", "e", 0);
+                x.reason = Some("endpoint stopped".into());
+                x
+            }],
+            expect: &["stop d as stopped: endpoint stopped"],
+            ..Default::default()
+        },
+        Case {
+            name: "wake: a scale-up wakes sleepers first, most recently asleep first, then cold-starts the rest",
+            intents: vec![sleepy("e", 3, 2)],
+            workers: vec![asleep("old", "e", 0, 1_000), asleep("new", "e", 1, 5_000)],
+            expect: &["wake new", "wake old", "create new1 for e", "launch new1 on n1 [2]"],
+            ..Default::default()
+        },
+        Case {
+            name: "wake: a woken worker is not ready until its wake call answered, however healthy",
+            intents: vec![sleepy("e", 1, 1)],
+            workers: vec![{
+                let mut x = w("a", "e", Starting, 0);
+                x.health = Some(Health { healthy: true, failures: 0 });
+                x.was_ready = true;
+                x
+            }],
+            tweak: |o| {
+                o.calls.insert(id("a"), Call::Waking);
+            },
+            ..Default::default()
+        },
+        Case {
+            name: "wake: answered and healthy: ready again, not a cold start",
+            intents: vec![sleepy("e", 1, 1)],
+            workers: vec![{
+                let mut x = w("a", "e", Starting, 0);
+                x.health = Some(Health { healthy: true, failures: 0 });
+                x.was_ready = true;
+                x
+            }],
+            expect: &["ready a"],
+            ..Default::default()
+        },
+        Case {
+            name: "wake failed: the worker fails (a fresh one comes with the next pass's count)",
+            intents: vec![sleepy("e", 1, 1)],
+            workers: vec![{
+                let mut x = w("a", "e", Starting, 0);
+                x.was_ready = true;
+                x
+            }],
+            tweak: |o| {
+                o.calls.insert(id("a"), Call::Failed("POST /wake_up answered 500".into()));
+            },
+            expect: &["stop a as failed: wake failed: POST /wake_up answered 500"],
+            ..Default::default()
+        },
+        Case {
+            name: "sleep failed: stopped as it would have been",
+            intents: vec![sleepy("e", 0, 1)],
+            workers: vec![asleep("z", "e", 0, 9_000)],
+            tweak: |o| {
+                o.calls.insert(id("z"), Call::Failed("no answer within 60 s".into()));
+            },
+            expect: &["stop z as stopped: sleep failed (no answer within 60 s); stopped instead"],
+            ..Default::default()
+        },
+        Case {
+            name: "a sleeper past sleep_ttl_secs stops; a sleeper whose health fails is removed, not replaced",
+            intents: vec![sleepy("e", 0, 2)],
+            workers: vec![asleep("ttl", "e", 0, 0), {
+                let mut x = asleep("sick", "e", 1, 9_000);
+                x.health = Some(Health { healthy: false, failures: 3 });
+                x
+            }],
+            now: 61_000,
+            expect: &[
+                "stop sick as failed: asleep, and its health check /health failing: removed, not replaced",
+                "stop ttl as stopped: asleep for 60 s (sleep_ttl_secs)",
+            ],
+            ..Default::default()
+        },
+        Case {
+            name: "sleepers of an older version, of a stopped, deleted or no-longer-sleepy endpoint stop",
+            intents: vec![
+                ep_with("v", 0, |i| {
+                    i.sleep = Some(SleepPolicy { max_sleeping: 1, ttl_ms: 60_000 });
+                    i.generation = 2;
+                }),
+                ep_with("s", 0, |i| {
+                    i.sleep = Some(SleepPolicy { max_sleeping: 1, ttl_ms: 60_000 });
+                    i.running = false;
+                }),
+                ep("off", 0),
+            ],
+            workers: vec![
+                asleep("a", "v", 0, 9_000),
+                asleep("b", "s", 1, 9_000),
+                asleep("c", "gone", 2, 9_000),
+                asleep("d", "off", 3, 9_000),
+            ],
+            expect: &[
+                "stop d as stopped: sleep turned off for its endpoint",
+                "stop a as stopped: replaced by a new version of the endpoint",
+                "stop b as stopped: endpoint stopped",
+                "stop c as stopped: endpoint deleted",
+            ],
+            ..Default::default()
+        },
+        Case {
+            name: "GPUs: a start that finds no room stops the longest-sleeping worker whose GPUs fit",
+            intents: vec![sleepy("e", 0, 2), ep("f", 1)],
+            workers: vec![asleep("young", "e", 0, 9_000), asleep("old", "e", 1, 1_000)],
+            gpus: 2,
+            expect: &[
+                "create new1 for f",
+                "stop old as stopped: asleep; stopped to free its GPUs for a worker of endpoint f",
+                "launch new1 on n1 [1]",
+            ],
+            ..Default::default()
+        },
+        Case {
             name: "GPUs of a worker stopped in this pass are free for a launch in the same pass",
             intents: vec![ep("e", 0), ep("f", 1)],
             workers: vec![w("s", "e", Starting, 0)],
@@ -441,6 +607,85 @@ fn plans() {
     ];
     let wrong: Vec<String> = cases.into_iter().filter_map(check).collect();
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+/// Property checks over generated states: sleepers never exceed `max_sleeping`, a wake is never
+/// chosen without a sleeper, and a start never waits while a sleeper's GPUs would let it in.
+#[test]
+fn sleeping_invariants_hold_over_many_states() {
+    use WorkerState::*;
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut rnd = |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    for case in 0..3000 {
+        let gpus = 1 + rnd(6) as u32;
+        let max = rnd(4) as u32;
+        let desired_e = rnd(5) as u32;
+        let desired_f = rnd(3) as u32;
+        let (ie, _) = if max > 0 { sleepy("e", desired_e, max) } else { ep("e", desired_e) };
+        let (i_f, _) = ep("f", desired_f);
+        let mut workers = Vec::new();
+        for (k, gpu) in (0..rnd(7).min(u64::from(gpus))).zip(0u32..) {
+            let st = [Ready, Draining, Sleeping, Starting][rnd(4) as usize];
+            let mut x = if st == Sleeping {
+                asleep(&format!("w{k}"), "e", gpu, rnd(9_000))
+            } else if st == Draining {
+                drained(&format!("w{k}"), "e", gpu)
+            } else {
+                w(&format!("w{k}"), "e", st, gpu)
+            };
+            x.since = Millis(rnd(9_000));
+            workers.push(x);
+        }
+        let sleepers_in = workers.iter().filter(|x| x.state == Sleeping).count();
+        let nodes = nodes(gpus);
+        let obs = Observed { workers: workers.clone(), nodes: &nodes, ping_ms: 1000, ..Default::default() };
+        let want: HashMap<EndpointId, u32> = [(eid("e"), desired_e), (eid("f"), desired_f)].into();
+        let mut n = 0;
+        let mut new_id = || {
+            n += 1;
+            id(&format!("new{n}"))
+        };
+        let mut desire = |i: &Intent, _: Headcount| want[&i.id];
+        let p = plan(&[ie.clone(), i_f.clone()], &obs, Millis(10_000), &mut desire, &mut new_id);
+        let (mut sleeps, mut wakes, mut stopped_sleepers) = (0usize, 0usize, 0usize);
+        for a in &p.actions {
+            match a {
+                Action::Sleep { .. } => sleeps += 1,
+                Action::Wake { worker } => {
+                    wakes += 1;
+                    assert!(
+                        workers.iter().any(|x| &x.id == worker && x.state == Sleeping),
+                        "case {case}: woke a non-sleeper"
+                    );
+                }
+                Action::Stop { worker, .. } if workers.iter().any(|x| &x.id == worker && x.state == Sleeping) => {
+                    stopped_sleepers += 1
+                }
+                _ => {}
+            }
+        }
+        let after = sleepers_in + sleeps - wakes - stopped_sleepers;
+        assert!(
+            after as u32 <= max.max(sleepers_in as u32),
+            "case {case}: {after} asleep after the pass, max_sleeping {max}: {:?}",
+            p.actions
+        );
+        if max == 0 {
+            assert_eq!(sleeps, 0, "case {case}: slept with sleep off");
+        }
+        // A start waits for room only when no sleeper's GPUs are left to take (one put to sleep
+        // in this pass is taken in the next, once its sleep call has answered).
+        let waiting_for_room = p.actions.iter().any(|a| matches!(a, Action::Wait { unplaceable: true, .. }));
+        if waiting_for_room {
+            let left = sleepers_in - wakes - stopped_sleepers;
+            assert_eq!(left, 0, "case {case}: a start waits while a sleeper holds GPUs: {:?}", p.actions);
+        }
+    }
 }
 
 #[test]

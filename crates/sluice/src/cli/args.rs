@@ -233,6 +233,19 @@ pub(super) struct SpecArgs {
     /// Queue endpoints: the worker path jobs are POSTed to (default /).
     #[arg(long)]
     job_path: Option<String>,
+    /// Sleeping workers: POSTed to put a scaled-down worker to sleep (e.g. vLLM's
+    /// "/sleep?level=1"; "" clears it).
+    #[arg(long)]
+    sleep_path: Option<String>,
+    /// POSTed to wake a sleeper (e.g. vLLM's "/wake_up"; "" clears it).
+    #[arg(long)]
+    wake_path: Option<String>,
+    /// How many workers may sleep at once (0: none).
+    #[arg(long)]
+    max_sleeping: Option<i64>,
+    /// A sleeper stops this long after it went to sleep (default 3600).
+    #[arg(long)]
+    sleep_ttl_secs: Option<i64>,
     #[command(flatten)]
     registry: RegistryArgs,
 }
@@ -284,7 +297,11 @@ impl SpecArgs {
             public,
             kind,
             delivery,
-            job_path
+            job_path,
+            sleep_path,
+            wake_path,
+            max_sleeping,
+            sleep_ttl_secs
         );
         if !self.env.is_empty() {
             let mut env = BTreeMap::new();

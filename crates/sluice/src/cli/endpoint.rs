@@ -23,8 +23,8 @@ pub(super) fn print_endpoint(v: &EndpointView) {
         (
             "workers",
             format!(
-                "{} ready, {} starting, {} pending, {} draining (desired {}; active {}, max {})",
-                w.ready, w.starting, w.pending, w.draining, w.desired, v.active_workers, v.max_workers
+                "{} ready, {} starting, {} pending, {} draining, {} sleeping (desired {}; active {}, max {})",
+                w.ready, w.starting, w.pending, w.draining, w.sleeping, w.desired, v.active_workers, v.max_workers
             ),
         ),
         ("gpus", format!("{} x {}", v.gpus_per_worker, v.gpu_type)),
@@ -53,6 +53,30 @@ pub(super) fn print_endpoint(v: &EndpointView) {
                 v.scale_down_delay_secs,
                 v.queue_capacity,
                 v.queue_timeout_secs
+            ),
+        ),
+        (
+            "sleep",
+            match (&v.sleep_path, &v.wake_path, v.max_sleeping) {
+                (Some(s), Some(w), n) if n > 0 => {
+                    format!("up to {n} asleep (POST {s}, wake POST {w}; stopped after {} s asleep)", v.sleep_ttl_secs)
+                }
+                _ => "off".into(),
+            },
+        ),
+        (
+            "certificate",
+            v.certificate.as_ref().map_or_else(
+                || "-".into(),
+                |c| {
+                    format!(
+                        "{} ({}; {}){}",
+                        c.state,
+                        c.source,
+                        cell(&c.expires_at),
+                        c.last_error.as_deref().map_or(String::new(), |e| format!(": {e}"))
+                    )
+                },
             ),
         ),
     ];
@@ -175,8 +199,8 @@ pub(super) async fn endpoint(conn: Conn, cmd: EndpointCmd) -> anyhow::Result<()>
                 println!("running requests                    {}", v.running_requests);
                 println!("queued requests                     {}", v.queued_requests);
                 println!(
-                    "workers                             {} ready, {} starting, {} pending, {} draining (desired {})",
-                    w.ready, w.starting, w.pending, w.draining, w.desired
+                    "workers                             {} ready, {} starting, {} pending, {} draining, {} sleeping (desired {})",
+                    w.ready, w.starting, w.pending, w.draining, w.sleeping, w.desired
                 );
             })?;
         }
@@ -195,11 +219,15 @@ pub(super) async fn endpoint(conn: Conn, cmd: EndpointCmd) -> anyhow::Result<()>
                             cell(&w.address),
                             cell(&w.pid),
                             w.created_at.clone(),
+                            cell(&w.start),
                             cell(&w.reason),
                         ]
                     })
                     .collect();
-                println!("{}", table::render(&["ID", "STATE", "GPUS", "ADDRESS", "PID", "CREATED", "REASON"], &rows));
+                println!(
+                    "{}",
+                    table::render(&["ID", "STATE", "GPUS", "ADDRESS", "PID", "CREATED", "LAST START", "REASON"], &rows)
+                );
             })?;
         }
     }

@@ -17,6 +17,7 @@ mod queue;
 mod reported;
 mod restart;
 mod runpod;
+mod sleep;
 mod split;
 mod support;
 mod surface;

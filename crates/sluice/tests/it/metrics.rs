@@ -120,6 +120,9 @@ async fn metrics_count_what_happened_and_parse_as_prometheus_text() {
     assert_eq!(value(&m, "sluice_workers_desired", &ep), Some(1.0));
     assert!(value(&m, "sluice_cold_start_duration_seconds_count", &ep).unwrap() >= 1.0);
     assert!(value(&m, "sluice_cold_start_duration_seconds_sum", &ep).unwrap() > 0.0);
+    // The anatomy of those starts: the model's load is most of a process start.
+    assert!(value(&m, "sluice_worker_start_phase_seconds_count", &[("phase", "load")]).unwrap() >= 1.0);
+    assert!(value(&m, "sluice_worker_start_phase_seconds_count", &[("phase", "start")]).unwrap() >= 1.0);
     // Jobs of the queue endpoint, usage and cost.
     assert_eq!(value(&m, "sluice_jobs", &[("endpoint", &q), ("state", "COMPLETED")]), Some(2.0));
     assert_eq!(value(&m, "sluice_jobs", &[("endpoint", &q), ("state", "IN_QUEUE")]), Some(0.0));
@@ -131,7 +134,7 @@ async fn metrics_count_what_happened_and_parse_as_prometheus_text() {
     // No per-request labels: every sample's labels come from a small fixed set.
     for s in &m {
         for k in s["labels"].as_object().unwrap().keys() {
-            assert!(["endpoint", "code", "limit", "fault", "state", "le"].contains(&k.as_str()), "label {k} on {s}");
+            assert!(["endpoint", "code", "limit", "fault", "state", "le", "phase"].contains(&k.as_str()), "label {k} on {s}");
         }
     }
 

@@ -129,6 +129,10 @@ impl ControlConfig {
     }
 }
 
+/// The GPUs' utilization as the driver reports it (NVML, with the `nvml` feature): percent by
+/// (node, GPU index). Empty without real GPUs; the `gpu_utilization` signal then estimates.
+pub type GpuUtil = Arc<ArcSwap<HashMap<(String, u32), u32>>>;
+
 /// State shared by the API handlers.
 pub struct AppState {
     pub store: Store,
@@ -162,6 +166,8 @@ pub struct AppState {
     pub certs: Arc<certs::Certs>,
     /// Job and low-credit notifications.
     pub webhooks: Arc<v2::webhook::Webhooks>,
+    /// GPU utilization from the driver, for `/metrics` and the `gpu_utilization` signal.
+    pub gpu_util: GpuUtil,
 }
 
 impl AppState {
@@ -207,6 +213,7 @@ impl Control {
         let state = Arc::new(AppState {
             certs,
             webhooks,
+            gpu_util: Arc::default(),
             pull,
             logs,
             plane: plane.clone(),
@@ -259,6 +266,11 @@ impl Control {
     /// RunPod's client API for queue endpoints, `/v2/{id}/…` (served on the gateway's address).
     pub fn v2_router(&self) -> axum::Router {
         v2::router(self.state.clone())
+    }
+
+    /// Where the GPUs' measured utilization goes (fed by whoever reads the driver).
+    pub fn gpu_util(&self) -> GpuUtil {
+        self.state.gpu_util.clone()
     }
 
     /// The HTTPS certificates (listed, kept in sync, issued).
@@ -317,6 +329,7 @@ impl Control {
                 timings: self.state.timings.clone(),
                 series: self.state.series.clone(),
                 webhooks: self.state.webhooks.clone(),
+                gpu_util: self.state.gpu_util.clone(),
             },
             self.state.cfg.metering.clone(),
         );

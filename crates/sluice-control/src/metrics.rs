@@ -284,6 +284,19 @@ async fn control_families(s: &mut Snapshot, st: &AppState) -> Result<(), sluice_
         "The parts of worker starts: placement, image, start (process or container), load (to the first health 200), and wake (wake call to ready).",
         Values::Histogram(st.timings.phases().into_iter().map(|(p, h)| (vec![("phase", p.to_owned())], h)).collect()),
     );
+    let util = st.gpu_util.load();
+    if !util.is_empty() {
+        let mut gauges: Vec<(Labels, i64)> = util
+            .iter()
+            .map(|((node, gpu), pct)| (vec![("node", node.clone()), ("gpu", gpu.to_string())], i64::from(*pct)))
+            .collect();
+        gauges.sort();
+        s.add(
+            "sluice_gpu_utilization_percent",
+            "GPU utilization as the driver reports it (NVML), percent, by node and GPU index.",
+            Values::Gauge(gauges),
+        );
+    }
     let (mut gpu_s, mut cost) = (Vec::new(), Vec::new());
     for (e, secs, nanos) in st.store.usage_totals().await? {
         gpu_s.push((vec![("endpoint", e.clone())], secs.max(0) as u64));

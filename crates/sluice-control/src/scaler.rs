@@ -36,6 +36,7 @@ impl Scalers {
         policy: &ScalingPolicy,
         tr: &EndpointTraffic,
         count: Headcount,
+        gpu_util_percent: Option<u32>,
         t: Millis,
     ) -> u32 {
         let Headcount { live, ready, sleeping } = count;
@@ -63,6 +64,7 @@ impl Scalers {
             ready,
             provisioned: live,
             sleeping,
+            gpu_util_percent,
         };
         sc.last_total = tr.requests_total;
         sc.last_eval = Some(t);

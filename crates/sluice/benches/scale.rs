@@ -113,6 +113,7 @@ async fn main() {
                 ready: per as u32,
                 provisioned: per as u32,
                 sleeping: 0,
+                gpu_util_percent: None,
             };
             std::hint::black_box(decide(p, s, &snap, now));
         }

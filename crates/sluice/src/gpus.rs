@@ -32,6 +32,37 @@ pub fn discover() -> Result<Vec<Discovered>, String> {
     Ok(out)
 }
 
+/// Reads every GPU's utilization from NVML once a second into `into`, keyed by (`node`, GPU
+/// index), for as long as the process runs (a thread of its own: NVML calls block).
+#[cfg(feature = "nvml")]
+pub fn sample_utilization(node: String, into: sluice_control::GpuUtil) {
+    use nvml_wrapper::Nvml;
+    let spawned = std::thread::Builder::new().name("sluice-nvml".into()).spawn(move || {
+        let nvml = match Nvml::init() {
+            Ok(n) => n,
+            Err(e) => return tracing::warn!(error = %e, "NVML unavailable: no GPU utilization"),
+        };
+        loop {
+            let mut now = std::collections::HashMap::new();
+            let n = nvml.device_count().unwrap_or(0);
+            for i in 0..n {
+                if let Ok(u) = nvml.device_by_index(i).and_then(|d| d.utilization_rates()) {
+                    now.insert((node.clone(), i), u.gpu);
+                }
+            }
+            into.store(std::sync::Arc::new(now));
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "could not start the GPU utilization sampler");
+    }
+}
+
+/// Without NVML there is nothing to sample.
+#[cfg(not(feature = "nvml"))]
+pub fn sample_utilization(_node: String, _into: sluice_control::GpuUtil) {}
+
 #[cfg(not(feature = "nvml"))]
 pub fn discover() -> Result<Vec<Discovered>, String> {
     Err("built without the `nvml` feature (cargo build --features nvml)".into())

@@ -428,6 +428,10 @@ pub async fn run_as(
         (None, None) => unreachable!("one of the two"),
     };
     let control = Control::with_waker(store.clone(), runtime, plane, ccfg, wake);
+    if real_gpus && let Some(node) = cfg.nodes.first() {
+        // This machine is the first node: its GPUs' utilization feeds the gpu_utilization signal.
+        crate::gpus::sample_utilization(node.name.clone(), control.gpu_util());
+    }
     // What earlier runs issued is served at once; every process keeps reading it (a standby's
     // API serves it too).
     let certs = control.certs();

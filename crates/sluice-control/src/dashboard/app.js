@@ -99,7 +99,7 @@ async function endpoint(id) {
     <dl class="figures" id="figures"></dl>
     <h2>Running requests</h2><div id="graph"></div>
     <h2>Workers</h2><div class="scroll"><table id="workers"><thead><tr><th>Worker</th><th>State</th>
-      <th class="num">Age</th><th>Reason</th></tr></thead><tbody></tbody></table></div>
+      <th class="num">Age</th><th>Last start</th><th>Reason</th></tr></thead><tbody></tbody></table></div>
     <h2>Scaling decisions</h2><div class="scroll"><table id="events"><thead><tr><th>When</th><th class="num">From → to</th>
       <th>Reason</th></tr></thead><tbody></tbody></table></div>
     <h2>Usage</h2><div class="scroll"><table id="usage"><thead><tr><th>Day</th><th class="num">GPU-seconds</th>
@@ -121,6 +121,7 @@ async function endpoint(id) {
         ["Max requests per minute", s.max_requests_per_minute ?? "unlimited"],
         ["Running requests", s.running_requests], ["Queued requests", s.queued_requests],
         ["Workers ready / desired", `${s.workers.ready} / ${s.workers.desired}`],
+        ["Workers asleep", e.max_sleeping ? `${e.workers.sleeping} of up to ${e.max_sleeping}` : "sleep off"],
         ["Latency p50 / p99", s.latency_p50_ms == null ? "–" : `${s.latency_p50_ms} / ${s.latency_p99_ms} ms`],
         ["429s (rate / concurrency)", `${s.rate_limited_total} / ${s.concurrency_limited_total}`],
         ["Requests", s.requests_total], ["Cost", usd(usage.total_cost_usd)]];
@@ -128,7 +129,7 @@ async function endpoint(id) {
       $("#graph").innerHTML = graph(series.points);
       $("#workers tbody").innerHTML = ws.workers.filter((w) => !["stopped", "failed"].includes(w.state) || Date.now() - Date.parse(w.created_at) < 600000)
         .map((w) => `<tr><td>${esc(w.id)}</td><td class="state-${esc(w.state)}">${esc(w.state)}</td>
-          <td class="num">${age(w.launched_at || w.created_at)}</td><td>${esc(w.reason)}</td></tr>`).join("");
+          <td class="num">${age(w.launched_at || w.created_at)}</td><td>${esc(w.start)}</td><td>${esc(w.reason)}</td></tr>`).join("");
       $("#events tbody").innerHTML = evs.events.map((x) => `<tr><td>${esc(x.at)}</td><td class="num">${x.from} → ${x.to}</td>
           <td>${esc(x.reason)}</td></tr>`).join("");
       $("#usage tbody").innerHTML = usage.rows.map((r) => `<tr><td>${esc(r.day)}</td><td class="num">${r.gpu_seconds}</td>

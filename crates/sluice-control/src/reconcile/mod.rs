@@ -90,6 +90,8 @@ pub struct Signals {
     pub series: Arc<crate::series::Series>,
     /// Low-credit notifications.
     pub webhooks: Arc<crate::v2::webhook::Webhooks>,
+    /// The GPUs' measured utilization (empty without real GPUs).
+    pub gpu_util: crate::GpuUtil,
 }
 
 pub struct Reconciler {
@@ -376,10 +378,12 @@ impl Reconciler {
         let by_id: HashMap<&EndpointId, &EndpointRecord> = endpoints.iter().map(|e| (&e.id, e)).collect();
 
         // Plan (the autoscaler is asked inside, with the counts after this pass's health changes).
+        let util = self.gpu_utilization();
         let scalers = &mut self.scalers;
         let mut desire = |i: &Intent, count: Headcount| {
             let e = by_id[&i.id];
-            scalers.desired(i, &e.spec.scaling(), traffic.get(&i.id).unwrap_or(&none), count, t)
+            let measured = util.get(&i.id).copied();
+            scalers.desired(i, &e.spec.scaling(), traffic.get(&i.id).unwrap_or(&none), count, measured, t)
         };
         let plan = plan(&intents, &obs, t, &mut desire, &mut || WorkerId::generate(new_id()));
         drop(obs);
@@ -415,6 +419,29 @@ impl Reconciler {
             self.sig.series.retain(|id| by_id.contains_key(id));
         }
         Ok(())
+    }
+}
+
+impl Reconciler {
+    /// Each endpoint's mean GPU utilization over its ready workers' GPUs, where the driver
+    /// reports them.
+    fn gpu_utilization(&self) -> HashMap<EndpointId, u32> {
+        let util = self.sig.gpu_util.load();
+        if util.is_empty() {
+            return HashMap::new();
+        }
+        let mut sums: HashMap<EndpointId, (u64, u64)> = HashMap::new();
+        for w in self.workers.values().filter(|w| w.rec.state == WorkerState::Ready) {
+            let Some(node) = &w.rec.node else { continue };
+            for g in &w.rec.gpus {
+                if let Some(u) = util.get(&(node.clone(), *g)) {
+                    let s = sums.entry(w.rec.endpoint_id.clone()).or_default();
+                    s.0 += u64::from(*u);
+                    s.1 += 1;
+                }
+            }
+        }
+        sums.into_iter().map(|(e, (sum, n))| (e, (sum / n.max(1)) as u32)).collect()
     }
 }
 

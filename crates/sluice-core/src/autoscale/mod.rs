@@ -179,6 +179,9 @@ pub struct MetricsSnapshot {
     pub provisioned: u32,
     /// Workers asleep: a scale-up wakes these (a fraction of a cold start) before it starts any.
     pub sleeping: u32,
+    /// The mean utilization of the ready workers' GPUs, as the driver reports it (NVML), when
+    /// known: what the `gpu_utilization` signal reads (else it estimates from busy slots).
+    pub gpu_util_percent: Option<u32>,
 }
 
 impl MetricsSnapshot {
@@ -248,6 +251,9 @@ pub struct DecisionInputs {
     /// Workers asleep when it was made (decisions recorded before sleeping existed: 0).
     #[serde(default)]
     pub sleeping: u32,
+    /// The GPUs' measured utilization, when the signal read it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_util_percent: Option<u32>,
 }
 
 fn ceil_div(a: u64, b: u64) -> u64 {
@@ -280,6 +286,9 @@ pub fn raw_need(p: &ScalingPolicy, st: &ScalerState, s: &MetricsSnapshot, now: M
             let slots = u64::from(s.ready) * u64::from(p.concurrency_per_worker);
             if slots == 0 {
                 u64::from(s.demand() > 0)
+            } else if let Some(util) = s.gpu_util_percent {
+                // Measured: as many workers as keep the mean at the target.
+                ceil_div(u64::from(s.ready) * u64::from(util), t).max(u64::from(s.demand() > 0))
             } else {
                 // Busy slots (plus the queue) at the target utilization.
                 ceil_div((s.in_flight + s.waiting) * 100, u64::from(p.concurrency_per_worker) * t)
@@ -338,6 +347,7 @@ pub fn decide(p: &ScalingPolicy, state: &mut ScalerState, snap: &MetricsSnapshot
             ready: snap.ready,
             provisioned: snap.provisioned,
             sleeping: snap.sleeping,
+            gpu_util_percent: snap.gpu_util_percent,
         },
     }
 }

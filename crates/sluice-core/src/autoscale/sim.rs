@@ -355,6 +355,7 @@ impl<'a> Endpoint<'a> {
             ready,
             provisioned,
             sleeping: self.sleeping(),
+            gpu_util_percent: None,
         };
         let before = self.state.target;
         let d = decide(&self.cfg.policy, &mut self.state, &snap, Millis(now));

@@ -36,6 +36,7 @@ fn check_scaling(p: &ScalingPolicy, trace: &str, until_s: u64) -> String {
             ready: r.unwrap_or(st.target),
             provisioned: st.target,
             sleeping: 0,
+            gpu_util_percent: None,
         };
         let before = st.target;
         let dec = decide(p, &mut st, &snap, Millis(sec * 1000));
@@ -127,6 +128,7 @@ fn signals_compute_need() {
         ready: 3,
         provisioned: 3,
         sleeping: 0,
+        gpu_util_percent: None,
     };
     let mut p = policy(Preset::Default, 0, 100, 10);
     p.target = 10;
@@ -143,6 +145,11 @@ fn signals_compute_need() {
     p.signal = Signal::GpuUtilization;
     p.target = 80;
     assert_eq!(raw_need(&p, &st, &snap, Millis(0)), 6);
+    // Measured by the driver: 3 ready workers at 100 % for an 80 % target need 4; at 20 %, 1.
+    let measured = |u| MetricsSnapshot { gpu_util_percent: Some(u), ..snap };
+    assert_eq!(raw_need(&p, &st, &measured(100), Millis(0)), 4);
+    assert_eq!(raw_need(&p, &st, &measured(20), Millis(0)), 1);
+    assert_eq!(raw_need(&p, &st, &MetricsSnapshot { in_flight: 0, waiting: 0, ..measured(0) }, Millis(0)), 0);
 }
 
 /// A tiny deterministic generator for property checks (no extra dependency).
@@ -178,6 +185,7 @@ fn properties_bounds_and_seed_rate_limit_hold_for_random_loads() {
                 ready: st.target,
                 provisioned: st.target,
                 sleeping: 0,
+                gpu_util_percent: None,
             };
             let d = decide(&p, &mut st, &snap, Millis(sec * 1000));
             assert!(d.target >= min && d.target <= max, "{preset:?} {d:?}");

@@ -134,7 +134,10 @@ async fn metrics_count_what_happened_and_parse_as_prometheus_text() {
     // No per-request labels: every sample's labels come from a small fixed set.
     for s in &m {
         for k in s["labels"].as_object().unwrap().keys() {
-            assert!(["endpoint", "code", "limit", "fault", "state", "le", "phase"].contains(&k.as_str()), "label {k} on {s}");
+            assert!(
+                ["endpoint", "code", "limit", "fault", "state", "le", "phase"].contains(&k.as_str()),
+                "label {k} on {s}"
+            );
         }
     }
 

@@ -20,7 +20,7 @@ fn containers(label: &str) -> Vec<String> {
 }
 
 /// Starts `sluice up --runtime docker` with its demo endpoint and returns the demo's id and image.
-async fn start_docker(dir: tempfile::TempDir) -> (Platform, String, String) {
+pub(crate) async fn start_docker(dir: tempfile::TempDir) -> (Platform, String, String) {
     let p = Platform::start_in(dir, &["--runtime", "docker"]).await;
     let list = p.api_call(Method::GET, "/v1/endpoints", None).await.json();
     let demo = list["endpoints"].as_array().unwrap().iter().find(|e| e["name"] == "demo").expect("demo").clone();

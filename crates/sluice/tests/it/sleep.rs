@@ -255,3 +255,35 @@ async fn sleep_settings_are_validated_and_refused_for_pull_workers() {
     let (ok, out, _) = cli(&p, &["endpoint", "get", e["id"].as_str().unwrap()]);
     assert!(ok && out.contains("up to 1 asleep (POST /sleep?level=1, wake POST /wake_up"), "{out} {id}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_sleeps_and_wakes_like_a_process() {
+    let (p, _, image) = crate::docker::start_docker(tempfile::tempdir().unwrap()).await;
+    let id = p
+        .create(sleepy(json!({
+            "image": image, "start_command": "exec /sluice demo-worker --host 0.0.0.0", "http_port": 9000,
+            "name": "boxed", "env": {"DEMO_STARTUP_DELAY_MS": "1000", "DEMO_WAKE_DELAY_MS": "200"},
+        })))
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = p.get(&id, "/").await;
+    assert_eq!(r.status, StatusCode::OK);
+    let worker = r.json()["worker"].as_str().unwrap().to_owned();
+    let asleep = until_state(&p, &id, "sleeping", 60).await;
+    assert_eq!(asleep["id"], worker.as_str());
+    // The container keeps running while its worker sleeps.
+    let running = std::process::Command::new("docker")
+        .args(["ps", "-q", "--filter", &format!("label=io.sluice.worker={worker}")])
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&running.stdout).trim().is_empty(), "its container still runs");
+    // The anatomy of a container start has its image phase.
+    assert!(phases(&asleep).contains(&"image".to_owned()), "{asleep}");
+    let r = p.get(&id, "/again").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json()["worker"], worker.as_str());
+    assert!(r.headers["x-sluice-wait"].to_str().unwrap().starts_with("wake; "));
+    p.stop();
+}

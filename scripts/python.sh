@@ -2,8 +2,10 @@
 # RunPod's Python SDK (PyPI `runpod`, pinned), in a virtual environment under target/, for the
 # compatibility tests: its client talks to Sluice's /v2 API and its serverless workers run as
 # Sluice workers. Also the Prometheus project's `prometheus_client`, whose parser checks
-# /metrics, PyYAML, which reads the Kubernetes manifests, and the OpenAPI tools that check the
-# served document (`openapi-spec-validator`) and fuzz the API from it (`schemathesis`).
+# /metrics, PyYAML, which reads the Kubernetes manifests, Hugging Face's `huggingface_hub`,
+# whose client proves the fake hub the model-cache tests download from (tests/py/fake_hub.py),
+# and the OpenAPI tools that check the served document (`openapi-spec-validator`) and fuzz the
+# API from it (`schemathesis`).
 # Idempotent; run by scripts/test.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,9 +18,12 @@ PROMETHEUS_CLIENT_VERSION=0.26.0
 PYYAML_VERSION=6.0.3
 OPENAPI_SPEC_VALIDATOR_VERSION=0.9.0
 SCHEMATHESIS_VERSION=4.32.5
+# Hugging Face's own client, to prove the fake hub (tests/py/fake_hub.py) speaks the real protocol.
+HUGGINGFACE_HUB_VERSION=2.4.0
 
 WANT=("runpod==$RUNPOD_VERSION" "prometheus_client==$PROMETHEUS_CLIENT_VERSION" "PyYAML==$PYYAML_VERSION"
-      "openapi-spec-validator==$OPENAPI_SPEC_VALIDATOR_VERSION" "schemathesis==$SCHEMATHESIS_VERSION")
+      "openapi-spec-validator==$OPENAPI_SPEC_VALIDATOR_VERSION" "schemathesis==$SCHEMATHESIS_VERSION"
+      "huggingface_hub==$HUGGINGFACE_HUB_VERSION")
 
 if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" - "${WANT[@]}" <<'PY' 2>/dev/null; then exit 0; fi
 import sys

@@ -254,6 +254,22 @@ pub struct EndpointInput {
     pub max_sleeping: Option<i64>,
     /// A sleeper is stopped this long after it went to sleep (default 3600).
     pub sleep_ttl_secs: Option<i64>,
+    /// Models staged on every node of the data center before a worker starts: Hugging Face
+    /// repositories (`hf://org/name[@revision]`, with optional file patterns) or file URLs.
+    /// Workers read them offline from `HF_HUB_CACHE`. `[]` clears them.
+    pub models: Option<Vec<ModelInput>>,
+}
+
+/// One model of an endpoint.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModelInput {
+    /// `hf://org/name`, `hf://org/name@<branch, tag or commit>`, or an `https://` file URL.
+    pub source: String,
+    /// Only files matching one of these globs (fnmatch, as `huggingface_hub`'s allow_patterns).
+    pub include: Option<Vec<String>>,
+    /// Never files matching one of these.
+    pub exclude: Option<Vec<String>>,
 }
 
 impl From<EndpointInput> for EndpointDraft {
@@ -300,8 +316,55 @@ impl From<EndpointInput> for EndpointDraft {
             wake_path: i.wake_path,
             max_sleeping: i.max_sleeping,
             sleep_ttl_secs: i.sleep_ttl_secs,
+            models: i.models.map(|v| {
+                v.into_iter()
+                    .map(|m| sluice_core::models::ModelDraft {
+                        source: m.source,
+                        include: m.include,
+                        exclude: m.exclude,
+                    })
+                    .collect()
+            }),
         }
     }
+}
+
+/// A model and where it stands on the nodes that need it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct ModelView {
+    /// As written: `hf://org/name@revision` or the URL.
+    pub source: String,
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
+    /// The branch, tag or commit asked for (hub sources).
+    pub revision: Option<String>,
+    /// The commit it resolved to, once staged.
+    pub commit: Option<String>,
+    /// The caller's endpoints that list it.
+    pub endpoints: Vec<String>,
+    pub nodes: Vec<ModelNodeView>,
+}
+
+/// A model on one node.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct ModelNodeView {
+    pub node: String,
+    pub data_center: String,
+    /// `pending`, `downloading`, `ready` or `failed`.
+    pub state: String,
+    pub bytes_done: u64,
+    pub bytes_total: u64,
+    /// Bytes per second since staging began.
+    pub rate_bytes_per_sec: u64,
+    pub ready_at: Option<String>,
+    /// Why staging failed (the hub's reason; never a token).
+    pub error: Option<String>,
+}
+
+/// `GET /v1/models`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ModelList {
+    pub models: Vec<ModelView>,
 }
 
 /// Worker counts of an endpoint by state, plus the reconciler's target.
@@ -382,6 +445,8 @@ pub struct EndpointView {
     pub wake_path: Option<String>,
     pub max_sleeping: u32,
     pub sleep_ttl_secs: u32,
+    /// Its models and where they stand.
+    pub models: Vec<ModelView>,
     pub workers: WorkerCounts,
     /// Its HTTPS certificate, when the platform serves HTTPS: state, expiry, and why it is not
     /// issued yet.

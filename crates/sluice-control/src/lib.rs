@@ -15,6 +15,7 @@ pub mod leader;
 pub mod logs;
 pub mod metering;
 pub mod metrics;
+pub mod models;
 pub mod plane;
 pub mod reconcile;
 mod scaler;
@@ -82,6 +83,8 @@ pub struct ControlConfig {
     pub log_retention: logs::Retention,
     /// HTTPS: certificates (files, ACME) and what outbound TLS trusts.
     pub tls: certs::TlsConfig,
+    /// Cached models: where, from which hub, how large at most.
+    pub models: models::ModelsConfig,
 }
 
 /// Settings for workers that take jobs with RunPod's worker protocol.
@@ -168,6 +171,8 @@ pub struct AppState {
     pub webhooks: Arc<v2::webhook::Webhooks>,
     /// GPU utilization from the driver, for `/metrics` and the `gpu_utilization` signal.
     pub gpu_util: GpuUtil,
+    /// Models staged ahead of need.
+    pub models: Arc<models::Models>,
 }
 
 impl AppState {
@@ -210,9 +215,11 @@ impl Control {
         let webhooks = v2::webhook::Webhooks::new(cfg.tls.client.clone(), logs.clone(), store.clone());
         let certs =
             certs::Certs::new(store.clone(), cfg.tls.clone(), cfg.domain.clone(), cfg.data_centers(), plane.clone());
+        let models = models::Models::new(&cfg.models, cfg.tls.client.clone(), cfg.nodes.clone(), wake.clone());
         let state = Arc::new(AppState {
             certs,
             webhooks,
+            models,
             gpu_util: Arc::default(),
             pull,
             logs,
@@ -249,6 +256,7 @@ impl Control {
             if let Some(image) = &e.spec.image {
                 self.state.images.prewarm(&e.account, image, e.spec.registry_auth.clone(), Some(&e.spec.data_center));
             }
+            self.state.models.stage(&e.spec);
         }
         Ok(())
     }
@@ -330,6 +338,7 @@ impl Control {
                 series: self.state.series.clone(),
                 webhooks: self.state.webhooks.clone(),
                 gpu_util: self.state.gpu_util.clone(),
+                models: self.state.models.clone(),
             },
             self.state.cfg.metering.clone(),
         );

@@ -16,6 +16,7 @@ pub mod keys;
 pub mod lease;
 pub mod logs;
 pub mod metrics;
+pub mod models;
 pub mod placement;
 pub mod pull;
 pub mod reconcile;

@@ -34,6 +34,9 @@ pub struct Template {
     /// The engine's sleep mode, when it has one: (sleep path, wake path), used when the
     /// `max_sleeping` answer is above 0.
     pub sleep: Option<(&'static str, &'static str)>,
+    /// The model staged into the node's cache before a worker starts (`hf://{model}`), when
+    /// the answer is a Hugging Face repository id; the engine then loads it offline.
+    pub model: Option<&'static str>,
     pub params: &'static [Param],
 }
 
@@ -58,10 +61,11 @@ pub const TEMPLATES: &[Template] = &[
         health_check_path: "/health",
         // VLLM_SERVER_DEV_MODE serves /sleep and /wake_up (vLLM's sleep mode: level 1 offloads
         // the weights to host memory and drops the KV cache; a wake takes well under a second).
-        env: &[("HF_HOME", "/runpod-volume/hf"), ("VLLM_SERVER_DEV_MODE", "1")],
+        env: &[("VLLM_SERVER_DEV_MODE", "1")],
         gpus_per_worker: 1,
         startup_timeout_secs: 1800,
         sleep: Some(("/sleep?level=1", "/wake_up")),
+        model: Some("hf://{model}"),
         params: &[
             Param { name: "model", description: "Hugging Face model id, e.g. Qwen/Qwen2.5-7B-Instruct", default: None },
             Param { name: "max_model_len", description: "context length", default: Some("8192") },
@@ -86,10 +90,11 @@ pub const TEMPLATES: &[Template] = &[
         start_command: None,
         http_port: 8080,
         health_check_path: "/health",
-        env: &[("MODEL_ID", "{model}"), ("NUM_SHARD", "{gpus}"), ("HF_HOME", "/runpod-volume/hf")],
+        env: &[("MODEL_ID", "{model}"), ("NUM_SHARD", "{gpus}")],
         gpus_per_worker: 1,
         startup_timeout_secs: 1800,
         sleep: None,
+        model: Some("hf://{model}"),
         params: &[
             Param { name: "model", description: "Hugging Face model id", default: None },
             Param { name: "gpus", description: "GPUs per worker (shards)", default: Some("1") },
@@ -112,6 +117,7 @@ pub const TEMPLATES: &[Template] = &[
         gpus_per_worker: 1,
         startup_timeout_secs: 900,
         sleep: None,
+        model: None,
         params: &[
             Param { name: "image", description: "a ComfyUI image", default: Some("yanwk/comfyui-boot:cu124-slim") },
             NAME,
@@ -132,6 +138,7 @@ pub const TEMPLATES: &[Template] = &[
         gpus_per_worker: 1,
         startup_timeout_secs: 900,
         sleep: None,
+        model: Some("hf://{model}"),
         params: &[
             Param { name: "model", description: "Whisper model", default: Some("Systran/faster-whisper-large-v3") },
             Param { name: "version", description: "image tag", default: Some("latest-cuda") },
@@ -153,6 +160,7 @@ pub const TEMPLATES: &[Template] = &[
         gpus_per_worker: 1,
         startup_timeout_secs: 600,
         sleep: None,
+        model: None,
         params: &[
             Param { name: "image", description: "image reference", default: None },
             Param { name: "port", description: "the port it listens on", default: Some("8000") },
@@ -251,6 +259,11 @@ impl Template {
             sleep_path: sleeping.map(|(s, _)| s.to_owned()),
             wake_path: sleeping.map(|(_, w)| w.to_owned()),
             max_sleeping: sleeping.map(|_| max_sleeping),
+            models: self
+                .model
+                .map(|m| fill(m, &values))
+                .filter(|m| m.strip_prefix("hf://").is_some_and(crate::models::is_repo_id))
+                .map(|source| vec![crate::models::ModelDraft { source, include: None, exclude: None }]),
             ..Default::default()
         })
     }
@@ -316,6 +329,12 @@ mod tests {
         assert_eq!((off.sleep_path, off.max_sleeping), (None, None));
         let tgi = find("tgi").unwrap().render(&set(&[("model", "m/x"), ("name", "chat")])).unwrap();
         assert_eq!(tgi.env.unwrap()["MODEL_ID"], "m/x");
+        // The model is staged into the node's cache, where the engine loads it offline.
+        assert_eq!(tgi.models.unwrap()[0].source, "hf://m/x");
+        let spec = EndpointSpec::validate(t.render(&set(&[("model", "Qwen/Qwen2.5-7B")])).unwrap(), &ctx()).unwrap();
+        assert_eq!(spec.models[0].source.display(), "hf://Qwen/Qwen2.5-7B");
+        // A local path is the engine's business: nothing to stage.
+        assert_eq!(t.render(&set(&[("model", "/models/q")])).unwrap().models, None);
         assert_eq!(tgi.name.as_deref(), Some("chat"));
         let custom = find("custom").unwrap().render(&set(&[("image", "me/app:2"), ("port", "9000")])).unwrap();
         assert_eq!((custom.http_port, custom.start_command), (Some(9000), None));

@@ -111,7 +111,7 @@ pub fn container_body(cfg: &DockerRuntimeConfig, spec: &LaunchSpec, image: &str)
     env.push(format!("{ENV_INSTANCE}={}", cfg.instance_id));
     env.push(format!("{ENV_WORKER}={}", spec.worker));
     env.push(format!("{ENV_ENDPOINT}={}", spec.endpoint));
-    let mounts: Vec<Mount> = spec
+    let mut mounts: Vec<Mount> = spec
         .volume
         .iter()
         .map(|v| Mount {
@@ -121,6 +121,21 @@ pub fn container_body(cfg: &DockerRuntimeConfig, spec: &LaunchSpec, image: &str)
             ..Default::default()
         })
         .collect();
+    if let Some(m) = &spec.models
+        && let Some(dir) = &m.dir
+    {
+        // The model cache, read-only: a worker reads what was staged, and changes nothing.
+        mounts.push(Mount {
+            target: Some(crate::MODELS_MOUNT.into()),
+            source: Some(dir.display().to_string()),
+            typ: Some(MountType::BIND),
+            read_only: Some(true),
+            ..Default::default()
+        });
+        let vars = crate::model_env(crate::MODELS_MOUNT, &m.paths);
+        env.retain(|e| !vars.iter().any(|(k, _)| e.starts_with(&format!("{k}="))));
+        env.extend(vars.iter().map(|(k, v)| format!("{k}={v}")));
+    }
     let device_requests = (cfg.real_gpus && !spec.gpus.is_empty()).then(|| {
         vec![DeviceRequest {
             driver: Some("nvidia".into()),
@@ -583,6 +598,7 @@ mod tests {
             volume: Some(VolumeMount { name: "models".into(), mount_path: "/data".into() }),
             registry: None,
             host_network: false,
+            models: None,
         }
     }
 

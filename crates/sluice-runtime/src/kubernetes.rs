@@ -66,6 +66,8 @@ pub struct KubeRuntimeConfig {
     pub gpu_resource: String,
     /// How long a created Pod may take to get an IP before the launch counts as failed.
     pub ip_timeout: Duration,
+    /// Where Pods stage their endpoint's models (init containers into a hostPath cache).
+    pub models: crate::kubernetes_models::ModelCacheConfig,
 }
 
 impl KubeRuntimeConfig {
@@ -78,6 +80,7 @@ impl KubeRuntimeConfig {
             data_center_label: Some("topology.kubernetes.io/zone".into()),
             gpu_resource: "nvidia.com/gpu".into(),
             ip_timeout: Duration::from_secs(120),
+            models: crate::kubernetes_models::ModelCacheConfig::default(),
         }
     }
 }
@@ -147,6 +150,23 @@ pub fn pod_manifest(cfg: &KubeRuntimeConfig, spec: &LaunchSpec) -> Pod {
         ),
         None => (None, None),
     };
+    let models = crate::kubernetes_models::parts(
+        &cfg.models,
+        spec.models.as_ref(),
+        spec.env.get("HF_TOKEN").map(String::as_str).filter(|t| !t.is_empty()),
+    );
+    for v in &models.env {
+        env.retain(|e| e.name != v.name);
+        env.push(v.clone());
+    }
+    let volumes = match (volumes, models.volume) {
+        (v, None) => v,
+        (v, Some(m)) => Some(v.into_iter().flatten().chain([m]).collect()),
+    };
+    let mounts = match (mounts, models.mount) {
+        (v, None) => v,
+        (v, Some(m)) => Some(v.into_iter().flatten().chain([m]).collect()),
+    };
     let port = i32::from(spec.http_port);
     Pod {
         metadata: ObjectMeta {
@@ -160,6 +180,7 @@ pub fn pod_manifest(cfg: &KubeRuntimeConfig, spec: &LaunchSpec) -> Pod {
             // The reconciler replaces a worker that exits; the kubelet must not restart it.
             restart_policy: Some("Never".into()),
             node_selector: (!node_selector.is_empty()).then_some(node_selector),
+            init_containers: (!models.init_containers.is_empty()).then_some(models.init_containers),
             containers: vec![Container {
                 name: CONTAINER.into(),
                 image: spec.image.clone(),
@@ -437,6 +458,7 @@ mod tests {
             gpu_type: "H100".into(),
             data_center: "eu-1".into(),
             host_network: false,
+            models: None,
         }
     }
 
@@ -499,6 +521,20 @@ mod tests {
         (plain.gpu_type_label, plain.data_center_label) = (None, None);
         let v = serde_json::to_value(pod_manifest(&plain, &spec("w3", vec![0]))).unwrap();
         assert!(v["spec"].get("nodeSelector").is_none());
+        assert!(v["spec"].get("initContainers").is_none(), "no models, no init container");
+        // Models: fetched by an init container; the worker mounts the cache read-only beside
+        // its network volume.
+        let mut s = spec("w4", vec![0]);
+        s.models = Some(crate::ModelMount {
+            dir: None,
+            paths: vec![],
+            fetch: vec![vec!["hf://o/m".into()]],
+            hf_endpoint: "https://hub".into(),
+        });
+        let v = serde_json::to_value(pod_manifest(&cfg(dir.path()), &s)).unwrap();
+        assert_eq!(v["spec"]["initContainers"][0]["command"][3], "hf://o/m");
+        assert_eq!(v["spec"]["containers"][0]["volumeMounts"][1]["readOnly"], true);
+        assert_eq!(v["spec"]["volumes"][1]["hostPath"]["path"], "/var/lib/sluice/models");
     }
 
     fn pod_json(name: &str, worker: &str, phase: &str, ready: bool, extra_status: Value) -> Value {

@@ -9,6 +9,8 @@ pub mod docker;
 mod error;
 #[cfg(feature = "k8s")]
 pub mod kubernetes;
+#[cfg(feature = "k8s")]
+pub mod kubernetes_models;
 pub mod process;
 pub mod sim;
 
@@ -47,6 +49,45 @@ pub struct LaunchSpec {
     /// loopback address (a RunPod-protocol worker) cannot from a bridge network. Nothing is
     /// published; the worker's port is the host's `http_port`.
     pub host_network: bool,
+    /// The model cache (issue 18), when the endpoint lists models.
+    pub models: Option<ModelMount>,
+}
+
+/// What a worker of an endpoint with models reads them from.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ModelMount {
+    /// The cache on this host, staged by the control plane: processes get its path, containers
+    /// a read-only bind mount at [`MODELS_MOUNT`]. None: the runtime stages them itself
+    /// (Kubernetes: an init container per model into a hostPath cache on the Pod's node).
+    pub dir: Option<std::path::PathBuf>,
+    /// Where each model lies, relative to the cache (the snapshot folder of a hub model, the
+    /// file of a URL), in the order the endpoint lists them.
+    pub paths: Vec<String>,
+    /// `sluice models fetch` arguments, one list per model (when `dir` is none).
+    pub fetch: Vec<Vec<String>>,
+    /// The hub the fetches use.
+    pub hf_endpoint: String,
+}
+
+/// Where a container sees the model cache.
+pub const MODELS_MOUNT: &str = "/sluice-models";
+
+/// The variables a worker reading the model cache at `dir` gets: the hub cache's own names, so
+/// every Hugging Face library loads from it without a network call, and where each model lies
+/// (`SLUICE_MODEL_PATH`: the first, e.g. `vllm serve $SLUICE_MODEL_PATH`; `SLUICE_MODEL_PATHS`:
+/// all of them, `:`-separated).
+pub fn model_env(dir: &str, paths: &[String]) -> Vec<(String, String)> {
+    let full: Vec<String> = paths.iter().map(|p| format!("{dir}/{p}")).collect();
+    let mut env = vec![
+        ("HF_HUB_CACHE".into(), format!("{dir}/hub")),
+        ("HF_HUB_OFFLINE".into(), "1".into()),
+        ("SLUICE_MODELS_DIR".into(), dir.to_owned()),
+    ];
+    if let Some(first) = full.first() {
+        env.push(("SLUICE_MODEL_PATH".into(), first.clone()));
+        env.push(("SLUICE_MODEL_PATHS".into(), full.join(":")));
+    }
+    env
 }
 
 #[derive(Debug, Clone)]

@@ -94,6 +94,11 @@ impl ProcessRuntime {
         env.insert(ENV_INSTANCE.into(), self.cfg.instance_id.clone());
         env.insert(ENV_WORKER.into(), spec.worker.to_string());
         env.insert(ENV_ENDPOINT.into(), spec.endpoint.to_string());
+        if let Some(m) = &spec.models
+            && let Some(dir) = &m.dir
+        {
+            env.extend(crate::model_env(&dir.display().to_string(), &m.paths));
+        }
         if let Some(v) = &spec.volume {
             let dir = self.cfg.volumes_dir.join(&v.name);
             fs::create_dir_all(&dir)?;
@@ -343,6 +348,7 @@ mod tests {
             volume: Some(crate::VolumeMount { name: "vol".into(), mount_path: "/data".into() }),
             registry: None,
             host_network: false,
+            models: None,
         }
     }
 

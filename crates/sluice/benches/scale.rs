@@ -286,6 +286,7 @@ async fn reconcile(n_ep: usize, per: usize, rss0: f64) {
     let n_nodes = nodes.len();
     let cfg = sluice_control::ControlConfig {
         domain: "localhost".into(),
+        models: Default::default(),
         gateway_addr: "127.0.0.1:8080".into(),
         nodes,
         gpu_source: "declared".into(),

@@ -104,6 +104,15 @@ pub struct Config {
     /// Serve the control API's own address over TLS too [default: with HTTPS, unless that
     /// address is loopback, where local tools keep plain HTTP].
     pub api_tls: Option<bool>,
+    /// Where models endpoints list are staged (Hugging Face cache layout, mounted read-only into
+    /// workers) [default: `{data_dir}/models`].
+    pub model_cache_dir: Option<PathBuf>,
+    /// The Hugging Face Hub, or a mirror of it [default: `$HF_ENDPOINT`, else
+    /// https://huggingface.co].
+    pub hf_endpoint: Option<String>,
+    /// Least-recently-used models are evicted to keep the cache under this many GB (10^9 bytes);
+    /// a model some endpoint lists is never evicted. 0: no limit.
+    pub model_cache_max_gb: f64,
 }
 
 /// A TOML value that is one path or a list of them.
@@ -134,6 +143,11 @@ pub struct KubernetesConfig {
     pub data_center_label: String,
     /// The extended resource GPUs are requested as.
     pub gpu_resource: String,
+    /// An image with the `sluice` binary (deploy/Dockerfile): each worker Pod stages its
+    /// endpoint's models with it in an init container (`sluice models fetch`).
+    pub models_image: String,
+    /// The model cache's folder on every GPU node (a hostPath volume, read-only in workers).
+    pub models_host_path: String,
 }
 
 impl Default for KubernetesConfig {
@@ -143,6 +157,8 @@ impl Default for KubernetesConfig {
             gpu_type_label: "nvidia.com/gpu.product".into(),
             data_center_label: "topology.kubernetes.io/zone".into(),
             gpu_resource: "nvidia.com/gpu".into(),
+            models_image: "registry.example.com/sluice:latest".into(),
+            models_host_path: "/var/lib/sluice/models".into(),
         }
     }
 }
@@ -226,6 +242,9 @@ impl Default for Config {
             gateway_http_addr: None,
             hsts_max_age_secs: None,
             api_tls: None,
+            model_cache_dir: None,
+            hf_endpoint: None,
+            model_cache_max_gb: 0.0,
         }
     }
 }
@@ -258,6 +277,14 @@ impl Config {
     /// Whether the API's own address serves TLS.
     pub fn api_tls(&self) -> bool {
         self.tls_enabled() && self.api_tls.unwrap_or(!self.api_addr.ip().is_loopback())
+    }
+
+    /// The hub models come from.
+    pub fn hf_endpoint(&self) -> String {
+        self.hf_endpoint
+            .clone()
+            .or_else(|| std::env::var("HF_ENDPOINT").ok().filter(|v| !v.is_empty()))
+            .unwrap_or_else(|| sluice_models::hub::DEFAULT_ENDPOINT.into())
     }
 
     /// The TLS rules (see [`Config::check`]).
@@ -310,6 +337,14 @@ impl Config {
     /// Rules serde cannot express.
     pub fn check(&self) -> anyhow::Result<()> {
         self.check_tls()?;
+        if !(self.model_cache_max_gb.is_finite() && self.model_cache_max_gb >= 0.0) {
+            bail!("model_cache_max_gb: must be 0 (no limit) or a positive number of GB");
+        }
+        if let Some(e) = &self.hf_endpoint
+            && !(e.starts_with("https://") || e.starts_with("http://"))
+        {
+            bail!("hf_endpoint: must be an http(s):// URL, got {e:?}");
+        }
         if self.nodes.is_empty() {
             bail!("nodes: at least one node must be declared");
         }

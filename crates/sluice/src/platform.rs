@@ -376,6 +376,15 @@ pub async fn run_as(
             interval_ms: cfg.metering_interval_secs * 1000,
         },
         tls: https.control(&cfg),
+        models: sluice_control::models::ModelsConfig {
+            // On Kubernetes each worker Pod stages its models itself (an init container).
+            cache_dir: match cfg.runtime {
+                RuntimeKind::Kubernetes => None,
+                _ => Some(cfg.model_cache_dir.clone().unwrap_or_else(|| dir.join("models"))),
+            },
+            hf_endpoint: cfg.hf_endpoint(),
+            max_bytes: (cfg.model_cache_max_gb * 1e9) as u64,
+        },
         gpu_types: cfg.gpu_types.clone(),
         max_workers_quota: cfg.max_workers_quota,
         runtime: cfg.runtime,
@@ -583,6 +592,10 @@ async fn kubernetes_runtime(
     kc.gpu_type_label = (!k.gpu_type_label.is_empty()).then(|| k.gpu_type_label.clone());
     kc.data_center_label = (!k.data_center_label.is_empty()).then(|| k.data_center_label.clone());
     kc.gpu_resource = k.gpu_resource.clone();
+    kc.models = sluice_runtime::kubernetes_models::ModelCacheConfig {
+        image: k.models_image.clone(),
+        host_path: k.models_host_path.clone(),
+    };
     Ok(Arc::new(KubeRuntime::connect(kc).await?))
 }
 

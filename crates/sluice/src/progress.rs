@@ -1,5 +1,5 @@
-//! Waiting with visible progress: image pulls as a progress bar (`sluice image prewarm`,
-//! `sluice endpoint create --wait`), then workers becoming ready, and rolling updates
+//! Waiting with visible progress: image pulls and model stagings as progress bars (`sluice image
+//! prewarm`, `sluice endpoint create --wait`), then workers becoming ready, and rolling updates
 //! (`sluice endpoint update --wait`). Progress goes to stderr, and only when stderr is a terminal
 //! (or `SLUICE_PROGRESS=always`) and `--quiet` was not given.
 use std::{
@@ -9,7 +9,7 @@ use std::{
 };
 
 use anyhow::bail;
-use sluice_api::{EndpointView, ImagePullView, WorkerList};
+use sluice_api::{EndpointView, ImagePullView, ModelView, WorkerList};
 
 use crate::client::ApiClient;
 
@@ -38,7 +38,7 @@ pub fn bar(state: &str, done: u64, total: u64, node: &str) -> String {
     const W: usize = 30;
     let mb = |b: u64| b as f64 / 1e6;
     match state {
-        "pulling" if total > 0 => {
+        "pulling" | "downloading" if total > 0 => {
             let frac = (done as f64 / total as f64).clamp(0.0, 1.0);
             let fill = (frac * W as f64).round() as usize;
             format!(
@@ -50,7 +50,7 @@ pub fn bar(state: &str, done: u64, total: u64, node: &str) -> String {
                 mb(total)
             )
         }
-        "pulling" => format!("[{}] pulling  {node}", ".".repeat(W)),
+        "pulling" | "downloading" => format!("[{}] {state}  {node}", ".".repeat(W)),
         "ready" => format!("[{}] ready  {node}", "#".repeat(W)),
         other => format!("[{}] {other}  {node}", ".".repeat(W)),
     }
@@ -66,13 +66,53 @@ impl PullDisplay {
     /// Shows `pulls`: `Ok(true)` once all are ready, an error naming the image and the reason
     /// once one failed, `Ok(false)` while in progress.
     pub fn update(&mut self, pulls: &[ImagePullView]) -> anyhow::Result<bool> {
-        Ok(show(pulls, &mut self.last, std::io::stderr().is_terminal())?.is_some())
+        Ok(show(&pull_rows(pulls), &mut self.last, std::io::stderr().is_terminal())?.is_some())
     }
 }
 
-fn show(pulls: &[ImagePullView], last: &mut String, tty: bool) -> anyhow::Result<Option<bool>> {
+/// One line of progress: an image on a node, or a model on a node.
+struct Row<'a> {
+    what: &'a str,
+    state: &'a str,
+    done: u64,
+    total: u64,
+    node: &'a str,
+    error: Option<&'a str>,
+}
+
+fn pull_rows(pulls: &[ImagePullView]) -> Vec<Row<'_>> {
+    pulls
+        .iter()
+        .map(|p| Row {
+            what: &p.image,
+            state: &p.state,
+            done: p.bytes_done,
+            total: p.bytes_total,
+            node: &p.node,
+            error: p.error.as_deref(),
+        })
+        .collect()
+}
+
+fn model_rows(models: &[ModelView]) -> Vec<Row<'_>> {
+    models
+        .iter()
+        .flat_map(|m| {
+            m.nodes.iter().map(|n| Row {
+                what: &m.source,
+                state: &n.state,
+                done: n.bytes_done,
+                total: n.bytes_total,
+                node: &n.node,
+                error: n.error.as_deref(),
+            })
+        })
+        .collect()
+}
+
+fn show(rows: &[Row<'_>], last: &mut String, tty: bool) -> anyhow::Result<Option<bool>> {
     let lines: Vec<String> =
-        pulls.iter().map(|p| format!("{}  {}", p.image, bar(&p.state, p.bytes_done, p.bytes_total, &p.node))).collect();
+        rows.iter().map(|r| format!("{}  {}", r.what, bar(r.state, r.done, r.total, r.node))).collect();
     let text = lines.join("\n");
     if text != *last && enabled() {
         let mut err = std::io::stderr();
@@ -83,10 +123,30 @@ fn show(pulls: &[ImagePullView], last: &mut String, tty: bool) -> anyhow::Result
         writeln!(err, "{text}")?;
         *last = text;
     }
-    if let Some(f) = pulls.iter().find(|p| p.state == "failed") {
-        bail!("pulling {} failed: {}", f.image, f.error.as_deref().unwrap_or("unknown"));
+    if let Some(f) = rows.iter().find(|r| r.state == "failed") {
+        let verb = if f.what.contains("://") { "staging" } else { "pulling" };
+        bail!("{verb} {} failed: {}", f.what, f.error.unwrap_or("unknown"));
     }
-    Ok((!pulls.is_empty() && pulls.iter().all(|p| p.state == "ready")).then_some(true))
+    Ok((!rows.is_empty() && rows.iter().all(|r| r.state == "ready")).then_some(true))
+}
+
+/// Polls the endpoint until every model it lists is staged on every node (as a progress bar per
+/// model and node); models staged by the workers themselves (Kubernetes) are not waited for.
+pub async fn wait_models(c: &ApiClient, id: &str, timeout: Duration) -> anyhow::Result<()> {
+    let tty = std::io::stderr().is_terminal();
+    let mut last = String::new();
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let v: EndpointView = c.get(&format!("/v1/endpoints/{id}")).await?;
+        let rows = model_rows(&v.models);
+        if rows.iter().all(|r| r.state == "staged_by_worker") || show(&rows, &mut last, tty)?.is_some() {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("timed out after {} s waiting for the models to be staged", timeout.as_secs());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 /// Polls the endpoint until every pull of its image is ready; returns it as it is then.
@@ -96,7 +156,7 @@ pub async fn wait_pulls(c: &ApiClient, id: &str, timeout: Duration) -> anyhow::R
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let v: EndpointView = c.get(&format!("/v1/endpoints/{id}")).await?;
-        if v.image_pulls.is_empty() || show(&v.image_pulls, &mut last, tty)?.is_some() {
+        if v.image_pulls.is_empty() || show(&pull_rows(&v.image_pulls), &mut last, tty)?.is_some() {
             return Ok(v);
         }
         if tokio::time::Instant::now() > deadline {
@@ -175,5 +235,6 @@ mod tests {
         assert!(bar("ready", 0, 0, "n").starts_with(&format!("[{}]", "#".repeat(30))));
         assert!(bar("pulling", 200, 100, "n").contains("100%"), "clamped");
         assert!(bar("pending", 0, 0, "n").contains("pending"));
+        assert!(bar("downloading", 25, 100, "n").contains(" 25%"));
     }
 }

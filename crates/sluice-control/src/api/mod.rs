@@ -4,6 +4,7 @@ mod accounts;
 mod certs;
 mod extract;
 mod logs;
+mod models;
 
 use std::sync::Arc;
 
@@ -64,6 +65,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/usage", get(accounts::usage))
         .route("/gpus", get(list_gpus))
         .route("/certificates", get(certs::list_certificates))
+        .route("/models", get(models::list_models))
         .route("/images", get(list_images))
         .route("/images/prewarm", post(prewarm_image))
         .route("/templates", get(list_templates))
@@ -162,6 +164,8 @@ fn prewarm_spec(st: &AppState, account: &str, s: &EndpointSpec) {
     if let Some(image) = &s.image {
         st.images.prewarm(account, image, s.registry_auth.clone(), Some(&s.data_center));
     }
+    // Its models too, with its HF_TOKEN for gated and private repositories.
+    st.models.stage(s);
 }
 
 /// The GPU inventory as `scope` sees it: every GPU of every node (capacity is shared), and
@@ -305,6 +309,7 @@ fn view(st: &AppState, e: &EndpointRecord) -> EndpointView {
         wake_path: s.sleep.wake_path.clone(),
         max_sleeping: s.sleep.max_sleeping,
         sleep_ttl_secs: s.sleep.sleep_ttl_secs,
+        models: models::views(st, &[e]),
         workers: counts,
         created_at: rfc3339(e.created_at),
         updated_at: rfc3339(e.updated_at),
@@ -663,8 +668,8 @@ async fn list_events(
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Sluice control API", description = "Serverless GPU endpoints: endpoints, workers."),
-    paths(list_endpoints, create_endpoint, get_endpoint, update_endpoint, delete_endpoint, stop_endpoint, start_endpoint, list_workers, list_events, list_templates, deploy_template, list_images, prewarm_image, list_gpus, endpoint_status, accounts::create_account, accounts::list_accounts, accounts::update_account, accounts::create_key, accounts::list_keys, accounts::revoke_key, accounts::usage, accounts::add_credit, accounts::account_events, logs::endpoint_logs, endpoint_series, certs::list_certificates),
-    components(schemas(sluice_api::CertificateView, sluice_api::CertificateList, sluice_api::EndpointCertificate, sluice_api::LoadPoint, sluice_api::LoadSeries, sluice_api::LogLineView, sluice_api::LogList, sluice_api::CreditInput, sluice_api::AccountEventView, sluice_api::AccountEventList, sluice_api::UsageReport, sluice_api::UsageRowView, sluice_api::EndpointStatusView, sluice_api::AccountView, sluice_api::AccountList, sluice_api::AccountInput, sluice_api::AccountCreated, sluice_api::NewKey, sluice_api::KeyView, sluice_api::KeyList, sluice_api::KeyInput, GpuInventory, NodeView, GpuView, ImageList, ImagePullView, PrewarmInput, DeployInput, TemplateList, TemplateView, TemplateParamView, EndpointInput, EndpointView, EndpointList, WorkerView, WorkerList, sluice_api::PhaseView, WorkerCounts, NetworkVolumeDto, ErrorBody, ScalingEventView, ScalingEventList)),
+    paths(list_endpoints, create_endpoint, get_endpoint, update_endpoint, delete_endpoint, stop_endpoint, start_endpoint, list_workers, list_events, list_templates, deploy_template, list_images, prewarm_image, list_gpus, endpoint_status, accounts::create_account, accounts::list_accounts, accounts::update_account, accounts::create_key, accounts::list_keys, accounts::revoke_key, accounts::usage, accounts::add_credit, accounts::account_events, logs::endpoint_logs, endpoint_series, certs::list_certificates, models::list_models),
+    components(schemas(sluice_api::ModelInput, sluice_api::ModelView, sluice_api::ModelNodeView, sluice_api::ModelList, sluice_api::CertificateView, sluice_api::CertificateList, sluice_api::EndpointCertificate, sluice_api::LoadPoint, sluice_api::LoadSeries, sluice_api::LogLineView, sluice_api::LogList, sluice_api::CreditInput, sluice_api::AccountEventView, sluice_api::AccountEventList, sluice_api::UsageReport, sluice_api::UsageRowView, sluice_api::EndpointStatusView, sluice_api::AccountView, sluice_api::AccountList, sluice_api::AccountInput, sluice_api::AccountCreated, sluice_api::NewKey, sluice_api::KeyView, sluice_api::KeyList, sluice_api::KeyInput, GpuInventory, NodeView, GpuView, ImageList, ImagePullView, PrewarmInput, DeployInput, TemplateList, TemplateView, TemplateParamView, EndpointInput, EndpointView, EndpointList, WorkerView, WorkerList, sluice_api::PhaseView, WorkerCounts, NetworkVolumeDto, ErrorBody, ScalingEventView, ScalingEventList)),
     modifiers(&BearerAuth, &Described),
     security(("bearer" = []))
 )]

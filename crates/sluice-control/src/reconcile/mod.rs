@@ -92,6 +92,8 @@ pub struct Signals {
     pub webhooks: Arc<crate::v2::webhook::Webhooks>,
     /// The GPUs' measured utilization (empty without real GPUs).
     pub gpu_util: crate::GpuUtil,
+    /// Models staged ahead of need: a worker waits for its endpoint's.
+    pub models: Arc<crate::models::Models>,
 }
 
 pub struct Reconciler {
@@ -363,7 +365,18 @@ impl Reconciler {
                 observe_worker(l, tr)
             })
             .collect();
+        // Models: what every endpoint lists (never evicted), and who must wait for staging.
+        // Staging starts (or is retried) here too, not only when an endpoint is written.
+        self.sig.models.set_listed(&endpoints.iter().map(|e| &e.spec).collect::<Vec<_>>());
+        let staging = endpoints
+            .iter()
+            .filter_map(|e| {
+                self.sig.models.stage(&e.spec);
+                Some((e.id.clone(), self.sig.models.ready(&e.spec).err()?))
+            })
+            .collect();
         let obs = Observed {
+            staging,
             workers,
             gone,
             strays,

@@ -52,6 +52,8 @@ pub struct EndpointDraft {
     pub wake_path: Option<String>,
     pub max_sleeping: Option<i64>,
     pub sleep_ttl_secs: Option<i64>,
+    /// Models to stage: `[]` clears them.
+    pub models: Option<Vec<crate::models::ModelDraft>>,
 }
 
 impl EndpointDraft {
@@ -103,7 +105,8 @@ impl EndpointDraft {
             sleep_path,
             wake_path,
             max_sleeping,
-            sleep_ttl_secs
+            sleep_ttl_secs,
+            models
         );
         self
     }
@@ -153,6 +156,16 @@ impl EndpointSpec {
             wake_path: Some(self.sleep.wake_path.clone().unwrap_or_default()),
             max_sleeping: Some(self.sleep.max_sleeping.into()),
             sleep_ttl_secs: Some(self.sleep.sleep_ttl_secs.into()),
+            models: Some(
+                self.models
+                    .iter()
+                    .map(|m| crate::models::ModelDraft {
+                        source: m.source.display(),
+                        include: Some(m.include.clone()),
+                        exclude: Some(m.exclude.clone()),
+                    })
+                    .collect(),
+            ),
         }
     }
 }

@@ -367,6 +367,9 @@ pub struct EndpointSpec {
     pub limits: Limits,
     #[serde(flatten)]
     pub sleep: Sleep,
+    /// Models staged on every node of its data center before a worker starts (issue 18).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<crate::models::ModelSpec>,
 }
 
 fn default_job_path() -> String {
@@ -404,5 +407,6 @@ impl EndpointSpec {
             || self.workers.gpu_type != new.workers.gpu_type
             || self.workers.gpus_per_worker != new.workers.gpus_per_worker
             || self.data_center != new.data_center
+            || self.models != new.models
     }
 }

@@ -358,6 +358,7 @@ impl EndpointSpec {
             (EndpointKind::Queue, Delivery::Pull) => Mode::QueuePull,
             (EndpointKind::Queue, Delivery::Push) => Mode::QueuePush { job_path },
         };
+        let models = crate::models::validate_models(d.models.as_deref().unwrap_or_default())?;
         let sleep = validate_sleep(&d.sleep_path, &d.wake_path, d.max_sleeping, d.sleep_ttl_secs, max_workers, &mode)?;
         Ok(EndpointSpec {
             name,
@@ -396,6 +397,7 @@ impl EndpointSpec {
                 max_requests_per_minute,
             },
             sleep,
+            models,
         })
     }
 }

@@ -159,6 +159,9 @@ pub struct Observed<'a> {
     pub ping_ms: u64,
     /// Sleep and wake calls in progress or failed, by worker.
     pub calls: HashMap<WorkerId, Call>,
+    /// Endpoints whose models are not staged yet, and why (their workers wait: no GPU time is
+    /// billed for a download).
+    pub staging: HashMap<EndpointId, String>,
 }
 
 /// One thing to do, with its reason.
@@ -542,6 +545,10 @@ pub fn plan(
             // Updated since: try again from a clean slate.
             actions.push(Action::Forget { endpoint: ep.clone() });
             forgotten.insert(ep);
+        }
+        if let Some(reason) = obs.staging.get(ep) {
+            actions.push(wait(reason.clone(), false));
+            continue;
         }
         if let Some((n, at)) = memory.failures.get(ep)
             && !forgotten.contains(ep)

@@ -597,6 +597,20 @@ fn plans() {
             ..Default::default()
         },
         Case {
+            name: "models: a worker waits (not placed, not billed) while its endpoint's models are staged",
+            intents: vec![ep("e", 1), ep("f", 1)],
+            tweak: |o| {
+                o.staging.insert(eid("e"), "staging model 3.1/14.9 GB".into());
+            },
+            expect: &[
+                "create new1 for e",
+                "create new2 for f",
+                "wait new1: staging model 3.1/14.9 GB",
+                "launch new2 on n1 [0]",
+            ],
+            ..Default::default()
+        },
+        Case {
             name: "GPUs of a worker stopped in this pass are free for a launch in the same pass",
             intents: vec![ep("e", 0), ep("f", 1)],
             workers: vec![w("s", "e", Starting, 0)],

@@ -153,6 +153,32 @@ pub(super) enum ImageCmd {
     List,
 }
 
+#[derive(Subcommand)]
+pub(super) enum ModelsCmd {
+    /// The models of your endpoints and where they stand on each node (the default).
+    List,
+    /// Stage models into a cache directory now, as the platform does (Kubernetes runs this in
+    /// each worker Pod's init container). A gated or private repository's token is read from
+    /// $HF_TOKEN.
+    Fetch {
+        /// hf://org/name[@revision] or an https:// file URL; repeatable.
+        #[arg(required = true, value_name = "SOURCE")]
+        sources: Vec<String>,
+        /// The cache's root (HF_HUB_CACHE is its `hub/` folder).
+        #[arg(long, value_name = "DIR")]
+        cache: PathBuf,
+        /// Only files matching this glob (repeatable; applies to every source given).
+        #[arg(long, value_name = "GLOB")]
+        include: Vec<String>,
+        /// Never files matching this glob (repeatable).
+        #[arg(long, value_name = "GLOB")]
+        exclude: Vec<String>,
+        /// The hub or a mirror (default $HF_ENDPOINT, else https://huggingface.co).
+        #[arg(long, env = "HF_ENDPOINT")]
+        hf_endpoint: Option<String>,
+    },
+}
+
 #[derive(Args, Default)]
 pub(super) struct SpecArgs {
     /// TOML file with endpoint fields (the same fields as the API body); flags override it.
@@ -246,6 +272,11 @@ pub(super) struct SpecArgs {
     /// A sleeper stops this long after it went to sleep (default 3600).
     #[arg(long)]
     sleep_ttl_secs: Option<i64>,
+    /// A model staged on the nodes before a worker starts and mounted read-only with
+    /// HF_HUB_CACHE: hf://org/name[@revision] or an https:// file URL. Repeatable; replaces the
+    /// list on update ("" clears it). File patterns go in the TOML file (`models`).
+    #[arg(long = "model", value_name = "SOURCE")]
+    models: Vec<String>,
     #[command(flatten)]
     registry: RegistryArgs,
 }
@@ -312,6 +343,15 @@ impl SpecArgs {
                 env.insert(k.to_owned(), v.to_owned());
             }
             input.env = Some(env);
+        }
+        if !self.models.is_empty() {
+            input.models = Some(
+                self.models
+                    .iter()
+                    .filter(|m| !m.is_empty())
+                    .map(|m| sluice_api::ModelInput { source: m.clone(), include: None, exclude: None })
+                    .collect(),
+            );
         }
         if let Some(a) = self.registry.into_dto()? {
             input.registry_auth = Some(a);

@@ -83,6 +83,14 @@ pub(super) fn print_endpoint(v: &EndpointView) {
     for (k, val) in lines {
         println!("{k:<15} {val}");
     }
+    if !v.models.is_empty() {
+        println!("models");
+        for m in &v.models {
+            for n in &m.nodes {
+                println!("  {}  {}", m.source, super::models::node_state(n));
+            }
+        }
+    }
     if !v.env.is_empty() {
         println!("env");
         for (k, val) in &v.env {
@@ -118,6 +126,7 @@ pub(super) async fn endpoint(conn: Conn, cmd: EndpointCmd) -> anyhow::Result<()>
             if wait {
                 let timeout = Duration::from_secs(wait_timeout);
                 crate::progress::wait_pulls(&c, &v.id, timeout).await?;
+                crate::progress::wait_models(&c, &v.id, timeout).await?;
                 crate::progress::wait_ready(&c, &v.id, v.active_workers.min(1), timeout).await?;
                 show(&c.get(&format!("/v1/endpoints/{}", v.id)).await?)?;
             } else {
@@ -130,6 +139,7 @@ pub(super) async fn endpoint(conn: Conn, cmd: EndpointCmd) -> anyhow::Result<()>
             if wait {
                 let timeout = Duration::from_secs(wait_timeout);
                 crate::progress::wait_pulls(&c, &id, timeout).await?;
+                crate::progress::wait_models(&c, &id, timeout).await?;
                 crate::progress::wait_rollout(&c, &id, timeout).await?;
                 show(&c.get(&format!("/v1/endpoints/{id}")).await?)?;
             } else {

@@ -4,6 +4,7 @@
 mod account;
 mod args;
 mod endpoint;
+mod models;
 mod platform;
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
@@ -11,7 +12,7 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 
-use self::args::{AccountCmd, CreditCmd, EndpointCmd, ImageCmd, KeyCmd, RegistryArgs};
+use self::args::{AccountCmd, CreditCmd, EndpointCmd, ImageCmd, KeyCmd, ModelsCmd, RegistryArgs};
 use crate::{client::ApiClient, config::Config};
 
 #[derive(Parser)]
@@ -108,6 +109,14 @@ enum Cmd {
         conn: Conn,
         #[command(subcommand)]
         cmd: ImageCmd,
+    },
+    /// Cached models: where your endpoints' models stand (`sluice models`), or stage models into
+    /// a cache directory (`sluice models fetch`).
+    Models {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        cmd: Option<ModelsCmd>,
     },
     /// Accounts (admin key): create, list, change the quota.
     #[command(subcommand_required = true)]
@@ -386,6 +395,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Key { conn, cmd } => account::key(conn, cmd).await,
         Cmd::Credit { conn, cmd } => account::credit(conn, cmd).await,
         Cmd::Image { conn, cmd } => platform::image(conn, cmd).await,
+        Cmd::Models { conn, cmd } => models::models(conn, cmd.unwrap_or(ModelsCmd::List)).await,
         Cmd::Sim(a) => crate::sim::run(a),
         Cmd::Plan(a) => crate::sim::plan(a),
         Cmd::DemoWorker { host, port, startup_delay_ms } => crate::demo::run(host, port, startup_delay_ms).await,

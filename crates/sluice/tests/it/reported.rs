@@ -64,6 +64,7 @@ async fn readiness_reported_by_the_runtime_moves_workers_in_and_out_of_rotation(
         .unwrap();
     let cfg = sluice_control::ControlConfig {
         domain: "localhost".into(),
+        models: Default::default(),
         gateway_addr: "127.0.0.1:8080".into(),
         nodes: vec![Node {
             name: "n1".into(),

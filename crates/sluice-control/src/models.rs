@@ -214,8 +214,9 @@ impl Models {
         f(jobs.entry(key.clone()).or_insert_with(Job::new))
     }
 
-    /// The endpoints there are now: their models are never evicted, and a staging no
-    /// endpoint wants any more is forgotten (its files stay cached until evicted).
+    /// The endpoints there are now: their models are never evicted, a staging no endpoint
+    /// wants any more is forgotten (its files stay cached until evicted), and the cache is
+    /// brought under its limit.
     pub fn set_listed(&self, endpoints: &[&EndpointSpec]) {
         let listed: Vec<JobKey> = endpoints.iter().flat_map(|e| keys(e)).collect();
         self.jobs
@@ -223,6 +224,10 @@ impl Models {
             .unwrap_or_else(|p| p.into_inner())
             .retain(|k, j| listed.contains(k) || j.state == StageState::Downloading);
         *self.listed.lock().unwrap_or_else(|p| p.into_inner()) = listed;
+        // A model no endpoint lists any more may now make room.
+        if let Some(cache) = &self.cache {
+            self.evict(cache);
+        }
     }
 
     /// Keeps the cache under its limit: least recently used first, never a listed model.

@@ -41,6 +41,55 @@ struct Demo {
     /// time, which the cold-start benchmark subtracts from what the platform adds.
     started_ms: u64,
     listening_ms: u64,
+    /// The model files it read at startup (`SLUICE_MODEL_PATHS`): (files, bytes, sha256 of each).
+    loaded: Loaded,
+}
+
+#[derive(Default, serde::Serialize)]
+struct Loaded {
+    files: u64,
+    bytes: u64,
+    /// Relative path (under its model's folder) → sha256, in hex.
+    sha256: std::collections::BTreeMap<String, String>,
+}
+
+/// Reads every file of the models it was given (`SLUICE_MODEL_PATHS`: folders or files,
+/// `:`-separated), hashing each as an engine's loader reads its weights.
+fn load_models() -> anyhow::Result<Loaded> {
+    use std::io::Read;
+    let mut out = Loaded::default();
+    let Ok(paths) = std::env::var("SLUICE_MODEL_PATHS") else { return Ok(out) };
+    let mut todo: Vec<(std::path::PathBuf, String)> =
+        paths.split(':').filter(|p| !p.is_empty()).map(|p| (p.into(), String::new())).collect();
+    let mut buf = vec![0u8; 1 << 20];
+    while let Some((p, rel)) = todo.pop() {
+        if p.is_dir() {
+            for e in std::fs::read_dir(&p)? {
+                let e = e?;
+                let name = e.file_name().to_string_lossy().into_owned();
+                todo.push((e.path(), if rel.is_empty() { name } else { format!("{rel}/{name}") }));
+            }
+            continue;
+        }
+        let mut f = std::fs::File::open(&p)?;
+        let mut h = ring::digest::Context::new(&ring::digest::SHA256);
+        loop {
+            let n = f.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+            out.bytes += n as u64;
+        }
+        out.files += 1;
+        let name = if rel.is_empty() {
+            p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+        } else {
+            rel
+        };
+        out.sha256.insert(name, h.finish().as_ref().iter().map(|b| format!("{b:02x}")).collect());
+    }
+    Ok(out)
 }
 
 fn unix_ms() -> u64 {
@@ -55,8 +104,12 @@ pub async fn run(host: std::net::IpAddr, port: u16, startup_delay_ms: u64) -> an
         eprintln!("demo-worker: loading model for {startup_delay_ms} ms");
         tokio::time::sleep(Duration::from_millis(startup_delay_ms)).await;
     }
+    let loaded = tokio::task::spawn_blocking(load_models).await??;
+    if loaded.files > 0 {
+        eprintln!("demo-worker: loaded {} model files, {} bytes", loaded.files, loaded.bytes);
+    }
     let listener = tokio::net::TcpListener::bind((host, port)).await?;
-    let state = Arc::new(Demo { started_ms, listening_ms: unix_ms(), ..Default::default() });
+    let state = Arc::new(Demo { started_ms, listening_ms: unix_ms(), loaded, ..Default::default() });
     let app = Router::new()
         .route("/health", get(health))
         .route("/sleep", any(sleep))
@@ -66,6 +119,7 @@ pub async fn run(host: std::net::IpAddr, port: u16, startup_delay_ms: u64) -> an
         .route("/_demo/unhealthy", post(set_unhealthy))
         .route("/_demo/crash", post(crash))
         .route("/_demo/boot", get(boot))
+        .route("/_demo/models", get(models))
         .route("/_demo/job", post(pushed_job))
         .fallback(echo)
         .layer(axum::middleware::from_fn_with_state(state.clone(), refuse_while_asleep))
@@ -184,6 +238,10 @@ async fn pull_loop(take: String, held: Held) {
 
 async fn boot(State(d): S) -> Json<serde_json::Value> {
     Json(serde_json::json!({"started_ms": d.started_ms, "listening_ms": d.listening_ms, "now_ms": unix_ms()}))
+}
+
+async fn models(State(d): S) -> Json<serde_json::Value> {
+    Json(serde_json::json!(d.loaded))
 }
 
 async fn health(State(d): S) -> impl IntoResponse {

@@ -12,6 +12,7 @@ mod https;
 mod lifecycle;
 mod logs;
 mod metrics;
+mod models;
 mod pebble;
 mod queue;
 mod reported;

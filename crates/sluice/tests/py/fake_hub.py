@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A Hugging Face Hub-compatible HTTP server on loopback, for Sluice's model-cache tests.
 
-    python fake_hub.py --port PORT --spec SPEC.json --log LOG.jsonl [--cdn-port PORT2]
+    python fake_hub.py --port PORT --spec SPEC.json --log LOG.jsonl [--cdn-port PORT2] [--memory]
     python fake_hub.py --spec SPEC.json --manifest     # print each file's size/sha256/git oid/etag
 
 Standard library only. Binds 127.0.0.1; prints `listening on PORT` (the hub; PORT may be 0) then
@@ -25,6 +25,10 @@ SPEC.json:
      "latency_ms": 0, "tree_page_size": 1000, "stall_hold_s": 600, "url_ttl_s": 21600}
 File bytes: 1 MiB block k of seed S is SHAKE-256(b"sluice-fake-hub/S/k") (1 MiB output); a file
 is its blocks concatenated, cut to `size`. About 350 MB/s to generate; hashes at startup.
+Generated again for every request (64 blocks are cached), so the server, not the client, sets
+the pace of a large download; with --memory each file's bytes are kept in memory from the
+startup hashing on (as much memory as the files' total size) and requests are served from
+there, for throughput benchmarks (bench/models.py).
 
 LOG.jsonl: one line per request, written and flushed as it ends: t, server ("hub"|"cdn"),
 method, path (raw, no query), query, range (the Range header), authorization (sent or not),
@@ -135,6 +139,8 @@ class Blob:
         else:
             self.literal = None
             self.size = int(entry["size"])
+        # --memory: the whole true content, kept after the startup hashing and served from here.
+        self.data = None
         self.seed = entry.get("seed", 0)
         # A corrupt file is served with one byte flipped (the advertised hashes stay those of the
         # true content), so the size checks pass and only a checksum can tell.
@@ -146,6 +152,12 @@ class Blob:
         if self.literal is not None:
             for i in range(start, end, BLOCK):
                 yield self.literal[i : min(end, i + BLOCK)]
+            return
+        if self.data is not None:
+            # Slices of a memoryview: no copy of the bytes on the way to the socket.
+            whole = memoryview(self.data)
+            for i in range(start, end, BLOCK):
+                yield whole[i : min(end, i + BLOCK)]
             return
         pos = start
         while pos < end:
@@ -160,6 +172,7 @@ class Blob:
         for chunk in self.true_chunks(start, end):
             if self.flip_at is not None and pos <= self.flip_at < pos + len(chunk):
                 i = self.flip_at - pos
+                chunk = bytes(chunk)
                 chunk = chunk[:i] + bytes([chunk[i] ^ 0xFF]) + chunk[i + 1 :]
             yield chunk
             pos += len(chunk)
@@ -178,12 +191,20 @@ class File:
         self.lock = threading.Lock()
         self.sha256 = self.git_oid = self.pointer = None
 
-    def compute_hashes(self):
+    def compute_hashes(self, keep=False):
+        """The file's digests; with `keep`, its bytes stay in memory to be served from there."""
         sha256 = hashlib.sha256()
         blob_sha1 = hashlib.sha1(b"blob %d\0" % self.size)
+        data = bytearray(self.size) if keep and self.blob.literal is None else None
+        pos = 0
         for chunk in self.blob.true_chunks():
             sha256.update(chunk)
             blob_sha1.update(chunk)
+            if data is not None:
+                data[pos : pos + len(chunk)] = chunk
+            pos += len(chunk)
+        if data is not None:
+            self.blob.data = data
         self.sha256 = sha256.hexdigest()
         if self.lfs:
             # The git blob of an LFS file is its pointer file; the tree's `oid` is that blob's sha1.
@@ -291,7 +312,7 @@ class Repo:
 
 
 class Hub:
-    def __init__(self, spec, log_path):
+    def __init__(self, spec, log_path, memory=False):
         self.repos = {rid: Repo(rid, r) for rid, r in spec.get("repos", {}).items()}
         self.tokens = {r.token for r in self.repos.values() if r.token is not None}
         self.tokens.update(spec.get("tokens", []))  # more valid tokens: valid users without access
@@ -301,7 +322,7 @@ class Hub:
         self.url_ttl_s = float(spec.get("url_ttl_s", 6 * 3600))  # lifetime of a signed CDN URL
         files = [f for r in self.repos.values() for f in r.files]
         with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-            list(pool.map(File.compute_hashes, files))
+            list(pool.map(lambda f: f.compute_hashes(keep=memory), files))
         for r in self.repos.values():
             r.index()
         self.log_file = open(log_path, "a", encoding="utf-8") if log_path else None
@@ -687,12 +708,15 @@ def main():
     parser.add_argument("--cdn-port", type=int, default=0)
     parser.add_argument("--spec", required=True)
     parser.add_argument("--log")
+    parser.add_argument("--memory", action="store_true",
+                        help="keep every file's bytes in memory and serve them from there (benchmarks: "
+                             "generating them per request would be slower than the client)")
     parser.add_argument("--manifest", action="store_true",
                         help="print every file's size, sha256, git oid and ETag as JSON and exit")
     args = parser.parse_args()
     with open(args.spec, encoding="utf-8") as fh:
         spec = json.load(fh)
-    hub = Hub(spec, None if args.manifest else args.log)
+    hub = Hub(spec, None if args.manifest else args.log, memory=args.memory and not args.manifest)
     if args.manifest:
         out = {"repos": {rid: {"revisions": r.revisions, "files": [f.manifest() for f in r.files]}
                          for rid, r in hub.repos.items()}}

@@ -3,7 +3,7 @@
 offline as a worker would, and print what it produced as JSON.
 
     HF_ENDPOINT=http://127.0.0.1:PORT hub_check.py REPO [--revision REV] --cache-dir DIR [--token T]
-    HF_HUB_OFFLINE=1 HF_HUB_CACHE=DIR hub_check.py REPO [--revision REV] --offline
+    HF_HUB_OFFLINE=1 HF_HUB_CACHE=DIR hub_check.py REPO [--revision REV] --offline [--load FILE]...
 
 Online: `snapshot_download(REPO, revision=REV, cache_dir=DIR, token=T)`. Offline:
 `snapshot_download(REPO, revision=REV, local_files_only=True)` against HF_HUB_CACHE, as a worker
@@ -58,6 +58,9 @@ def main():
     parser.add_argument("--cache-dir")
     parser.add_argument("--token")
     parser.add_argument("--offline", action="store_true")
+    # Also load single files the way transformers' `cached_file` does (hf_hub_download by repo
+    # and file name, which offline resolves refs/<revision> and reads the snapshot).
+    parser.add_argument("--load", action="append", default=[], metavar="FILE")
     args = parser.parse_args()
 
     if args.offline:
@@ -96,6 +99,12 @@ def main():
             "files": files,
             "all_verified": all(f["verified"] is not False for f in files),
         }
+        loaded = {}
+        for name in args.load:
+            path = huggingface_hub.hf_hub_download(args.repo, name, revision=args.revision, **kwargs)
+            with open(path, "rb") as fh:
+                loaded[name] = hashlib.sha256(fh.read()).hexdigest()
+        report["loaded"] = loaded
         if args.offline and not report["all_verified"]:
             bad = [f["path"] for f in files if f["verified"] is False]
             raise ValueError(f"files do not match their blobs: {bad}")

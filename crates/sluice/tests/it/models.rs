@@ -298,6 +298,15 @@ async fn two_endpoints_staging_one_model_at_once_fetch_it_once() {
     let served: u64 = hub.downloads("model.safetensors").iter().map(|g| g["bytes"].as_u64().unwrap()).sum();
     assert_eq!(served, BIG, "the shared blob was fetched once");
     let _ = (a, b);
+
+    // A plain file URL: staged under urls/, whole.
+    let url = format!("{}/acme/tiny/resolve/main/tokenizer/vocab.txt", hub.url);
+    p.create_demo("c", json!({"active_workers": 0, "models": [{"source": url}]})).await;
+    let m = model_in(&p, &p.key, &url, "ready", 30).await;
+    assert_eq!((m["nodes"][0]["bytes_total"].as_u64(), m["commit"].clone()), (Some(3000), Value::Null), "{m}");
+    let urls = p.data_dir().join("models/urls");
+    let dir = std::fs::read_dir(&urls).unwrap().flatten().next().unwrap().path();
+    assert_eq!(std::fs::metadata(dir.join("vocab.txt")).unwrap().len(), 3000);
     p.stop();
 }
 

@@ -53,6 +53,10 @@ struct Entry {
     last_used: u64,
     /// The snapshot folder (hub) or the file's folder (URL), relative to the root.
     dir: String,
+    /// Who the hub let read it: token fingerprints (`""`: no token). When the hub cannot be
+    /// reached, a staged copy serves only these.
+    #[serde(default)]
+    granted: Vec<String>,
 }
 
 pub struct Cache {
@@ -147,10 +151,49 @@ impl Cache {
     ) -> Result<Staged, ModelError> {
         match &spec.source {
             ModelSource::Hub { repo, revision } => {
-                self.stage_hub(hub, spec, repo, revision, token, progress, now).await
+                match self.stage_hub(hub, spec, repo, revision, token, progress, now).await {
+                    // The hub is out of reach: what was staged before (for the same access)
+                    // still serves, so workers keep starting through a hub outage or a restart.
+                    Err(ModelError::Network(why)) => {
+                        self.staged_before(spec, repo, revision, token, progress, now).ok_or(ModelError::Network(why))
+                    }
+                    other => other,
+                }
             }
             ModelSource::Url { url } => self.stage_url(hub, spec, url, progress, now).await,
         }
+    }
+
+    /// A hub model staged by an earlier staging with this token's access, if its snapshot is
+    /// still whole.
+    fn staged_before(
+        &self,
+        spec: &ModelSpec,
+        repo: &str,
+        revision: &str,
+        token: Option<&str>,
+        progress: &Progress,
+        now: Millis,
+    ) -> Option<Staged> {
+        let repo_dir = self.hub_dir().join(repo_folder(repo));
+        let commit = std::fs::read_to_string(repo_dir.join("refs").join(revision))
+            .map_or_else(|_| revision.to_owned(), |c| c.trim().to_owned());
+        let key = key(spec, Some(&commit));
+        let access = crate::fingerprint(token);
+        let entry = {
+            let index = self.index.lock().unwrap_or_else(|p| p.into_inner());
+            index.get(&key).filter(|e| e.granted.contains(&access)).cloned()?
+        };
+        // Every link of the snapshot must still lead to a blob.
+        let snapshot = self.root.join(&entry.dir);
+        if !(snapshot.is_dir() && links_resolve(&snapshot)) {
+            return None;
+        }
+        tracing::warn!(model = %key, "the hub cannot be reached; using the copy staged before");
+        progress.total.store(entry.bytes, std::sync::atomic::Ordering::Relaxed);
+        progress.add(entry.bytes);
+        self.touch(&key, now);
+        Some(Staged { key, commit: Some(commit), bytes: entry.bytes, path: entry.dir })
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -230,7 +273,7 @@ impl Cache {
         }
         let key = key(spec, Some(&commit));
         let dir = snapshot.strip_prefix(&self.root).unwrap_or(&snapshot).display().to_string();
-        self.record(&key, total, dir.clone(), now);
+        self.record(&key, total, dir.clone(), now, Some(&crate::fingerprint(token)));
         Ok(Staged { key, commit: Some(commit), bytes: total, path: dir })
     }
 
@@ -251,7 +294,7 @@ impl Cache {
         if let Ok(m) = std::fs::metadata(&dest) {
             progress.total.store(m.len(), std::sync::atomic::Ordering::Relaxed);
             progress.add(m.len());
-            self.record(&key, m.len(), rel(&dir), now);
+            self.record(&key, m.len(), rel(&dir), now, None);
             return Ok(Staged { key, commit: None, bytes: m.len(), path: rel(&dest) });
         }
         // The size first (a range of one byte), then the file in ranges like any other.
@@ -271,13 +314,17 @@ impl Cache {
         let lock = self.lock_for(&dest);
         let _one = lock.lock().await;
         fetch(hub, &job, None, progress).await?;
-        self.record(&key, size, rel(&dir), now);
+        self.record(&key, size, rel(&dir), now, None);
         Ok(Staged { key, commit: None, bytes: size, path: rel(&dest) })
     }
 
-    fn record(&self, key: &str, bytes: u64, dir: String, now: Millis) {
+    fn record(&self, key: &str, bytes: u64, dir: String, now: Millis, access: Option<&str>) {
         let mut index = self.index.lock().unwrap_or_else(|p| p.into_inner());
-        index.insert(key.to_owned(), Entry { bytes, last_used: now.0, dir });
+        let mut granted = index.remove(key).map(|e| e.granted).unwrap_or_default();
+        if let Some(a) = access.filter(|a| !granted.iter().any(|g| g == a)) {
+            granted.push(a.to_owned());
+        }
+        index.insert(key.to_owned(), Entry { bytes, last_used: now.0, dir, granted });
         self.save_index(&index);
     }
 
@@ -332,6 +379,19 @@ fn write_tree(repo_dir: &Path, commit: &str, files: &[crate::hub::HubFile]) -> R
     std::fs::write(&tmp, serde_json::to_vec_pretty(&body).unwrap_or_default())
         .and_then(|()| std::fs::rename(&tmp, dir.join(format!("{commit}.json"))))
         .map_err(|e| ModelError::disk("writing a tree", e))
+}
+
+/// Whether every link under `dir` leads to a file.
+fn links_resolve(dir: &Path) -> bool {
+    std::fs::read_dir(dir).into_iter().flatten().flatten().all(|e| {
+        let p = e.path();
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.file_type().is_symlink() => std::fs::metadata(&p).is_ok_and(|t| t.is_file()),
+            Ok(m) if m.is_dir() => links_resolve(&p),
+            Ok(_) => true,
+            Err(_) => false,
+        }
+    })
 }
 
 /// The blob names the links under `dir` point to.

@@ -100,7 +100,9 @@ pub fn encode_path(p: &str) -> String {
 
 /// The host part of a URL.
 fn host_of(url: &str) -> &str {
-    url.split("://").nth(1).and_then(|r| r.split('/').next()).unwrap_or("")
+    let authority = url.split("://").nth(1).and_then(|r| r.split('/').next()).unwrap_or("");
+    // Never credentials, should a mirror's URL carry them.
+    authority.rsplit('@').next().unwrap_or(authority)
 }
 
 /// The hub's reason for a refusal, without anything the caller sent.
@@ -149,7 +151,7 @@ impl Hub {
             let resp = tokio::time::timeout(Duration::from_secs(60), self.client.request(req))
                 .await
                 .map_err(|_| ModelError::Network(format!("{what}: no answer within 60 s")))?
-                .map_err(|e| ModelError::Network(format!("{what}: {}", chain(&e))))?;
+                .map_err(|e| ModelError::Network(format!("{what}: cannot reach {}: {}", host_of(&url), chain(&e))))?;
             let status = resp.status();
             if status.is_redirection() {
                 let Some(loc) = resp.headers().get(header::LOCATION).and_then(|v| v.to_str().ok()) else {
@@ -183,7 +185,7 @@ impl Hub {
         let resp = tokio::time::timeout(Duration::from_secs(60), self.client.request(req))
             .await
             .map_err(|_| ModelError::Network(format!("{what}: no answer within 60 s")))?
-            .map_err(|e| ModelError::Network(format!("{what}: {}", chain(&e))))?;
+            .map_err(|e| ModelError::Network(format!("{what}: cannot reach {}: {}", host_of(&url), chain(&e))))?;
         let status = resp.status();
         if status.is_success() || status.is_redirection() { Ok(()) } else { Err(refusal(status, resp.headers(), what)) }
     }
@@ -293,6 +295,7 @@ mod tests {
         h.insert(header::LINK, "<https://hub/api/models/a/b/tree/main?cursor=x>; rel=\"next\"".parse().unwrap());
         assert_eq!(next_page(&h).as_deref(), Some("https://hub/api/models/a/b/tree/main?cursor=x"));
         assert_eq!(host_of("https://huggingface.co/api/x"), "huggingface.co");
+        assert_eq!(host_of("https://u:pw@mirror:8443/x"), "mirror:8443", "no credentials in messages");
         let mut e = HeaderMap::new();
         e.insert("x-error-code", "RepoNotFound".parse().unwrap());
         e.insert("x-error-message", "Repository not found".parse().unwrap());

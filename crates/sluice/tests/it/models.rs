@@ -107,9 +107,9 @@ fn repos(big: Value) -> Value {
 }
 
 /// `sluice up` with the hub as `hf_endpoint` (and more settings).
-async fn platform(dir: tempfile::TempDir, hub: &FakeHub, extra: &str, args: &[&str]) -> Platform {
+async fn platform(dir: tempfile::TempDir, hub: &str, extra: &str, args: &[&str]) -> Platform {
     let cfg = dir.path().join("sluice.toml");
-    std::fs::write(&cfg, format!("hf_endpoint = \"{}\"\n{extra}", hub.url)).unwrap();
+    std::fs::write(&cfg, format!("hf_endpoint = \"{hub}\"\n{extra}")).unwrap();
     // The Docker runtime's test uses the demo endpoint's image.
     let demo = args.contains(&"docker");
     let mut all = if demo { vec![] } else { vec!["--no-demo"] };
@@ -170,7 +170,7 @@ fn tree(root: &Path) -> BTreeMap<String, String> {
 async fn a_model_is_staged_once_in_the_hub_layout_and_workers_load_it_offline() {
     // The large file stalls once, mid-way, for a few seconds: meanwhile the worker waits.
     let hub = FakeHub::start(repos(json!({"stall_after": 60_000_000, "stall_times": 1})));
-    let p = platform(tempfile::tempdir().unwrap(), &hub, "", &[]).await;
+    let p = platform(tempfile::tempdir().unwrap(), &hub.url, "", &[]).await;
     let out = p.dir.path().join("worker-check.json");
     // The worker reads the cache with Hugging Face's own client, offline (as transformers and
     // vLLM do), then serves: the demo worker hashes every file it was given.
@@ -279,7 +279,7 @@ async fn a_model_is_staged_once_in_the_hub_layout_and_workers_load_it_offline() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_endpoints_staging_one_model_at_once_fetch_it_once() {
     let hub = FakeHub::start(repos(json!({})));
-    let p = platform(tempfile::tempdir().unwrap(), &hub, "", &[]).await;
+    let p = platform(tempfile::tempdir().unwrap(), &hub.url, "", &[]).await;
     // Created together: both stagings are under way at the same moment.
     let (a, b) = tokio::join!(
         p.create_demo("a", json!({"active_workers": 0, "models": [{"source": "hf://acme/tiny"}]})),
@@ -318,7 +318,7 @@ async fn a_download_resumes_after_a_kill_9_and_eviction_spares_listed_models() {
     let hub = FakeHub::start(spec);
     // A cache of 0.15 GB: room for the big model and a small one, not for three.
     let limit = "model_cache_max_gb = 0.103\n";
-    let p = platform(tempfile::tempdir().unwrap(), &hub, limit, &[]).await;
+    let p = platform(tempfile::tempdir().unwrap(), &hub.url, limit, &[]).await;
     let big = p.create_demo("big", json!({"active_workers": 0, "models": [{"source": "hf://acme/tiny"}]})).await;
     // Wait until every byte but the stalled range's rest is written and recorded beside the
     // file (the ranges are 32 MiB: the stall is in the second, [33554432, 67108864)).
@@ -336,7 +336,7 @@ async fn a_download_resumes_after_a_kill_9_and_eviction_spares_listed_models() {
     .await;
     let dir = p.kill9();
 
-    let p = platform(dir, &hub, limit, &[]).await;
+    let p = platform(dir, &hub.url, limit, &[]).await;
     let m = model_in(&p, &p.key, "hf://acme/tiny", "ready", 60).await;
     assert_eq!(m["commit"], COMMIT);
     let gets = hub.downloads("model.safetensors");
@@ -374,14 +374,34 @@ async fn a_download_resumes_after_a_kill_9_and_eviction_spares_listed_models() {
     .await;
     assert!(hubdir.join(format!("models--acme--tiny/snapshots/{COMMIT}/model.safetensors")).exists(), "listed: kept");
     assert!(hubdir.join(format!("models--acme--gated/snapshots/{GATED_COMMIT}/secret.bin")).exists());
-    let _ = (big, gated);
+    let dir = p.stop();
+
+    // The hub goes away: after a restart the staged copies still serve the endpoints (and
+    // the access) they were staged for, so workers keep starting; a copy staged with a token
+    // does not serve an endpoint without one.
+    drop(hub);
+    let p = platform(dir, "http://127.0.0.1:9", limit, &[]).await;
+    let view = async |id: &str| p.api_call(Method::GET, &format!("/v1/endpoints/{id}"), None).await.json();
+    for id in [&big, &gated] {
+        eventually("a staged copy ready without the hub", Duration::from_secs(30), async || {
+            (view(id).await["models"][0]["nodes"][0]["state"] == "ready").then_some(())
+        })
+        .await;
+    }
+    let none = p.create_demo("none", json!({"active_workers": 0, "models": [{"source": "hf://acme/gated"}]})).await;
+    let v = eventually("no copy for an endpoint without the token", Duration::from_secs(30), async || {
+        let v = view(&none).await;
+        (v["models"][0]["nodes"][0]["state"] == "failed").then_some(v)
+    })
+    .await;
+    assert!(v["models"][0]["nodes"][0]["error"].as_str().unwrap().contains("127.0.0.1:9"), "{v}");
     p.stop();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hub_refusals_name_the_reason_tokens_stay_secret_and_accounts_stay_apart() {
     let hub = FakeHub::start(repos(json!({})));
-    let p = platform(tempfile::tempdir().unwrap(), &hub, "", &[]).await;
+    let p = platform(tempfile::tempdir().unwrap(), &hub.url, "", &[]).await;
     let account = async |name: &str| {
         let r = p.api_call(Method::POST, "/v1/accounts", Some(json!({"name": name}))).await;
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
@@ -511,7 +531,7 @@ async fn hub_refusals_name_the_reason_tokens_stay_secret_and_accounts_stay_apart
 async fn a_container_reads_the_staged_model_through_a_read_only_mount() {
     let hub = FakeHub::start(repos(json!({})));
     // With its demo endpoint: its image is the demo worker's (this binary, imported locally).
-    let p = platform(tempfile::tempdir().unwrap(), &hub, "", &["--runtime", "docker"]).await;
+    let p = platform(tempfile::tempdir().unwrap(), &hub.url, "", &["--runtime", "docker"]).await;
     let list = p.api_call(Method::GET, "/v1/endpoints", None).await.json();
     let demo = list["endpoints"].as_array().unwrap().iter().find(|e| e["name"] == "demo").expect("demo").clone();
     let image = demo["image"].as_str().unwrap().to_owned();

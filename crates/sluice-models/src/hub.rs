@@ -185,7 +185,7 @@ impl Hub {
         let resp = tokio::time::timeout(Duration::from_secs(60), self.client.request(req))
             .await
             .map_err(|_| ModelError::Network(format!("{what}: no answer within 60 s")))?
-            .map_err(|e| ModelError::Network(format!("{what}: cannot reach {}: {}", host_of(&url), chain(&e))))?;
+            .map_err(|e| ModelError::Network(format!("{what}: cannot reach {}: {}", host_of(url), chain(&e))))?;
         let status = resp.status();
         if status.is_success() || status.is_redirection() { Ok(()) } else { Err(refusal(status, resp.headers(), what)) }
     }

@@ -125,13 +125,7 @@ fn hub_check() -> String {
 /// The model's view in `GET /v1/models` (as `key`), once `state` on every node.
 async fn model_in(p: &Platform, key: &str, source: &str, state: &str, secs: u64) -> Value {
     eventually(&format!("{source} {state}"), Duration::from_secs(secs), async || {
-        let r = send(
-            Method::GET,
-            &format!("{}/v1/models", p.api),
-            &[("authorization".into(), format!("Bearer {key}"))],
-            Bytes::new(),
-        )
-        .await;
+        let r = p.api_as(key, Method::GET, "/v1/models", None).await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.text());
         let m = r.json()["models"].as_array().unwrap().iter().find(|m| m["source"] == source).cloned()?;
         let nodes = m["nodes"].as_array().unwrap();
@@ -414,9 +408,7 @@ async fn hub_refusals_name_the_reason_tokens_stay_secret_and_accounts_stay_apart
     let create = async |key: &str, body: Value| {
         let mut body = body;
         body["start_command"] = json!(demo_cmd());
-        let h =
-            [("authorization".to_owned(), format!("Bearer {key}")), ("content-type".into(), "application/json".into())];
-        let r = send(Method::POST, &format!("{}/v1/endpoints", p.api), &h, Bytes::from(body.to_string())).await;
+        let r = p.api_as(key, Method::POST, "/v1/endpoints", Some(body)).await;
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
         r.json()["id"].as_str().unwrap().to_owned()
     };
@@ -462,13 +454,7 @@ async fn hub_refusals_name_the_reason_tokens_stay_secret_and_accounts_stay_apart
         )
         .await;
         let w = eventually("bob's worker pending with the hub's reason", Duration::from_secs(30), async || {
-            let r = send(
-                Method::GET,
-                &format!("{}/v1/endpoints/{b}/workers", p.api),
-                &[("authorization".into(), format!("Bearer {bob}"))],
-                Bytes::new(),
-            )
-            .await;
+            let r = p.api_as(&bob, Method::GET, &format!("/v1/endpoints/{b}/workers"), None).await;
             let w = r.json()["workers"].as_array()?.first()?.clone();
             w["reason"].as_str().is_some_and(|r| r.contains("could not be staged")).then_some(w)
         })
@@ -476,23 +462,11 @@ async fn hub_refusals_name_the_reason_tokens_stay_secret_and_accounts_stay_apart
         let why = w["reason"].as_str().unwrap();
         assert!(why.contains(status) && why.contains(reason), "{why}");
         assert_eq!(w["state"], "pending");
-        let r = send(
-            Method::DELETE,
-            &format!("{}/v1/endpoints/{b}", p.api),
-            &[("authorization".into(), format!("Bearer {bob}"))],
-            Bytes::new(),
-        )
-        .await;
+        let r = p.api_as(&bob, Method::DELETE, &format!("/v1/endpoints/{b}"), None).await;
         assert!(r.status.is_success());
     }
     // Bob sees only his own models; Alice's endpoint is not named to him.
-    let r = send(
-        Method::GET,
-        &format!("{}/v1/models", p.api),
-        &[("authorization".into(), format!("Bearer {bob}"))],
-        Bytes::new(),
-    )
-    .await;
+    let r = p.api_as(&bob, Method::GET, "/v1/models", None).await;
     assert!(!r.text().contains(&a), "{}", r.text());
 
     // A missing repository, revision or file fails with the hub's reason; a corrupt file is

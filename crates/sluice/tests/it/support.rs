@@ -145,7 +145,12 @@ impl Platform {
 
     /// Raw call to the control API with the admin key.
     pub async fn api_call(&self, method: Method, path: &str, body: Option<Value>) -> Resp {
-        let mut h = vec![("authorization".to_owned(), format!("Bearer {}", self.key))];
+        self.api_as(&self.key, method, path, body).await
+    }
+
+    /// Raw call to the control API with `key` (another account's).
+    pub async fn api_as(&self, key: &str, method: Method, path: &str, body: Option<Value>) -> Resp {
+        let mut h = vec![("authorization".to_owned(), format!("Bearer {key}"))];
         let body = body.map(|b| {
             h.push(("content-type".into(), "application/json".into()));
             Bytes::from(b.to_string())

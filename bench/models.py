@@ -145,8 +145,11 @@ def main():
             p.wait(timeout=60)
         # Keep the logs; the caches are gigabytes.
         for name in os.listdir(tmp):
-            if name not in ("hub.jsonl", "platform.log", "spec.json"):
-                shutil.rmtree(os.path.join(tmp, name), ignore_errors=True)
+            p = os.path.join(tmp, name)
+            if os.path.isdir(p):
+                shutil.rmtree(p, ignore_errors=True)
+            elif name not in ("hub.jsonl", "platform.log", "spec.json", "sluice.toml"):
+                os.remove(p)
         print(f"(logs in {tmp})", file=sys.stderr)
 
 
@@ -316,7 +319,9 @@ def report(res, cold, sizes, counts):
         "",
         "Neither tool fsyncs: `sluice models fetch` (crates/sluice-models: no fsync) and "
         "huggingface_hub both return with data possibly still in the page cache; \"+ sync\" adds a "
-        "`sync` after it returns (data on disk), comparable with dd's `conv=fdatasync`. Dirty pages are "
+        "`sync` after it returns (data on disk), comparable with dd's `conv=fdatasync`. dd fills the page "
+        "cache and then flushes it all at the end, while a fetch's writeback overlaps its download, so a "
+        "fetch with sync can beat dd: above 100%, the disk is not what limits it. Dirty pages are "
         "written back before every measurement. sluice re-reads each file to check its sha256 (LFS) or "
         "git blob id; huggingface_hub checks sizes only. The client is timed inside its process "
         "(Python start and imports excluded); sluice as a whole process.",

@@ -4,6 +4,7 @@
 # Sluice workers. Also the Prometheus project's `prometheus_client`, whose parser checks
 # /metrics, PyYAML, which reads the Kubernetes manifests, Hugging Face's `huggingface_hub`,
 # whose client proves the fake hub the model-cache tests download from (tests/py/fake_hub.py),
+# OpenAI's `openai` SDK, which streams chat completions through the gateway,
 # and the OpenAPI tools that check the served document (`openapi-spec-validator`) and fuzz the
 # API from it (`schemathesis`).
 # Idempotent; run by scripts/test.sh.
@@ -20,10 +21,12 @@ OPENAPI_SPEC_VALIDATOR_VERSION=0.9.0
 SCHEMATHESIS_VERSION=4.32.5
 # Hugging Face's own client, to prove the fake hub (tests/py/fake_hub.py) speaks the real protocol.
 HUGGINGFACE_HUB_VERSION=2.4.0
+# OpenAI's own SDK, to talk to the demo engine's OpenAI routes through the gateway.
+OPENAI_VERSION=3.57.0
 
 WANT=("runpod==$RUNPOD_VERSION" "prometheus_client==$PROMETHEUS_CLIENT_VERSION" "PyYAML==$PYYAML_VERSION"
       "openapi-spec-validator==$OPENAPI_SPEC_VALIDATOR_VERSION" "schemathesis==$SCHEMATHESIS_VERSION"
-      "huggingface_hub==$HUGGINGFACE_HUB_VERSION")
+      "huggingface_hub==$HUGGINGFACE_HUB_VERSION" "openai==$OPENAI_VERSION")
 
 if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" - "${WANT[@]}" <<'PY' 2>/dev/null; then exit 0; fi
 import sys

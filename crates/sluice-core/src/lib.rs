@@ -5,6 +5,7 @@
 //! argument ([`Millis`]), so every decision here is reproducible in tests and in the simulator.
 #![forbid(unsafe_code)]
 
+pub mod affinity;
 pub mod autoscale;
 pub mod billing;
 pub mod catalog;

@@ -123,7 +123,8 @@ pub fn pick(
     let mut order = (0..len).map(|k| (start + k) % len).filter(|&i| Some(i) != exclude);
     match policy {
         LoadBalancing::RoundRobin => order.find(|&i| outstanding(i) < cap),
-        LoadBalancing::LeastOutstandingRequests => {
+        // Without what the affinity choices look at (see `affinity`): the least loaded.
+        LoadBalancing::LeastOutstandingRequests | LoadBalancing::SessionAffinity | LoadBalancing::PrefixAware => {
             order.map(|i| (i, outstanding(i))).filter(|&(_, o)| o < cap).min_by_key(|&(_, o)| o).map(|(i, _)| i)
         }
     }

@@ -26,9 +26,16 @@ pub fn empty() -> BoxBody {
 
 /// A request body shared with the proxy: until the client connection polls it, the proxy can
 /// take it back and send it to another worker (a connection error before any byte was sent).
+/// It may begin with bytes the gateway already read (the bounded look of the affinity choices).
 pub struct RetryableBody {
-    shared: Arc<Mutex<Option<Incoming>>>,
-    active: Option<Incoming>,
+    shared: Arc<Mutex<Option<Src>>>,
+    active: Option<Src>,
+}
+
+/// The bytes already read, then the rest from the client.
+struct Src {
+    head: Option<Bytes>,
+    rest: Option<Incoming>,
 }
 
 /// The client's request body broke while it was being forwarded (a malformed chunk, fewer
@@ -40,11 +47,16 @@ pub struct ClientBodyError(#[source] pub hyper::Error);
 
 /// The proxy's handle on a [`RetryableBody`].
 #[derive(Clone)]
-pub struct BodySlot(Arc<Mutex<Option<Incoming>>>);
+pub struct BodySlot(Arc<Mutex<Option<Src>>>);
 
 impl BodySlot {
     pub fn new(body: Incoming) -> Self {
-        BodySlot(Arc::new(Mutex::new(Some(body))))
+        BodySlot(Arc::new(Mutex::new(Some(Src { head: None, rest: Some(body) }))))
+    }
+    /// A body of which `head` was read already; `rest` is what the client has still to send
+    /// (none: `head` is all of it).
+    pub fn with_head(head: Bytes, rest: Option<Incoming>) -> Self {
+        BodySlot(Arc::new(Mutex::new(Some(Src { head: (!head.is_empty()).then_some(head), rest }))))
     }
     pub fn body(&self) -> RetryableBody {
         RetryableBody { shared: self.0.clone(), active: None }
@@ -52,6 +64,22 @@ impl BodySlot {
     /// True if the body was never polled (so the request can be sent again).
     pub fn untouched(&self) -> bool {
         self.0.lock().unwrap().is_some()
+    }
+}
+
+impl Src {
+    fn is_end_stream(&self) -> bool {
+        self.head.is_none() && self.rest.as_ref().is_none_or(Body::is_end_stream)
+    }
+    fn size_hint(&self) -> SizeHint {
+        let head = self.head.as_ref().map_or(0, |h| h.len() as u64);
+        let mut hint = self.rest.as_ref().map(Body::size_hint).unwrap_or_else(|| SizeHint::with_exact(0));
+        // Upper first: a lower bound above the upper one panics.
+        if let Some(u) = hint.upper() {
+            hint.set_upper(u + head);
+        }
+        hint.set_lower(hint.lower() + head);
+        hint
     }
 }
 
@@ -67,21 +95,27 @@ impl Body for RetryableBody {
                 None => return Poll::Ready(None),
             }
         }
-        let inner = self.active.as_mut().expect("set above");
-        Pin::new(inner).poll_frame(cx).map_err(|e| Box::new(ClientBodyError(e)) as BoxError)
+        let src = self.active.as_mut().expect("set above");
+        if let Some(head) = src.head.take() {
+            return Poll::Ready(Some(Ok(Frame::data(head))));
+        }
+        match src.rest.as_mut() {
+            Some(rest) => Pin::new(rest).poll_frame(cx).map_err(|e| Box::new(ClientBodyError(e)) as BoxError),
+            None => Poll::Ready(None),
+        }
     }
 
     fn is_end_stream(&self) -> bool {
         match &self.active {
             Some(b) => b.is_end_stream(),
-            None => self.shared.lock().unwrap().as_ref().is_none_or(|b| b.is_end_stream()),
+            None => self.shared.lock().unwrap().as_ref().is_none_or(Src::is_end_stream),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.active {
             Some(b) => b.size_hint(),
-            None => self.shared.lock().unwrap().as_ref().map(|b| b.size_hint()).unwrap_or_default(),
+            None => self.shared.lock().unwrap().as_ref().map(Src::size_hint).unwrap_or_default(),
         }
     }
 }

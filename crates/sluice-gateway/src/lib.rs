@@ -8,6 +8,7 @@
 //! passes WebSocket upgrades through, and enforces the execution timeout.
 #![forbid(unsafe_code)]
 
+mod affinity;
 pub mod body;
 pub mod error;
 pub mod follow;

@@ -23,6 +23,7 @@ use tokio::time::Instant;
 
 use crate::{
     Inner, UpstreamClient,
+    affinity::{self, Affinity},
     body::{BodySlot, BoxBody, ClientBodyError, DeadlineBody, empty},
     error::{Error, caused_by},
     now_ms,
@@ -142,16 +143,22 @@ struct Seen {
 }
 
 /// Picks a worker with a free slot and reserves the slot (compare-and-swap, so concurrent
-/// requests never exceed the cap).
-fn pick_worker(ep: &EndpointEntry, exclude: Option<&WorkerEntry>) -> Option<Arc<WorkerEntry>> {
+/// requests never exceed the cap); an affine request goes where its session or prefix says.
+fn pick_worker(ep: &EndpointEntry, exclude: Option<&WorkerEntry>, aff: &Affinity) -> Option<Arc<WorkerEntry>> {
     let n = ep.workers.len();
     let cap = u64::from(ep.route.concurrency_per_worker.max(1));
     let excl = exclude.and_then(|x| ep.workers.iter().position(|w| w.id == x.id));
     for _ in 0..4 {
-        let counter = ep.stats.cursor.fetch_add(1, Relaxed);
-        let i = pick(ep.route.load_balancing, n, |i| ep.workers[i].outstanding.load(Relaxed), counter, excl, cap)?;
+        let i = match aff {
+            Affinity::None => {
+                let counter = ep.stats.cursor.fetch_add(1, Relaxed);
+                pick(ep.route.load_balancing, n, |i| ep.workers[i].outstanding.load(Relaxed), counter, excl, cap)?
+            }
+            _ => affinity::choose(ep, aff, excl, cap)?,
+        };
         let w = &ep.workers[i];
         if w.outstanding.fetch_update(Relaxed, Relaxed, |o| (o < cap).then_some(o + 1)).is_ok() {
+            affinity::taken(aff, w);
             return Some(w.clone());
         }
     }
@@ -181,6 +188,7 @@ async fn acquire(
     gw: &Inner,
     ep: Arc<EndpointEntry>,
     exclude: Option<&WorkerEntry>,
+    aff: &Affinity,
 ) -> Result<(Arc<EndpointEntry>, Arc<WorkerEntry>), Error> {
     // The caller has tried the fast path (a free slot with nobody waiting).
     if ep.stats.waiting.load(Relaxed) >= u64::from(ep.route.queue_capacity) {
@@ -211,7 +219,8 @@ async fn acquire(
         }
         // Only an excluded lone worker: use it anyway rather than fail (a fresh connection may
         // succeed where a pooled one did not).
-        if let Some(w) = pick_worker(&cur, exclude).or_else(|| exclude.and_then(|_| pick_worker(&cur, None))) {
+        if let Some(w) = pick_worker(&cur, exclude, aff).or_else(|| exclude.and_then(|_| pick_worker(&cur, None, aff)))
+        {
             return Ok((cur, w));
         }
         tokio::select! {
@@ -393,7 +402,8 @@ async fn proxy(
     {
         parts.headers.insert(HOST, h);
     }
-    let slot = (!http_body::Body::is_end_stream(&body)).then(|| BodySlot::new(body));
+    // The affinity choices look at a bounded start of the body first (then forward it whole).
+    let (slot, aff) = affinity::prepare(&ep, &parts.headers, body).await?;
 
     // 3. Forward; one retry on another worker when it is safe (R3.8).
     let mut exclude: Option<Arc<WorkerEntry>> = None;
@@ -402,12 +412,12 @@ async fn proxy(
     let mut ep = ep;
     for attempt in 0..2 {
         // Fast path without a timer: a free slot, nobody waiting.
-        let fast = if ep.stats.waiting.load(Relaxed) == 0 { pick_worker(&ep, exclude.as_deref()) } else { None };
+        let fast = if ep.stats.waiting.load(Relaxed) == 0 { pick_worker(&ep, exclude.as_deref(), &aff) } else { None };
         let (cur, worker) = match fast {
             Some(w) => (ep.clone(), w),
             None => {
                 let (from, none_ready) = (Instant::now(), ep.workers.is_empty());
-                let (cur, w) = tokio::time::timeout_at(deadline, acquire(gw, ep.clone(), exclude.as_deref()))
+                let (cur, w) = tokio::time::timeout_at(deadline, acquire(gw, ep.clone(), exclude.as_deref(), &aff))
                     .await
                     .map_err(|_| Error::ExecutionTimeout(timeout_secs))??;
                 waited = Some(wait_header(none_ready, woken(&cur, &w), from.elapsed()));

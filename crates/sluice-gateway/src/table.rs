@@ -60,6 +60,8 @@ pub struct WorkerEntry {
     pub id: WorkerId,
     pub authority: Authority,
     pub outstanding: AtomicU64,
+    /// The prompt blocks this gateway sent it lately (`prefix_aware`).
+    pub prefixes: Mutex<sluice_core::affinity::Recent>,
 }
 
 #[derive(Debug)]
@@ -67,6 +69,8 @@ pub struct EndpointEntry {
     pub route: EndpointRoute,
     pub workers: Vec<Arc<WorkerEntry>>,
     pub stats: Arc<EndpointStats>,
+    /// The workers' places on the session ring (`session_affinity` only).
+    pub ring: Vec<(u64, usize)>,
 }
 
 #[derive(Default)]
@@ -107,14 +111,25 @@ impl Registry {
             let entry = match self.workers.get(&w.id) {
                 Some((_, e)) if e.authority == authority => e.clone(),
                 _ => {
-                    let e = Arc::new(WorkerEntry { id: w.id.clone(), authority, outstanding: AtomicU64::new(0) });
+                    let e = Arc::new(WorkerEntry {
+                        id: w.id.clone(),
+                        authority,
+                        outstanding: AtomicU64::new(0),
+                        prefixes: Mutex::default(),
+                    });
                     self.workers.insert(w.id.clone(), (route.id.clone(), e.clone()));
                     e
                 }
             };
             workers.push(entry);
         }
-        Arc::new(EndpointEntry { route, workers, stats })
+        let ring = if route.load_balancing == sluice_core::LoadBalancing::SessionAffinity {
+            let ids: Vec<&str> = workers.iter().map(|w| w.id.as_str()).collect();
+            sluice_core::affinity::ring(&ids)
+        } else {
+            Vec::new()
+        };
+        Arc::new(EndpointEntry { route, workers, stats, ring })
     }
 }
 

@@ -98,7 +98,12 @@ fn unix_ms() -> u64 {
 
 type S = State<Arc<Demo>>;
 
-pub async fn run(host: std::net::IpAddr, port: u16, startup_delay_ms: u64) -> anyhow::Result<()> {
+pub async fn run(
+    host: std::net::IpAddr,
+    port: u16,
+    startup_delay_ms: u64,
+    engine: crate::demo_engine::EngineArgs,
+) -> anyhow::Result<()> {
     let started_ms = unix_ms();
     if startup_delay_ms > 0 {
         eprintln!("demo-worker: loading model for {startup_delay_ms} ms");
@@ -121,6 +126,15 @@ pub async fn run(host: std::net::IpAddr, port: u16, startup_delay_ms: u64) -> an
         .route("/_demo/boot", get(boot))
         .route("/_demo/models", get(models))
         .route("/_demo/job", post(pushed_job))
+        .merge(
+            // The OpenAI mode: an LLM engine's behaviour (see demo_engine).
+            Router::new()
+                .route("/v1/chat/completions", post(crate::demo_engine::chat))
+                .route("/v1/completions", post(crate::demo_engine::completions))
+                .route("/v1/models", get(crate::demo_engine::models))
+                .route("/metrics", get(crate::demo_engine::metrics))
+                .with_state(crate::demo_engine::Engine::new(engine)),
+        )
         .fallback(echo)
         .layer(axum::middleware::from_fn_with_state(state.clone(), refuse_while_asleep))
         .layer(axum::extract::DefaultBodyLimit::disable())

@@ -6,6 +6,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod demo;
+pub mod demo_engine;
 pub mod gpus;
 pub mod https;
 pub mod platform;

@@ -87,6 +87,12 @@ pub enum LoadBalancing {
     #[default]
     RoundRobin,
     LeastOutstandingRequests,
+    /// Requests with the same session key (a header, default `X-Session-ID`, else the OpenAI
+    /// `user` field) go to the same worker while it has room (`affinity`).
+    SessionAffinity,
+    /// The worker most likely to hold the prompt's prefix in its KV cache, within the load
+    /// bound (`affinity`).
+    PrefixAware,
 }
 
 impl LoadBalancing {
@@ -94,6 +100,8 @@ impl LoadBalancing {
         match s {
             "round_robin" => Some(LoadBalancing::RoundRobin),
             "least_outstanding_requests" => Some(LoadBalancing::LeastOutstandingRequests),
+            "session_affinity" => Some(LoadBalancing::SessionAffinity),
+            "prefix_aware" => Some(LoadBalancing::PrefixAware),
             _ => None,
         }
     }
@@ -101,7 +109,13 @@ impl LoadBalancing {
         match self {
             LoadBalancing::RoundRobin => "round_robin",
             LoadBalancing::LeastOutstandingRequests => "least_outstanding_requests",
+            LoadBalancing::SessionAffinity => "session_affinity",
+            LoadBalancing::PrefixAware => "prefix_aware",
         }
+    }
+    /// Whether the gateway looks at the start of the request body to choose.
+    pub fn looks_at_body(self) -> bool {
+        matches!(self, LoadBalancing::SessionAffinity | LoadBalancing::PrefixAware)
     }
 }
 

@@ -303,7 +303,10 @@ impl EndpointSpec {
         let load_balancing = match d.load_balancing {
             None => LoadBalancing::default(),
             Some(s) => LoadBalancing::parse(&s).ok_or_else(|| {
-                FieldError::new("load_balancing", "must be round_robin or least_outstanding_requests")
+                FieldError::new(
+                    "load_balancing",
+                    "must be round_robin, least_outstanding_requests, session_affinity or prefix_aware",
+                )
             })?,
         };
         let scaling_policy = match d.scaling_policy {

@@ -218,7 +218,7 @@ pub(super) struct SpecArgs {
     gpus_per_worker: Option<i64>,
     #[arg(long)]
     gpu_type: Option<String>,
-    /// round_robin or least_outstanding_requests
+    /// round_robin, least_outstanding_requests, session_affinity or prefix_aware
     #[arg(long)]
     load_balancing: Option<String>,
     /// Autoscaling policy: default, seed-atlas, seed-damped, seed-hf, fixed-keepalive, knative, hpa, ray-serve, beta9

@@ -217,6 +217,8 @@ enum Cmd {
         /// Simulated model-loading time before the worker listens.
         #[arg(long, env = "DEMO_STARTUP_DELAY_MS", default_value_t = 0)]
         startup_delay_ms: u64,
+        #[command(flatten)]
+        engine: crate::demo_engine::EngineArgs,
     },
 }
 
@@ -398,7 +400,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Models { conn, cmd } => models::models(conn, cmd.unwrap_or(ModelsCmd::List)).await,
         Cmd::Sim(a) => crate::sim::run(a),
         Cmd::Plan(a) => crate::sim::plan(a),
-        Cmd::DemoWorker { host, port, startup_delay_ms } => crate::demo::run(host, port, startup_delay_ms).await,
+        Cmd::DemoWorker { host, port, startup_delay_ms, engine } => {
+            crate::demo::run(host, port, startup_delay_ms, engine).await
+        }
     }
 }
 

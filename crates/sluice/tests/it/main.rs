@@ -10,6 +10,7 @@ mod docker;
 mod gateway;
 mod https;
 mod lifecycle;
+mod llm;
 mod logs;
 mod metrics;
 mod models;

@@ -258,6 +258,12 @@ pub struct EndpointInput {
     /// repositories (`hf://org/name[@revision]`, with optional file patterns) or file URLs.
     /// Workers read them offline from `HF_HUB_CACHE`. `[]` clears them.
     pub models: Option<Vec<ModelInput>>,
+    /// Names an OpenAI client may send as `model` to the account's base URL
+    /// (`/openai/v1` on the gateway); unique within the account. `[]` clears them.
+    pub served_models: Option<Vec<String>>,
+    /// With `session_affinity`: the header holding the session key (default `X-Session-ID`;
+    /// "" restores the default).
+    pub session_header: Option<String>,
 }
 
 /// One model of an endpoint.
@@ -325,6 +331,8 @@ impl From<EndpointInput> for EndpointDraft {
                     })
                     .collect()
             }),
+            served_models: i.served_models,
+            session_header: i.session_header,
         }
     }
 }
@@ -447,6 +455,10 @@ pub struct EndpointView {
     pub sleep_ttl_secs: u32,
     /// Its models and where they stand.
     pub models: Vec<ModelView>,
+    /// The `model` names it serves behind the account's OpenAI base URL.
+    pub served_models: Vec<String>,
+    /// The session header of `session_affinity`.
+    pub session_header: String,
     pub workers: WorkerCounts,
     /// Its HTTPS certificate, when the platform serves HTTPS: state, expiry, and why it is not
     /// issued yet.

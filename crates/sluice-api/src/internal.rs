@@ -41,6 +41,12 @@ pub struct EndpointRoute {
     pub max_requests_per_minute: Option<u32>,
     /// Ready workers, in a stable order.
     pub workers: Vec<WorkerRoute>,
+    /// The `model` names it serves behind its account's OpenAI base URL.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub served_models: Vec<String>,
+    /// The session header of `session_affinity` (lowercase); `None`: `x-session-id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_header: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -202,6 +208,8 @@ mod tests {
                 .iter()
                 .map(|w| WorkerRoute { id: WorkerId::parse(w).unwrap(), addr: "127.0.0.1:1".into(), woken: false })
                 .collect(),
+            served_models: vec![],
+            session_header: None,
         }
     }
 

@@ -54,11 +54,17 @@ pub async fn look(mut body: Incoming) -> Result<(Bytes, Option<Incoming>), Error
     Ok((head.freeze(), Some(body)))
 }
 
-/// The affinity of a request to an endpoint with `policy`, from its headers and the look.
-pub fn of(policy: LoadBalancing, headers: &HeaderMap, look: &[u8]) -> Affinity {
+/// The session header of an endpoint.
+fn session_header(ep: &EndpointEntry) -> &str {
+    ep.route.session_header.as_deref().unwrap_or(SESSION_HEADER)
+}
+
+/// The affinity of a request to an endpoint with `policy`, from its headers (`header`: the
+/// session's) and the look.
+pub fn of(policy: LoadBalancing, header: &str, headers: &HeaderMap, look: &[u8]) -> Affinity {
     match policy {
         LoadBalancing::SessionAffinity => {
-            let key = headers.get(SESSION_HEADER).map(|v| v.as_bytes()).or_else(|| affinity::user_field(look));
+            let key = headers.get(header).map(|v| v.as_bytes()).or_else(|| affinity::user_field(look));
             key.filter(|k| !k.is_empty()).map_or(Affinity::None, |k| Affinity::Session(affinity::hash(k)))
         }
         LoadBalancing::PrefixAware => {
@@ -80,17 +86,29 @@ pub async fn prepare(
     if !policy.looks_at_body() {
         return Ok(((!http_body::Body::is_end_stream(&body)).then(|| BodySlot::new(body)), Affinity::None));
     }
+    let header = session_header(ep);
     // A session header decides without reading anything.
-    if policy == LoadBalancing::SessionAffinity && headers.contains_key(SESSION_HEADER) {
-        let aff = of(policy, headers, &[]);
+    if policy == LoadBalancing::SessionAffinity && headers.contains_key(header) {
+        let aff = of(policy, header, headers, &[]);
         return Ok(((!http_body::Body::is_end_stream(&body)).then(|| BodySlot::new(body)), aff));
     }
     if http_body::Body::is_end_stream(&body) {
-        return Ok((None, of(policy, headers, &[])));
+        return Ok((None, of(policy, header, headers, &[])));
     }
     let (head, rest) = look(body).await?;
-    let aff = of(policy, headers, &head);
+    let aff = of(policy, header, headers, &head);
     Ok((Some(BodySlot::with_head(head, rest)), aff))
+}
+
+/// The same for a body read whole already (the OpenAI front door).
+pub fn prepare_whole(ep: &EndpointEntry, headers: &HeaderMap, body: Bytes) -> (Option<BodySlot>, Affinity) {
+    let policy = ep.route.load_balancing;
+    let aff = if policy.looks_at_body() {
+        of(policy, session_header(ep), headers, &body[..body.len().min(LOOK_LIMIT)])
+    } else {
+        Affinity::None
+    };
+    ((!body.is_empty()).then(|| BodySlot::with_head(body, None)), aff)
 }
 
 /// The worker an affine request goes to (index into `ep.workers`), skipping `exclude`; `None`

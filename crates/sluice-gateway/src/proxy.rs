@@ -26,6 +26,7 @@ use crate::{
     affinity::{self, Affinity},
     body::{BodySlot, BoxBody, ClientBodyError, DeadlineBody, empty},
     error::{Error, caused_by},
+    host::{host_is, request_host},
     now_ms,
     table::{EndpointEntry, EndpointStats, WorkerEntry},
 };
@@ -113,6 +114,29 @@ async fn route(gw: &Arc<Inner>, client: &UpstreamClient, req: Request<Incoming>,
     }
     let arrived = Instant::now();
     let mut seen = Seen::default();
+    if let Some(path) = crate::openai::path_of(request_host(&req), req.uri().path(), &gw.domain) {
+        let path = path.to_owned();
+        let resp = match crate::openai::handle(gw, req, &path).await {
+            crate::openai::Front::Answer(resp) => resp,
+            crate::openai::Front::Forward { id, path_and_query, parts, body } => {
+                let host = request_host(&Request::from_parts(parts.clone(), ())).map(str::to_owned);
+                let target = Target { id, rewritten: Some(path_and_query), prefix: None, host, authorized: true };
+                match forward(gw, client, target, parts, ReqBody::Whole(body), None, conn, &mut seen).await {
+                    Ok(resp) => resp,
+                    Err(e) => {
+                        if let Some(s) = &seen.stats {
+                            s.metrics.errors[e.fault() as usize].fetch_add(1, Relaxed);
+                        }
+                        crate::openai::from_gateway(e)
+                    }
+                }
+            }
+        };
+        if let Some(s) = seen.stats {
+            s.metrics.record(resp.status().as_u16(), arrived.elapsed(), seen.upstream);
+        }
+        return resp;
+    }
     let resp = match proxy(gw, client, req, conn, &mut seen).await {
         Ok(resp) => resp,
         Err(e) => {
@@ -137,9 +161,9 @@ async fn route(gw: &Arc<Inner>, client: &UpstreamClient, req: Request<Incoming>,
 /// What the request path learned, for the metrics: the endpoint, and how long the worker took
 /// to send the response head.
 #[derive(Default)]
-struct Seen {
-    stats: Option<Arc<EndpointStats>>,
-    upstream: Option<Duration>,
+pub(crate) struct Seen {
+    pub(crate) stats: Option<Arc<EndpointStats>>,
+    pub(crate) upstream: Option<Duration>,
 }
 
 /// Picks a worker with a free slot and reserves the slot (compare-and-swap, so concurrent
@@ -285,17 +309,6 @@ fn is_idempotent(m: &Method) -> bool {
     matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE)
 }
 
-/// The host a request names: its `Host` header, else its URI's authority (HTTP/2).
-fn request_host<B>(req: &Request<B>) -> Option<&str> {
-    req.headers().get(HOST).and_then(|v| v.to_str().ok()).or_else(|| req.uri().authority().map(|a| a.as_str()))
-}
-
-/// Whether `host` (maybe with a port) is `name`, without regard to case.
-fn host_is(host: &str, name: &str) -> bool {
-    let h = host.rsplit_once(':').filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit())).map_or(host, |(h, _)| h);
-    h.trim_end_matches('.').eq_ignore_ascii_case(name)
-}
-
 /// Adds the `X-Forwarded-*` headers. Over TLS that this gateway terminated, the protocol is
 /// `https` whatever the client claimed; over plain HTTP a proxy in front may have said it.
 fn append_forwarded(h: &mut HeaderMap, conn: Conn, host: Option<&str>, prefix: Option<&str>) {
@@ -343,16 +356,58 @@ async fn proxy(
                 (id.to_owned(), Some(pq.parse().map_err(|_| Error::NoEndpointInRequest { domain: gw.domain.clone() })?))
             }
         };
+    let upgrade = wants_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
+    let (parts, body) = req.into_parts();
+    let prefix = rewritten.as_ref().map(|_| format!("/e/{id}"));
+    let target = Target { id, rewritten, prefix, host, authorized: false };
+    forward(gw, client, target, parts, ReqBody::Stream(body), upgrade, conn, seen).await
+}
+
+/// Where a request goes, once its endpoint is known.
+pub(crate) struct Target {
+    pub id: String,
+    /// The path and query the worker gets, when not the request's own (path form).
+    pub rewritten: Option<PathAndQuery>,
+    /// `X-Forwarded-Prefix`.
+    pub prefix: Option<String>,
+    pub host: Option<String>,
+    /// The caller's key was checked already (the OpenAI front door): no key check here, and
+    /// the key is not forwarded.
+    pub authorized: bool,
+}
+
+/// A request body: still coming from the client, or read whole already.
+pub(crate) enum ReqBody {
+    Stream(Incoming),
+    Whole(bytes::Bytes),
+}
+
+/// Forwards a request to `target`'s endpoint: key, status and rate checks, a worker (or the
+/// queue), one retry on another worker when it is safe, and the answer streamed back.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn forward(
+    gw: &Inner,
+    client: &UpstreamClient,
+    target: Target,
+    mut parts: http::request::Parts,
+    body: ReqBody,
+    downstream_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    conn: Conn,
+    seen: &mut Seen,
+) -> Result<Response<BoxBody>, Error> {
+    let Target { id, rewritten, prefix, host, authorized } = target;
     let ep = {
         let table = gw.routes.load();
         let ep = table.endpoints.get(&id).cloned().ok_or_else(|| Error::EndpointNotFound(id.clone()))?;
         seen.stats = Some(ep.stats.clone());
-        if !ep.route.public {
+        if authorized {
+            parts.headers.remove(hyper::header::AUTHORIZATION);
+        } else if !ep.route.public {
             // R3.5: a key of the owning account (or the admin's). No key or an unknown one: 401;
             // another account's key: 404, as if the endpoint did not exist. The key is ours and
             // is not forwarded to the worker.
-            let key = req
-                .headers_mut()
+            let key = parts
+                .headers
                 .remove(hyper::header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok().and_then(keys::key_from_header).map(keys::digest_bytes));
             match key.and_then(|d| table.keys.get(&d)) {
@@ -387,10 +442,7 @@ async fn proxy(
     let deadline = Instant::now() + Duration::from_millis(ep.route.execution_timeout_ms);
 
     // 2. Prepare what is forwarded.
-    let upgrade = wants_upgrade(req.headers());
-    let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    let (mut parts, body) = req.into_parts();
-    let prefix = rewritten.as_ref().map(|_| format!("/e/{id}"));
+    let upgrade = downstream_upgrade.is_some();
     let pq = match rewritten {
         Some(pq) => pq,
         None => parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")),
@@ -403,7 +455,10 @@ async fn proxy(
         parts.headers.insert(HOST, h);
     }
     // The affinity choices look at a bounded start of the body first (then forward it whole).
-    let (slot, aff) = affinity::prepare(&ep, &parts.headers, body).await?;
+    let (slot, aff) = match body {
+        ReqBody::Stream(body) => affinity::prepare(&ep, &parts.headers, body).await?,
+        ReqBody::Whole(bytes) => affinity::prepare_whole(&ep, &parts.headers, bytes),
+    };
 
     // 3. Forward; one retry on another worker when it is safe (R3.8).
     let mut exclude: Option<Arc<WorkerEntry>> = None;

@@ -80,6 +80,23 @@ pub struct Table {
     /// Live key digest (SHA-256 bytes) → scope label (`sluice_core::keys::scope_label`), for
     /// private endpoints; shared between tables while the keys do not change.
     pub keys: Arc<HashMap<[u8; 32], String>>,
+    /// A served `model` name → the endpoints serving it (ids; one per account), for the OpenAI
+    /// front door.
+    pub served: HashMap<String, Vec<String>>,
+}
+
+/// The `served` index of `endpoints`.
+fn served_index(endpoints: &HashMap<String, Arc<EndpointEntry>>) -> HashMap<String, Vec<String>> {
+    let mut out: HashMap<String, Vec<String>> = HashMap::new();
+    for (id, e) in endpoints {
+        for m in &e.route.served_models {
+            out.entry(m.clone()).or_default().push(id.clone());
+        }
+    }
+    for ids in out.values_mut() {
+        ids.sort_unstable();
+    }
+    out
 }
 
 /// The table plus the long-lived counters it is built from.
@@ -162,7 +179,13 @@ impl Routes {
         // Forget workers that are neither routed nor busy, and endpoints that are gone and idle.
         reg.workers.retain(|id, (_, e)| routed.contains(id) || e.outstanding.load(Relaxed) > 0);
         reg.endpoints.retain(|id, s| endpoints.contains_key(id.as_str()) || s.busy());
-        self.current.store(Arc::new(Table { version: table.version, endpoints, keys: Arc::new(keys_of(table.keys)) }));
+        let served = served_index(&endpoints);
+        self.current.store(Arc::new(Table {
+            version: table.version,
+            endpoints,
+            keys: Arc::new(keys_of(table.keys)),
+            served,
+        }));
     }
 
     /// Applies the changes from the installed table's version; false (nothing changed) when the
@@ -204,7 +227,8 @@ impl Routes {
             Some(k) => Arc::new(keys_of(k)),
             None => cur.keys.clone(),
         };
-        self.current.store(Arc::new(Table { version: delta.version, endpoints, keys }));
+        let served = served_index(&endpoints);
+        self.current.store(Arc::new(Table { version: delta.version, endpoints, keys, served }));
         true
     }
 

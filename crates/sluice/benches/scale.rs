@@ -63,6 +63,8 @@ fn route(i: usize, workers: usize, first_worker: usize) -> EndpointRoute {
                 woken: false,
             })
             .collect(),
+        served_models: vec![],
+        session_header: None,
     }
 }
 

@@ -310,6 +310,8 @@ fn view(st: &AppState, e: &EndpointRecord) -> EndpointView {
         max_sleeping: s.sleep.max_sleeping,
         sleep_ttl_secs: s.sleep.sleep_ttl_secs,
         models: models::views(st, &[e]),
+        served_models: s.served_models.clone(),
+        session_header: s.session_header.clone().unwrap_or_else(|| "x-session-id".into()),
         workers: counts,
         created_at: rfc3339(e.created_at),
         updated_at: rfc3339(e.updated_at),
@@ -368,6 +370,26 @@ async fn create_endpoint(
     create(&st, &caller, EndpointDraft::from(input)).await
 }
 
+/// A `model` name routes to one endpoint of an account: none of `spec`'s served models may be
+/// served by another endpoint of `account` (409 naming the name's place, not repeating it).
+async fn served_models_free(
+    st: &AppState,
+    account: &str,
+    spec: &EndpointSpec,
+    except: Option<&EndpointId>,
+) -> Result<(), AppError> {
+    if spec.served_models.is_empty() {
+        return Ok(());
+    }
+    let others = st.store.list_endpoints(&sluice_core::keys::Scope::Account(account.to_owned())).await?;
+    for (i, name) in spec.served_models.iter().enumerate() {
+        if let Some(o) = others.iter().find(|o| Some(&o.id) != except && o.spec.served_models.contains(name)) {
+            return Err(AppError::Conflict(format!("served_models[{i}] is already served by endpoint {}", o.id)));
+        }
+    }
+    Ok(())
+}
+
 /// What a draft is validated against: the platform's offer and the account's quota.
 async fn validation(st: &AppState, account: &str) -> Result<sluice_core::ValidationContext, AppError> {
     let mut v = st.cfg.validation();
@@ -383,6 +405,7 @@ async fn create(
     draft: EndpointDraft,
 ) -> Result<(StatusCode, Json<EndpointView>), AppError> {
     let spec = EndpointSpec::validate(draft, &validation(st, &caller.account).await?)?;
+    served_models_free(st, &caller.account, &spec, None).await?;
     accounts::require_credit(st, &caller.account, &spec).await?;
     let t = now();
     let rec = EndpointRecord {
@@ -478,6 +501,7 @@ async fn update_endpoint(
         let mut e = load(&st, &caller, &id).await?;
         let draft = e.spec.to_draft().overlay(patch.clone());
         let spec = EndpointSpec::validate(draft, &validation(&st, &e.account).await?)?;
+        served_models_free(&st, &e.account, &spec, Some(&e.id)).await?;
         let cost =
             |s: &EndpointSpec| (s.workers.active_workers * s.workers.gpus_per_worker, s.workers.gpu_type.clone());
         if cost(&e.spec) != cost(&spec) && e.status == EndpointStatus::Running {

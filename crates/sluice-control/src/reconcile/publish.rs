@@ -39,6 +39,8 @@ impl Reconciler {
                 max_requests_per_minute: e.spec.limits.max_requests_per_minute,
                 max_workers: e.spec.workers.max_workers,
                 load_balancing: e.spec.limits.load_balancing,
+                served_models: e.spec.served_models.clone(),
+                session_header: e.spec.session_header.clone(),
                 execution_timeout_ms: u64::from(e.spec.timeouts.execution_timeout_secs) * 1000,
                 queue_timeout_ms: u64::from(e.spec.limits.queue_timeout_secs) * 1000,
                 queue_capacity: e.spec.limits.queue_capacity,

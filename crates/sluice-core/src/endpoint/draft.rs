@@ -54,6 +54,10 @@ pub struct EndpointDraft {
     pub sleep_ttl_secs: Option<i64>,
     /// Models to stage: `[]` clears them.
     pub models: Option<Vec<crate::models::ModelDraft>>,
+    /// Names a client may send as `model` to the account's OpenAI base URL: `[]` clears them.
+    pub served_models: Option<Vec<String>>,
+    /// The header `session_affinity` keys on: "" for the default (`X-Session-ID`).
+    pub session_header: Option<String>,
 }
 
 impl EndpointDraft {
@@ -106,7 +110,9 @@ impl EndpointDraft {
             wake_path,
             max_sleeping,
             sleep_ttl_secs,
-            models
+            models,
+            served_models,
+            session_header
         );
         self
     }
@@ -166,6 +172,8 @@ impl EndpointSpec {
                     })
                     .collect(),
             ),
+            served_models: Some(self.served_models.clone()),
+            session_header: Some(self.session_header.clone().unwrap_or_default()),
         }
     }
 }

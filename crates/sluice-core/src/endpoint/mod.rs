@@ -384,6 +384,12 @@ pub struct EndpointSpec {
     /// Models staged on every node of its data center before a worker starts (issue 18).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub models: Vec<crate::models::ModelSpec>,
+    /// The `model` names it serves behind the account's OpenAI base URL (unique per account).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub served_models: Vec<String>,
+    /// The header `session_affinity` keys on (lowercase); `None`: `x-session-id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_header: Option<String>,
 }
 
 fn default_job_path() -> String {

@@ -362,6 +362,22 @@ impl EndpointSpec {
             (EndpointKind::Queue, Delivery::Push) => Mode::QueuePush { job_path },
         };
         let models = crate::models::validate_models(d.models.as_deref().unwrap_or_default())?;
+        let served_models = validate_served_models(d.served_models.as_deref().unwrap_or_default())?;
+        let session_header = match d.session_header.as_deref() {
+            None | Some("") => None,
+            Some(h)
+                if (1..=64).contains(&h.len())
+                    && h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
+            {
+                Some(h.to_ascii_lowercase())
+            }
+            Some(_) => {
+                return Err(FieldError::new(
+                    "session_header",
+                    "must be a header name: 1-64 letters, digits, '-' or '_'",
+                ));
+            }
+        };
         let sleep = validate_sleep(&d.sleep_path, &d.wake_path, d.max_sleeping, d.sleep_ttl_secs, max_workers, &mode)?;
         Ok(EndpointSpec {
             name,
@@ -401,6 +417,35 @@ impl EndpointSpec {
             },
             sleep,
             models,
+            served_models,
+            session_header,
         })
     }
+}
+
+/// At most this many served model names per endpoint.
+pub const MAX_SERVED_MODELS: usize = 16;
+
+/// `served_models`: names as OpenAI clients send them (`Qwen/Qwen2.5-7B-Instruct`, `gpt-4o`,
+/// `llama3:8b`), 1-256 of letters, digits and `._:/@+-`, no name twice.
+fn validate_served_models(names: &[String]) -> Result<Vec<String>, FieldError> {
+    if names.len() > MAX_SERVED_MODELS {
+        return Err(FieldError::new("served_models", format!("at most {MAX_SERVED_MODELS} names")));
+    }
+    let mut out: Vec<String> = Vec::with_capacity(names.len());
+    for (i, n) in names.iter().enumerate() {
+        let ok =
+            (1..=256).contains(&n.len()) && n.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:/@+-".contains(&b));
+        if !ok {
+            return Err(FieldError::new(
+                format!("served_models[{i}]"),
+                "must be 1-256 letters, digits or any of . _ : / @ + -",
+            ));
+        }
+        if out.contains(n) {
+            return Err(FieldError::new(format!("served_models[{i}]"), "is listed twice"));
+        }
+        out.push(n.clone());
+    }
+    Ok(out)
 }

@@ -277,6 +277,14 @@ pub(super) struct SpecArgs {
     /// list on update ("" clears it). File patterns go in the TOML file (`models`).
     #[arg(long = "model", value_name = "SOURCE")]
     models: Vec<String>,
+    /// A name OpenAI clients may send as `model` to the account's base URL (the gateway's
+    /// /openai/v1); repeatable; replaces the list on update ("" clears it).
+    #[arg(long = "served-model", value_name = "NAME")]
+    served_models: Vec<String>,
+    /// With --load-balancing session_affinity: the header holding the session key (default
+    /// X-Session-ID).
+    #[arg(long)]
+    session_header: Option<String>,
     #[command(flatten)]
     registry: RegistryArgs,
 }
@@ -332,8 +340,12 @@ impl SpecArgs {
             sleep_path,
             wake_path,
             max_sleeping,
-            sleep_ttl_secs
+            sleep_ttl_secs,
+            session_header
         );
+        if !self.served_models.is_empty() {
+            input.served_models = Some(self.served_models.iter().filter(|m| !m.is_empty()).cloned().collect());
+        }
         if !self.env.is_empty() {
             let mut env = BTreeMap::new();
             for kv in &self.env {

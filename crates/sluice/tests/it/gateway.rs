@@ -29,10 +29,10 @@ async fn routes_by_host_and_path_and_spreads_round_robin() {
 
     // Host form: {id}.{dc}.{domain}, path kept.
     let host = format!("{id}.local.localhost:{}", p.gateway_port());
-    let r = get_with_host(&format!("{}/v1/models?q=1", p.gateway), &host).await;
+    let r = get_with_host(&format!("{}/v1/items?q=1", p.gateway), &host).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     let j = r.json();
-    assert_eq!(j["path"], "/v1/models");
+    assert_eq!(j["path"], "/v1/items");
     assert_eq!(j["query"], "q=1");
     assert_eq!(j["headers"]["x-forwarded-host"], host);
     assert_eq!(j["headers"]["x-forwarded-for"], "127.0.0.1");
@@ -41,9 +41,9 @@ async fn routes_by_host_and_path_and_spreads_round_robin() {
     assert_eq!(cuda.split(',').count(), 2, "{cuda}");
 
     // Path form: prefix stripped, prefix reported.
-    let r = p.get(&id, "/v1/models?q=2").await;
+    let r = p.get(&id, "/v1/items?q=2").await;
     let j = r.json();
-    assert_eq!(j["path"], "/v1/models");
+    assert_eq!(j["path"], "/v1/items");
     assert_eq!(j["query"], "q=2");
     assert_eq!(j["headers"]["x-forwarded-prefix"], format!("/e/{id}"));
     assert_eq!(p.get(&id, "").await.json()["path"], "/");

@@ -144,3 +144,87 @@ async fn sessions_stick_to_a_worker_by_header_or_user_and_the_openai_sdk_streams
     }
     p.stop();
 }
+
+/// Runs `openai_front.py` against `base` with `key`: one JSON result per call.
+fn front(base: &str, key: &str, calls: &[&str]) -> Vec<Value> {
+    let o = Command::new(python()).arg(py_script("openai_front.py")).args([base, key]).args(calls).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_openai_base_url_serves_an_accounts_models_with_openai_errors() {
+    let p = Platform::start().await;
+    let account = async |name: &str| {
+        let r = p.api_call(Method::POST, "/v1/accounts", Some(json!({"name": name}))).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+        let c =
+            p.api_call(Method::POST, &format!("/v1/accounts/{name}/credit"), Some(json!({"amount_usd": 100}))).await;
+        assert_eq!(c.status, StatusCode::OK);
+        r.json()["key"]["key"].as_str().unwrap().to_owned()
+    };
+    let (alice, bob) = (account("alice").await, account("bob").await);
+    let create = async |key: &str, body: Value| {
+        let mut body = body;
+        body["start_command"] = json!(demo_cmd());
+        body["env"] = json!({"DEMO_PREFILL_US_PER_TOKEN": "1", "DEMO_DECODE_US_PER_TOKEN": "100"});
+        p.api_as(key, Method::POST, "/v1/endpoints", Some(body)).await
+    };
+    // Two of Alice's endpoints behind one base URL (private: the key is needed anyway), one of
+    // them limited to 1 request a minute and scaling from zero.
+    let a =
+        create(&alice, json!({"name": "alpha", "active_workers": 1, "served_models": ["alpha", "org/alpha-7b"]})).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text());
+    assert_eq!(a.json()["served_models"], json!(["alpha", "org/alpha-7b"]));
+    let b = create(
+        &alice,
+        json!({"name": "beta", "active_workers": 0, "max_requests_per_minute": 1, "served_models": ["beta"]}),
+    )
+    .await;
+    assert_eq!(b.status, StatusCode::CREATED, "{}", b.text());
+    // A name is served by one endpoint of an account; another account may use it.
+    let dup = create(&alice, json!({"name": "gamma", "served_models": ["beta"]})).await;
+    assert_eq!(dup.status, StatusCode::CONFLICT, "{}", dup.text());
+    assert!(dup.text().contains("served_models[0]"), "{}", dup.text());
+    let bad = create(&alice, json!({"name": "delta", "served_models": ["has space"]})).await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", bad.text());
+    assert_eq!(bad.json()["error"]["field"], "served_models[0]");
+    let bobs = create(&bob, json!({"name": "bob-beta", "active_workers": 0, "served_models": ["beta"]})).await;
+    assert_eq!(bobs.status, StatusCode::CREATED, "{}", bobs.text());
+
+    let base = format!("{}/openai/v1", p.gateway);
+    let r = front(
+        &base,
+        &alice,
+        &["models", "chat:alpha", "stream:org/alpha-7b", "complete:alpha", "chat:beta", "chat:beta", "chat:nope"],
+    );
+    assert_eq!(r[0]["models"], json!(["alpha", "beta", "org/alpha-7b"]), "{:?}", r[0]);
+    assert_eq!(r[1]["content"], " x x x", "{:?}", r[1]);
+    assert_eq!(r[1]["model"], "alpha");
+    assert_eq!(r[2]["content"], " x x x x", "{:?}", r[2]);
+    assert_eq!(r[2]["usage"]["completion_tokens"], 4);
+    assert_eq!(r[3]["text"], " x x");
+    // beta starts from zero for the first request; the second is over its 1 a minute.
+    assert_eq!(r[4]["ok"], true, "{:?}", r[4]);
+    assert_eq!((r[5]["error"].as_str(), r[5]["status"].as_u64()), (Some("RateLimitError"), Some(429)), "{:?}", r[5]);
+    assert!(r[5]["retry_after"].as_str().is_some_and(|s| s.parse::<u64>().unwrap() >= 1), "{:?}", r[5]);
+    assert_eq!(
+        (r[6]["error"].as_str(), r[6]["code"].as_str()),
+        (Some("NotFoundError"), Some("model_not_found")),
+        "{:?}",
+        r[6]
+    );
+
+    // Bob sees his own `beta` only, and cannot reach Alice's `alpha`; no key, no models.
+    let r = front(&base, &bob, &["models", "chat:alpha"]);
+    assert_eq!(r[0]["models"], json!(["beta"]));
+    assert_eq!(r[1]["code"], "model_not_found");
+    let r = front(&base, "sk_not_a_key", &["models"]);
+    assert_eq!(
+        (r[0]["error"].as_str(), r[0]["status"].as_u64()),
+        (Some("AuthenticationError"), Some(401)),
+        "{:?}",
+        r[0]
+    );
+    p.stop();
+}

@@ -107,6 +107,19 @@ struct Counters {
     prefix_hits: AtomicU64,
     finished: AtomicU64,
     aborted: AtomicU64,
+    /// When the latest abort was noticed, Unix µs (the cancel benchmark reads it).
+    last_abort_us: AtomicU64,
+}
+
+fn unix_us() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+}
+
+impl Counters {
+    fn abort(&self) {
+        self.aborted.fetch_add(1, Relaxed);
+        self.last_abort_us.store(unix_us(), Relaxed);
+    }
 }
 
 pub struct Engine {
@@ -188,7 +201,7 @@ impl Engine {
             Ok(p) = self.seqs.clone().acquire_owned() => p,
             () = tx.closed() => {
                 self.n.waiting.fetch_sub(1, Relaxed);
-                self.n.aborted.fetch_add(1, Relaxed);
+                self.n.abort();
                 return;
             }
         };
@@ -199,17 +212,24 @@ impl Engine {
         let cached = tokio::select! {
             c = self.prefill(&prompt) => c,
             () = tx.closed() => {
-                self.n.aborted.fetch_add(1, Relaxed);
+                self.n.abort();
                 return;
             }
         };
         for i in 0..max_tokens.max(1) {
             if i > 0 {
-                tokio::time::sleep(Duration::from_micros(self.args.decode_us_per_token)).await;
+                // A client gone between tokens is noticed at once, as an engine's abort.
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_micros(self.args.decode_us_per_token)) => {}
+                    () = tx.closed() => {
+                        self.n.abort();
+                        return;
+                    }
+                }
             }
             self.n.generation_tokens.fetch_add(1, Relaxed);
             if tx.send(Event::Token).await.is_err() {
-                self.n.aborted.fetch_add(1, Relaxed);
+                self.n.abort();
                 return;
             }
         }
@@ -246,6 +266,7 @@ impl Engine {
             ("vllm:generation_tokens", "counter", "Tokens generated.", g(&self.n.generation_tokens) as f64),
             ("vllm:request_success", "counter", "Requests finished.", g(&self.n.finished) as f64),
             ("demo:aborted_requests", "counter", "Requests whose client went away.", g(&self.n.aborted) as f64),
+            ("demo:last_abort_unix_us", "gauge", "When the latest abort was noticed.", g(&self.n.last_abort_us) as f64),
         ] {
             let suffix = if kind == "counter" { "_total" } else { "" };
             out.push_str(&format!(
@@ -372,7 +393,14 @@ async fn complete(e: Arc<Engine>, chat: bool, req: Completion) -> Response {
     };
     let stream = async_stream(move |out: mpsc::Sender<Result<Bytes, Infallible>>| async move {
         let mut first = true;
-        while let Some(ev) = rx.recv().await {
+        loop {
+            // The body dropped (the client went away): stop at once, which the generation
+            // notices as its receiver going.
+            let ev = tokio::select! {
+                ev = rx.recv() => ev,
+                () = out.closed() => return,
+            };
+            let Some(ev) = ev else { return };
             let piece = match ev {
                 Event::Token if chat => {
                     let delta =

@@ -228,3 +228,123 @@ async fn one_openai_base_url_serves_an_accounts_models_with_openai_errors() {
     );
     p.stop();
 }
+
+/// A worker's value of a metric line that starts with `name{`.
+async fn metric(addr: &str, name: &str) -> f64 {
+    let m = send(Method::GET, &format!("http://{addr}/metrics"), &[], Bytes::new()).await.text();
+    m.lines()
+        .find(|l| l.starts_with(&format!("{name}{{")))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(-1.0)
+}
+
+/// Sends a raw HTTP/1.1 POST of `body` to `path` and returns the open connection.
+async fn raw_post(gateway: &str, path: &str, body: &str) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let addr = gateway.trim_start_matches("http://");
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_goes_away_leaves_the_queue_and_aborts_its_request_at_the_worker() {
+    use tokio::io::AsyncReadExt;
+    let p = Platform::start().await;
+    // One worker, one request at a time, slow tokens.
+    let id = p
+        .create_demo(
+            "cancel",
+            json!({"active_workers": 1, "max_workers": 1, "concurrency_per_worker": 1,
+            "env": {"DEMO_PREFILL_US_PER_TOKEN": "1", "DEMO_DECODE_US_PER_TOKEN": "20000"}}),
+        )
+        .await;
+    let w = p.wait_ready(&id, 1).await.remove(0);
+    let addr = w["address"].as_str().unwrap().to_owned();
+    let path = format!("/e/{id}/v1/chat/completions");
+    let long =
+        json!({"model": "demo", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 500, "stream": true})
+            .to_string();
+
+    // A streaming request takes the only slot; a second one waits in the gateway's queue.
+    let mut first = raw_post(&p.gateway, &path, &long).await;
+    let mut head = vec![0u8; 256];
+    let n = first.read(&mut head).await.unwrap();
+    assert!(String::from_utf8_lossy(&head[..n]).starts_with("HTTP/1.1 200"), "{}", String::from_utf8_lossy(&head[..n]));
+    let second = raw_post(&p.gateway, &path, &long).await;
+    let queued = async || {
+        let m = p.api_call(Method::GET, "/metrics", None).await.text();
+        m.lines()
+            .find(|l| l.starts_with("sluice_gateway_queued_requests{") && l.contains(&id))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+    };
+    eventually("the second request queued", std::time::Duration::from_secs(10), async || {
+        (queued().await == Some(1)).then_some(())
+    })
+    .await;
+    // Its client goes away: it leaves the queue and never takes the slot.
+    drop(second);
+    eventually("the queue empty again", std::time::Duration::from_secs(10), async || {
+        (queued().await == Some(0)).then_some(())
+    })
+    .await;
+
+    // The streaming client goes away mid-answer: the worker aborts the sequence, its slot frees.
+    drop(first);
+    eventually("the worker aborted the request", std::time::Duration::from_secs(10), async || {
+        (metric(&addr, "demo:aborted_requests_total").await == 1.0
+            && metric(&addr, "vllm:num_requests_running").await == 0.0)
+            .then_some(())
+    })
+    .await;
+    // The next request gets the slot at once; only one request ever reached the worker before.
+    let (_, a) =
+        chat(&p, &id, json!({"model": "demo", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}), &[])
+            .await;
+    assert_eq!(a["usage"]["completion_tokens"], 1);
+    assert_eq!(metric(&addr, "vllm:request_success_total").await, 1.0, "the queued request never reached the worker");
+    p.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runsync_client_that_goes_away_ends_only_its_wait_and_the_job_completes() {
+    let p = Platform::start().await;
+    let id = p
+        .create_demo(
+            "jobs",
+            json!({"type": "queue", "delivery": "push", "job_path": "/_demo/job", "active_workers": 1}),
+        )
+        .await;
+    p.wait_ready(&id, 1).await;
+    let health = async || {
+        let h = [("authorization".to_owned(), p.key.clone())];
+        send(Method::GET, &format!("{}/v2/{id}/health", p.gateway), &h, Bytes::new()).await.json()
+    };
+    // A /runsync whose job takes a while; its client goes away while it runs.
+    use tokio::io::AsyncWriteExt;
+    let addr = p.gateway.trim_start_matches("http://").to_owned();
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let body = json!({"input": {"sleep_ms": 1500}}).to_string();
+    let req = format!(
+        "POST /v2/{id}/runsync HTTP/1.1\r\nhost: {addr}\r\nauthorization: {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        p.key,
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    eventually("the job running", std::time::Duration::from_secs(10), async || {
+        (health().await["jobs"]["inProgress"] == 1).then_some(())
+    })
+    .await;
+    drop(s);
+    // The job was accepted: it still runs to the end; only the wait ended.
+    eventually("the job completed", std::time::Duration::from_secs(20), async || {
+        let h = health().await;
+        (h["jobs"]["completed"] == 1 && h["jobs"]["inProgress"] == 0).then_some(())
+    })
+    .await;
+    p.stop();
+}

@@ -39,6 +39,15 @@ pub struct EndpointStatusView {
     /// bounds of their histogram buckets; absent before the first request.
     pub latency_p50_ms: Option<f64>,
     pub latency_p99_ms: Option<f64>,
+    /// Streamed OpenAI answers: time to first token and between tokens, p50 and p99 (bucket
+    /// bounds); absent before the first stream.
+    pub ttft_p50_ms: Option<f64>,
+    pub ttft_p99_ms: Option<f64>,
+    pub itl_p50_ms: Option<f64>,
+    pub itl_p99_ms: Option<f64>,
+    /// Tokens streamed, and the streams.
+    pub output_tokens_total: u64,
+    pub streams_total: u64,
 }
 
 /// One sample of an endpoint's load (every 2 s, the last hour).

@@ -178,6 +178,7 @@ pub fn encode_gateway(gw: &GatewayFigures, control_plane_up: bool, table_age_sec
 fn gateway_families(s: &mut Snapshot, gw: &GatewayFigures) {
     let (mut codes, mut total, mut added, mut rejected, mut errors, mut in_flight, mut queued) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut ttft, mut itl, mut tokens, mut streams) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for f in &gw.endpoints {
         let Some(id) = &f.endpoint else { continue };
         for (code, n) in &f.codes {
@@ -193,7 +194,29 @@ fn gateway_families(s: &mut Snapshot, gw: &GatewayFigures) {
         }
         in_flight.push((ep(id), f.in_flight as i64));
         queued.push((ep(id), f.queued as i64));
+        if f.llm.streams > 0 {
+            ttft.push((ep(id), f.llm.ttft.clone()));
+            itl.push((ep(id), f.llm.itl.clone()));
+            tokens.push((ep(id), f.llm.output_tokens));
+            streams.push((ep(id), f.llm.streams));
+        }
     }
+    s.add(
+        "sluice_llm_time_to_first_token_seconds",
+        "Streamed OpenAI answers: from the request's arrival at the gateway to the first token.",
+        Values::Histogram(ttft),
+    );
+    s.add(
+        "sluice_llm_inter_token_latency_seconds",
+        "Streamed OpenAI answers: time between tokens.",
+        Values::Histogram(itl),
+    );
+    s.add(
+        "sluice_llm_output_tokens",
+        "Tokens streamed (the final usage chunk's completion_tokens when present, else the chunks).",
+        Values::Counter(tokens),
+    );
+    s.add("sluice_llm_streams", "Streamed OpenAI answers that ended.", Values::Counter(streams));
     s.add(
         "sluice_gateway_requests",
         "Responses the gateway sent, by endpoint and status code.",

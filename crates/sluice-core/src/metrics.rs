@@ -80,6 +80,41 @@ pub struct EndpointFigures {
     pub errors: Vec<(String, u64)>,
     pub in_flight: u64,
     pub queued: u64,
+    /// Streamed OpenAI answers (chat and text completions).
+    #[serde(default)]
+    pub llm: LlmFigures,
+}
+
+/// What the gateway measures of streamed OpenAI answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LlmFigures {
+    /// Arrival to the first token.
+    pub ttft: Histogram,
+    /// Between tokens.
+    pub itl: Histogram,
+    /// Tokens generated (the final `usage` chunk's `completion_tokens`, else the chunks).
+    pub output_tokens: u64,
+    pub streams: u64,
+}
+
+impl Default for LlmFigures {
+    fn default() -> Self {
+        LlmFigures {
+            ttft: Histogram::new(&LATENCY_BOUNDS),
+            itl: Histogram::new(&LATENCY_BOUNDS),
+            output_tokens: 0,
+            streams: 0,
+        }
+    }
+}
+
+impl LlmFigures {
+    pub fn add(&mut self, o: &LlmFigures) {
+        self.ttft.add(&o.ttft);
+        self.itl.add(&o.itl);
+        self.output_tokens += o.output_tokens;
+        self.streams += o.streams;
+    }
 }
 
 /// A gateway process's figures.
@@ -143,6 +178,7 @@ pub fn merge_figures(all: &[GatewayFigures]) -> GatewayFigures {
             }
             m.in_flight += f.in_flight;
             m.queued += f.queued;
+            m.llm.add(&f.llm);
         }
     }
     out
@@ -188,6 +224,7 @@ mod tests {
                 errors: vec![("client".into(), 1)],
                 in_flight: 2,
                 queued: 1,
+                llm: LlmFigures::default(),
             }
         };
         let g1 = GatewayFigures {

@@ -18,6 +18,7 @@ pub mod openai;
 mod proxy;
 pub mod table;
 pub mod tls;
+mod tokens;
 
 use std::{convert::Infallible, future::Future, sync::Arc, time::Duration};
 

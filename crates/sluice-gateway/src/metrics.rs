@@ -55,6 +55,11 @@ pub struct EndpointMetrics {
     pub concurrency_limited: AtomicU64,
     /// Gateway errors by fault: client, worker, platform.
     pub errors: [AtomicU64; 3],
+    /// Streamed OpenAI answers: time to first token, between tokens, tokens, streams.
+    pub ttft: AtomicHistogram,
+    pub itl: AtomicHistogram,
+    pub output_tokens: AtomicU64,
+    pub streams: AtomicU64,
 }
 
 impl Default for EndpointMetrics {
@@ -66,6 +71,10 @@ impl Default for EndpointMetrics {
             rate_limited: AtomicU64::new(0),
             concurrency_limited: AtomicU64::new(0),
             errors: Default::default(),
+            ttft: AtomicHistogram::new(&LATENCY_BOUNDS),
+            itl: AtomicHistogram::new(&LATENCY_BOUNDS),
+            output_tokens: AtomicU64::new(0),
+            streams: AtomicU64::new(0),
         }
     }
 }
@@ -82,6 +91,16 @@ impl EndpointMetrics {
         }
         self.total.observe(total);
         self.added.observe(total.saturating_sub(upstream.unwrap_or_default()));
+    }
+
+    /// The streamed-answer figures as read now.
+    pub fn llm(&self) -> sluice_core::metrics::LlmFigures {
+        sluice_core::metrics::LlmFigures {
+            ttft: self.ttft.snapshot(),
+            itl: self.itl.snapshot(),
+            output_tokens: self.output_tokens.load(Relaxed),
+            streams: self.streams.load(Relaxed),
+        }
     }
 
     pub fn codes(&self) -> Vec<(u16, u64)> {

@@ -113,7 +113,7 @@ async fn route(gw: &Arc<Inner>, client: &UpstreamClient, req: Request<Incoming>,
         return side(req).await;
     }
     let arrived = Instant::now();
-    let mut seen = Seen::default();
+    let mut seen = Seen { arrived: Some(arrived), ..Seen::default() };
     if let Some(path) = crate::openai::path_of(request_host(&req), req.uri().path(), &gw.domain) {
         let path = path.to_owned();
         let resp = match crate::openai::handle(gw, req, &path).await {
@@ -164,6 +164,8 @@ async fn route(gw: &Arc<Inner>, client: &UpstreamClient, req: Request<Incoming>,
 pub(crate) struct Seen {
     pub(crate) stats: Option<Arc<EndpointStats>>,
     pub(crate) upstream: Option<Duration>,
+    /// When the request arrived (time to first token counts from here).
+    pub(crate) arrived: Option<Instant>,
 }
 
 /// Picks a worker with a free slot and reserves the slot (compare-and-swap, so concurrent
@@ -546,6 +548,11 @@ pub(crate) async fn forward(
         let body = DeadlineBody::new(rbody, deadline, timeout_secs, guard);
         if let Some(w) = waited {
             rparts.headers.insert(WAIT_HEADER, w);
+        }
+        if crate::tokens::is_token_stream(pq.as_str(), &rparts.headers) {
+            let arrived = seen.arrived.unwrap_or(sent);
+            let metered = crate::tokens::Metered::new(BodyExt::boxed_unsync(body), ep.stats.clone(), arrived);
+            return Ok(Response::from_parts(rparts, BodyExt::boxed_unsync(metered)));
         }
         return Ok(Response::from_parts(rparts, BodyExt::boxed_unsync(body)));
     }

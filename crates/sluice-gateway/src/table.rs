@@ -254,6 +254,7 @@ impl Routes {
                     .collect(),
                 in_flight: s.in_flight.load(Relaxed),
                 queued: s.waiting.load(Relaxed),
+                llm: s.metrics.llm(),
             })
             .collect();
         (version, figures)

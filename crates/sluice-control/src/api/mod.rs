@@ -627,12 +627,21 @@ async fn endpoint_status(
     let f = figures.endpoints.iter().find(|f| f.endpoint.as_ref() == Some(&e.id));
     let rejected = |limit: &str| f.map_or(0, |f| f.rejected.iter().filter(|(l, _)| *l == limit).map(|(_, n)| n).sum());
     let ms = |q: f64| f.and_then(|f| f.total.quantile(q)).map(|s| s * 1000.0);
+    let llm_ms = |h: fn(&sluice_core::metrics::LlmFigures) -> &sluice_core::metrics::Histogram, q: f64| {
+        f.and_then(|f| h(&f.llm).quantile(q)).map(|s| s * 1000.0)
+    };
     Ok(Json(sluice_api::EndpointStatusView {
         requests_total: f.map_or(0, |f| f.codes.iter().map(|(_, n)| n).sum()),
         rate_limited_total: rejected("rate_limit"),
         concurrency_limited_total: rejected("concurrency_limit"),
         latency_p50_ms: ms(0.5),
         latency_p99_ms: ms(0.99),
+        ttft_p50_ms: llm_ms(|l| &l.ttft, 0.5),
+        ttft_p99_ms: llm_ms(|l| &l.ttft, 0.99),
+        itl_p50_ms: llm_ms(|l| &l.itl, 0.5),
+        itl_p99_ms: llm_ms(|l| &l.itl, 0.99),
+        output_tokens_total: f.map_or(0, |f| f.llm.output_tokens),
+        streams_total: f.map_or(0, |f| f.llm.streams),
         id: e.id.to_string(),
         status: e.status.as_str().into(),
         current_concurrency_limit: u64::from(c.ready) * cpw,

@@ -124,6 +124,9 @@ async function endpoint(id) {
         ["Workers asleep", e.max_sleeping ? `${e.workers.sleeping} of up to ${e.max_sleeping}` : "sleep off"],
         ["Latency p50 / p99", s.latency_p50_ms == null ? "–" : `${s.latency_p50_ms} / ${s.latency_p99_ms} ms`],
         ["429s (rate / concurrency)", `${s.rate_limited_total} / ${s.concurrency_limited_total}`],
+        ["Time to first token p50 / p99", s.ttft_p50_ms == null ? "–" : `${s.ttft_p50_ms} / ${s.ttft_p99_ms} ms`],
+        ["Between tokens p50 / p99", s.itl_p50_ms == null ? "–" : `${s.itl_p50_ms} / ${s.itl_p99_ms} ms`],
+        ["Tokens streamed", `${s.output_tokens_total} in ${s.streams_total} streams`],
         ["Requests", s.requests_total], ["Cost", usd(usage.total_cost_usd)]];
       $("#figures").innerHTML = fig.map(([k, v]) => `<div><dt>${esc(k)}</dt><dd>${esc(v)}</dd></div>`).join("");
       $("#graph").innerHTML = graph(series.points);

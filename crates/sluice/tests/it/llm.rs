@@ -130,6 +130,19 @@ async fn sessions_stick_to_a_worker_by_header_or_user_and_the_openai_sdk_streams
     assert_eq!(v["stream"]["usage"]["completion_tokens"], 7);
     assert!(v["stream"]["usage"]["prompt_tokens"].as_u64() > Some(100), "{v}");
     assert_eq!(v["completion"]["text"], " x x x");
+    // The gateway metered the stream: time to first token, between tokens, and the tokens
+    // from its final usage chunk.
+    let st = p.api_call(Method::GET, &format!("/v1/endpoints/{id}/status"), None).await.json();
+    assert_eq!((st["streams_total"].as_u64(), st["output_tokens_total"].as_u64()), (Some(1), Some(7)), "{st}");
+    assert!(st["ttft_p50_ms"].as_f64().is_some() && st["itl_p99_ms"].as_f64().is_some(), "{st}");
+    let m = p.api_call(Method::GET, "/metrics", None).await.text();
+    for name in [
+        "sluice_llm_time_to_first_token_seconds_bucket",
+        "sluice_llm_inter_token_latency_seconds_count",
+        "sluice_llm_output_tokens_total",
+    ] {
+        assert!(m.lines().any(|l| l.starts_with(name) && l.contains(&id)), "{name} missing");
+    }
 
     // vLLM's metric names on the worker.
     let w = p.workers(&id).await.remove(0);

@@ -273,6 +273,11 @@ pub struct EndpointInput {
     /// With `session_affinity`: the header holding the session key (default `X-Session-ID`;
     /// "" restores the default).
     pub session_header: Option<String>,
+    /// The workers' Prometheus path (e.g. `/metrics`), scraped every second for the engine's
+    /// load (the `engine_queue` and `kv_cache` signals, `least_engine_load`); "" turns it off.
+    pub metrics_path: Option<String>,
+    /// Whose metric names: `vllm` (default), `sglang`, `tgi`, or `RUNNING,WAITING[,KV_CACHE]`.
+    pub engine: Option<String>,
 }
 
 /// One model of an endpoint.
@@ -342,6 +347,8 @@ impl From<EndpointInput> for EndpointDraft {
             }),
             served_models: i.served_models,
             session_header: i.session_header,
+            metrics_path: i.metrics_path,
+            engine: i.engine,
         }
     }
 }
@@ -468,6 +475,8 @@ pub struct EndpointView {
     pub served_models: Vec<String>,
     /// The session header of `session_affinity`.
     pub session_header: String,
+    pub metrics_path: Option<String>,
+    pub engine: String,
     pub workers: WorkerCounts,
     /// Its HTTPS certificate, when the platform serves HTTPS: state, expiry, and why it is not
     /// issued yet.

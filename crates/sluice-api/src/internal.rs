@@ -58,6 +58,9 @@ pub struct WorkerRoute {
     /// start).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub woken: bool,
+    /// Requests running plus waiting inside its engine, as last scraped (`metrics_path`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine_load: Option<u32>,
 }
 
 /// The changes from the table of version `from` to the one of version `version`: endpoints
@@ -206,7 +209,12 @@ mod tests {
             max_requests_per_minute: None,
             workers: workers
                 .iter()
-                .map(|w| WorkerRoute { id: WorkerId::parse(w).unwrap(), addr: "127.0.0.1:1".into(), woken: false })
+                .map(|w| WorkerRoute {
+                    id: WorkerId::parse(w).unwrap(),
+                    addr: "127.0.0.1:1".into(),
+                    woken: false,
+                    engine_load: None,
+                })
                 .collect(),
             served_models: vec![],
             session_header: None,

@@ -34,6 +34,33 @@ pub struct ProbeState {
     pub healthy: AtomicBool,
     /// Failed probes in a row since the last success.
     pub failures: AtomicU32,
+    /// The engine's own load, from its metrics page, as last read (while healthy).
+    pub engine: std::sync::Mutex<Option<sluice_core::engine::EngineFigures>>,
+}
+
+/// What a worker's engine metrics are read from: its metrics path and whose names.
+#[derive(Debug, Clone)]
+pub struct Scrape {
+    pub path: String,
+    pub engine: String,
+}
+
+/// Reads the engine's figures from `uri` (bounded in time and size).
+async fn scrape(client: &ProbeClient, uri: hyper::Uri, engine: &str) -> Option<sluice_core::engine::EngineFigures> {
+    use http_body_util::BodyExt;
+    let resp = tokio::time::timeout(Duration::from_secs(1), client.get(uri)).await.ok()?.ok()?;
+    if resp.status() != hyper::StatusCode::OK {
+        return None;
+    }
+    let body = tokio::time::timeout(
+        Duration::from_secs(1),
+        http_body_util::Limited::new(resp.into_body(), crate::engine::MAX_BYTES).collect(),
+    )
+    .await
+    .ok()?
+    .ok()?
+    .to_bytes();
+    crate::engine::parse(engine, &String::from_utf8_lossy(&body))
 }
 
 pub struct Probe {
@@ -51,10 +78,12 @@ impl Drop for Probe {
 
 pub use sluice_core::reconcile::UNHEALTHY_AFTER;
 
-pub fn spawn(client: ProbeClient, addr: SocketAddr, path: String, wake: Arc<Notify>) -> Probe {
+pub fn spawn(client: ProbeClient, addr: SocketAddr, path: String, metrics: Option<Scrape>, wake: Arc<Notify>) -> Probe {
     let state = Arc::new(ProbeState::default());
     let st = state.clone();
     let uri: Option<hyper::Uri> = format!("http://{addr}{path}").parse().ok();
+    let metrics: Option<(hyper::Uri, String)> =
+        metrics.and_then(|m| Some((format!("http://{addr}{}", m.path).parse().ok()?, m.engine)));
     let handle = tokio::spawn(async move {
         let Some(uri) = uri else { return };
         loop {
@@ -73,6 +102,11 @@ pub fn spawn(client: ProbeClient, addr: SocketAddr, path: String, wake: Arc<Noti
             }
             if ok != was {
                 wake.notify_one();
+            }
+            // The engine's own load, read once a healthy probe answered.
+            if let Some((m, engine)) = &metrics {
+                let figures = if ok { scrape(&client, m.clone(), engine).await } else { None };
+                *st.engine.lock().unwrap_or_else(|p| p.into_inner()) = figures;
             }
             let every = if ok { Duration::from_secs(1) } else { Duration::from_millis(100) };
             tokio::time::sleep(every).await;

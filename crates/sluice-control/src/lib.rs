@@ -8,6 +8,7 @@
 pub mod api;
 pub mod auth;
 pub mod certs;
+mod engine;
 mod error;
 mod health;
 pub mod images;

@@ -26,6 +26,14 @@ pub struct Scalers {
     events: Vec<ScalingEvent>,
 }
 
+/// What was measured of an endpoint's workers, beside the traffic: the GPUs' utilization
+/// (NVML) and the engines' own load (their metrics pages).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Measured {
+    pub gpu_util_percent: Option<u32>,
+    pub engine: Option<sluice_core::engine::EngineFigures>,
+}
+
 impl Scalers {
     /// The endpoint's desired worker count: 0 when it is not running, else the autoscaler's
     /// decision, evaluated once a second (and at once when a request waits at zero). A change is
@@ -36,9 +44,10 @@ impl Scalers {
         policy: &ScalingPolicy,
         tr: &EndpointTraffic,
         count: Headcount,
-        gpu_util_percent: Option<u32>,
+        measured: Measured,
         t: Millis,
     ) -> u32 {
+        let Measured { gpu_util_percent, engine } = measured;
         let Headcount { live, ready, sleeping } = count;
         let (id, running) = (&endpoint.id, endpoint.running);
         let sc = self.scalers.entry(id.clone()).or_insert_with(|| Scaler {
@@ -65,6 +74,9 @@ impl Scalers {
             provisioned: live,
             sleeping,
             gpu_util_percent,
+            engine_running: engine.map(|e| e.running.round() as u32),
+            engine_waiting: engine.map(|e| e.waiting.round() as u32),
+            kv_cache_percent: engine.and_then(|e| e.kv_cache_percent).map(|k| k.round() as u32),
         };
         sc.last_total = tr.requests_total;
         sc.last_eval = Some(t);

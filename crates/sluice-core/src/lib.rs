@@ -10,6 +10,7 @@ pub mod autoscale;
 pub mod billing;
 pub mod catalog;
 pub mod endpoint;
+pub mod engine;
 pub mod error;
 pub mod ids;
 pub mod jobs;

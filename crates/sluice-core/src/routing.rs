@@ -124,10 +124,31 @@ pub fn pick(
     match policy {
         LoadBalancing::RoundRobin => order.find(|&i| outstanding(i) < cap),
         // Without what the affinity choices look at (see `affinity`): the least loaded.
-        LoadBalancing::LeastOutstandingRequests | LoadBalancing::SessionAffinity | LoadBalancing::PrefixAware => {
+        LoadBalancing::LeastOutstandingRequests
+        | LoadBalancing::LeastEngineLoad
+        | LoadBalancing::SessionAffinity
+        | LoadBalancing::PrefixAware => {
             order.map(|i| (i, outstanding(i))).filter(|&(_, o)| o < cap).min_by_key(|&(_, o)| o).map(|(i, _)| i)
         }
     }
+}
+
+/// `least_engine_load`: the worker with the least `load(i)` (what its engine last reported
+/// running and waiting, plus what was sent to it since) among those under `cap` by their
+/// requests in flight here; ties rotate from `counter`.
+pub fn pick_by_load(
+    len: usize,
+    load: impl Fn(usize) -> u64,
+    outstanding: impl Fn(usize) -> u64,
+    counter: usize,
+    exclude: Option<usize>,
+    cap: u64,
+) -> Option<usize> {
+    if len == 0 {
+        return None;
+    }
+    let start = counter % len;
+    (0..len).map(|k| (start + k) % len).filter(|&i| Some(i) != exclude && outstanding(i) < cap).min_by_key(|&i| load(i))
 }
 
 /// The version of the next routing table: past the last one, and at least the wall clock in ms,
@@ -192,6 +213,17 @@ mod tests {
         // Full workers are skipped; all full: none.
         assert_eq!(pick(LoadBalancing::RoundRobin, 3, |i| [2, 2, 1][i], 0, None, 2), Some(2));
         assert_eq!(pick(LoadBalancing::RoundRobin, 2, |_| 2, 0, None, 2), None);
+    }
+
+    #[test]
+    fn least_engine_load() {
+        // The engine's own count decides; the local cap still holds.
+        let load = [5u64, 1, 1];
+        assert_eq!(pick_by_load(3, |i| load[i], |_| 0, 0, None, 10), Some(1));
+        assert_eq!(pick_by_load(3, |i| load[i], |_| 0, 2, None, 10), Some(2), "ties rotate");
+        assert_eq!(pick_by_load(3, |i| load[i], |i| [0, 10, 0][i], 0, None, 10), Some(2), "worker 1 is at its cap");
+        assert_eq!(pick_by_load(3, |i| load[i], |_| 0, 0, Some(1), 10), Some(2));
+        assert_eq!(pick_by_load(0, |_| 0, |_| 0, 0, None, 10), None);
     }
 
     #[test]

@@ -71,7 +71,9 @@ pub fn of(policy: LoadBalancing, header: &str, headers: &HeaderMap, look: &[u8])
             let blocks = affinity::prompt_blocks(look);
             if blocks.is_empty() { Affinity::None } else { Affinity::Prefix(blocks) }
         }
-        LoadBalancing::RoundRobin | LoadBalancing::LeastOutstandingRequests => Affinity::None,
+        LoadBalancing::RoundRobin | LoadBalancing::LeastOutstandingRequests | LoadBalancing::LeastEngineLoad => {
+            Affinity::None
+        }
     }
 }
 

@@ -176,6 +176,12 @@ fn pick_worker(ep: &EndpointEntry, exclude: Option<&WorkerEntry>, aff: &Affinity
     let excl = exclude.and_then(|x| ep.workers.iter().position(|w| w.id == x.id));
     for _ in 0..4 {
         let i = match aff {
+            Affinity::None if ep.route.load_balancing == sluice_core::LoadBalancing::LeastEngineLoad => {
+                let counter = ep.stats.cursor.fetch_add(1, Relaxed);
+                let out = |i: usize| ep.workers[i].outstanding.load(Relaxed);
+                let engine = |i: usize| ep.engine_load.get(i).copied().unwrap_or(0);
+                sluice_core::routing::pick_by_load(n, |i| engine(i) + out(i), out, counter, excl, cap)?
+            }
             Affinity::None => {
                 let counter = ep.stats.cursor.fetch_add(1, Relaxed);
                 pick(ep.route.load_balancing, n, |i| ep.workers[i].outstanding.load(Relaxed), counter, excl, cap)?

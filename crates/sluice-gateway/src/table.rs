@@ -71,6 +71,8 @@ pub struct EndpointEntry {
     pub stats: Arc<EndpointStats>,
     /// The workers' places on the session ring (`session_affinity` only).
     pub ring: Vec<(u64, usize)>,
+    /// Each worker's engine load (running plus waiting) as last scraped, in `workers` order.
+    pub engine_load: Vec<u64>,
 }
 
 #[derive(Default)]
@@ -123,8 +125,10 @@ impl Registry {
             stats.rate.store(route.max_requests_per_minute.map(|n| Arc::new((n, rpm_limiter(n)))));
         }
         let mut workers = Vec::with_capacity(route.workers.len());
+        let mut engine_load = Vec::with_capacity(route.workers.len());
         for w in &route.workers {
             let Ok(authority) = w.addr.parse::<Authority>() else { continue };
+            engine_load.push(w.engine_load.map_or(0, u64::from));
             let entry = match self.workers.get(&w.id) {
                 Some((_, e)) if e.authority == authority => e.clone(),
                 _ => {
@@ -146,7 +150,7 @@ impl Registry {
         } else {
             Vec::new()
         };
-        Arc::new(EndpointEntry { route, workers, stats, ring })
+        Arc::new(EndpointEntry { route, workers, stats, ring, engine_load })
     }
 }
 

@@ -61,6 +61,7 @@ fn route(i: usize, workers: usize, first_worker: usize) -> EndpointRoute {
                 id: WorkerId::parse(&format!("w{:08}", first_worker + k)).expect("valid id"),
                 addr: format!("127.0.0.{}:{}", 1 + (first_worker + k) / 60_000, 1024 + (first_worker + k) % 60_000),
                 woken: false,
+                engine_load: None,
             })
             .collect(),
         served_models: vec![],
@@ -116,6 +117,9 @@ async fn main() {
                 provisioned: per as u32,
                 sleeping: 0,
                 gpu_util_percent: None,
+                engine_running: None,
+                engine_waiting: None,
+                kv_cache_percent: None,
             };
             std::hint::black_box(decide(p, s, &snap, now));
         }
@@ -199,6 +203,7 @@ async fn main() {
             id: WorkerId::parse(&format!("x{u:08}")).expect("valid id"),
             addr: format!("127.0.0.250:{}", 2000 + u),
             woken: false,
+            engine_load: None,
         });
         let version = 2 + u as u64;
         let t = Instant::now();

@@ -312,6 +312,8 @@ fn view(st: &AppState, e: &EndpointRecord) -> EndpointView {
         models: models::views(st, &[e]),
         served_models: s.served_models.clone(),
         session_header: s.session_header.clone().unwrap_or_else(|| "x-session-id".into()),
+        metrics_path: s.metrics_path.clone(),
+        engine: s.engine.clone(),
         workers: counts,
         created_at: rfc3339(e.created_at),
         updated_at: rfc3339(e.updated_at),

@@ -286,17 +286,17 @@ impl Reconciler {
                 data_center: e.spec.data_center.clone(),
                 models: self.sig.models.mount(&e.spec),
             };
-            specs.push((id, ep_id, e.updated_at, is_pull(e), e.spec.health_check_path.clone(), alloc, spec));
+            specs.push((id, ep_id, e.updated_at, is_pull(e), e.spec.clone(), alloc, spec));
         }
         let runtime = &self.runtime;
-        let results = join_all(specs.into_iter().map(|(id, ep, updated, pull, path, alloc, spec)| async move {
-            (id, ep, updated, pull, path, alloc, runtime.start(spec).await)
+        let results = join_all(specs.into_iter().map(|(id, ep, updated, pull, espec, alloc, spec)| async move {
+            (id, ep, updated, pull, espec, alloc, runtime.start(spec).await)
         }))
         .await;
-        for (id, ep_id, updated_at, pull, path, alloc, result) in results {
+        for (id, ep_id, updated_at, pull, espec, alloc, result) in results {
             match result {
                 Ok(l) => {
-                    let probe = self.probe(pull, &id, l.addr, &path);
+                    let probe = self.probe(pull, &id, l.addr, &espec);
                     let Some(w) = self.workers.get_mut(&id) else { continue };
                     // The anatomy: placed when this pass chose its GPUs, the image when the
                     // runtime had it, started now.

@@ -218,7 +218,7 @@ impl Reconciler {
                     rec.port = Some(addr.port());
                     rec.pid = obs.pid;
                     self.store.upsert_worker(&rec).await?;
-                    let probe = self.probe(is_pull(e), &rec.id, addr, &e.spec.health_check_path);
+                    let probe = self.probe(is_pull(e), &rec.id, addr, &e.spec);
                     self.sig.logs.follow(
                         &rec.endpoint_id,
                         &rec.id,
@@ -253,14 +253,48 @@ impl Reconciler {
 
     /// The health source of a launched worker: its heartbeat for a pull worker, the runtime's
     /// readiness where the runtime reports it, else an HTTP probe of its health path.
-    fn probe(&self, pull: bool, id: &WorkerId, addr: SocketAddr, path: &str) -> Probe {
+    fn probe(&self, pull: bool, id: &WorkerId, addr: SocketAddr, spec: &sluice_core::EndpointSpec) -> Probe {
         if pull {
             health::spawn_heartbeat(self.sig.pull.clone(), id.clone(), self.sig.wake.clone())
         } else if self.runtime.reports_readiness() {
             health::reported()
         } else {
-            health::spawn(self.probe_client.clone(), addr, path.to_owned(), self.sig.wake.clone())
+            let metrics = spec.metrics_path.clone().map(|path| health::Scrape { path, engine: spec.engine.clone() });
+            health::spawn(
+                self.probe_client.clone(),
+                addr,
+                spec.health_check_path.clone(),
+                metrics,
+                self.sig.wake.clone(),
+            )
         }
+    }
+
+    /// Each endpoint's engine figures over its ready workers (those scraped): sums of running
+    /// and waiting, the mean KV-cache usage; and each worker's running plus waiting.
+    fn engine_load(&self) -> (HashMap<EndpointId, sluice_core::engine::EngineFigures>, HashMap<WorkerId, u32>) {
+        let mut per_endpoint: HashMap<EndpointId, (sluice_core::engine::EngineFigures, u32)> = HashMap::new();
+        let mut per_worker = HashMap::new();
+        for w in self.workers.values().filter(|w| w.rec.state == WorkerState::Ready) {
+            let Some(p) = &w.probe else { continue };
+            let Some(f) = *p.state.engine.lock().unwrap_or_else(|e| e.into_inner()) else { continue };
+            per_worker.insert(w.rec.id.clone(), (f.running + f.waiting).round() as u32);
+            let (sum, kv_n) = per_endpoint.entry(w.rec.endpoint_id.clone()).or_default();
+            sum.running += f.running;
+            sum.waiting += f.waiting;
+            if let Some(kv) = f.kv_cache_percent {
+                sum.kv_cache_percent = Some(sum.kv_cache_percent.unwrap_or(0.0) + kv);
+                *kv_n += 1;
+            }
+        }
+        let per_endpoint = per_endpoint
+            .into_iter()
+            .map(|(e, (mut f, n))| {
+                f.kv_cache_percent = f.kv_cache_percent.map(|s| s / f64::from(n.max(1)));
+                (e, f)
+            })
+            .collect();
+        (per_endpoint, per_worker)
     }
 
     /// A worker has ended: the jobs it was running go back to the queue (at-least-once, up to
@@ -392,10 +426,14 @@ impl Reconciler {
 
         // Plan (the autoscaler is asked inside, with the counts after this pass's health changes).
         let util = self.gpu_utilization();
+        let (engines, engine_per_worker) = self.engine_load();
         let scalers = &mut self.scalers;
         let mut desire = |i: &Intent, count: Headcount| {
             let e = by_id[&i.id];
-            let measured = util.get(&i.id).copied();
+            let measured = crate::scaler::Measured {
+                gpu_util_percent: util.get(&i.id).copied(),
+                engine: engines.get(&i.id).copied(),
+            };
             scalers.desired(i, &e.spec.scaling(), traffic.get(&i.id).unwrap_or(&none), count, measured, t)
         };
         let plan = plan(&intents, &obs, t, &mut desire, &mut || WorkerId::generate(new_id()));
@@ -418,7 +456,7 @@ impl Reconciler {
         // meter; now and then, prune.
         let mut keys = self.store.live_keys().await?;
         keys.sort();
-        self.publish(&endpoints, &plan.desired, keys, &traffic);
+        self.publish(&endpoints, &plan.desired, keys, &traffic, &engine_per_worker);
         let live: Vec<&WorkerRecord> = self.workers.values().map(|w| &w.rec).collect();
         self.meter.accrue(&endpoints, &live, t).await;
         if self.passes % 120 == 1 {

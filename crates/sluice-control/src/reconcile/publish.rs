@@ -19,6 +19,7 @@ impl Reconciler {
         desired: &HashMap<EndpointId, u32>,
         keys: Vec<(String, String)>,
         traffic: &HashMap<EndpointId, EndpointTraffic>,
+        engine_load: &HashMap<sluice_core::WorkerId, u32>,
     ) {
         let mut routes = Vec::with_capacity(endpoints.len());
         let mut counts: HashMap<EndpointId, WorkerCounts> = HashMap::new();
@@ -53,6 +54,7 @@ impl Reconciler {
                             id: w.rec.id.clone(),
                             addr: w.addr?.to_string(),
                             woken: sluice_core::worker::woken(&w.rec.phases),
+                            engine_load: engine_load.get(&w.rec.id).copied(),
                         })
                     })
                     .collect(),

@@ -30,11 +30,22 @@ pub enum Signal {
     Rpm,
     /// Busy fraction of the workers' concurrency slots, target in percent.
     GpuUtilization,
+    /// Requests waiting inside the engines (their own metrics, `metrics_path`), per worker.
+    EngineQueue,
+    /// The engines' KV-cache usage, target in percent.
+    KvCache,
 }
 
 impl Signal {
-    pub const ALL: [Signal; 5] =
-        [Signal::Concurrency, Signal::RequestCount, Signal::QueueDelay, Signal::Rpm, Signal::GpuUtilization];
+    pub const ALL: [Signal; 7] = [
+        Signal::Concurrency,
+        Signal::RequestCount,
+        Signal::QueueDelay,
+        Signal::Rpm,
+        Signal::GpuUtilization,
+        Signal::EngineQueue,
+        Signal::KvCache,
+    ];
     pub fn as_str(self) -> &'static str {
         match self {
             Signal::Concurrency => "concurrency",
@@ -42,6 +53,8 @@ impl Signal {
             Signal::QueueDelay => "queue_delay",
             Signal::Rpm => "rpm",
             Signal::GpuUtilization => "gpu_utilization",
+            Signal::EngineQueue => "engine_queue",
+            Signal::KvCache => "kv_cache",
         }
     }
     pub fn parse(s: &str) -> Option<Signal> {
@@ -55,6 +68,8 @@ impl Signal {
             Signal::QueueDelay => 4,
             Signal::Rpm => 60,
             Signal::GpuUtilization => 80,
+            Signal::EngineQueue => 2,
+            Signal::KvCache => 80,
         }
     }
 }
@@ -182,6 +197,11 @@ pub struct MetricsSnapshot {
     /// The mean utilization of the ready workers' GPUs, as the driver reports it (NVML), when
     /// known: what the `gpu_utilization` signal reads (else it estimates from busy slots).
     pub gpu_util_percent: Option<u32>,
+    /// What the ready workers' engines report (`metrics_path`), when scraped: requests running
+    /// and waiting inside them (sums over the workers) and their mean KV-cache usage, percent.
+    pub engine_running: Option<u32>,
+    pub engine_waiting: Option<u32>,
+    pub kv_cache_percent: Option<u32>,
 }
 
 impl MetricsSnapshot {
@@ -254,6 +274,14 @@ pub struct DecisionInputs {
     /// The GPUs' measured utilization, when the signal read it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu_util_percent: Option<u32>,
+    /// What the ready workers' engines report (`metrics_path`): requests running and waiting
+    /// inside them (sums), and their mean KV-cache usage in percent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine_running: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine_waiting: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kv_cache_percent: Option<u32>,
 }
 
 fn ceil_div(a: u64, b: u64) -> u64 {
@@ -292,6 +320,22 @@ pub fn raw_need(p: &ScalingPolicy, st: &ScalerState, s: &MetricsSnapshot, now: M
             } else {
                 // Busy slots (plus the queue) at the target utilization.
                 ceil_div((s.in_flight + s.waiting) * 100, u64::from(p.concurrency_per_worker) * t)
+            }
+        }
+        // The engines' own figures, never fewer workers than the requests fill; without them
+        // (no scrape yet), what the requests fill.
+        Signal::EngineQueue => {
+            let filled = ceil_div(s.demand(), u64::from(p.concurrency_per_worker));
+            match s.engine_waiting {
+                Some(w) => ceil_div(u64::from(w), t).max(filled).max(u64::from(s.ready) * u64::from(w > 0)),
+                None => filled,
+            }
+        }
+        Signal::KvCache => {
+            let filled = ceil_div(s.demand(), u64::from(p.concurrency_per_worker));
+            match s.kv_cache_percent {
+                Some(kv) if s.ready > 0 => ceil_div(u64::from(s.ready) * u64::from(kv), t).max(filled.min(1)),
+                _ => filled,
             }
         }
     };
@@ -348,6 +392,9 @@ pub fn decide(p: &ScalingPolicy, state: &mut ScalerState, snap: &MetricsSnapshot
             provisioned: snap.provisioned,
             sleeping: snap.sleeping,
             gpu_util_percent: snap.gpu_util_percent,
+            engine_running: snap.engine_running,
+            engine_waiting: snap.engine_waiting,
+            kv_cache_percent: snap.kv_cache_percent,
         },
     }
 }

@@ -356,6 +356,9 @@ impl<'a> Endpoint<'a> {
             provisioned,
             sleeping: self.sleeping(),
             gpu_util_percent: None,
+            engine_running: None,
+            engine_waiting: None,
+            kv_cache_percent: None,
         };
         let before = self.state.target;
         let d = decide(&self.cfg.policy, &mut self.state, &snap, Millis(now));

@@ -37,6 +37,9 @@ fn check_scaling(p: &ScalingPolicy, trace: &str, until_s: u64) -> String {
             provisioned: st.target,
             sleeping: 0,
             gpu_util_percent: None,
+            engine_running: None,
+            engine_waiting: None,
+            kv_cache_percent: None,
         };
         let before = st.target;
         let dec = decide(p, &mut st, &snap, Millis(sec * 1000));
@@ -129,6 +132,9 @@ fn signals_compute_need() {
         provisioned: 3,
         sleeping: 0,
         gpu_util_percent: None,
+        engine_running: None,
+        engine_waiting: None,
+        kv_cache_percent: None,
     };
     let mut p = policy(Preset::Default, 0, 100, 10);
     p.target = 10;
@@ -186,6 +192,9 @@ fn properties_bounds_and_seed_rate_limit_hold_for_random_loads() {
                 provisioned: st.target,
                 sleeping: 0,
                 gpu_util_percent: None,
+                engine_running: None,
+                engine_waiting: None,
+                kv_cache_percent: None,
             };
             let d = decide(&p, &mut st, &snap, Millis(sec * 1000));
             assert!(d.target >= min && d.target <= max, "{preset:?} {d:?}");

@@ -58,6 +58,10 @@ pub struct EndpointDraft {
     pub served_models: Option<Vec<String>>,
     /// The header `session_affinity` keys on: "" for the default (`X-Session-ID`).
     pub session_header: Option<String>,
+    /// The workers' Prometheus path, scraped for the engine's load: "" turns it off.
+    pub metrics_path: Option<String>,
+    /// Whose metric names: `vllm`, `sglang`, `tgi`, or `RUNNING,WAITING[,KV_CACHE]`.
+    pub engine: Option<String>,
 }
 
 impl EndpointDraft {
@@ -112,7 +116,9 @@ impl EndpointDraft {
             sleep_ttl_secs,
             models,
             served_models,
-            session_header
+            session_header,
+            metrics_path,
+            engine
         );
         self
     }
@@ -174,6 +180,8 @@ impl EndpointSpec {
             ),
             served_models: Some(self.served_models.clone()),
             session_header: Some(self.session_header.clone().unwrap_or_default()),
+            metrics_path: Some(self.metrics_path.clone().unwrap_or_default()),
+            engine: Some(self.engine.clone()),
         }
     }
 }

@@ -87,6 +87,9 @@ pub enum LoadBalancing {
     #[default]
     RoundRobin,
     LeastOutstandingRequests,
+    /// The fewest requests running plus waiting inside the engine (its own metrics,
+    /// `metrics_path`), plus what this gateway sent it since.
+    LeastEngineLoad,
     /// Requests with the same session key (a header, default `X-Session-ID`, else the OpenAI
     /// `user` field) go to the same worker while it has room (`affinity`).
     SessionAffinity,
@@ -101,6 +104,7 @@ impl LoadBalancing {
             "round_robin" => Some(LoadBalancing::RoundRobin),
             "least_outstanding_requests" => Some(LoadBalancing::LeastOutstandingRequests),
             "session_affinity" => Some(LoadBalancing::SessionAffinity),
+            "least_engine_load" => Some(LoadBalancing::LeastEngineLoad),
             "prefix_aware" => Some(LoadBalancing::PrefixAware),
             _ => None,
         }
@@ -110,6 +114,7 @@ impl LoadBalancing {
             LoadBalancing::RoundRobin => "round_robin",
             LoadBalancing::LeastOutstandingRequests => "least_outstanding_requests",
             LoadBalancing::SessionAffinity => "session_affinity",
+            LoadBalancing::LeastEngineLoad => "least_engine_load",
             LoadBalancing::PrefixAware => "prefix_aware",
         }
     }
@@ -390,6 +395,17 @@ pub struct EndpointSpec {
     /// The header `session_affinity` keys on (lowercase); `None`: `x-session-id`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_header: Option<String>,
+    /// Scraped on each ready worker for the engine's own load (`engine_queue`, `kv_cache`,
+    /// `least_engine_load`); `None`: not scraped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_path: Option<String>,
+    /// Whose metric names (see `crate::engine`).
+    #[serde(default = "default_engine")]
+    pub engine: String,
+}
+
+fn default_engine() -> String {
+    "vllm".into()
 }
 
 fn default_job_path() -> String {

@@ -305,7 +305,7 @@ impl EndpointSpec {
             Some(s) => LoadBalancing::parse(&s).ok_or_else(|| {
                 FieldError::new(
                     "load_balancing",
-                    "must be round_robin, least_outstanding_requests, session_affinity or prefix_aware",
+                    "must be round_robin, least_outstanding_requests, least_engine_load, session_affinity or prefix_aware",
                 )
             })?,
         };
@@ -353,7 +353,7 @@ impl EndpointSpec {
                 0 => None,
                 n => Some(n as u32),
             };
-        if scaling_signal == Signal::GpuUtilization && scaling_target > 100 {
+        if matches!(scaling_signal, Signal::GpuUtilization | Signal::KvCache) && scaling_target > 100 {
             return Err(FieldError::new("scaling_target", "a utilization target is a percentage (1-100)"));
         }
         let mode = match (kind, delivery) {
@@ -363,6 +363,26 @@ impl EndpointSpec {
         };
         let models = crate::models::validate_models(d.models.as_deref().unwrap_or_default())?;
         let served_models = validate_served_models(d.served_models.as_deref().unwrap_or_default())?;
+        let metrics_path = match d.metrics_path.as_deref() {
+            None | Some("") => None,
+            Some(p)
+                if p.starts_with('/') && p.len() <= 256 && !p.chars().any(|c| c.is_whitespace() || c.is_control()) =>
+            {
+                Some(p.to_owned())
+            }
+            Some(_) => return Err(FieldError::new("metrics_path", "must be a path starting with '/', without spaces")),
+        };
+        let engine = d.engine.clone().filter(|e| !e.is_empty()).unwrap_or_else(|| "vllm".into());
+        crate::engine::validate(&engine).map_err(|m| FieldError::new("engine", m))?;
+        if metrics_path.is_none()
+            && (matches!(scaling_signal, Signal::EngineQueue | Signal::KvCache)
+                || load_balancing == LoadBalancing::LeastEngineLoad)
+        {
+            return Err(FieldError::new(
+                if load_balancing == LoadBalancing::LeastEngineLoad { "load_balancing" } else { "scaling_signal" },
+                "reads the engine's own metrics: set metrics_path (e.g. /metrics)",
+            ));
+        }
         let session_header = match d.session_header.as_deref() {
             None | Some("") => None,
             Some(h)
@@ -419,6 +439,8 @@ impl EndpointSpec {
             models,
             served_models,
             session_header,
+            metrics_path,
+            engine,
         })
     }
 }

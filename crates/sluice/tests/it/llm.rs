@@ -361,3 +361,51 @@ async fn a_runsync_client_that_goes_away_ends_only_its_wait_and_the_job_complete
     .await;
     p.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_engines_own_queue_scales_the_endpoint_and_the_decision_shows_it() {
+    let p = Platform::start().await;
+    // Engines that decode one sequence at a time: a second request waits inside the engine,
+    // where the gateway's counts cannot see it (the gateway allows 8 at once per worker).
+    let body = json!({"active_workers": 1, "max_workers": 3, "concurrency_per_worker": 8,
+        "metrics_path": "/metrics", "scaling_signal": "engine_queue", "scaling_target": 1,
+        "load_balancing": "least_engine_load",
+        "env": {"DEMO_MAX_SEQS": "1", "DEMO_PREFILL_US_PER_TOKEN": "1", "DEMO_DECODE_US_PER_TOKEN": "5000"}});
+    // Engine signals need the metrics path.
+    let mut bad = body.clone();
+    bad["metrics_path"] = json!("");
+    bad["name"] = json!("bad");
+    bad["start_command"] = json!(demo_cmd());
+    let r = p.api_call(Method::POST, "/v1/endpoints", Some(bad)).await;
+    assert_eq!(r.json()["error"]["field"], "load_balancing", "{}", r.text());
+    let id = p.create_demo("engine", body).await;
+    let first = p.wait_ready(&id, 1).await.remove(0)["id"].as_str().unwrap().to_owned();
+    let long =
+        json!({"model": "demo", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1000, "stream": true})
+            .to_string();
+    let path = format!("/e/{id}/v1/chat/completions");
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(raw_post(&p.gateway, &path, &long).await);
+    }
+    // 1 running and 3 waiting in the engine: the scaler reads them and adds workers.
+    let ev = eventually("a scale-up on the engine's queue", std::time::Duration::from_secs(30), async || {
+        let v = p.api_call(Method::GET, &format!("/v1/endpoints/{id}/events?limit=10"), None).await.json();
+        v["events"]
+            .as_array()?
+            .iter()
+            .find(|e| e["to"].as_u64() > Some(1) && e["inputs"]["engine_waiting"].as_u64() >= Some(1))
+            .cloned()
+    })
+    .await;
+    assert_eq!(ev["inputs"]["signal"], "engine_queue", "{ev}");
+    assert!(ev["inputs"]["engine_running"].as_u64() >= Some(1), "{ev}");
+    p.wait_ready(&id, 2).await;
+    // The first worker's engine holds the four streams; least_engine_load sends the next
+    // request to an idle one.
+    let quick = json!({"model": "demo", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1});
+    let (w, _) = chat(&p, &id, quick, &[]).await;
+    assert_ne!(w, first, "sent to the busy engine");
+    drop(held);
+    p.stop();
+}

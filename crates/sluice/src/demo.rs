@@ -149,6 +149,10 @@ pub async fn run(
         }
         tokio::spawn(ping_loop(held));
     }
+    // Small streamed chunks (tokens) go out at once, as uvicorn (vLLM's server) sends them.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(async {
             let mut term =

@@ -631,10 +631,12 @@ def main():
     ap.add_argument("--policies", default=",".join(POLICIES), help="comma-separated (default: all four)")
     ap.add_argument("--sdk-reps", type=int, default=500, help="openai SDK TTFT pairs (default 500; 0 skips)")
     ap.add_argument("--cost-reps", type=int, default=300, help="decision-cost pairs per size (default 300; 0 skips)")
+    ap.add_argument("--out", default=RESULTS, help="where the Markdown goes (default bench/results/llm_routing.md)")
     args = ap.parse_args()
     args.command = "SLUICE_BIN=target/release/sluice target/pyenv/bin/python bench/llm_routing.py" + "".join(
         f" --{k.replace('_', '-')} {v}" for k, v in
-        [("minutes", args.minutes), ("speed", args.speed), ("max_tokens", args.max_tokens)]
+        [("minutes", args.minutes), ("speed", args.speed), ("max_tokens", args.max_tokens),
+         ("policies", args.policies), ("sdk_reps", args.sdk_reps), ("cost_reps", args.cost_reps), ("out", args.out)]
         if v != ap.get_default(k))
     binary = os.path.abspath(os.environ.get("SLUICE_BIN") or os.path.join(ROOT, "target/release/sluice"))
     if not os.environ.get("SLUICE_BIN"):
@@ -660,8 +662,8 @@ def main():
     finally:
         p.stop()
     text = report(args, rows, requests, results, overhead, cost)
-    os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
-    with open(RESULTS, "w") as f:
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
         f.write(text)
     print(text)
     print(f"(platform log: {tmp}/platform.log)")

@@ -400,7 +400,13 @@ async fn the_engines_own_queue_scales_the_endpoint_and_the_decision_shows_it() {
     .await;
     assert_eq!(ev["inputs"]["signal"], "engine_queue", "{ev}");
     assert!(ev["inputs"]["engine_running"].as_u64() >= Some(1), "{ev}");
-    p.wait_ready(&id, 2).await;
+    // More than one worker in the routing table (the counts are published with it; a worker
+    // record turns ready a moment before).
+    eventually("more routed workers", std::time::Duration::from_secs(30), async || {
+        let v = p.api_call(Method::GET, &format!("/v1/endpoints/{id}"), None).await.json();
+        (v["workers"]["ready"].as_u64() >= Some(2)).then_some(())
+    })
+    .await;
     // The first worker's engine holds the four streams; least_engine_load sends the next
     // request to an idle one.
     let quick = json!({"model": "demo", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1});

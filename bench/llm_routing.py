@@ -7,7 +7,12 @@
 (run from the repository root; the Python needs the `openai` package, as target/pyenv has;
 without SLUICE_BIN a release binary of this tree is used. `--help` lists the knobs: the trace
 slice, the time compression, the output cap, the repetitions.) Prints Markdown tables and writes
-them to bench/results/llm_routing.md.
+them to bench/results/llm_routing.md. The same at a heavier load, round robin against prefix-aware
+only:
+
+    SLUICE_BIN=target/release/sluice target/pyenv/bin/python bench/llm_routing.py --speed 10 \
+        --policies round_robin,prefix_aware --sdk-reps 0 --cost-reps 0 \
+        --out bench/results/llm_routing_speed10.md
 
 The trace (../shared/traces/mooncake_conversation.jsonl) gives, for each request, its arrival
 time, its input and output lengths in tokens and `hash_ids`, the ids of its 512-token prompt

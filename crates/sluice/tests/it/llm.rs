@@ -113,6 +113,23 @@ async fn sessions_stick_to_a_worker_by_header_or_user_and_the_openai_sdk_streams
         owners.insert(w);
     }
     assert!(owners.len() >= 2, "sessions spread: {owners:?}");
+    // The session header is the endpoint's to name.
+    let r = p
+        .api_call(Method::PATCH, &format!("/v1/endpoints/{id}"), Some(json!({"session_header": "X-Conversation"})))
+        .await;
+    assert_eq!(r.json()["session_header"], "x-conversation", "{}", r.text());
+    eventually("the new header in use", std::time::Duration::from_secs(10), async || {
+        let a = chat(&p, &id, small(None), &[("x-conversation", "c-1")]).await.0;
+        let all_same = {
+            let mut same = true;
+            for _ in 0..4 {
+                same &= chat(&p, &id, small(None), &[("x-conversation", "c-1")]).await.0 == a;
+            }
+            same
+        };
+        all_same.then_some(())
+    })
+    .await;
 
     // OpenAI's SDK, unmodified, against the endpoint's URL: plain, streamed with usage, and a
     // text completion.

@@ -179,6 +179,7 @@ fn gateway_families(s: &mut Snapshot, gw: &GatewayFigures) {
     let (mut codes, mut total, mut added, mut rejected, mut errors, mut in_flight, mut queued) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut ttft, mut itl, mut tokens, mut streams) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut phases = Vec::new();
     for f in &gw.endpoints {
         let Some(id) = &f.endpoint else { continue };
         for (code, n) in &f.codes {
@@ -194,6 +195,11 @@ fn gateway_families(s: &mut Snapshot, gw: &GatewayFigures) {
         }
         in_flight.push((ep(id), f.in_flight as i64));
         queued.push((ep(id), f.queued as i64));
+        for (phase, h) in &f.phases {
+            if h.count > 0 {
+                phases.push((vec![("endpoint", id.to_string()), ("phase", phase.clone())], h.clone()));
+            }
+        }
         if f.llm.streams > 0 {
             ttft.push((ep(id), f.llm.ttft.clone()));
             itl.push((ep(id), f.llm.itl.clone()));
@@ -217,6 +223,11 @@ fn gateway_families(s: &mut Snapshot, gw: &GatewayFigures) {
         Values::Counter(tokens),
     );
     s.add("sluice_llm_streams", "Streamed OpenAI answers that ended.", Values::Counter(streams));
+    s.add(
+        "sluice_gateway_request_phase_seconds",
+        "Where requests' time to their response head went: queue (a busy worker's slot), start (a start or wake), upstream (the worker), gateway (its own part); the Server-Timing header's figures.",
+        Values::Histogram(phases),
+    );
     s.add(
         "sluice_gateway_requests",
         "Responses the gateway sent, by endpoint and status code.",

@@ -83,6 +83,9 @@ pub struct EndpointFigures {
     /// Streamed OpenAI answers (chat and text completions).
     #[serde(default)]
     pub llm: LlmFigures,
+    /// The anatomy of answered requests, by phase (`queue`, `start`, `upstream`, `gateway`).
+    #[serde(default)]
+    pub phases: Vec<(String, Histogram)>,
 }
 
 /// What the gateway measures of streamed OpenAI answers.
@@ -179,6 +182,12 @@ pub fn merge_figures(all: &[GatewayFigures]) -> GatewayFigures {
             m.in_flight += f.in_flight;
             m.queued += f.queued;
             m.llm.add(&f.llm);
+            for (name, h) in &f.phases {
+                match m.phases.iter_mut().find(|(n, _)| n == name) {
+                    Some((_, mine)) => mine.add(h),
+                    None => m.phases.push((name.clone(), h.clone())),
+                }
+            }
         }
     }
     out
@@ -225,6 +234,7 @@ mod tests {
                 in_flight: 2,
                 queued: 1,
                 llm: LlmFigures::default(),
+                phases: vec![],
             }
         };
         let g1 = GatewayFigures {

@@ -60,6 +60,42 @@ pub struct EndpointMetrics {
     pub itl: AtomicHistogram,
     pub output_tokens: AtomicU64,
     pub streams: AtomicU64,
+    /// The anatomy of answered requests: queue, start, upstream, gateway (`Phases`).
+    pub phase: [AtomicHistogram; 4],
+}
+
+/// Where a request's time to its response head went.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Phases {
+    /// Waiting in the gateway's queue for a busy worker's slot.
+    pub queue: Duration,
+    /// Waiting for a worker to start or wake (none was ready).
+    pub start: Duration,
+    /// At the worker, to its response head.
+    pub upstream: Duration,
+    /// The gateway's own part.
+    pub gateway: Duration,
+}
+
+/// The phase names, in `EndpointMetrics::phase` order.
+pub const PHASES: [&str; 4] = ["queue", "start", "upstream", "gateway"];
+
+impl Phases {
+    fn all(&self) -> [Duration; 4] {
+        [self.queue, self.start, self.upstream, self.gateway]
+    }
+
+    /// `queue;dur=0.0, upstream;dur=12.3, gateway;dur=0.1` (milliseconds; `start` only when
+    /// the request waited for one).
+    pub fn header(&self) -> String {
+        PHASES
+            .iter()
+            .zip(self.all())
+            .filter(|(name, d)| **name != "start" || !d.is_zero())
+            .map(|(name, d)| format!("{name};dur={:.3}", d.as_secs_f64() * 1000.0))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 impl Default for EndpointMetrics {
@@ -75,6 +111,7 @@ impl Default for EndpointMetrics {
             itl: AtomicHistogram::new(&LATENCY_BOUNDS),
             output_tokens: AtomicU64::new(0),
             streams: AtomicU64::new(0),
+            phase: std::array::from_fn(|_| AtomicHistogram::new(&LATENCY_BOUNDS)),
         }
     }
 }
@@ -91,6 +128,20 @@ impl EndpointMetrics {
         }
         self.total.observe(total);
         self.added.observe(total.saturating_sub(upstream.unwrap_or_default()));
+    }
+
+    /// A request's phases (`start` only when it waited for one).
+    pub fn phases(&self, p: &Phases) {
+        for (i, d) in p.all().into_iter().enumerate() {
+            if i != 1 || !d.is_zero() {
+                self.phase[i].observe(d);
+            }
+        }
+    }
+
+    /// The phases' histograms as read now, by name.
+    pub fn phase_figures(&self) -> Vec<(String, sluice_core::metrics::Histogram)> {
+        PHASES.iter().zip(&self.phase).map(|(n, h)| ((*n).to_owned(), h.snapshot())).collect()
     }
 
     /// The streamed-answer figures as read now.
@@ -129,5 +180,17 @@ mod tests {
         assert!((added.sum - 0.044).abs() < 1e-9, "{}", added.sum);
         assert_eq!(added.counts[bucket(&LATENCY_BOUNDS, 0.002)], 2);
         assert_eq!(added.counts.iter().sum::<u64>(), 3);
+        let ms = Duration::from_micros;
+        let p = Phases { queue: ms(0), start: ms(0), upstream: ms(12_345), gateway: ms(120) };
+        assert_eq!(p.header(), "queue;dur=0.000, upstream;dur=12.345, gateway;dur=0.120");
+        let cold = Phases { start: ms(48_211_000), ..p };
+        assert!(cold.header().contains("start;dur=48211.000"));
+        m.phases(&p);
+        m.phases(&cold);
+        let f = m.phase_figures();
+        assert_eq!(
+            f.iter().map(|(n, h)| (n.as_str(), h.count)).collect::<Vec<_>>(),
+            [("queue", 2), ("start", 1), ("upstream", 2), ("gateway", 2)]
+        );
     }
 }

@@ -470,8 +470,10 @@ pub(crate) async fn forward(
 
     // 3. Forward; one retry on another worker when it is safe (R3.8).
     let mut exclude: Option<Arc<WorkerEntry>> = None;
-    // What the request waited for before a worker took it, for `x-sluice-wait`.
+    // What the request waited for before a worker took it, for `x-sluice-wait`; and how long
+    // in the queue and for a start or wake, for `Server-Timing`.
     let mut waited: Option<HeaderValue> = None;
+    let (mut queue_wait, mut start_wait) = (Duration::ZERO, Duration::ZERO);
     let mut ep = ep;
     for attempt in 0..2 {
         // Fast path without a timer: a free slot, nobody waiting.
@@ -483,7 +485,13 @@ pub(crate) async fn forward(
                 let (cur, w) = tokio::time::timeout_at(deadline, acquire(gw, ep.clone(), exclude.as_deref(), &aff))
                     .await
                     .map_err(|_| Error::ExecutionTimeout(timeout_secs))??;
-                waited = Some(wait_header(none_ready, woken(&cur, &w), from.elapsed()));
+                let took = from.elapsed();
+                waited = Some(wait_header(none_ready, woken(&cur, &w), took));
+                if none_ready {
+                    start_wait += took;
+                } else {
+                    queue_wait += took;
+                }
                 (cur, w)
             }
         };
@@ -551,6 +559,20 @@ pub(crate) async fn forward(
         }
         let (mut rparts, rbody) = resp.into_parts();
         strip_hop_by_hop(&mut rparts.headers, false);
+        // The anatomy of the request: the gateway's queue, a start or wake it waited for, the
+        // worker (to its response head), and the gateway's own part.
+        let upstream = seen.upstream.unwrap_or_default();
+        let total = seen.arrived.map_or(upstream, |a| a.elapsed());
+        let phases = crate::metrics::Phases {
+            queue: queue_wait,
+            start: start_wait,
+            upstream,
+            gateway: total.saturating_sub(queue_wait + start_wait + upstream),
+        };
+        ep.stats.metrics.phases(&phases);
+        if let Ok(v) = HeaderValue::from_str(&phases.header()) {
+            rparts.headers.append(SERVER_TIMING, v);
+        }
         let body = DeadlineBody::new(rbody, deadline, timeout_secs, guard);
         if let Some(w) = waited {
             rparts.headers.insert(WAIT_HEADER, w);
@@ -569,6 +591,9 @@ pub(crate) async fn forward(
 /// `cold-start; 48211ms` (no worker was ready; the one that took it was started for it),
 /// `wake; 312ms` (a sleeping worker was woken for it) or `queue; 12ms` (every worker was busy).
 pub const WAIT_HEADER: &str = "x-sluice-wait";
+
+/// The W3C `Server-Timing` header (browsers' developer tools show it).
+pub const SERVER_TIMING: &str = "server-timing";
 
 fn wait_header(none_ready: bool, woken: bool, waited: Duration) -> HeaderValue {
     let what = match (none_ready, woken) {

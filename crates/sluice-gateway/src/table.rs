@@ -259,6 +259,7 @@ impl Routes {
                 in_flight: s.in_flight.load(Relaxed),
                 queued: s.waiting.load(Relaxed),
                 llm: s.metrics.llm(),
+                phases: s.metrics.phase_figures(),
             })
             .collect();
         (version, figures)

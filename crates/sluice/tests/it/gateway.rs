@@ -34,6 +34,9 @@ async fn routes_by_host_and_path_and_spreads_round_robin() {
     let j = r.json();
     assert_eq!(j["path"], "/v1/items");
     assert_eq!(j["query"], "q=1");
+    // Server-Timing: no start was waited for; the worker's part and the gateway's.
+    let timing = r.headers["server-timing"].to_str().unwrap();
+    assert!(timing.starts_with("queue;dur=0.000, upstream;dur=") && timing.contains(", gateway;dur="), "{timing}");
     assert_eq!(j["headers"]["x-forwarded-host"], host);
     assert_eq!(j["headers"]["x-forwarded-for"], "127.0.0.1");
     assert_eq!(j["headers"]["x-forwarded-proto"], "http");

@@ -46,6 +46,15 @@ async fn an_idle_worker_sleeps_and_a_burst_at_zero_wakes_it_with_every_request_a
     assert_eq!(r.status, StatusCode::OK);
     let wait = r.headers["x-sluice-wait"].to_str().unwrap().to_owned();
     assert!(wait.starts_with("cold-start; "), "{wait}");
+    // The anatomy of the request, as browsers' developer tools read it: the start it waited for.
+    let timing = r.headers["server-timing"].to_str().unwrap().to_owned();
+    let start_ms: f64 = timing
+        .split(", ")
+        .find_map(|p| p.strip_prefix("start;dur="))
+        .unwrap_or_else(|| panic!("{timing}"))
+        .parse()
+        .unwrap();
+    assert!(start_ms > 2900.0 && timing.contains("upstream;dur=") && timing.contains("gateway;dur="), "{timing}");
     let cold_pid = r.json()["pid"].as_u64().unwrap();
     let w = p.workers_in(&id, "ready").await.remove(0);
     assert_eq!(phases(&w), ["placed", "started", "healthy"]);

@@ -119,17 +119,16 @@ pub fn pick(
     if len == 0 {
         return None;
     }
-    let start = counter % len;
-    let mut order = (0..len).map(|k| (start + k) % len).filter(|&i| Some(i) != exclude);
     match policy {
-        LoadBalancing::RoundRobin => order.find(|&i| outstanding(i) < cap),
+        LoadBalancing::RoundRobin => {
+            let start = counter % len;
+            (0..len).map(|k| (start + k) % len).find(|&i| Some(i) != exclude && outstanding(i) < cap)
+        }
         // Without what the affinity choices look at (see `affinity`): the least loaded.
         LoadBalancing::LeastOutstandingRequests
         | LoadBalancing::LeastEngineLoad
         | LoadBalancing::SessionAffinity
-        | LoadBalancing::PrefixAware => {
-            order.map(|i| (i, outstanding(i))).filter(|&(_, o)| o < cap).min_by_key(|&(_, o)| o).map(|(i, _)| i)
-        }
+        | LoadBalancing::PrefixAware => pick_by_load(len, &outstanding, &outstanding, counter, exclude, cap),
     }
 }
 

@@ -26,7 +26,7 @@ use crate::{
     affinity::{self, Affinity},
     body::{BodySlot, BoxBody, ClientBodyError, DeadlineBody, empty},
     error::{Error, caused_by},
-    host::{host_is, request_host},
+    host::{host_is, host_of, request_host},
     now_ms,
     table::{EndpointEntry, EndpointStats, WorkerEntry},
 };
@@ -119,7 +119,7 @@ async fn route(gw: &Arc<Inner>, client: &UpstreamClient, req: Request<Incoming>,
         let resp = match crate::openai::handle(gw, req, &path).await {
             crate::openai::Front::Answer(resp) => resp,
             crate::openai::Front::Forward { id, path_and_query, parts, body } => {
-                let host = request_host(&Request::from_parts(parts.clone(), ())).map(str::to_owned);
+                let host = host_of(&parts.headers, &parts.uri).map(str::to_owned);
                 let target = Target { id, rewritten: Some(path_and_query), prefix: None, host, authorized: true };
                 match forward(gw, client, target, parts, ReqBody::Whole(body), None, conn, &mut seen).await {
                     Ok(resp) => resp,

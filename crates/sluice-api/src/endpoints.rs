@@ -278,6 +278,19 @@ pub struct EndpointInput {
     pub metrics_path: Option<String>,
     /// Whose metric names: `vllm` (default), `sglang`, `tgi`, or `RUNNING,WAITING[,KV_CACHE]`.
     pub engine: Option<String>,
+    /// Recorded traffic (requests, starts, worker lifetimes) is kept this many hours (default
+    /// 168; 0: nothing is recorded) …
+    pub trace_retention_hours: Option<i64>,
+    /// … and at most this many megabytes of it (default 64), oldest dropped first.
+    pub trace_max_mb: Option<i64>,
+    /// Policies evaluated on every tick beside the real one, never acting (e.g. `["knative",
+    /// "slo"]`): their would-be worker counts are recorded. `[]` clears them.
+    pub shadow_policies: Option<Vec<String>>,
+    /// The `slo` policy's target: p99 end to end, queueing and starts included, in seconds
+    /// (0 clears it).
+    pub slo_p99_secs: Option<f64>,
+    /// `apply` (default): the SLO policy sets what it finds; `advise`: it only records it.
+    pub slo_mode: Option<String>,
 }
 
 /// One model of an endpoint.
@@ -349,6 +362,11 @@ impl From<EndpointInput> for EndpointDraft {
             session_header: i.session_header,
             metrics_path: i.metrics_path,
             engine: i.engine,
+            trace_retention_hours: i.trace_retention_hours,
+            trace_max_mb: i.trace_max_mb,
+            shadow_policies: i.shadow_policies,
+            slo_p99_secs: i.slo_p99_secs,
+            slo_mode: i.slo_mode,
         }
     }
 }
@@ -477,6 +495,11 @@ pub struct EndpointView {
     pub session_header: String,
     pub metrics_path: Option<String>,
     pub engine: String,
+    pub trace_retention_hours: u32,
+    pub trace_max_mb: u32,
+    pub shadow_policies: Vec<String>,
+    pub slo_p99_secs: Option<f64>,
+    pub slo_mode: String,
     pub workers: WorkerCounts,
     /// Its HTTPS certificate, when the platform serves HTTPS: state, expiry, and why it is not
     /// issued yet.
@@ -496,6 +519,9 @@ pub struct ScalingEventView {
     /// The figures the decision was based on.
     #[schema(value_type = Object)]
     pub inputs: serde_json::Value,
+    /// `decision`, or `retune` (the SLO policy's, with its prediction as inputs).
+    #[serde(default)]
+    pub kind: String,
 }
 
 /// Newest first; pass `next_before` as `before` for the next page.
@@ -503,6 +529,64 @@ pub struct ScalingEventView {
 pub struct ScalingEventList {
     pub events: Vec<ScalingEventView>,
     pub next_before: Option<i64>,
+}
+
+/// `sluice sim --endpoint` (issue 20): the endpoint's recorded traffic over the window, with its
+/// recorded start times, replayed through each policy asked for; the last row, `actual`, is what
+/// really happened over the same window.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ReplayView {
+    pub since: String,
+    pub until: String,
+    /// Requests replayed and start durations sampled.
+    pub requests: u64,
+    pub cold_starts: u64,
+    /// One row per policy, then `actual`: the keys of `sluice sim --json`.
+    #[schema(value_type = Vec<Object>)]
+    pub results: Vec<sluice_core::autoscale::sim::SimResult>,
+}
+
+/// `sluice audit` (issue 20): each recorded decision of the window run again through the same
+/// `decide()` on the inputs and state it was recorded with.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AuditView {
+    pub since: String,
+    pub until: String,
+    /// Decisions in the window.
+    pub decisions: u64,
+    /// Of which came out the same: target, reason and inputs.
+    pub reproduced: u64,
+    /// Decisions recorded before replays were kept (not checked).
+    pub unchecked: u64,
+    pub mismatches: Vec<AuditMismatch>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AuditMismatch {
+    pub event_id: i64,
+    pub at: String,
+    /// What differs.
+    pub detail: String,
+}
+
+/// Worker counts over a window (issue 20): what the autoscaler wanted, and what each shadow
+/// policy would have wanted on the same ticks, with an estimate of each line's GPU-seconds.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ShadowView {
+    pub since: String,
+    pub until: String,
+    /// `actual` (the counts the autoscaler set) first, then each shadow policy.
+    pub lines: Vec<ShadowLine>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ShadowLine {
+    pub policy: String,
+    /// The count from each point on (Unix ms, workers); the first point is the count at `since`.
+    pub points: Vec<(u64, u32)>,
+    /// Worker-seconds of the line over the window times the endpoint's GPUs per worker; for
+    /// `actual`, the GPU-seconds its workers really ran.
+    pub gpu_seconds: f64,
 }
 
 /// One line of an endpoint's log: a worker's output (`stdout`, `stderr`) or a platform event

@@ -47,6 +47,9 @@ pub struct EndpointRoute {
     /// The session header of `session_affinity` (lowercase); `None`: `x-session-id`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_header: Option<String>,
+    /// Whether its requests are recorded (its `trace_retention_hours` is not 0).
+    #[serde(default)]
+    pub record: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -140,6 +143,19 @@ pub struct TrafficReport {
     /// The version of the TLS bundle the gateway serves with (0: none).
     #[serde(default)]
     pub tls_version: u64,
+    /// The requests it answered since its previous report, per endpoint (issue 20).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub records: Vec<EndpointRecords>,
+}
+
+/// Requests of one endpoint as a gateway saw them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EndpointRecords {
+    pub endpoint: EndpointId,
+    pub requests: Vec<sluice_core::recording::RequestRecord>,
+    /// Records it had to drop (its buffer was full: nobody collected them).
+    #[serde(default)]
+    pub dropped: u64,
 }
 
 /// What gateways serve HTTPS with, beside their own certificate files (issue 16): the
@@ -218,6 +234,7 @@ mod tests {
                 .collect(),
             served_models: vec![],
             session_header: None,
+            record: false,
         }
     }
 

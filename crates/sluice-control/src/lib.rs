@@ -12,6 +12,7 @@ mod engine;
 mod error;
 mod health;
 pub mod images;
+pub mod insight;
 pub mod leader;
 pub mod logs;
 pub mod metering;
@@ -47,6 +48,10 @@ pub trait DataPlane: Send + Sync + 'static {
     /// previous one applies instead).
     fn publish(&self, table: Arc<RouteTable>, delta: &RoutesDelta);
     fn traffic(&self) -> Vec<EndpointTraffic>;
+    /// The requests the gateways recorded since the last call (issue 20).
+    fn take_records(&self) -> Vec<sluice_api::internal::EndpointRecords> {
+        Vec::new()
+    }
     /// The gateway's figures for `/metrics`.
     fn figures(&self) -> sluice_core::metrics::GatewayFigures {
         sluice_core::metrics::GatewayFigures::default()

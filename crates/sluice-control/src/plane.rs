@@ -19,7 +19,12 @@ use axum::{
 };
 use bytes::Bytes;
 use serde::Deserialize;
-use sluice_api::internal::{ReportTaken, RouteTable, RoutesDelta, RoutesUpdate, TlsBundle, TrafficReport};
+use sluice_api::internal::{
+    EndpointRecords, ReportTaken, RouteTable, RoutesDelta, RoutesUpdate, TlsBundle, TrafficReport,
+};
+
+/// Recorded requests held for the reconciler at most (it takes them every pass).
+pub const MAX_HELD_RECORDS: usize = 800_000;
 use sluice_core::{
     metrics::{GatewayFigures, merge_figures},
     routing::{EndpointTraffic, merge_traffic},
@@ -83,6 +88,8 @@ pub struct RemotePlane {
     reports: Mutex<HashMap<String, Report>>,
     wake: Arc<Notify>,
     tls: watch::Sender<Arc<TlsBundle>>,
+    /// Recorded requests reported and not yet taken by the reconciler (bounded).
+    records: Mutex<Vec<EndpointRecords>>,
 }
 
 impl RemotePlane {
@@ -99,7 +106,23 @@ impl RemotePlane {
             reports: Mutex::default(),
             wake,
             tls: watch::channel(Arc::new(TlsBundle::default())).0,
+            records: Mutex::default(),
         })
+    }
+
+    /// Keeps a report's recorded requests for the reconciler (beyond the bound, they are
+    /// counted as dropped: no reconciler has taken them).
+    pub fn add_records(&self, records: Vec<EndpointRecords>) {
+        let mut kept = self.records.lock().unwrap();
+        let mut held: usize = kept.iter().map(|r| r.requests.len()).sum();
+        for mut r in records {
+            if held + r.requests.len() > MAX_HELD_RECORDS {
+                r.dropped += r.requests.len() as u64;
+                r.requests.clear();
+            }
+            held += r.requests.len();
+            kept.push(r);
+        }
     }
 
     pub fn report(&self, gateway: String, traffic: Vec<EndpointTraffic>, figures: GatewayFigures, tls_version: u64) {
@@ -143,6 +166,10 @@ impl DataPlane for RemotePlane {
             history.pop_front();
         }
         self.table.send_replace(Arc::new(Published { version: table.version, table, full: OnceLock::new(), history }));
+    }
+
+    fn take_records(&self) -> Vec<EndpointRecords> {
+        std::mem::take(&mut *self.records.lock().unwrap())
     }
 
     fn traffic(&self) -> Vec<EndpointTraffic> {
@@ -215,6 +242,7 @@ async fn tls(State(p): State<Arc<RemotePlane>>, Query(q): Query<RoutesQuery>) ->
 }
 
 async fn traffic(State(p): State<Arc<RemotePlane>>, Json(r): Json<TrafficReport>) -> Json<ReportTaken> {
+    p.add_records(r.records);
     p.report(r.gateway, r.traffic, r.figures, r.tls_version);
     Json(ReportTaken {})
 }

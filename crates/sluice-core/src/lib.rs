@@ -22,6 +22,7 @@ pub mod models;
 pub mod placement;
 pub mod pull;
 pub mod reconcile;
+pub mod recording;
 pub mod routing;
 pub mod secrets;
 pub mod templates;

@@ -142,7 +142,14 @@ impl<G> DeadlineBody<G> {
 #[error("the response ran longer than the endpoint's execution timeout of {0} s")]
 pub struct BodyTimeout(pub u64);
 
-impl<G: Unpin> Body for DeadlineBody<G> {
+/// What a [`DeadlineBody`] holds until the body ends: told of each data frame's size.
+pub trait BodyGuard: Unpin {
+    fn sent(&mut self, _bytes: u64) {}
+}
+
+impl BodyGuard for () {}
+
+impl<G: BodyGuard> Body for DeadlineBody<G> {
     type Data = Bytes;
     type Error = BoxError;
 
@@ -160,7 +167,12 @@ impl<G: Unpin> Body for DeadlineBody<G> {
                 this.guard = None;
                 Poll::Ready(Some(Err(e.into())))
             }
-            Poll::Ready(Some(Ok(f))) => Poll::Ready(Some(Ok(f))),
+            Poll::Ready(Some(Ok(f))) => {
+                if let (Some(g), Some(d)) = (this.guard.as_mut(), f.data_ref()) {
+                    g.sent(d.len() as u64);
+                }
+                Poll::Ready(Some(Ok(f)))
+            }
             Poll::Pending => {
                 let deadline = this.deadline;
                 let sleep = this.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));

@@ -88,6 +88,11 @@ impl Error {
         }
     }
 
+    /// The HTTP status it is answered with.
+    pub fn status(&self) -> StatusCode {
+        self.status_and_code().0
+    }
+
     fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             Error::NoEndpointInRequest { .. } => (StatusCode::NOT_FOUND, "no_endpoint"),

@@ -276,12 +276,16 @@ impl Follower {
     /// Reports `gateway`'s traffic and figures every second, and at once when a request waits
     /// for a worker, for ever.
     pub async fn report(self: Arc<Self>, gateway: Gateway) {
+        // Records not yet taken by a control plane are sent again with the next report.
+        let mut unsent: Vec<sluice_api::internal::EndpointRecords> = Vec::new();
         loop {
+            unsent.extend(gateway.take_records());
             let report = TrafficReport {
                 gateway: self.id.clone(),
                 traffic: gateway.traffic(),
                 figures: gateway.figures(),
                 tls_version: gateway.tls().map_or(0, |t| t.version()),
+                records: std::mem::take(&mut unsent),
             };
             let control = self.controls.url().to_owned();
             let body = serde_json::to_vec(&report).unwrap_or_default();
@@ -294,6 +298,12 @@ impl Follower {
                     self.connected.store(false, Ordering::Relaxed);
                     self.controls.failed(&control);
                     tracing::debug!(error = %e, "traffic report failed");
+                    // Kept for the next report, within the gateway's bound.
+                    unsent = report.records;
+                    let n: usize = unsent.iter().map(|r| r.requests.len()).sum();
+                    if n > crate::metrics::MAX_PENDING_RECORDS {
+                        unsent.clear();
+                    }
                 }
             }
             tokio::select! {

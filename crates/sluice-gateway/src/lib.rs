@@ -187,6 +187,11 @@ impl Gateway {
         self.inner.routes.traffic()
     }
 
+    /// The requests recorded since the last call (issue 20).
+    pub fn take_records(&self) -> Vec<sluice_api::internal::EndpointRecords> {
+        self.inner.routes.take_records()
+    }
+
     /// This gateway's figures for `/metrics`.
     pub fn figures(&self) -> sluice_core::metrics::GatewayFigures {
         use std::sync::atomic::Ordering::Relaxed;

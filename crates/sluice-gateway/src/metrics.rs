@@ -9,7 +9,10 @@ use std::{
     time::Duration,
 };
 
-use sluice_core::metrics::{Histogram, LATENCY_BOUNDS, bucket};
+use sluice_core::{
+    metrics::{Histogram, LATENCY_BOUNDS, bucket},
+    recording::RequestRecord,
+};
 
 /// A latency histogram with atomic buckets.
 #[derive(Debug)]
@@ -62,6 +65,33 @@ pub struct EndpointMetrics {
     pub streams: AtomicU64,
     /// The anatomy of answered requests: queue, start, upstream, gateway (`Phases`).
     pub phase: [AtomicHistogram; 4],
+}
+
+/// Requests recorded for the control plane (issue 20): a bounded buffer, drained once a pass.
+/// One short lock per request.
+#[derive(Debug, Default)]
+pub struct Records {
+    buf: Mutex<(Vec<RequestRecord>, u64)>,
+}
+
+/// At most this many records wait for collection per endpoint; beyond, new ones are dropped
+/// (and counted) rather than growing without bound while no control plane collects them.
+pub const MAX_PENDING_RECORDS: usize = 200_000;
+
+impl Records {
+    pub fn push(&self, r: RequestRecord) {
+        let mut b = self.buf.lock().unwrap();
+        if b.0.len() < MAX_PENDING_RECORDS {
+            b.0.push(r);
+        } else {
+            b.1 += 1;
+        }
+    }
+
+    /// The records since the last take, and how many were dropped.
+    pub fn take(&self) -> (Vec<RequestRecord>, u64) {
+        std::mem::take(&mut *self.buf.lock().unwrap())
+    }
 }
 
 /// Where a request's time to its response head went.

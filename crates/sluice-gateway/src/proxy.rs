@@ -17,6 +17,7 @@ use hyper_util::rt::TokioIo;
 use sluice_core::{
     EndpointStatus,
     keys::{self, label_admits},
+    recording::{Outcome, RequestRecord},
     routing::{endpoint_from_host, endpoint_from_path, pick},
 };
 use tokio::time::Instant;
@@ -36,18 +37,34 @@ use crate::{
 pub struct InFlight {
     stats: Arc<EndpointStats>,
     worker: Arc<WorkerEntry>,
+    /// The request's record, once the worker answered: completed (service time, bytes) and
+    /// kept when the slot frees.
+    rec: Option<RequestRecord>,
+    sent: Instant,
+    bytes_out: u64,
 }
 
 impl InFlight {
     /// Takes over a slot already reserved on `worker`.
     fn new(stats: Arc<EndpointStats>, worker: Arc<WorkerEntry>) -> Self {
         stats.in_flight.fetch_add(1, Relaxed);
-        InFlight { stats, worker }
+        InFlight { stats, worker, rec: None, sent: Instant::now(), bytes_out: 0 }
+    }
+}
+
+impl crate::body::BodyGuard for InFlight {
+    fn sent(&mut self, bytes: u64) {
+        self.bytes_out += bytes;
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
+        if let Some(mut r) = self.rec.take() {
+            r.service_ms = ms(self.sent.elapsed());
+            r.bytes_out = self.bytes_out;
+            self.stats.records.push(r);
+        }
         self.stats.in_flight.fetch_sub(1, Relaxed);
         self.worker.outstanding.fetch_sub(1, Relaxed);
         if self.stats.waiting.load(Relaxed) > 0 {
@@ -127,6 +144,7 @@ async fn route(gw: &Arc<Inner>, client: &UpstreamClient, req: Request<Incoming>,
                         if let Some(s) = &seen.stats {
                             s.metrics.errors[e.fault() as usize].fetch_add(1, Relaxed);
                         }
+                        seen.record_error(&e);
                         crate::openai::from_gateway(e)
                     }
                 }
@@ -149,6 +167,7 @@ async fn route(gw: &Arc<Inner>, client: &UpstreamClient, req: Request<Incoming>,
                     _ => 0,
                 };
             }
+            seen.record_error(&e);
             e.into_response()
         }
     };
@@ -166,6 +185,35 @@ pub(crate) struct Seen {
     pub(crate) upstream: Option<Duration>,
     /// When the request arrived (time to first token counts from here).
     pub(crate) arrived: Option<Instant>,
+    /// The record of an admitted request of a recorded endpoint, until a worker's answer takes
+    /// it over (else the error that ended it completes it).
+    pub(crate) record: Option<RequestRecord>,
+    /// When it was sent to a worker (an error after that is the worker's).
+    pub(crate) sent: Option<Instant>,
+}
+
+fn ms(d: Duration) -> u32 {
+    d.as_millis().min(u128::from(u32::MAX)) as u32
+}
+
+impl Seen {
+    /// Keeps the record of a request that ended in a gateway error: the queue refused it, no
+    /// worker came in time, the rate limit, or a worker that failed. Errors before admission
+    /// (no key, unknown endpoint) and the client's own (a broken body) are not recorded.
+    pub(crate) fn record_error(&mut self, e: &Error) {
+        let (Some(stats), Some(mut r)) = (&self.stats, self.record.take()) else { return };
+        r.outcome = match e {
+            Error::RateLimited { .. } => Outcome::RateLimited,
+            Error::ConcurrencyLimit { .. } => Outcome::QueueFull,
+            Error::NoWorker { .. } => Outcome::QueueTimeout,
+            Error::ExecutionTimeout(_) if self.sent.is_none() => Outcome::QueueTimeout,
+            Error::ExecutionTimeout(_) | Error::WorkerUnreachable(_) | Error::WorkerFailed(_) => Outcome::WorkerFailed,
+            _ => return,
+        };
+        r.status = e.status().as_u16();
+        r.service_ms = self.sent.map_or(0, |s| ms(s.elapsed()));
+        stats.records.push(r);
+    }
 }
 
 /// Picks a worker with a free slot and reserves the slot (compare-and-swap, so concurrent
@@ -446,6 +494,28 @@ pub(crate) async fn forward(
     }
     ep.stats.requests_total.fetch_add(1, Relaxed);
     ep.stats.last_request_ms.store(now_ms(), Relaxed);
+    if ep.route.record {
+        let bytes_in = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+            .or(match &body {
+                ReqBody::Whole(b) => Some(b.len() as u64),
+                ReqBody::Stream(_) => None,
+            })
+            .unwrap_or(0);
+        seen.record = Some(RequestRecord {
+            at: ep.stats.last_request_ms.load(Relaxed),
+            queue_ms: 0,
+            start_ms: 0,
+            woke: false,
+            service_ms: 0,
+            status: 0,
+            outcome: Outcome::Served,
+            bytes_in,
+            bytes_out: 0,
+        });
+    }
     let timeout_secs = ep.route.execution_timeout_ms / 1000;
     let deadline = Instant::now() + Duration::from_millis(ep.route.execution_timeout_ms);
 
@@ -486,11 +556,16 @@ pub(crate) async fn forward(
                     .await
                     .map_err(|_| Error::ExecutionTimeout(timeout_secs))??;
                 let took = from.elapsed();
-                waited = Some(wait_header(none_ready, woken(&cur, &w), took));
+                let woke = woken(&cur, &w);
+                waited = Some(wait_header(none_ready, woke, took));
                 if none_ready {
                     start_wait += took;
                 } else {
                     queue_wait += took;
+                }
+                if let Some(r) = seen.record.as_mut() {
+                    (r.queue_ms, r.start_ms) = (ms(queue_wait), ms(start_wait));
+                    r.woke |= none_ready && woke;
                 }
                 (cur, w)
             }
@@ -510,8 +585,9 @@ pub(crate) async fn forward(
         *up.uri_mut() = uri;
         *up.version_mut() = Version::HTTP_11;
         *up.headers_mut() = parts.headers.clone();
-        let guard = InFlight::new(ep.stats.clone(), worker.clone());
+        let mut guard = InFlight::new(ep.stats.clone(), worker.clone());
         let sent = Instant::now();
+        seen.sent = Some(sent);
         let result = tokio::time::timeout_at(deadline, client.request(up)).await;
         let mut resp = match result {
             Err(_) => return Err(Error::ExecutionTimeout(timeout_secs)),
@@ -543,6 +619,7 @@ pub(crate) async fn forward(
                 });
             }
         };
+        guard.rec = seen.record.take().map(|r| RequestRecord { status: resp.status().as_u16(), ..r });
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS
             && let Some(down) = downstream_upgrade
         {

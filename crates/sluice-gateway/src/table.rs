@@ -36,6 +36,8 @@ pub struct EndpointStats {
     pub rate: arc_swap::ArcSwapOption<(u32, RpmLimiter)>,
     /// Responses by code, latency histograms, 429s by limit (for `/metrics`).
     pub metrics: crate::metrics::EndpointMetrics,
+    /// Its answered requests since the control plane last collected them (issue 20).
+    pub records: crate::metrics::Records,
 }
 
 pub type RpmLimiter =
@@ -266,6 +268,22 @@ impl Routes {
     }
 
     /// What this gateway sees of every endpoint now.
+    /// The requests recorded since the last call, per endpoint (issue 20).
+    pub fn take_records(&self) -> Vec<sluice_api::internal::EndpointRecords> {
+        let reg = self.registry.lock().unwrap();
+        reg.endpoints
+            .iter()
+            .filter_map(|(id, s)| {
+                let (requests, dropped) = s.records.take();
+                (!requests.is_empty() || dropped > 0).then(|| sluice_api::internal::EndpointRecords {
+                    endpoint: id.clone(),
+                    requests,
+                    dropped,
+                })
+            })
+            .collect()
+    }
+
     pub fn traffic(&self) -> Vec<EndpointTraffic> {
         let now_ms = crate::now_ms();
         let reg = self.registry.lock().unwrap();

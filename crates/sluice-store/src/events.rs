@@ -16,12 +16,35 @@ pub struct ScalingEvent {
     pub reason: String,
     /// JSON text of the decision's inputs.
     pub inputs: String,
+    /// `decision`, or `retune` (the SLO policy's).
+    pub kind: String,
+    /// JSON text of what the decision started from (its policy and the scaler's state), for
+    /// `sluice audit`; "" when not kept.
+    pub replay: String,
+}
+
+/// The kinds of [`ScalingEvent`].
+pub const EVENT_DECISION: &str = "decision";
+pub const EVENT_RETUNE: &str = "retune";
+
+fn event(endpoint: &EndpointId, r: &sqlx::any::AnyRow) -> Result<ScalingEvent> {
+    Ok(ScalingEvent {
+        id: r.try_get("id")?,
+        endpoint_id: endpoint.clone(),
+        at: Millis(r.try_get::<i64, _>("at")? as u64),
+        from: r.try_get::<i64, _>("from_count")? as u32,
+        to: r.try_get::<i64, _>("to_count")? as u32,
+        reason: r.try_get("reason")?,
+        inputs: r.try_get("inputs")?,
+        kind: r.try_get("kind")?,
+        replay: r.try_get("replay")?,
+    })
 }
 
 impl Store {
     pub async fn add_scaling_event(&self, e: &ScalingEvent) -> Result<()> {
         sqlx::query(
-            "INSERT INTO scaling_events (endpoint_id, at, from_count, to_count, reason, inputs) VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO scaling_events (endpoint_id, at, from_count, to_count, reason, inputs, kind, replay) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(e.endpoint_id.as_str())
         .bind(e.at.0 as i64)
@@ -29,6 +52,8 @@ impl Store {
         .bind(i64::from(e.to))
         .bind(&e.reason)
         .bind(&e.inputs)
+        .bind(&e.kind)
+        .bind(&e.replay)
         .execute(&self.writer)
         .await?;
         Ok(())
@@ -48,19 +73,24 @@ impl Store {
                 .bind(i64::from(limit))
                 .fetch_all(&self.reader)
                 .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(ScalingEvent {
-                    id: r.try_get("id")?,
-                    endpoint_id: endpoint.clone(),
-                    at: Millis(r.try_get::<i64, _>("at")? as u64),
-                    from: r.try_get::<i64, _>("from_count")? as u32,
-                    to: r.try_get::<i64, _>("to_count")? as u32,
-                    reason: r.try_get("reason")?,
-                    inputs: r.try_get("inputs")?,
-                })
-            })
-            .collect()
+        rows.iter().map(|r| event(endpoint, r)).collect()
+    }
+
+    /// Events of an endpoint from `since` to before `until`, oldest first.
+    pub async fn scaling_events_between(
+        &self,
+        endpoint: &EndpointId,
+        since: Millis,
+        until: Millis,
+    ) -> Result<Vec<ScalingEvent>> {
+        let rows =
+            sqlx::query("SELECT * FROM scaling_events WHERE endpoint_id = $1 AND at >= $2 AND at < $3 ORDER BY id")
+                .bind(endpoint.as_str())
+                .bind(since.0 as i64)
+                .bind(until.0 as i64)
+                .fetch_all(&self.reader)
+                .await?;
+        rows.iter().map(|r| event(endpoint, r)).collect()
     }
 
     /// Removes events of deleted endpoints and keeps at most `keep` per endpoint.

@@ -18,6 +18,7 @@ mod jobs;
 mod keys;
 mod lease;
 mod logs;
+mod recorded;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 mod usage;
@@ -29,11 +30,12 @@ pub use accounts::{AccountEvent, AccountRecord};
 pub use certs::CertificateRecord;
 pub use endpoints::EndpointRecord;
 pub use error::Error;
-pub use events::ScalingEvent;
+pub use events::{EVENT_DECISION, EVENT_RETUNE, ScalingEvent};
 pub use jobs::{JobCounts, JobRecord};
 pub use keys::{KeyInfo, KeyRecord};
 pub use lease::Lease;
 pub use logs::{LogLine, LogQuery, NewLogLine};
+pub use recorded::{RecordChunk, RecordKind, ShadowPoint};
 use sluice_core::Millis;
 use sqlx::{
     AnyPool, ConnectOptions, Row,
@@ -100,6 +102,7 @@ fn migrator(backend: Backend) -> sqlx::migrate::Migrator {
         10 "endpoint_version" "0010_endpoint_version.sql",
         11 "certificates" "0011_certificates.sql",
         12 "worker_phases" "0012_worker_phases.sql",
+        13 "recording" "0013_recording.sql",
     ];
     let steps = match backend {
         Backend::Sqlite => STEPS.0,

@@ -116,7 +116,67 @@ on_both!(
     accounts_usage_and_credit,
     a_lease_has_one_holder_until_it_expires,
     a_spec_update_never_writes_back_a_status_changed_meanwhile,
+    recorded_traffic_windows_and_retention,
 );
+
+async fn recorded_traffic_windows_and_retention(db: &Db) {
+    use crate::{RecordChunk, RecordKind, ShadowPoint};
+    let s = db.open().await;
+    s.create_endpoint(&endpoint("ep1", "a", "one")).await.unwrap();
+    let id = EndpointId::parse("ep1").unwrap();
+    let chunk = |kind, from: u64, to: u64| RecordChunk {
+        endpoint_id: id.clone(),
+        kind,
+        first_at: Millis(from),
+        last_at: Millis(to),
+        n: 1,
+        data: format!("[{from}]"),
+    };
+    let chunks = [
+        chunk(RecordKind::Requests, 0, 999),
+        chunk(RecordKind::Requests, 1_000, 1_999),
+        chunk(RecordKind::Starts, 1_500, 1_500),
+        chunk(RecordKind::Requests, 2_000, 2_999),
+    ];
+    let shadow = |policy: &str, at: u64, count: u32| ShadowPoint {
+        endpoint_id: id.clone(),
+        policy: policy.into(),
+        at: Millis(at),
+        count,
+    };
+    let points =
+        [shadow("knative", 100, 1), shadow("knative", 900, 2), shadow("hpa", 200, 3), shadow("knative", 1_500, 0)];
+    s.add_recorded(&chunks, &points).await.unwrap();
+    // (since, until) → the request chunks that overlap.
+    for ((since, until), want) in
+        [((0, 3_000), vec!["[0]", "[1000]", "[2000]"]), ((1_200, 1_300), vec!["[1000]"]), ((3_000, 9_000), vec![])]
+    {
+        let got = s.recorded(&id, RecordKind::Requests, Millis(since), Millis(until)).await.unwrap();
+        assert_eq!(got, want, "{since}..{until}");
+    }
+    assert_eq!(s.recorded(&id, RecordKind::Starts, Millis(0), Millis(9_000)).await.unwrap(), ["[1500]"]);
+    // Each policy's count at the window's start, then the changes within it.
+    let got: Vec<(String, u64, u32)> = s
+        .shadow_points(&id, Millis(1_000), Millis(2_000))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| (p.policy, p.at.0, p.count))
+        .collect();
+    let mut before: Vec<_> = got[..2].to_vec();
+    before.sort();
+    assert_eq!(before, [("hpa".into(), 200, 3), ("knative".into(), 900, 2)]);
+    assert_eq!(got[2..], [("knative".into(), 1_500, 0)]);
+    // Age first, then size: the oldest chunks go.
+    assert_eq!(s.prune_recorded(&id, Millis(1_000), u64::MAX).await.unwrap(), 1);
+    assert_eq!(s.recorded(&id, RecordKind::Requests, Millis(0), Millis(9_000)).await.unwrap().len(), 2);
+    assert_eq!(s.prune_recorded(&id, Millis(0), 13).await.unwrap(), 1, "two chunks of 6 bytes fit in 13, three do not");
+    assert_eq!(s.recorded(&id, RecordKind::Requests, Millis(0), Millis(9_000)).await.unwrap(), ["[2000]"]);
+    assert_eq!(s.shadow_points(&id, Millis(0), Millis(9_000)).await.unwrap().len(), 1);
+    s.delete_endpoint(&id).await.unwrap();
+    s.prune_recorded_orphans().await.unwrap();
+    assert!(s.recorded(&id, RecordKind::Starts, Millis(0), Millis(9_000)).await.unwrap().is_empty());
+}
 
 async fn endpoints_roundtrip_and_names_are_unique_per_account(db: &Db) {
     let s = db.open().await;
@@ -191,6 +251,8 @@ async fn scaling_events_page_newest_first_and_prune(db: &Db) {
             to: i + 1,
             reason: format!("r{i}"),
             inputs: "{}".into(),
+            kind: crate::EVENT_DECISION.into(),
+            replay: format!("{{\"n\":{i}}}"),
         };
         s.add_scaling_event(&e).await.unwrap();
     }
@@ -198,6 +260,11 @@ async fn scaling_events_page_newest_first_and_prune(db: &Db) {
     assert_eq!(page.iter().map(|e| e.to).collect::<Vec<_>>(), [5, 4]);
     let next = s.list_scaling_events(&id, Some(page[1].id), 10).await.unwrap();
     assert_eq!(next.iter().map(|e| e.to).collect::<Vec<_>>(), [3, 2, 1]);
+    let window = s.scaling_events_between(&id, Millis(1), Millis(3)).await.unwrap();
+    assert_eq!(
+        window.iter().map(|e| (e.to, e.replay.as_str())).collect::<Vec<_>>(),
+        [(2, "{\"n\":1}"), (3, "{\"n\":2}")]
+    );
     assert_eq!(s.prune_scaling_events(3).await.unwrap(), 2);
     assert_eq!(s.list_scaling_events(&id, None, 10).await.unwrap().len(), 3);
 }

@@ -66,6 +66,7 @@ fn route(i: usize, workers: usize, first_worker: usize) -> EndpointRoute {
             .collect(),
         served_models: vec![],
         session_header: None,
+        record: false,
     }
 }
 

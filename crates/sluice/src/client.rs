@@ -106,6 +106,29 @@ impl ApiClient {
         .into())
     }
 
+    /// A `GET` whose 2xx answer is text (a CSV), returned as is.
+    pub async fn get_text(&self, path: &str) -> anyhow::Result<String> {
+        let uri = format!("{}{path}", self.base);
+        let mut req = Request::builder().method(Method::GET).uri(&uri);
+        if let Some(k) = &self.key {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {k}"));
+        }
+        let resp = self.http()?.request(req.body(Full::new(Bytes::new())).context("building request")?).await.map_err(
+            |e| anyhow!("could not reach the Sluice API at {} (is `sluice up` running?): {}", self.base, reason(&e)),
+        )?;
+        let status = resp.status();
+        let raw = resp.into_body().collect().await.context("reading API response")?.to_bytes();
+        if status.is_success() {
+            return Ok(String::from_utf8_lossy(&raw).into_owned());
+        }
+        Err(ApiError {
+            status,
+            body: serde_json::from_slice(&raw).ok(),
+            raw: String::from_utf8_lossy(&raw).into_owned(),
+        }
+        .into())
+    }
+
     /// A `GET`, read as `T`.
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
         self.call(Method::GET, path, None::<&()>).await

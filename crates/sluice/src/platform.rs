@@ -41,6 +41,9 @@ impl DataPlane for LocalPlane {
     fn traffic(&self) -> Vec<EndpointTraffic> {
         self.0.traffic()
     }
+    fn take_records(&self) -> Vec<sluice_api::internal::EndpointRecords> {
+        self.0.take_records()
+    }
     fn figures(&self) -> sluice_core::metrics::GatewayFigures {
         self.0.figures()
     }

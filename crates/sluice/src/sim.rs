@@ -7,6 +7,7 @@ use sluice_core::{
     autoscale::{
         Preset, ScalingPolicy,
         sim::{ColdStart, SimConfig, SimResult, SimSleep, parse_cold_starts, parse_trace, simulate},
+        tune,
     },
     catalog,
 };
@@ -14,8 +15,18 @@ use sluice_core::{
 #[derive(Args, Clone)]
 pub struct SimArgs {
     /// Trace CSV: arrival_s,service_s[,endpoint] with a header.
-    #[arg(long)]
-    pub trace: PathBuf,
+    #[arg(long, required_unless_present = "endpoint")]
+    pub trace: Option<PathBuf>,
+    /// Instead: replay this endpoint's own recorded traffic, with its own settings and recorded
+    /// start times, on the platform; the table ends with a row `actual`: what really happened.
+    #[arg(long, conflicts_with_all = ["trace", "cold_start_secs", "cold_start_file", "wake_secs", "wake_file"])]
+    pub endpoint: Option<String>,
+    /// With --endpoint: from (an age such as 24h, RFC 3339 or Unix ms) …
+    #[arg(long, default_value = "24h", requires = "endpoint")]
+    pub since: String,
+    /// … until (default now).
+    #[arg(long, requires = "endpoint")]
+    pub until: Option<String>,
     /// Policies, comma-separated, or `all`.
     #[arg(long, default_value = "all")]
     pub policy: String,
@@ -62,12 +73,9 @@ pub struct SimArgs {
     /// A sleeper stops this long after it went to sleep.
     #[arg(long, default_value_t = 3600)]
     pub sleep_ttl_secs: u64,
-    /// One JSON object per policy per line.
+    /// The SLO policy's p99 target, end to end (with `--policy slo`).
     #[arg(long)]
-    pub json: bool,
-    /// No progress on stderr (shown only on a terminal, or with SLUICE_PROGRESS=always).
-    #[arg(long, short)]
-    pub quiet: bool,
+    pub slo_p99_secs: Option<f64>,
 }
 
 pub fn presets(list: &str) -> anyhow::Result<Vec<Preset>> {
@@ -79,6 +87,17 @@ pub fn presets(list: &str) -> anyhow::Result<Vec<Preset>> {
             Preset::parse(n.trim()).with_context(|| format!("unknown policy {n:?}; known: all, {}", Preset::names()))
         })
         .collect()
+}
+
+/// The SLO target, required with `--policy slo` and refused without it.
+fn slo_target(a: &SimArgs, configs: &[SimConfig]) -> anyhow::Result<Option<f64>> {
+    let wants = configs.iter().any(|c| c.policy.preset == Preset::Slo);
+    match a.slo_p99_secs {
+        None if wants => bail!("--policy slo needs --slo-p99-secs (the p99 target, seconds)"),
+        Some(_) if !wants => bail!("--slo-p99-secs needs --policy slo (or a list with slo)"),
+        Some(s) if !(s.is_finite() && s > 0.0) => bail!("--slo-p99-secs must be a number above 0, got {s}"),
+        s => Ok(s),
+    }
 }
 
 pub fn config(a: &SimArgs, preset: Preset) -> anyhow::Result<SimConfig> {
@@ -142,14 +161,17 @@ pub fn config(a: &SimArgs, preset: Preset) -> anyhow::Result<SimConfig> {
     })
 }
 
-pub fn run(a: SimArgs) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(&a.trace).with_context(|| format!("reading {}", a.trace.display()))?;
-    let trace = parse_trace(&text).map_err(|e| anyhow::anyhow!("{}: {e}", a.trace.display()))?;
+/// `json`: one JSON object per policy per line; `quiet`: no progress on stderr.
+pub fn run(a: SimArgs, json: bool, quiet: bool) -> anyhow::Result<()> {
+    let path = a.trace.clone().context("--trace (or --endpoint) is required")?;
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let trace = parse_trace(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     let configs = presets(&a.policy)?.into_iter().map(|p| config(&a, p)).collect::<anyhow::Result<Vec<_>>>()?;
+    let slo = slo_target(&a, &configs)?;
     // Policies are independent: simulate them on all cores, report in the order asked.
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(configs.len()).max(1);
     let mut results: Vec<Option<SimResult>> = vec![None; configs.len()];
-    crate::progress::set_quiet(a.quiet);
+    crate::progress::set_quiet(quiet);
     let done = std::sync::atomic::AtomicUsize::new(0);
     let total = configs.len();
     std::thread::scope(|s| {
@@ -160,7 +182,10 @@ pub fn run(a: SimArgs) -> anyhow::Result<()> {
             let done = &done;
             s.spawn(move || {
                 for (k, slot) in chunk.iter_mut().enumerate() {
-                    let r = simulate(&configs[start + k], trace);
+                    let r = match configs[start + k].policy.preset {
+                        Preset::Slo => tune::simulate_slo(&configs[start + k], trace, slo.unwrap_or(f64::MAX)),
+                        _ => simulate(&configs[start + k], trace),
+                    };
                     let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
                     crate::progress::note(&format!("simulated {n}/{total} policies (last: {})", r.policy));
                     *slot = Some(r);
@@ -169,13 +194,17 @@ pub fn run(a: SimArgs) -> anyhow::Result<()> {
         }
     });
     let results: Vec<SimResult> = results.into_iter().map(|r| r.expect("every policy simulated")).collect();
-    if a.json {
-        for r in &results {
+    print_results(&results, json)
+}
+
+/// The rows as JSON lines, or as the Markdown table.
+pub fn print_results(results: &[SimResult], json: bool) -> anyhow::Result<()> {
+    if json {
+        for r in results {
             println!("{}", serde_json::to_string(r)?);
         }
-    }
-    if !a.json {
-        println!("{}", table(&results));
+    } else {
+        println!("{}", table(results));
     }
     Ok(())
 }
@@ -296,7 +325,10 @@ pub fn plan(a: PlanArgs) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(trace_path).with_context(|| format!("reading {}", trace_path.display()))?;
     let trace = parse_trace(&text).map_err(|e| anyhow::anyhow!("{}: {e}", trace_path.display()))?;
     let base = SimArgs {
-        trace: trace_path.clone(),
+        trace: Some(trace_path.clone()),
+        endpoint: None,
+        since: "24h".into(),
+        until: None,
         policy: a.policy.clone(),
         concurrency_per_worker: a.concurrency_per_worker,
         cold_start_secs: a.cold_start_secs,
@@ -314,38 +346,25 @@ pub fn plan(a: PlanArgs) -> anyhow::Result<()> {
         wake_secs: None,
         wake_file: None,
         sleep_ttl_secs: 3600,
-        json: false,
-        quiet: true,
+        slo_p99_secs: None,
     };
-    let mut best: Option<(SimResult, u32, u32, u64)> = None;
-    for preset in presets(&a.policy)? {
-        for active in [0u32, 1, 2, 4] {
-            for max in [4u32, 8, 16, 32, 64, 100] {
-                for idle in [10u64, 60, 300] {
-                    if max < active.max(1) {
-                        continue;
-                    }
-                    let args =
-                        SimArgs { active_workers: active, max_workers: max, idle_timeout_secs: idle, ..base.clone() };
-                    let r = simulate(&config(&args, preset)?, &trace);
-                    if r.rejected == 0 && r.p99_s <= p99 && best.as_ref().is_none_or(|b| r.cost_usd < b.0.cost_usd) {
-                        best = Some((r, active, max, idle));
-                    }
-                }
-            }
-        }
+    let presets = presets(&a.policy)?;
+    if presets.contains(&Preset::Slo) {
+        bail!("--policy slo is not a fixed setting to search; plan searches the fixed policies");
     }
-    match best {
-        Some((r, active, max, idle)) => {
+    let settings = tune::grid(base.max_workers);
+    match tune::cheapest(&config(&base, Preset::Default)?, &presets, &settings, &trace, p99) {
+        Some(tune::Found { preset, setting, result: r }) => {
+            let (active, max, idle) = (setting.active_workers, setting.max_workers, setting.idle_timeout_secs);
             if a.json {
                 println!(
                     "{}",
-                    serde_json::json!({"policy": r.policy, "active_workers": active, "max_workers": max, "idle_timeout_secs": idle, "result": r})
+                    serde_json::json!({"policy": preset.as_str(), "active_workers": active, "max_workers": max, "idle_timeout_secs": idle, "result": r})
                 );
             } else {
                 println!(
                     "Cheapest setting with p99 <= {p99} s and no rejection: scaling_policy = {}, active_workers = {active}, max_workers = {max}, idle_timeout_secs = {idle}\n{}",
-                    r.policy,
+                    preset.as_str(),
                     table(std::slice::from_ref(&r))
                 );
             }

@@ -3,6 +3,7 @@
 mod accounts;
 mod certs;
 mod extract;
+mod insight;
 mod logs;
 mod models;
 
@@ -53,7 +54,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/endpoints/{id}/start", post(start_endpoint))
         .route("/endpoints/{id}/workers", get(list_workers))
         .route("/endpoints/{id}/status", get(endpoint_status))
-        .route("/endpoints/{id}/events", get(list_events))
+        .route("/endpoints/{id}/events", get(insight::list_events))
+        .route("/endpoints/{id}/trace", get(insight::trace))
+        .route("/endpoints/{id}/replay", get(insight::replay))
+        .route("/endpoints/{id}/audit", get(insight::audit))
+        .route("/endpoints/{id}/shadow", get(insight::shadow))
         .route("/endpoints/{id}/logs", get(logs::endpoint_logs))
         .route("/endpoints/{id}/series", get(endpoint_series))
         .route("/accounts", get(accounts::list_accounts).post(accounts::create_account))
@@ -314,6 +319,11 @@ fn view(st: &AppState, e: &EndpointRecord) -> EndpointView {
         session_header: s.session_header.clone().unwrap_or_else(|| "x-session-id".into()),
         metrics_path: s.metrics_path.clone(),
         engine: s.engine.clone(),
+        trace_retention_hours: s.insight.trace_retention_hours,
+        trace_max_mb: s.insight.trace_max_mb,
+        shadow_policies: s.insight.shadow_policies.iter().map(|p| p.as_str().to_owned()).collect(),
+        slo_p99_secs: s.insight.slo_p99_secs,
+        slo_mode: s.insight.slo_mode.as_str().into(),
         workers: counts,
         created_at: rfc3339(e.created_at),
         updated_at: rfc3339(e.updated_at),
@@ -344,7 +354,7 @@ fn worker_view(w: &WorkerRecord) -> WorkerView {
 }
 
 /// Loads an endpoint the caller may see; anything else is 404 (existence is not revealed).
-async fn load(st: &AppState, caller: &Caller, id: &str) -> Result<EndpointRecord, AppError> {
+pub(super) async fn load(st: &AppState, caller: &Caller, id: &str) -> Result<EndpointRecord, AppError> {
     let missing = || AppError::NotFound(format!("endpoint {id:?} not found"));
     let id = EndpointId::parse(id).map_err(|_| missing())?;
     let e = st.store.get_endpoint(&id).await?.ok_or_else(missing)?;
@@ -655,56 +665,11 @@ async fn endpoint_status(
     }))
 }
 
-#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-#[serde(deny_unknown_fields)]
-struct EventsQuery {
-    /// Page size, 1-1000 (default 100).
-    limit: Option<u32>,
-    /// Only events with an id below this (the previous page's `next_before`).
-    before: Option<i64>,
-}
-
-#[utoipa::path(get, path = "/v1/endpoints/{id}/events", tag = "endpoints", params(("id" = String, Path), EventsQuery),
-    responses((status = 200, body = ScalingEventList), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn list_events(
-    State(st): S,
-    Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
-    query: Result<axum::extract::Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<ScalingEventList>, AppError> {
-    let q = extract::query(query)?;
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(AppError::InvalidField {
-            field: Some("limit".into()),
-            message: "must be between 1 and 1000".into(),
-        });
-    }
-    let e = load(&st, &caller, &id).await?;
-    let evs = st.store.list_scaling_events(&e.id, q.before, limit).await?;
-    let next_before = (evs.len() as u32 == limit).then(|| evs.last().map(|x| x.id)).flatten();
-    Ok(Json(ScalingEventList {
-        events: evs
-            .into_iter()
-            .map(|x| ScalingEventView {
-                id: x.id,
-                at: rfc3339(x.at),
-                from: x.from,
-                to: x.to,
-                reason: x.reason,
-                inputs: serde_json::from_str(&x.inputs).unwrap_or(serde_json::Value::Null),
-            })
-            .collect(),
-        next_before,
-    }))
-}
-
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Sluice control API", description = "Serverless GPU endpoints: endpoints, workers."),
-    paths(list_endpoints, create_endpoint, get_endpoint, update_endpoint, delete_endpoint, stop_endpoint, start_endpoint, list_workers, list_events, list_templates, deploy_template, list_images, prewarm_image, list_gpus, endpoint_status, accounts::create_account, accounts::list_accounts, accounts::update_account, accounts::create_key, accounts::list_keys, accounts::revoke_key, accounts::usage, accounts::add_credit, accounts::account_events, logs::endpoint_logs, endpoint_series, certs::list_certificates, models::list_models),
-    components(schemas(sluice_api::ModelInput, sluice_api::ModelView, sluice_api::ModelNodeView, sluice_api::ModelList, sluice_api::CertificateView, sluice_api::CertificateList, sluice_api::EndpointCertificate, sluice_api::LoadPoint, sluice_api::LoadSeries, sluice_api::LogLineView, sluice_api::LogList, sluice_api::CreditInput, sluice_api::AccountEventView, sluice_api::AccountEventList, sluice_api::UsageReport, sluice_api::UsageRowView, sluice_api::EndpointStatusView, sluice_api::AccountView, sluice_api::AccountList, sluice_api::AccountInput, sluice_api::AccountCreated, sluice_api::NewKey, sluice_api::KeyView, sluice_api::KeyList, sluice_api::KeyInput, GpuInventory, NodeView, GpuView, ImageList, ImagePullView, PrewarmInput, DeployInput, TemplateList, TemplateView, TemplateParamView, EndpointInput, EndpointView, EndpointList, WorkerView, WorkerList, sluice_api::PhaseView, WorkerCounts, NetworkVolumeDto, ErrorBody, ScalingEventView, ScalingEventList)),
+    paths(list_endpoints, create_endpoint, get_endpoint, update_endpoint, delete_endpoint, stop_endpoint, start_endpoint, list_workers, insight::list_events, insight::trace, insight::replay, insight::audit, insight::shadow, list_templates, deploy_template, list_images, prewarm_image, list_gpus, endpoint_status, accounts::create_account, accounts::list_accounts, accounts::update_account, accounts::create_key, accounts::list_keys, accounts::revoke_key, accounts::usage, accounts::add_credit, accounts::account_events, logs::endpoint_logs, endpoint_series, certs::list_certificates, models::list_models),
+    components(schemas(sluice_api::ModelInput, sluice_api::ModelView, sluice_api::ModelNodeView, sluice_api::ModelList, sluice_api::CertificateView, sluice_api::CertificateList, sluice_api::EndpointCertificate, sluice_api::LoadPoint, sluice_api::LoadSeries, sluice_api::LogLineView, sluice_api::LogList, sluice_api::CreditInput, sluice_api::AccountEventView, sluice_api::AccountEventList, sluice_api::UsageReport, sluice_api::UsageRowView, sluice_api::EndpointStatusView, sluice_api::AccountView, sluice_api::AccountList, sluice_api::AccountInput, sluice_api::AccountCreated, sluice_api::NewKey, sluice_api::KeyView, sluice_api::KeyList, sluice_api::KeyInput, GpuInventory, NodeView, GpuView, ImageList, ImagePullView, PrewarmInput, DeployInput, TemplateList, TemplateView, TemplateParamView, EndpointInput, EndpointView, EndpointList, WorkerView, WorkerList, sluice_api::PhaseView, WorkerCounts, NetworkVolumeDto, ErrorBody, ScalingEventView, ScalingEventList, sluice_api::ReplayView, sluice_api::AuditView, sluice_api::AuditMismatch, sluice_api::ShadowView, sluice_api::ShadowLine)),
     modifiers(&BearerAuth, &Described),
     security(("bearer" = []))
 )]

@@ -142,6 +142,7 @@ impl Reconciler {
         }
         self.save(&w.rec).await;
         self.requeue_jobs(id, "its worker failed", t).await;
+        self.recorder.stopped(&w.rec, t);
         self.meter.ended(w.rec);
     }
 
@@ -201,6 +202,7 @@ impl Reconciler {
         // The anatomy of the start (or wake) that just ended: its event and its histograms.
         let woke = sluice_core::worker::woken(&w.rec.phases);
         if cold || woke {
+            self.recorder.ready(&w.rec, t);
             for (part, ms) in start_anatomy(w.rec.created_at, &w.rec.phases) {
                 self.sig.timings.phase(part, ms as f64 / 1000.0);
             }
@@ -378,6 +380,7 @@ impl Reconciler {
             if had_runtime && rec.launched_at.is_some() {
                 // Metered until the runtime confirmed the stop, not when it was decided.
                 rec.stopped_at = Some(done);
+                self.recorder.stopped(&rec, done);
                 self.meter.ended(rec.clone());
             }
             tracing::info!(worker = %rec.id, state = rec.state.as_str(), reason = rec.reason.as_deref().unwrap_or(""), "worker finished");

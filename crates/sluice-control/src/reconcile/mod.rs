@@ -109,6 +109,10 @@ pub struct Reconciler {
     last_table: Arc<RouteTable>,
     meter: Meter,
     scalers: Scalers,
+    /// Starts and stopped workers noted this pass, for the recorded traffic.
+    recorder: crate::insight::Recorder,
+    /// The SLO policy's settings and re-tunes.
+    tuner: Arc<crate::insight::Tuner>,
     /// Sleep and wake calls on workers.
     calls: Arc<calls::Calls>,
     tick: Duration,
@@ -128,6 +132,8 @@ impl Reconciler {
         let probe_client = health::client();
         let calls = calls::Calls::new(probe_client.clone(), sig.wake.clone());
         Reconciler {
+            recorder: Default::default(),
+            tuner: Default::default(),
             calls,
             store,
             runtime,
@@ -428,13 +434,15 @@ impl Reconciler {
         let util = self.gpu_utilization();
         let (engines, engine_per_worker) = self.engine_load();
         let scalers = &mut self.scalers;
+        let tuner = &self.tuner;
         let mut desire = |i: &Intent, count: Headcount| {
             let e = by_id[&i.id];
             let measured = crate::scaler::Measured {
                 gpu_util_percent: util.get(&i.id).copied(),
                 engine: engines.get(&i.id).copied(),
             };
-            scalers.desired(i, &e.spec.scaling(), traffic.get(&i.id).unwrap_or(&none), count, measured, t)
+            let (policy, shadows) = e.spec.policies(tuner.setting(&i.id));
+            scalers.desired(i, &policy, &shadows, traffic.get(&i.id).unwrap_or(&none), count, measured, t)
         };
         let plan = plan(&intents, &obs, t, &mut desire, &mut || WorkerId::generate(new_id()));
         drop(obs);
@@ -451,6 +459,7 @@ impl Reconciler {
             }
         }
         self.apply(plan.actions, &by_id, t).await;
+        self.record(&by_id, t).await;
 
         // Publish the routing table (with the live keys, for private endpoints) and the counts;
         // meter; now and then, prune.
@@ -466,6 +475,16 @@ impl Reconciler {
             if let Err(e) = self.store.prune_scaling_events(KEEP_EVENTS).await {
                 tracing::warn!(error = %e, "could not prune scaling events");
             }
+            for e in &endpoints {
+                let keep_ms = u64::from(e.spec.insight.trace_retention_hours) * 3_600_000;
+                let max = u64::from(e.spec.insight.trace_max_mb) * 1_000_000;
+                if let Err(err) = self.store.prune_recorded(&e.id, Millis(t.0.saturating_sub(keep_ms)), max).await {
+                    tracing::warn!(endpoint = %e.id, error = %err, "could not prune recorded traffic");
+                }
+            }
+            if let Err(e) = self.store.prune_recorded_orphans().await {
+                tracing::warn!(error = %e, "could not prune the recorded traffic of deleted endpoints");
+            }
             self.scalers.retain(|id| by_id.contains_key(id));
             self.sig.series.retain(|id| by_id.contains_key(id));
         }
@@ -474,6 +493,23 @@ impl Reconciler {
 }
 
 impl Reconciler {
+    /// Stores what was recorded this pass (the gateways' requests, starts, stopped workers,
+    /// shadow counts) and starts the SLO re-tunes that are due.
+    async fn record(&mut self, by_id: &HashMap<&EndpointId, &EndpointRecord>, t: Millis) {
+        let recorded = |id: &EndpointId| by_id.get(id).is_some_and(|e| e.spec.insight.trace_retention_hours > 0);
+        let chunks = self.recorder.chunks(self.plane.take_records(), recorded);
+        let shadows = self.scalers.take_shadow_points();
+        if let Err(e) = self.store.add_recorded(&chunks, &shadows).await {
+            tracing::warn!(error = %e, "could not store recorded traffic");
+        }
+        let specs: Vec<(EndpointId, sluice_core::endpoint::EndpointSpec)> = by_id
+            .values()
+            .filter(|e| crate::insight::wants_slo(&e.spec))
+            .map(|e| (e.id.clone(), e.spec.clone()))
+            .collect();
+        self.tuner.due(&self.store, &self.sig.logs, &specs, t);
+    }
+
     /// Each endpoint's mean GPU utilization over its ready workers' GPUs, where the driver
     /// reports them.
     fn gpu_utilization(&self) -> HashMap<EndpointId, u32> {

@@ -42,6 +42,7 @@ impl Reconciler {
                 load_balancing: e.spec.limits.load_balancing,
                 served_models: e.spec.served_models.clone(),
                 session_header: e.spec.session_header.clone(),
+                record: e.spec.insight.trace_retention_hours > 0,
                 execution_timeout_ms: u64::from(e.spec.timeouts.execution_timeout_secs) * 1000,
                 queue_timeout_ms: u64::from(e.spec.limits.queue_timeout_secs) * 1000,
                 queue_capacity: e.spec.limits.queue_capacity,

@@ -6,9 +6,11 @@
 //!
 //! Presets reproduce the scalers of the seeds and of the anchors (`../shared/AUTOSCALING-REFERENCE.md`
 //! gives the source of every constant); `default` is Sluice's own.
+pub mod audit;
 pub mod plan;
 mod presets;
 pub mod sim;
+pub mod tune;
 
 use std::collections::VecDeque;
 
@@ -98,6 +100,9 @@ pub enum Preset {
     RayServe,
     /// beta9: ceil(in flight / per-container), 180 s keep-warm after each container's last task.
     Beta9,
+    /// Sluice's default with its parameters re-tuned now and then (`tune`) for the cheapest
+    /// setting that keeps the end-to-end p99 under the endpoint's `slo_p99_secs`.
+    Slo,
 }
 
 impl Preset {
@@ -123,13 +128,15 @@ impl Preset {
             Preset::Hpa => "hpa",
             Preset::RayServe => "ray-serve",
             Preset::Beta9 => "beta9",
+            Preset::Slo => "slo",
         }
     }
+    /// A fixed preset of [`Preset::ALL`], or `slo`.
     pub fn parse(s: &str) -> Option<Preset> {
-        Preset::ALL.into_iter().find(|p| p.as_str() == s)
+        Preset::ALL.into_iter().chain([Preset::Slo]).find(|p| p.as_str() == s)
     }
     pub fn names() -> String {
-        Preset::ALL.map(Preset::as_str).join(", ")
+        format!("{}, slo", Preset::ALL.map(Preset::as_str).join(", "))
     }
 }
 
@@ -211,7 +218,7 @@ impl MetricsSnapshot {
 }
 
 /// One tick of history kept by the scaler.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Sample {
     pub at: Millis,
     pub snap: MetricsSnapshot,
@@ -219,8 +226,9 @@ pub struct Sample {
     pub need: u32,
 }
 
-/// The scaler's memory. Create with `ScalerState::default()`; `decide` keeps it.
-#[derive(Debug, Clone, Default)]
+/// The scaler's memory. Create with `ScalerState::default()`; `decide` keeps it. Serializable:
+/// a recorded decision keeps the state it started from, so an audit can run it again exactly.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ScalerState {
     /// The last target returned.
     pub target: u32,

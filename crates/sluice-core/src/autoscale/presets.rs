@@ -8,7 +8,7 @@ const SEC: u64 = 1000;
 /// The longest window of history a preset reads.
 pub fn history_ms(p: &ScalingPolicy) -> u64 {
     let own = match p.preset {
-        Preset::Default => p.idle_timeout_ms.max(p.scale_down_delay_ms),
+        Preset::Default | Preset::Slo => p.idle_timeout_ms.max(p.scale_down_delay_ms),
         Preset::SeedAtlas => p.idle_timeout_ms.max(p.scale_down_delay_ms).max(p.scale_up_window_ms),
         Preset::SeedDamped | Preset::SeedHf => 300 * SEC,
         Preset::FixedKeepalive => p.idle_timeout_ms,
@@ -116,7 +116,7 @@ pub fn evaluate(
     let cur = st.target;
     let hold = |why: &str| (cur, format!("hold at {cur}: {why}"));
     match p.preset {
-        Preset::Default => {
+        Preset::Default | Preset::Slo => {
             // Sluice's default, within seed 000's limits:
             // - up at once to what the demand fills (every waiting request gets a slot), as far
             //   as the +200%/60 s limit allows; a cold start from zero is sized to the load;

@@ -146,7 +146,7 @@ pub struct SimConfig {
 }
 
 /// What one policy did on one trace. The keys of the JSON lines of `sluice sim --json`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct SimResult {
     pub policy: String,
     pub requests: u64,
@@ -223,6 +223,8 @@ impl Rng {
 
 struct Endpoint<'a> {
     cfg: &'a SimConfig,
+    /// The policy now (the config's, unless a re-tune replaced it).
+    policy: ScalingPolicy,
     rng: Rng,
     workers: Vec<Worker>,
     queue: VecDeque<Queued>,
@@ -252,7 +254,7 @@ impl<'a> Endpoint<'a> {
     }
 
     fn cap(&self) -> u32 {
-        self.cfg.policy.concurrency_per_worker
+        self.policy.concurrency_per_worker
     }
 
     fn wake_time(&mut self) -> u64 {
@@ -361,7 +363,7 @@ impl<'a> Endpoint<'a> {
             kv_cache_percent: None,
         };
         let before = self.state.target;
-        let d = decide(&self.cfg.policy, &mut self.state, &snap, Millis(now));
+        let d = decide(&self.policy, &mut self.state, &snap, Millis(now));
         if d.target != before {
             self.out.scale_events += 1;
             self.last_change_at = now;
@@ -455,10 +457,27 @@ impl<'a> Endpoint<'a> {
     }
 }
 
+/// A policy that changes itself during a run: every `every_ms` of virtual time, `f(now, the
+/// requests arrived so far)` may return a new policy (the SLO policy's re-tune).
+pub struct Retune<'a> {
+    pub every_ms: u64,
+    pub f: RetuneFn<'a>,
+}
+
+/// `f(now, the requests arrived so far)`: a new policy, or none to keep the current one.
+pub type RetuneFn<'a> = Box<dyn FnMut(u64, &[TraceRequest]) -> Option<ScalingPolicy> + Send + 'a>;
+
 /// Runs one endpoint's requests.
-fn run_endpoint(cfg: &SimConfig, reqs: &[TraceRequest], seed: u64) -> (SimResult, Vec<u64>, u128, (u64, u64)) {
+fn run_endpoint(
+    cfg: &SimConfig,
+    reqs: &[TraceRequest],
+    seed: u64,
+    mut retune: Option<&mut Retune<'_>>,
+) -> (SimResult, Vec<u64>, u128, (u64, u64)) {
+    let mut next_retune = retune.as_ref().map_or(u64::MAX, |r| r.every_ms);
     let mut ep = Endpoint {
         cfg,
+        policy: cfg.policy.clone(),
         rng: Rng(seed),
         workers: Vec::new(),
         queue: VecDeque::new(),
@@ -473,7 +492,12 @@ fn run_endpoint(cfg: &SimConfig, reqs: &[TraceRequest], seed: u64) -> (SimResult
         retired_ms: 0,
         last_change_at: 0,
     };
+    // The baseline is running when the trace begins (an endpoint's active workers are warm).
     ep.apply(cfg.policy.min_workers, 0, 0);
+    for w in &mut ep.workers {
+        w.ready_at = 0;
+    }
+    ep.readying.clear();
     ep.state.target = cfg.policy.min_workers;
     const TICK: u64 = 1000;
     let rest_ms = super::presets::rest_ms(&cfg.policy);
@@ -493,6 +517,14 @@ fn run_endpoint(cfg: &SimConfig, reqs: &[TraceRequest], seed: u64) -> (SimResult
             now = now.min(t);
         }
         if now == next_tick {
+            if now >= next_retune
+                && let Some(r) = retune.as_deref_mut()
+            {
+                if let Some(p) = (r.f)(now, &reqs[..i]) {
+                    ep.policy = p;
+                }
+                next_retune = now + r.every_ms;
+            }
             ep.tick(now);
             ep.drain_queue(now);
             next_tick += TICK;
@@ -552,6 +584,16 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
 
 /// Replays every endpoint of `trace` with `cfg` and sums the results.
 pub fn simulate(cfg: &SimConfig, trace: &Trace) -> SimResult {
+    simulate_with(cfg, trace, &mut |_| None)
+}
+
+/// [`simulate`], with a policy that may re-tune itself: `retune(endpoint index)` gives each
+/// endpoint of the trace its own.
+pub fn simulate_with<'a>(
+    cfg: &SimConfig,
+    trace: &Trace,
+    retune: &mut dyn FnMut(usize) -> Option<Retune<'a>>,
+) -> SimResult {
     let mut total = SimResult { policy: cfg.policy.preset.as_str().into(), ..Default::default() };
     let mut all = Vec::new();
     let mut busy: u128 = 0;
@@ -559,7 +601,8 @@ pub fn simulate(cfg: &SimConfig, trace: &Trace) -> SimResult {
     let mut asleep_ms: u128 = 0;
     let mut span_ms = 0u64;
     for (n, (_, reqs)) in trace.endpoints.iter().enumerate() {
-        let (r, lat, b, w) = run_endpoint(cfg, reqs, cfg.seed.wrapping_add(n as u64));
+        let mut own = retune(n);
+        let (r, lat, b, w) = run_endpoint(cfg, reqs, cfg.seed.wrapping_add(n as u64), own.as_mut());
         total.requests += r.requests;
         total.completed += r.completed;
         total.rejected_queue_full += r.rejected_queue_full;

@@ -62,6 +62,15 @@ pub struct EndpointDraft {
     pub metrics_path: Option<String>,
     /// Whose metric names: `vllm`, `sglang`, `tgi`, or `RUNNING,WAITING[,KV_CACHE]`.
     pub engine: Option<String>,
+    /// Recorded traffic: hours kept (0: not recorded) and megabytes at most.
+    pub trace_retention_hours: Option<i64>,
+    pub trace_max_mb: Option<i64>,
+    /// Policies evaluated beside the real one, never acting: `[]` clears them.
+    pub shadow_policies: Option<Vec<String>>,
+    /// The `slo` policy's p99 target in seconds: 0 clears it.
+    pub slo_p99_secs: Option<f64>,
+    /// `apply` (default) or `advise`.
+    pub slo_mode: Option<String>,
 }
 
 impl EndpointDraft {
@@ -118,7 +127,12 @@ impl EndpointDraft {
             served_models,
             session_header,
             metrics_path,
-            engine
+            engine,
+            trace_retention_hours,
+            trace_max_mb,
+            shadow_policies,
+            slo_p99_secs,
+            slo_mode
         );
         self
     }
@@ -182,6 +196,11 @@ impl EndpointSpec {
             session_header: Some(self.session_header.clone().unwrap_or_default()),
             metrics_path: Some(self.metrics_path.clone().unwrap_or_default()),
             engine: Some(self.engine.clone()),
+            trace_retention_hours: Some(self.insight.trace_retention_hours.into()),
+            trace_max_mb: Some(self.insight.trace_max_mb.into()),
+            shadow_policies: Some(self.insight.shadow_policies.iter().map(|p| p.as_str().to_owned()).collect()),
+            slo_p99_secs: Some(self.insight.slo_p99_secs.unwrap_or(0.0)),
+            slo_mode: Some(self.insight.slo_mode.as_str().to_owned()),
         }
     }
 }

@@ -356,6 +356,69 @@ impl Sleep {
     }
 }
 
+/// Recorded traffic, shadow policies and the SLO policy (issue 20).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Insight {
+    /// Recorded requests, starts and worker lifetimes are kept this long (0: nothing recorded).
+    #[serde(default = "default_trace_retention_hours")]
+    pub trace_retention_hours: u32,
+    /// … and at most this much of them, oldest dropped first.
+    #[serde(default = "default_trace_max_mb")]
+    pub trace_max_mb: u32,
+    /// Policies evaluated on every live tick beside the real one, never acting: their would-be
+    /// worker counts are recorded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shadow_policies: Vec<Preset>,
+    /// The `slo` policy's target: p99 end to end (queueing and starts included), seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slo_p99_secs: Option<f64>,
+    #[serde(default)]
+    pub slo_mode: SloMode,
+}
+
+/// A week: long enough to rehearse a policy on a week's pattern.
+pub const DEFAULT_TRACE_RETENTION_HOURS: u32 = 168;
+/// About 1.5 million requests (a record is about 40 bytes).
+pub const DEFAULT_TRACE_MAX_MB: u32 = 64;
+
+fn default_trace_retention_hours() -> u32 {
+    DEFAULT_TRACE_RETENTION_HOURS
+}
+
+fn default_trace_max_mb() -> u32 {
+    DEFAULT_TRACE_MAX_MB
+}
+
+impl Default for Insight {
+    fn default() -> Self {
+        Insight {
+            trace_retention_hours: DEFAULT_TRACE_RETENTION_HOURS,
+            trace_max_mb: DEFAULT_TRACE_MAX_MB,
+            shadow_policies: Vec::new(),
+            slo_p99_secs: None,
+            slo_mode: SloMode::Apply,
+        }
+    }
+}
+
+/// Whether the SLO policy applies its re-tunes or only records them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SloMode {
+    #[default]
+    Apply,
+    Advise,
+}
+
+impl SloMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SloMode::Apply => "apply",
+            SloMode::Advise => "advise",
+        }
+    }
+}
+
 /// A validated endpoint specification. Build it with [`EndpointSpec::validate`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EndpointSpec {
@@ -386,6 +449,8 @@ pub struct EndpointSpec {
     pub limits: Limits,
     #[serde(flatten)]
     pub sleep: Sleep,
+    #[serde(flatten, default)]
+    pub insight: Insight,
     /// Models staged on every node of its data center before a worker starts (issue 18).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub models: Vec<crate::models::ModelSpec>,
@@ -429,6 +494,34 @@ impl EndpointSpec {
             scale_down_delay_ms: u64::from(a.scale_down_delay_secs) * 1000,
             scale_down_max_percent: a.scale_down_max_percent,
         }
+    }
+
+    /// The policy that runs and the shadow policies, given the SLO policy's latest setting
+    /// (`tuned`): with `scaling_policy = "slo"` in `apply` mode the setting is applied, in
+    /// `advise` mode it is not (the endpoint scales as the default policy with its own
+    /// parameters); a shadow `slo` always runs with it.
+    pub fn policies(&self, tuned: Option<crate::autoscale::tune::Setting>) -> (ScalingPolicy, Vec<ScalingPolicy>) {
+        use crate::autoscale::tune::with_setting;
+        let base = self.scaling();
+        let slo = |p: &ScalingPolicy| match tuned {
+            Some(s) => with_setting(p, s),
+            None => p.clone(),
+        };
+        let live = if base.preset == Preset::Slo && self.insight.slo_mode == SloMode::Apply {
+            slo(&base)
+        } else {
+            base.clone()
+        };
+        let shadows = self
+            .insight
+            .shadow_policies
+            .iter()
+            .map(|&preset| {
+                let p = ScalingPolicy { preset, ..base.clone() };
+                if preset == Preset::Slo { slo(&p) } else { p }
+            })
+            .collect();
+        (live, shadows)
     }
 
     /// Whether a change from `self` to `new` requires replacing running workers (what they run

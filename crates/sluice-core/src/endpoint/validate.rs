@@ -399,6 +399,14 @@ impl EndpointSpec {
             }
         };
         let sleep = validate_sleep(&d.sleep_path, &d.wake_path, d.max_sleeping, d.sleep_ttl_secs, max_workers, &mode)?;
+        let insight = validate_insight(
+            d.trace_retention_hours,
+            d.trace_max_mb,
+            d.shadow_policies.as_deref().unwrap_or_default(),
+            d.slo_p99_secs,
+            d.slo_mode.as_deref(),
+            scaling_policy,
+        )?;
         Ok(EndpointSpec {
             name,
             image,
@@ -436,6 +444,7 @@ impl EndpointSpec {
                 max_requests_per_minute,
             },
             sleep,
+            insight,
             models,
             served_models,
             session_header,
@@ -443,6 +452,64 @@ impl EndpointSpec {
             engine,
         })
     }
+}
+
+/// At most this many shadow policies per endpoint (each is one more decision per tick).
+pub const MAX_SHADOWS: usize = 4;
+
+/// Recording, shadows and the SLO target.
+fn validate_insight(
+    retention: Option<i64>,
+    max_mb: Option<i64>,
+    names: &[String],
+    slo: Option<f64>,
+    mode: Option<&str>,
+    policy: Preset,
+) -> Result<super::Insight, FieldError> {
+    let trace_retention_hours =
+        range("trace_retention_hours", retention, i64::from(super::DEFAULT_TRACE_RETENTION_HOURS), 0, 24 * 366)? as u32;
+    let trace_max_mb = range("trace_max_mb", max_mb, i64::from(super::DEFAULT_TRACE_MAX_MB), 1, 100_000)? as u32;
+    let slo_p99_secs = match slo {
+        None => None,
+        Some(0.0) => None,
+        Some(s) if s.is_finite() && s > 0.0 && s <= 3600.0 => Some(s),
+        Some(_) => {
+            return Err(FieldError::new(
+                "slo_p99_secs",
+                "must be a number of seconds above 0 and at most 3600 (0 clears it)",
+            ));
+        }
+    };
+    let slo_mode = match mode {
+        None | Some("apply") => super::SloMode::Apply,
+        Some("advise") => super::SloMode::Advise,
+        Some(_) => return Err(FieldError::new("slo_mode", "must be apply or advise")),
+    };
+    if names.len() > MAX_SHADOWS {
+        return Err(FieldError::new("shadow_policies", format!("at most {MAX_SHADOWS} policies")));
+    }
+    let mut shadow_policies = Vec::with_capacity(names.len());
+    for (i, n) in names.iter().enumerate() {
+        let p = Preset::parse(n).ok_or_else(|| {
+            FieldError::new(format!("shadow_policies[{i}]"), format!("unknown policy; known: {}", Preset::names()))
+        })?;
+        if shadow_policies.contains(&p) {
+            return Err(FieldError::new(format!("shadow_policies[{i}]"), "is listed twice"));
+        }
+        shadow_policies.push(p);
+    }
+    if slo_p99_secs.is_none() {
+        if policy == Preset::Slo {
+            return Err(FieldError::new("scaling_policy", "slo needs slo_p99_secs (the p99 target, seconds)"));
+        }
+        if let Some(i) = shadow_policies.iter().position(|p| *p == Preset::Slo) {
+            return Err(FieldError::new(
+                format!("shadow_policies[{i}]"),
+                "slo needs slo_p99_secs (the p99 target, seconds)",
+            ));
+        }
+    }
+    Ok(super::Insight { trace_retention_hours, trace_max_mb, shadow_policies, slo_p99_secs, slo_mode })
 }
 
 /// At most this many served model names per endpoint.

@@ -4,6 +4,7 @@
 mod account;
 mod args;
 mod endpoint;
+mod insight;
 mod models;
 mod platform;
 
@@ -200,8 +201,34 @@ enum Cmd {
         #[command(flatten)]
         conn: Conn,
     },
-    /// Replay a request trace through autoscaling policies and compare cost, latency, rejections.
-    Sim(crate::sim::SimArgs),
+    /// Replay a request trace (or an endpoint's recorded traffic) through autoscaling policies
+    /// and compare cost, latency, rejections.
+    Sim {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(flatten)]
+        args: crate::sim::SimArgs,
+    },
+    /// Export an endpoint's recorded traffic.
+    Trace {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        cmd: insight::TraceCmd,
+    },
+    /// Run each recorded scaling decision of an endpoint again and check it comes out the same.
+    Audit {
+        #[command(flatten)]
+        conn: Conn,
+        /// The endpoint.
+        id: String,
+        /// From: an age (1h, 24h, 7d), RFC 3339 or Unix ms.
+        #[arg(long, default_value = "1h")]
+        since: String,
+        /// Until (default now).
+        #[arg(long)]
+        until: Option<String>,
+    },
     /// Recommend active/max workers from latency and RPM (seed 001), or search a trace for the
     /// cheapest setting that meets a p99 target.
     Plan(crate::sim::PlanArgs),
@@ -398,7 +425,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Credit { conn, cmd } => account::credit(conn, cmd).await,
         Cmd::Image { conn, cmd } => platform::image(conn, cmd).await,
         Cmd::Models { conn, cmd } => models::models(conn, cmd.unwrap_or(ModelsCmd::List)).await,
-        Cmd::Sim(a) => crate::sim::run(a),
+        Cmd::Sim { conn, args } => match args.endpoint.clone() {
+            Some(id) => insight::sim_endpoint(&conn, &id, &args).await,
+            None => crate::sim::run(args, conn.json, conn.quiet),
+        },
+        Cmd::Trace { conn, cmd } => insight::trace(&conn, cmd).await,
+        Cmd::Audit { conn, id, since, until } => insight::audit(&conn, &id, &since, until.as_deref()).await,
         Cmd::Plan(a) => crate::sim::plan(a),
         Cmd::DemoWorker { host, port, startup_delay_ms, engine } => {
             crate::demo::run(host, port, startup_delay_ms, engine).await

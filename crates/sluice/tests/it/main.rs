@@ -9,6 +9,7 @@ mod deploy;
 mod docker;
 mod gateway;
 mod https;
+mod insight;
 mod lifecycle;
 mod llm;
 mod logs;

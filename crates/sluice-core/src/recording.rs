@@ -1,0 +1,415 @@
+//! Recorded traffic (issue 20): every request the gateway admitted for an endpoint, every start
+//! and wake of its workers and every worker's lifetime, kept so that the endpoint's own traffic
+//! can be exported as a trace, replayed through every policy and compared with what happened.
+//!
+//! The records are compact on purpose (the gateway makes one per request): a record is a JSON
+//! array of numbers, and the store keeps them in chunks of one reconcile pass.
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    autoscale::sim::{SimResult, TraceRequest},
+    worker::{Phase, PhaseAt},
+};
+
+/// What became of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "u8", try_from = "u8")]
+pub enum Outcome {
+    /// A worker answered (whatever its status).
+    Served,
+    /// The gateway's queue was full (429 `concurrency_limit`).
+    QueueFull,
+    /// No worker took it in time (503 `no_worker_available`, or the execution timeout while
+    /// waiting).
+    QueueTimeout,
+    /// Refused by the endpoint's requests-per-minute limit: a quota, not a capacity matter.
+    RateLimited,
+    /// Sent to a worker that failed or could not be reached.
+    WorkerFailed,
+}
+
+impl From<Outcome> for u8 {
+    fn from(o: Outcome) -> u8 {
+        match o {
+            Outcome::Served => 0,
+            Outcome::QueueFull => 1,
+            Outcome::QueueTimeout => 2,
+            Outcome::RateLimited => 3,
+            Outcome::WorkerFailed => 4,
+        }
+    }
+}
+
+impl TryFrom<u8> for Outcome {
+    type Error = String;
+    fn try_from(v: u8) -> Result<Self, String> {
+        Ok(match v {
+            0 => Outcome::Served,
+            1 => Outcome::QueueFull,
+            2 => Outcome::QueueTimeout,
+            3 => Outcome::RateLimited,
+            4 => Outcome::WorkerFailed,
+            _ => return Err(format!("unknown outcome {v}")),
+        })
+    }
+}
+
+/// One admitted request. On the wire and in the store: `[at, queue_ms, start_ms, woke,
+/// service_ms, status, outcome, bytes_in, bytes_out]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "RecordRow", from = "RecordRow")]
+pub struct RequestRecord {
+    /// Arrival, Unix ms.
+    pub at: u64,
+    /// In the gateway's queue, waiting for a busy worker's slot.
+    pub queue_ms: u32,
+    /// Waiting for a worker to start or wake (0: it did not).
+    pub start_ms: u32,
+    /// That wait was for a wake.
+    pub woke: bool,
+    /// At the worker: from sending the request to the end of the response body (its slot).
+    pub service_ms: u32,
+    pub status: u16,
+    pub outcome: Outcome,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+type RecordRow = (u64, u32, u32, u8, u32, u16, Outcome, u64, u64);
+
+impl From<RequestRecord> for RecordRow {
+    fn from(r: RequestRecord) -> RecordRow {
+        (r.at, r.queue_ms, r.start_ms, u8::from(r.woke), r.service_ms, r.status, r.outcome, r.bytes_in, r.bytes_out)
+    }
+}
+
+impl From<RecordRow> for RequestRecord {
+    fn from(r: RecordRow) -> RequestRecord {
+        RequestRecord {
+            at: r.0,
+            queue_ms: r.1,
+            start_ms: r.2,
+            woke: r.3 != 0,
+            service_ms: r.4,
+            status: r.5,
+            outcome: r.6,
+            bytes_in: r.7,
+            bytes_out: r.8,
+        }
+    }
+}
+
+impl RequestRecord {
+    /// End to end: queue, start and the worker (the gateway's own part is negligible).
+    pub fn latency_ms(&self) -> u64 {
+        u64::from(self.queue_ms) + u64::from(self.start_ms) + u64::from(self.service_ms)
+    }
+}
+
+/// A worker that became ready: `[at, duration_ms, wake]` (at: Unix ms it became ready).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartRecord {
+    pub at: u64,
+    pub duration_ms: u64,
+    pub wake: bool,
+}
+
+/// A worker's life: awake from `from` to `to` (Unix ms) on `gpus` GPUs, `asleep_ms` of it asleep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpanRecord {
+    pub from: u64,
+    pub to: u64,
+    pub gpus: u32,
+    #[serde(default)]
+    pub asleep_ms: u64,
+}
+
+/// How long a worker slept up to `until`, from its phases (asleep from `slept` to the next
+/// phase, or to `until`).
+pub fn asleep_ms(phases: &[PhaseAt], until: u64) -> u64 {
+    let mut total = 0;
+    let mut since: Option<u64> = None;
+    for p in phases {
+        match (p.phase, since) {
+            (Phase::Slept, None) => since = Some(p.at.0),
+            (Phase::Slept, Some(_)) => {}
+            (_, Some(s)) => {
+                total += p.at.0.saturating_sub(s);
+                since = None;
+            }
+            (_, None) => {}
+        }
+    }
+    total + since.map_or(0, |s| until.saturating_sub(s))
+}
+
+/// The start that just ended at `ready_at`: a wake (from the last wake call) or a cold start
+/// (from the worker's creation).
+pub fn start_of(created_at: u64, phases: &[PhaseAt], ready_at: u64) -> StartRecord {
+    match phases.iter().rev().find(|p| p.phase == Phase::WakeCalled).filter(|_| crate::worker::woken(phases)) {
+        Some(call) => StartRecord { at: ready_at, duration_ms: ready_at.saturating_sub(call.at.0), wake: true },
+        None => StartRecord { at: ready_at, duration_ms: ready_at.saturating_sub(created_at), wake: false },
+    }
+}
+
+/// The requests a replay must serve: everything a worker took, and what the gateway turned away
+/// for want of capacity (a full queue, a wait that timed out), with the median service time of
+/// the served ones, since the demand was there. Requests refused by the rate limit are a quota's
+/// doing, not capacity's, and are left out. Sorted by arrival.
+pub fn demand(records: &[RequestRecord]) -> Vec<&RequestRecord> {
+    let mut v: Vec<&RequestRecord> = records.iter().filter(|r| r.outcome != Outcome::RateLimited).collect();
+    v.sort_by_key(|r| r.at);
+    v
+}
+
+fn median_service(records: &[&RequestRecord]) -> u64 {
+    let mut s: Vec<u64> =
+        records.iter().filter(|r| r.outcome == Outcome::Served).map(|r| u64::from(r.service_ms)).collect();
+    if s.is_empty() {
+        return 1;
+    }
+    s.sort_unstable();
+    s[s.len() / 2].max(1)
+}
+
+/// The requests as the simulator's trace: arrivals relative to the first, service at the worker.
+pub fn to_trace(records: &[RequestRecord]) -> Vec<TraceRequest> {
+    let d = demand(records);
+    let median = median_service(&d);
+    let first = d.first().map_or(0, |r| r.at);
+    d.iter()
+        .map(|r| TraceRequest {
+            arrival_ms: r.at - first,
+            service_ms: if r.outcome == Outcome::Served { u64::from(r.service_ms).max(1) } else { median },
+        })
+        .collect()
+}
+
+/// The canonical trace CSV (`shared/traces/README.md`): `arrival_s,service_s`.
+pub fn trace_csv(records: &[RequestRecord]) -> String {
+    let mut out = String::from("arrival_s,service_s\n");
+    for r in to_trace(records) {
+        out.push_str(&format!("{:.3},{:.3}\n", r.arrival_ms as f64 / 1000.0, r.service_ms as f64 / 1000.0));
+    }
+    out
+}
+
+/// Start (or wake) durations in the cold-start format: a `cold_start_s` (or `wake_s`) column.
+pub fn starts_csv(starts: &[StartRecord], wakes: bool) -> String {
+    let mut out = String::from(if wakes { "wake_s\n" } else { "cold_start_s\n" });
+    for s in starts.iter().filter(|s| s.wake == wakes) {
+        out.push_str(&format!("{:.3}\n", s.duration_ms as f64 / 1000.0));
+    }
+    out
+}
+
+/// GPU-milliseconds of `spans` within `[since, until)`: (awake, asleep). Sleep is taken to be
+/// the last part of a span (a worker goes to sleep after serving).
+pub fn gpu_ms(spans: &[SpanRecord], since: u64, until: u64) -> (u64, u64) {
+    let (mut awake, mut asleep) = (0u64, 0u64);
+    for s in spans {
+        let sleep_from = s.to.saturating_sub(s.asleep_ms).max(s.from);
+        let clip = |a: u64, b: u64| b.min(until).saturating_sub(a.max(since));
+        awake += clip(s.from, sleep_from) * u64::from(s.gpus);
+        asleep += clip(sleep_from, s.to) * u64::from(s.gpus);
+    }
+    (awake, asleep)
+}
+
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let idx = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[idx.min(sorted.len() - 1)] as f64 / 1000.0
+}
+
+/// What really happened over a window, as a row of the simulator's table (`policy: "actual"`).
+pub struct Actual<'a> {
+    pub records: &'a [RequestRecord],
+    pub starts: &'a [StartRecord],
+    pub spans: &'a [SpanRecord],
+    pub since: u64,
+    pub until: u64,
+    /// Decisions that changed the count within the window.
+    pub scale_events: u64,
+    pub usd_per_gpu_second: f64,
+    pub usd_per_sleeping_gpu_second: f64,
+    pub concurrency_per_worker: u32,
+}
+
+impl Actual<'_> {
+    pub fn result(&self) -> SimResult {
+        let d = demand(self.records);
+        let mut lat: Vec<u64> = d.iter().filter(|r| r.outcome == Outcome::Served).map(|r| r.latency_ms()).collect();
+        lat.sort_unstable();
+        let count = |o: Outcome| d.iter().filter(|r| r.outcome == o).count() as u64;
+        let (full, timeout) = (count(Outcome::QueueFull), count(Outcome::QueueTimeout));
+        let (awake, asleep) = gpu_ms(self.spans, self.since, self.until);
+        let gpu_seconds = awake as f64 / 1000.0;
+        let sleeping = asleep as f64 / 1000.0;
+        let busy_ms: u64 = d.iter().map(|r| u64::from(r.service_ms)).sum();
+        let slot_ms = awake as f64 * f64::from(self.concurrency_per_worker.max(1));
+        let hours = (self.until.saturating_sub(self.since)) as f64 / 3_600_000.0;
+        let in_window = |s: &&StartRecord| s.at >= self.since && s.at < self.until;
+        SimResult {
+            policy: "actual".into(),
+            requests: d.len() as u64,
+            completed: d.len() as u64 - full - timeout,
+            rejected: full + timeout,
+            rejected_queue_full: full,
+            rejected_timeout: timeout,
+            p50_s: percentile(&lat, 50.0),
+            p95_s: percentile(&lat, 95.0),
+            p99_s: percentile(&lat, 99.0),
+            cold_start_hits: d.iter().filter(|r| r.start_ms > 0).count() as u64,
+            wake_hits: d.iter().filter(|r| r.start_ms > 0 && r.woke).count() as u64,
+            wakes: self.starts.iter().filter(in_window).filter(|s| s.wake).count() as u64,
+            gpu_seconds,
+            sleeping_gpu_seconds: sleeping,
+            cost_usd: gpu_seconds * self.usd_per_gpu_second + sleeping * self.usd_per_sleeping_gpu_second,
+            busy_fraction: if slot_ms > 0.0 { (busy_ms as f64 / slot_ms).min(1.0) } else { 0.0 },
+            scale_events: self.scale_events,
+            scale_events_per_hour: if hours > 0.0 { self.scale_events as f64 / hours } else { 0.0 },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(at: u64, service_ms: u32, outcome: Outcome) -> RequestRecord {
+        RequestRecord {
+            at,
+            queue_ms: 0,
+            start_ms: 0,
+            woke: false,
+            service_ms,
+            status: 200,
+            outcome,
+            bytes_in: 0,
+            bytes_out: 0,
+        }
+    }
+
+    #[test]
+    fn compact_form_round_trips_and_refuses_unknown_outcomes() {
+        let r = RequestRecord {
+            queue_ms: 3,
+            start_ms: 40,
+            woke: true,
+            bytes_in: 7,
+            bytes_out: 9,
+            ..rec(5, 12, Outcome::Served)
+        };
+        let json = serde_json::to_string(&r).unwrap();
+        assert_eq!(json, "[5,3,40,1,12,200,0,7,9]");
+        assert_eq!(serde_json::from_str::<RequestRecord>(&json).unwrap(), r);
+        assert!(serde_json::from_str::<RequestRecord>("[5,3,40,1,12,200,9,7,9]").is_err());
+        assert!(serde_json::from_str::<RequestRecord>("[5,3]").is_err());
+    }
+
+    #[test]
+    fn trace_keeps_capacity_rejections_and_drops_quota_refusals() {
+        // (records in, trace lines out)
+        let cases: Vec<(Vec<RequestRecord>, &str)> = vec![
+            (vec![], "arrival_s,service_s\n"),
+            (vec![rec(1_000, 250, Outcome::Served)], "arrival_s,service_s\n0.000,0.250\n"),
+            (
+                vec![
+                    rec(2_500, 100, Outcome::Served),
+                    rec(1_000, 300, Outcome::Served),
+                    rec(1_200, 0, Outcome::RateLimited),
+                    rec(3_000, 0, Outcome::QueueFull),
+                    rec(3_100, 0, Outcome::QueueTimeout),
+                ],
+                // The median served service time (300 of [100, 300]) stands in for the rejected.
+                "arrival_s,service_s\n0.000,0.300\n1.500,0.100\n2.000,0.300\n2.100,0.300\n",
+            ),
+        ];
+        for (records, want) in cases {
+            assert_eq!(trace_csv(&records), want);
+            // What we export, the simulator reads.
+            if records.iter().any(|r| r.outcome != Outcome::RateLimited) {
+                crate::autoscale::sim::parse_trace(&trace_csv(&records)).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn starts_split_cold_and_wake() {
+        let s = [
+            StartRecord { at: 1, duration_ms: 23_456, wake: false },
+            StartRecord { at: 2, duration_ms: 312, wake: true },
+        ];
+        assert_eq!(starts_csv(&s, false), "cold_start_s\n23.456\n");
+        assert_eq!(starts_csv(&s, true), "wake_s\n0.312\n");
+        crate::autoscale::sim::parse_cold_starts(&starts_csv(&s, false)).unwrap();
+    }
+
+    #[test]
+    fn sleep_and_wake_from_phases() {
+        use crate::Millis;
+        let at = |phase, t: u64| PhaseAt { phase, at: Millis(t) };
+        let phases = [
+            at(Phase::Placed, 0),
+            at(Phase::Healthy, 5_000),
+            at(Phase::Slept, 10_000),
+            at(Phase::WakeCalled, 30_000),
+            at(Phase::Woke, 30_400),
+            at(Phase::Healthy, 30_500),
+            at(Phase::Slept, 40_000),
+        ];
+        assert_eq!(asleep_ms(&phases, 45_000), 20_000 + 5_000);
+        assert_eq!(asleep_ms(&phases[..2], 45_000), 0);
+        assert_eq!(start_of(0, &phases[..2], 5_000), StartRecord { at: 5_000, duration_ms: 5_000, wake: false });
+        assert_eq!(start_of(0, &phases[..6], 30_500), StartRecord { at: 30_500, duration_ms: 500, wake: true });
+    }
+
+    #[test]
+    fn gpu_time_is_clipped_to_the_window() {
+        let spans = [
+            SpanRecord { from: 0, to: 10_000, gpus: 2, asleep_ms: 4_000 },
+            SpanRecord { from: 8_000, to: 20_000, gpus: 1, asleep_ms: 0 },
+        ];
+        // (since, until) → (awake, asleep) GPU-ms
+        let cases = [
+            ((0, 30_000), (12_000 + 12_000, 8_000)),
+            ((5_000, 9_000), (2_000 + 1_000, 6_000)),
+            ((20_000, 30_000), (0, 0)),
+        ];
+        for ((since, until), want) in cases {
+            assert_eq!(gpu_ms(&spans, since, until), want, "window {since}..{until}");
+        }
+    }
+
+    #[test]
+    fn actual_row_counts_what_happened() {
+        let mut recs: Vec<RequestRecord> = (0..100).map(|i| rec(i * 100, 1_000, Outcome::Served)).collect();
+        recs[0].start_ms = 20_000;
+        recs[1].start_ms = 500;
+        recs[1].woke = true;
+        recs.push(rec(50, 0, Outcome::QueueFull));
+        recs.push(rec(60, 0, Outcome::RateLimited));
+        let spans = [SpanRecord { from: 0, to: 3_600_000, gpus: 1, asleep_ms: 0 }];
+        let r = Actual {
+            records: &recs,
+            starts: &[StartRecord { at: 10, duration_ms: 500, wake: true }],
+            spans: &spans,
+            since: 0,
+            until: 3_600_000,
+            scale_events: 2,
+            usd_per_gpu_second: 0.001,
+            usd_per_sleeping_gpu_second: 0.0,
+            concurrency_per_worker: 1,
+        }
+        .result();
+        assert_eq!((r.requests, r.completed, r.rejected, r.rejected_queue_full), (101, 100, 1, 1));
+        assert_eq!((r.cold_start_hits, r.wake_hits, r.wakes), (2, 1, 1));
+        assert_eq!(r.p50_s, 1.0);
+        assert_eq!(r.p99_s, 1.5);
+        assert!((r.gpu_seconds - 3600.0).abs() < 1e-9 && (r.cost_usd - 3.6).abs() < 1e-9);
+        assert!((r.scale_events_per_hour - 2.0).abs() < 1e-9);
+    }
+}

@@ -30,6 +30,9 @@ pub struct JobStatus {
     pub retries: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub worker_id: Option<String>,
+    /// Once started: where its time went (queue, of which a worker's start, and execution).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timings: Option<sluice_core::jobs::JobTimings>,
 }
 
 /// What a webhook receives when a job ends: its status envelope, plus the input and the

@@ -107,6 +107,31 @@ impl JobPolicy {
 /// fails visibly.
 pub const MAX_RETRIES: u32 = 3;
 
+/// Where a job's time went (issue 20), the queue endpoints' `Server-Timing`: waiting for a
+/// worker (`queue_ms`, RunPod's `delayTime`), of which waiting for the worker that took it to
+/// start or wake (`start_ms`), and running (`execution_ms`, RunPod's `executionTime`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobTimings {
+    pub queue_ms: u64,
+    pub start_ms: u64,
+    pub execution_ms: u64,
+}
+
+/// A started job's timings: the part of its wait that came before its worker became ready
+/// (`worker_ready`: when the worker that took it last became ready) is the start's.
+pub fn timings(
+    created: Millis,
+    started: Millis,
+    finished: Option<Millis>,
+    worker_ready: Millis,
+    now: Millis,
+) -> JobTimings {
+    let queue_ms = started.saturating_sub(created);
+    let start_ms = if worker_ready > created { worker_ready.min(started).saturating_sub(created) } else { 0 };
+    JobTimings { queue_ms, start_ms, execution_ms: finished.unwrap_or(now).saturating_sub(started) }
+}
+
 /// A job id in RunPod's shape: a UUID with a `-u1` suffix, or `sync-` + UUID for `/runsync`.
 pub fn job_id(random: [u8; 16], sync: bool) -> String {
     let h: String = random.iter().map(|b| format!("{b:02x}")).collect();
@@ -163,6 +188,23 @@ pub fn undelivered(delivered: usize, total: usize) -> std::ops::Range<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn job_timings_split_the_wait_at_the_workers_start() {
+        let m = Millis;
+        // (created, started, finished, worker ready) → (queue, start, execution)
+        let cases = [
+            ((1_000, 1_200, Some(2_000), 500), (200, 0, 800)),
+            ((1_000, 9_000, Some(9_500), 8_900), (8_000, 7_900, 500)),
+            ((1_000, 9_000, None, 8_900), (8_000, 7_900, 1_000)),
+            // Woken after the job was taken (a later wake): the start part stops at the take.
+            ((1_000, 3_000, Some(4_000), 3_500), (2_000, 2_000, 1_000)),
+        ];
+        for ((c, s, f, w), (q, st, e)) in cases {
+            let t = timings(m(c), m(s), f.map(m), m(w), m(10_000));
+            assert_eq!((t.queue_ms, t.start_ms, t.execution_ms), (q, st, e), "{c} {s} {f:?} {w}");
+        }
+    }
 
     #[test]
     fn states_spell_and_move_like_runpod() {

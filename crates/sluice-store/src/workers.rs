@@ -101,6 +101,13 @@ impl Store {
         rows.iter().map(worker_from_row).collect()
     }
 
+    /// When a worker last became ready (a start or a wake), if it did.
+    pub async fn worker_ready_at(&self, id: &str) -> Result<Option<Millis>> {
+        let row =
+            sqlx::query("SELECT ready_at FROM workers WHERE id = $1").bind(id).fetch_optional(&self.reader).await?;
+        Ok(row.and_then(|r| r.try_get::<Option<i64>, _>("ready_at").ok().flatten()).map(|v| Millis(v as u64)))
+    }
+
     /// Workers not yet stopped or failed, of every endpoint (what a restarted reconciler resumes).
     pub async fn list_unfinished_workers(&self) -> Result<Vec<WorkerRecord>> {
         let rows =

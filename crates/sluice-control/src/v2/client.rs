@@ -84,9 +84,14 @@ fn job_ref(job: &str) -> Result<impl Fn() -> V2Error + '_, V2Error> {
     if is_job_id(job) { Ok(gone) } else { Err(gone()) }
 }
 
-/// RunPod's status envelope.
-pub fn envelope(j: &JobRecord, now: Millis) -> JobStatus {
+/// RunPod's status envelope, with the timings once its worker's readiness is known
+/// (`worker_ready`: when the worker that took it last became ready).
+pub fn envelope(j: &JobRecord, now: Millis, worker_ready: Option<Millis>) -> JobStatus {
     JobStatus {
+        timings: j
+            .started_at
+            .zip(worker_ready)
+            .map(|(s, w)| sluice_core::jobs::timings(j.created_at, s, j.finished_at, w, now)),
         id: j.id.clone(),
         status: j.state.as_str().into(),
         delay_time: j.started_at.unwrap_or(now).saturating_sub(j.created_at),
@@ -96,6 +101,15 @@ pub fn envelope(j: &JobRecord, now: Millis) -> JobStatus {
         retries: (j.retries > 0).then_some(j.retries),
         worker_id: j.worker_id.clone(),
     }
+}
+
+/// The envelope with the timings (a look at the worker that took it).
+async fn status_of(st: &AppState, j: &JobRecord) -> JobStatus {
+    let ready = match (&j.worker_id, j.started_at) {
+        (Some(w), Some(_)) => st.store.worker_ready_at(w).await.ok().flatten(),
+        _ => None,
+    };
+    envelope(j, now(), ready)
 }
 
 /// Accepts a job from a `/run` or `/runsync` body.
@@ -204,7 +218,7 @@ async fn runsync(
     let body = read_body(body, MAX_RUNSYNC_BODY).await?;
     let job = submit(&st, &e, &headers, &body, true).await?;
     let j = wait_final(&st, &e.id, &job.id, wait_ms(&q)).await?.unwrap_or(job);
-    Ok(Json(envelope(&j, now())))
+    Ok(Json(status_of(&st, &j).await))
 }
 
 async fn status(
@@ -215,7 +229,7 @@ async fn status(
     let e = endpoint(&st, &headers, &id).await?;
     let gone = job_ref(&job)?;
     let j = st.store.get_job(&e.id, &job).await?.ok_or_else(gone)?;
-    Ok(Json(envelope(&j, now())))
+    Ok(Json(status_of(&st, &j).await))
 }
 
 async fn status_sync(
@@ -227,7 +241,7 @@ async fn status_sync(
     let e = endpoint(&st, &headers, &id).await?;
     let gone = job_ref(&job)?;
     let j = wait_final(&st, &e.id, &job, wait_ms(&q)).await?.ok_or_else(gone)?;
-    Ok(Json(envelope(&j, now())))
+    Ok(Json(status_of(&st, &j).await))
 }
 
 async fn stream(

@@ -111,7 +111,7 @@ impl Webhooks {
             return;
         }
         let body = sluice_api::v2::JobWebhook {
-            status: super::client::envelope(j, crate::now()),
+            status: super::client::envelope(j, crate::now(), None),
             input: serde_json::from_str(&j.input).unwrap_or(serde_json::Value::Null),
             webhook: url.clone(),
         };

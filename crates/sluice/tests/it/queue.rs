@@ -49,6 +49,11 @@ async fn jobs_run_through_push_workers_with_runpods_shapes() {
     assert_eq!((sent["id"].as_str(), &sent["input"]), (Some(job.as_str()), &json!({"prompt": "hello"})));
     assert!(done["delayTime"].as_u64().is_some() && done["executionTime"].as_u64().is_some(), "{done}");
     assert!(done["workerId"].is_string());
+    // Its timings: the wait, most of it for the worker started for it, and the run.
+    let t = &done["timings"];
+    assert_eq!((&t["queueMs"], &t["executionMs"]), (&done["delayTime"], &done["executionTime"]), "{done}");
+    let (start, queue) = (t["startMs"].as_u64().unwrap(), t["queueMs"].as_u64().unwrap());
+    assert!(start > 0 && start <= queue, "the job waited for its worker's start: {done}");
 
     // A webhook gets the status envelope, with the input, when the job ends.
     let (hook, got) = webhook_sink().await;

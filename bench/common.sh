@@ -1,7 +1,8 @@
 # Shared by the gateway benchmarks (gateway.sh, tls.sh): source it after setting WORK and BIN.
 # start_sluice ARGS...    runs `sluice up` (no demo, free ports) on $WORK/data; sets SLUICE_PID,
 #                         API, GW (the gateway's URL), KEY
-# bench_endpoint PUBLIC   creates the benchmark endpoint (the demo worker); sets ID and WORKER
+# bench_endpoint PUBLIC   creates the benchmark endpoint (the demo worker); sets ID and WORKER;
+#                         ENDPOINT_EXTRA adds fields (e.g. ',"trace_retention_hours":0')
 # free_port, ticks PIDS..., rps WRK_OUTPUT, median "NUMBERS"
 
 free_port() { python3 -c "import socket;s=socket.socket();s.bind(('127.0.0.1',0));print(s.getsockname()[1])"; }
@@ -18,7 +19,7 @@ start_sluice() {
 
 bench_endpoint() {
     ID=$(curl -sf -H "Authorization: Bearer $KEY" -H 'content-type: application/json' \
-        -d "{\"name\":\"bench\",\"start_command\":\"exec '$BIN' demo-worker\",\"execution_timeout_secs\":60,\"public\":$1}" \
+        -d "{\"name\":\"bench\",\"start_command\":\"exec '$BIN' demo-worker\",\"execution_timeout_secs\":60,\"public\":$1${ENDPOINT_EXTRA:-}}" \
         "$API/v1/endpoints" | python3 -c "import json,sys;print(json.load(sys.stdin)['id'])")
     WORKER=""
     for _ in $(seq 100); do

@@ -179,8 +179,8 @@ pub struct Tuner {
 
 #[derive(Default)]
 struct TunerState {
-    /// Endpoint → (its latest setting, when it was tuned).
-    tuned: HashMap<EndpointId, (Option<Setting>, Millis)>,
+    /// Endpoint → (its latest setting, when the next re-tune is due, the last wait).
+    tuned: HashMap<EndpointId, (Option<Setting>, Millis, u64)>,
     busy: HashSet<EndpointId>,
 }
 
@@ -196,8 +196,9 @@ impl Tuner {
         self.state.lock().unwrap().tuned.get(id).and_then(|t| t.0)
     }
 
-    /// Re-tunes, in the background, the endpoints that run or shadow the SLO policy and were
-    /// last tuned [`tune::RETUNE_EVERY_MS`] ago (or never).
+    /// Re-tunes, in the background, the endpoints that run or shadow the SLO policy and are due
+    /// (never tuned; else [`tune::RETUNE_EVERY_MS`] after the last re-tune, backing off to an
+    /// hour while the setting holds).
     pub fn due(
         self: &Arc<Self>,
         store: &Store,
@@ -208,7 +209,7 @@ impl Tuner {
         let mut st = self.state.lock().unwrap();
         st.tuned.retain(|id, _| specs.iter().any(|(i, s)| i == id && wants_slo(s)));
         for (id, spec) in specs.iter().filter(|(_, s)| wants_slo(s)) {
-            let fresh = st.tuned.get(id).is_some_and(|(_, at)| t.saturating_sub(*at) < tune::RETUNE_EVERY_MS);
+            let fresh = st.tuned.get(id).is_some_and(|(_, due, _)| t < *due);
             if fresh || st.busy.contains(id) {
                 continue;
             }
@@ -218,14 +219,17 @@ impl Tuner {
                 let found = me.retune(&store, &logs, &id, &spec, t).await;
                 let mut st = me.state.lock().unwrap();
                 st.busy.remove(&id);
-                let keep = st.tuned.get(&id).and_then(|x| x.0);
-                // Nothing to tune on yet (no traffic): look again in ten seconds, not minutes.
-                let at = if found.is_none() && keep.is_none() {
-                    Millis(t.0.saturating_sub(tune::RETUNE_EVERY_MS - 10_000))
-                } else {
-                    t
+                let (keep, wait) = st.tuned.get(&id).map_or((None, 0), |x| (x.0, x.2));
+                let next = match found {
+                    // Nothing to tune on yet (no traffic): look again in ten seconds, not minutes.
+                    None if keep.is_none() => (None, Millis(t.0 + 10_000), 0),
+                    None => (keep, Millis(t.0 + tune::RETUNE_EVERY_MS), tune::RETUNE_EVERY_MS),
+                    Some(s) => {
+                        let wait = tune::next_retune_ms(wait, keep != Some(s));
+                        (Some(s), Millis(t.0 + wait), wait)
+                    }
                 };
-                st.tuned.insert(id, (found.or(keep), at));
+                st.tuned.insert(id, next);
             });
         }
     }

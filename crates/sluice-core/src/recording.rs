@@ -231,8 +231,9 @@ pub struct Actual<'a> {
     pub spans: &'a [SpanRecord],
     pub since: u64,
     pub until: u64,
-    /// Decisions that changed the count within the window.
+    /// Decisions that changed the count within the window, and the most workers they asked for.
     pub scale_events: u64,
+    pub peak_workers: u32,
     pub usd_per_gpu_second: f64,
     pub usd_per_sleeping_gpu_second: f64,
     pub concurrency_per_worker: u32,
@@ -271,6 +272,7 @@ impl Actual<'_> {
             busy_fraction: if slot_ms > 0.0 { (busy_ms as f64 / slot_ms).min(1.0) } else { 0.0 },
             scale_events: self.scale_events,
             scale_events_per_hour: if hours > 0.0 { self.scale_events as f64 / hours } else { 0.0 },
+            peak_workers: self.peak_workers,
         }
     }
 }
@@ -400,6 +402,7 @@ mod tests {
             since: 0,
             until: 3_600_000,
             scale_events: 2,
+            peak_workers: 1,
             usd_per_gpu_second: 0.001,
             usd_per_sleeping_gpu_second: 0.0,
             concurrency_per_worker: 1,

@@ -166,6 +166,7 @@ pub(super) async fn replay(
             since: since.0,
             until: until.0,
             scale_events: events.iter().filter(|x| x.kind == EVENT_DECISION).count() as u64,
+            peak_workers: events.iter().filter(|x| x.kind == EVENT_DECISION).map(|x| x.to).max().unwrap_or(0),
             usd_per_gpu_second: price,
             usd_per_sleeping_gpu_second: price * sluice_core::billing::DEFAULT_SLEEPING_SHARE,
             concurrency_per_worker: e.spec.limits.concurrency_per_worker,

@@ -168,6 +168,10 @@ pub struct SimResult {
     pub busy_fraction: f64,
     pub scale_events: u64,
     pub scale_events_per_hour: f64,
+    /// The most workers the policy asked for at once (of any one endpoint of the trace): below
+    /// `max_workers`, the ceiling never bound.
+    #[serde(default)]
+    pub peak_workers: u32,
 }
 
 struct Worker {
@@ -366,6 +370,7 @@ impl<'a> Endpoint<'a> {
         let d = decide(&self.policy, &mut self.state, &snap, Millis(now));
         if d.target != before {
             self.out.scale_events += 1;
+            self.out.peak_workers = self.out.peak_workers.max(d.target);
             self.last_change_at = now;
         }
         self.apply(d.target, now, provisioned);
@@ -499,6 +504,7 @@ fn run_endpoint(
     }
     ep.readying.clear();
     ep.state.target = cfg.policy.min_workers;
+    ep.out.peak_workers = cfg.policy.min_workers;
     const TICK: u64 = 1000;
     let rest_ms = super::presets::rest_ms(&cfg.policy);
     let mut next_tick = 0u64;
@@ -611,6 +617,7 @@ pub fn simulate_with<'a>(
         total.wake_hits += r.wake_hits;
         total.wakes += r.wakes;
         total.scale_events += r.scale_events;
+        total.peak_workers = total.peak_workers.max(r.peak_workers);
         all.extend(lat);
         busy += b;
         worker_ms += u128::from(w.0);

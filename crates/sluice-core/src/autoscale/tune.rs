@@ -24,6 +24,14 @@ pub const IDLE_SECS: [u64; 3] = [10, 60, 300];
 
 /// The SLO policy re-tunes this often …
 pub const RETUNE_EVERY_MS: u64 = 5 * 60_000;
+/// … and, while each re-tune keeps the setting, twice as long after each, up to this.
+pub const RETUNE_MAX_MS: u64 = 60 * 60_000;
+
+/// The wait before the next re-tune: back to [`RETUNE_EVERY_MS`] when the setting changed,
+/// else twice the last wait, at most [`RETUNE_MAX_MS`].
+pub fn next_retune_ms(last_wait_ms: u64, changed: bool) -> u64 {
+    if changed { RETUNE_EVERY_MS } else { (last_wait_ms * 2).clamp(RETUNE_EVERY_MS, RETUNE_MAX_MS) }
+}
 /// … on this much recorded traffic.
 pub const WINDOW_MS: u64 = 3 * 3_600_000;
 
@@ -68,6 +76,34 @@ fn meets(r: &SimResult, p99_s: f64) -> bool {
     r.rejected == 0 && r.p99_s <= p99_s
 }
 
+/// Simulates `policy` with each setting, in the order (active, idle, max ascending), and skips
+/// the ceilings that cannot matter: once a run never asked for as many workers as its ceiling,
+/// a higher ceiling gives the same run (and costs the same), so it is not simulated.
+fn sweep(
+    base: &SimConfig,
+    policy: &ScalingPolicy,
+    settings: &[Setting],
+    trace: &Trace,
+    mut visit: impl FnMut(Setting, SimResult),
+) {
+    let mut order = settings.to_vec();
+    order.sort_by_key(|s| (s.active_workers, s.idle_timeout_secs, s.max_workers));
+    let mut unbound: Option<(u32, u64)> = None;
+    for setting in order {
+        let group = (setting.active_workers, setting.idle_timeout_secs);
+        if unbound == Some(group) {
+            continue;
+        }
+        let mut cfg = base.clone();
+        cfg.policy = with_setting(policy, setting);
+        let r = simulate(&cfg, trace);
+        if r.peak_workers < setting.max_workers {
+            unbound = Some(group);
+        }
+        visit(setting, r);
+    }
+}
+
 /// The cheapest preset and setting that keep p99 at or under `p99_s` with no rejection.
 pub fn cheapest(
     base: &SimConfig,
@@ -78,14 +114,11 @@ pub fn cheapest(
 ) -> Option<Found> {
     let mut best: Option<Found> = None;
     for &preset in presets {
-        for &setting in settings {
-            let mut cfg = base.clone();
-            cfg.policy = with_setting(&ScalingPolicy { preset, ..base.policy.clone() }, setting);
-            let r = simulate(&cfg, trace);
+        sweep(base, &ScalingPolicy { preset, ..base.policy.clone() }, settings, trace, |setting, r| {
             if meets(&r, p99_s) && best.as_ref().is_none_or(|b| r.cost_usd < b.result.cost_usd) {
                 best = Some(Found { preset, setting, result: r });
             }
-        }
+        });
     }
     best
 }
@@ -136,10 +169,7 @@ pub fn tune(base: &SimConfig, window: &[TraceRequest], target_s: f64) -> Option<
     let trace = Trace { endpoints: vec![(String::new(), reqs)] };
     let policy = ScalingPolicy { preset: Preset::Default, ..base.policy.clone() };
     let mut best: Option<(Setting, SimResult, bool)> = None;
-    for setting in grid(base.policy.max_workers) {
-        let mut cfg = base.clone();
-        cfg.policy = with_setting(&policy, setting);
-        let r = simulate(&cfg, &trace);
+    sweep(base, &policy, &grid(base.policy.max_workers), &trace, |setting, r| {
         let met = meets(&r, target_s);
         let better = match &best {
             None => true,
@@ -153,7 +183,7 @@ pub fn tune(base: &SimConfig, window: &[TraceRequest], target_s: f64) -> Option<
         if better {
             best = Some((setting, r, met));
         }
-    }
+    });
     let (setting, r, met) = best?;
     Some(Tuned {
         setting,
@@ -172,22 +202,26 @@ pub fn window_of(seen: &[TraceRequest], now: u64) -> &[TraceRequest] {
     &seen[seen.partition_point(|r| r.arrival_ms < from)..]
 }
 
-/// Replays `trace` with the SLO policy: `cfg.policy` (preset `slo`) to begin with, re-tuned
-/// every [`RETUNE_EVERY_MS`] of virtual time on the last [`WINDOW_MS`] of the requests seen so
-/// far, when any arrived since the previous re-tune. Cold starts are `cfg`'s.
+/// Replays `trace` with the SLO policy as it runs live: `cfg.policy` (preset `slo`) to begin
+/// with, re-tuned on the last [`WINDOW_MS`] of the requests seen so far, when any arrived since
+/// the previous re-tune, [`RETUNE_EVERY_MS`] apart, backing off while the setting holds
+/// ([`next_retune_ms`]). Cold starts are `cfg`'s.
 pub fn simulate_slo(cfg: &SimConfig, trace: &Trace, target_s: f64) -> SimResult {
     let base = cfg.clone();
     simulate_with(cfg, trace, &mut |_| {
         let base = base.clone();
-        let mut tuned_upto = 0usize;
+        let (mut tuned_upto, mut due, mut wait, mut last) = (0usize, 0u64, RETUNE_EVERY_MS, None);
         Some(Retune {
             every_ms: RETUNE_EVERY_MS,
             f: Box::new(move |now, seen| {
-                if seen.len() == tuned_upto {
+                if seen.len() == tuned_upto || now < due {
                     return None;
                 }
                 tuned_upto = seen.len();
                 let t = tune(&base, window_of(seen, now), target_s)?;
+                wait = next_retune_ms(wait, last != Some(t.setting));
+                due = now + wait;
+                last = Some(t.setting);
                 Some(ScalingPolicy { preset: Preset::Slo, ..with_setting(&base.policy, t.setting) })
             }),
         })
@@ -215,6 +249,44 @@ mod tests {
     /// Steady traffic: one request every `gap_ms` for `mins` minutes.
     fn steady(gap_ms: u64, mins: u64, service_ms: u64) -> Vec<TraceRequest> {
         (0..mins * 60_000 / gap_ms).map(|i| TraceRequest { arrival_ms: i * gap_ms, service_ms }).collect()
+    }
+
+    #[test]
+    fn retunes_back_off_while_the_setting_holds() {
+        let m = 60_000;
+        // (last wait, changed) → next wait
+        for ((last, changed), want) in
+            [((5 * m, true), 5 * m), ((5 * m, false), 10 * m), ((40 * m, false), 60 * m), ((60 * m, true), 5 * m)]
+        {
+            assert_eq!(next_retune_ms(last, changed), want, "{last} {changed}");
+        }
+    }
+
+    #[test]
+    fn skipping_unbound_ceilings_finds_what_the_full_grid_finds() {
+        let reqs: Vec<TraceRequest> = (0..400u64)
+            .map(|i| TraceRequest { arrival_ms: i * 3_000 + (i % 7) * 400, service_ms: 2_000 + (i % 5) * 900 })
+            .collect();
+        let trace = Trace { endpoints: vec![(String::new(), reqs)] };
+        let c = cfg(10_000);
+        for target in [3.0, 8.0, 20.0] {
+            let fast = cheapest(&c, &[Preset::Default], &grid(100), &trace, target);
+            // The full grid, every setting simulated.
+            let mut full: Option<Found> = None;
+            for s in grid(100) {
+                let mut x = c.clone();
+                x.policy = with_setting(&ScalingPolicy { preset: Preset::Default, ..c.policy.clone() }, s);
+                let r = simulate(&x, &trace);
+                if meets(&r, target) && full.as_ref().is_none_or(|b| r.cost_usd < b.result.cost_usd) {
+                    full = Some(Found { preset: Preset::Default, setting: s, result: r });
+                }
+            }
+            assert_eq!(
+                fast.map(|f| (f.setting, f.result.cost_usd)),
+                full.map(|f| (f.setting, f.result.cost_usd)),
+                "{target}"
+            );
+        }
     }
 
     #[test]

@@ -285,6 +285,22 @@ pub(super) struct SpecArgs {
     /// X-Session-ID).
     #[arg(long)]
     session_header: Option<String>,
+    /// Hours of recorded traffic kept (default 168; 0: nothing recorded).
+    #[arg(long)]
+    trace_retention_hours: Option<i64>,
+    /// Megabytes of recorded traffic kept at most (default 64).
+    #[arg(long)]
+    trace_max_mb: Option<i64>,
+    /// A policy evaluated beside the real one, never acting (e.g. knative, slo); repeatable;
+    /// replaces the list on update ("" clears it).
+    #[arg(long = "shadow-policy", value_name = "POLICY")]
+    shadow_policies: Vec<String>,
+    /// The slo policy's p99 target, end to end, in seconds (0 clears it).
+    #[arg(long)]
+    slo_p99_secs: Option<f64>,
+    /// apply (default) or advise: the slo policy records what it would set without setting it.
+    #[arg(long)]
+    slo_mode: Option<String>,
     #[command(flatten)]
     registry: RegistryArgs,
 }
@@ -341,8 +357,15 @@ impl SpecArgs {
             wake_path,
             max_sleeping,
             sleep_ttl_secs,
-            session_header
+            session_header,
+            trace_retention_hours,
+            trace_max_mb,
+            slo_p99_secs,
+            slo_mode
         );
+        if !self.shadow_policies.is_empty() {
+            input.shadow_policies = Some(self.shadow_policies.iter().filter(|m| !m.is_empty()).cloned().collect());
+        }
         if !self.served_models.is_empty() {
             input.served_models = Some(self.served_models.iter().filter(|m| !m.is_empty()).cloned().collect());
         }

@@ -138,6 +138,15 @@ async fn recorded_traffic_is_exported_replayed_audited_and_shadowed() {
     assert_eq!(r.json()["error"]["field"], "policy", "{}", r.text());
     let r = p.api_call(Method::GET, &format!("/v1/endpoints/{id}/replay?policy=slo"), None).await;
     assert_eq!(r.json()["error"]["field"], "slo_p99_secs", "{}", r.text());
+    // The CLI sets the shadows (and clears them with "").
+    let (ok, out, err) =
+        cli(&p, &["endpoint", "update", &id, "--shadow-policy", "hpa", "--slo-p99-secs", "3", "--json"]);
+    assert!(ok, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!((&v["shadow_policies"], &v["slo_p99_secs"]), (&json!(["hpa"]), &json!(3.0)), "{v}");
+    let (ok, out, _) = cli(&p, &["endpoint", "update", &id, "--shadow-policy", "", "--json"]);
+    assert!(ok);
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["shadow_policies"], json!([]));
     let r = p.api_call(Method::POST, "/v1/accounts", Some(json!({"name": "mallory"}))).await;
     let other = r.json()["key"]["key"].as_str().unwrap().to_owned();
     for what in ["trace?since=1h", "replay", "audit", "shadow", "events"] {

@@ -136,6 +136,12 @@ async fn a_control_plane_and_two_gateways_in_separate_processes() {
         send(Method::GET, &format!("http://127.0.0.1:{m}/metrics"), &[], Bytes::new()).await.text()
     };
     assert!(own(ma).await.contains("sluice_gateway_control_plane_up{} 1"), "{}", own(ma).await);
+    // Both gateways' recorded requests reach the control plane's store: all 7 are in the trace.
+    eventually("both gateways' requests in the recorded trace", Duration::from_secs(10), async || {
+        let t = call(Method::GET, &v1(&format!("/endpoints/{id}/trace?since=1h")), &key, None).await.text();
+        (t.lines().count() == 8).then_some(())
+    })
+    .await;
 
     // The queue API through a gateway (forwarded to the control plane; jobs live in its store).
     let q = call(

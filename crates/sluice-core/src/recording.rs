@@ -246,12 +246,16 @@ impl Actual<'_> {
         lat.sort_unstable();
         let count = |o: Outcome| d.iter().filter(|r| r.outcome == o).count() as u64;
         let (full, timeout) = (count(Outcome::QueueFull), count(Outcome::QueueTimeout));
-        let (awake, asleep) = gpu_ms(self.spans, self.since, self.until);
+        // Metered as the simulator meters a replay: from the first arrival until the last
+        // request is done, so the rows compare like with like.
+        let first = d.first().map_or(self.since, |r| r.at.max(self.since));
+        let last = d.iter().map(|r| r.at + r.latency_ms()).max().map_or(self.until, |l| l.min(self.until));
+        let (awake, asleep) = gpu_ms(self.spans, first, last.max(first));
         let gpu_seconds = awake as f64 / 1000.0;
         let sleeping = asleep as f64 / 1000.0;
         let busy_ms: u64 = d.iter().map(|r| u64::from(r.service_ms)).sum();
         let slot_ms = awake as f64 * f64::from(self.concurrency_per_worker.max(1));
-        let hours = (self.until.saturating_sub(self.since)) as f64 / 3_600_000.0;
+        let hours = last.saturating_sub(first) as f64 / 3_600_000.0;
         let in_window = |s: &&StartRecord| s.at >= self.since && s.at < self.until;
         SimResult {
             policy: "actual".into(),
@@ -412,7 +416,9 @@ mod tests {
         assert_eq!((r.cold_start_hits, r.wake_hits, r.wakes), (2, 1, 1));
         assert_eq!(r.p50_s, 1.0);
         assert_eq!(r.p99_s, 1.5);
-        assert!((r.gpu_seconds - 3600.0).abs() < 1e-9 && (r.cost_usd - 3.6).abs() < 1e-9);
-        assert!((r.scale_events_per_hour - 2.0).abs() < 1e-9);
+        // From the first arrival (0) to the last request's end (the first: 20 s start + 1 s), as
+        // a replay meters.
+        assert!((r.gpu_seconds - 21.0).abs() < 1e-9 && (r.cost_usd - 0.021).abs() < 1e-9, "{r:?}");
+        assert!((r.scale_events_per_hour - 2.0 / (21.0 / 3600.0)).abs() < 1e-6);
     }
 }

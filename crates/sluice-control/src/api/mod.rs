@@ -91,14 +91,19 @@ pub fn router(state: Arc<AppState>) -> Router {
         // The status page (R7.1, R7.4): static assets built into the binary; the page signs in
         // with an API key and reads /v1.
         .route("/", get(|| async { asset("text/html; charset=utf-8", include_str!("../dashboard/index.html")) }))
-        .route(
-            "/ui/app.js",
-            get(|| async { asset("text/javascript; charset=utf-8", include_str!("../dashboard/app.js")) }),
-        )
+        // The console's scripts: helpers and lists, charts, endpoint forms, one endpoint's page.
+        .route("/ui/app.js", get(|| async { js(include_str!("../dashboard/app.js")) }))
+        .route("/ui/charts.js", get(|| async { js(include_str!("../dashboard/charts.js")) }))
+        .route("/ui/forms.js", get(|| async { js(include_str!("../dashboard/forms.js")) }))
+        .route("/ui/endpoint.js", get(|| async { js(include_str!("../dashboard/endpoint.js")) }))
         .route("/ui/app.css", get(|| async { asset("text/css; charset=utf-8", include_str!("../dashboard/app.css")) }))
         .fallback(not_found)
         .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
         .with_state(state)
+}
+
+fn js(body: &'static str) -> Response {
+    asset("text/javascript; charset=utf-8", body)
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {

@@ -25,10 +25,20 @@ impl Drop for Browser {
     fn drop(&mut self) {
         let _ = self.driver.kill();
         let _ = self.driver.wait();
+        // A test that failed never closed its session: its Chromium outlives the driver. Its
+        // processes are the ones started with this browser's own profile directory.
+        let mine = format!("--user-data-dir={}", self._profile.path().display());
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+            let cmd = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            if cmd.split(|b| *b == 0).any(|arg| arg == mine.as_bytes()) {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            }
+        }
     }
 }
 
-async fn browser() -> Browser {
+pub(crate) async fn browser() -> Browser {
     browser_with(&[], None).await
 }
 
@@ -74,7 +84,7 @@ pub(crate) async fn browser_with(args: &[String], home: Option<&std::path::Path>
     Browser { driver, client, _profile: profile }
 }
 
-fn artifact(name: &str) -> PathBuf {
+pub(crate) fn artifact(name: &str) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/test-artifacts");
     std::fs::create_dir_all(&dir).unwrap();
     dir.join(name)
@@ -87,7 +97,7 @@ pub(crate) async fn screenshot(c: &Client, name: &str) {
 }
 
 /// Waits until the element's text satisfies `ok`; returns the text.
-async fn text_until(c: &Client, css: &str, what: &str, ok: impl Fn(&str) -> bool) -> String {
+pub(crate) async fn text_until(c: &Client, css: &str, what: &str, ok: impl Fn(&str) -> bool) -> String {
     eventually(what, Duration::from_secs(30), async || {
         let t = c.find(Locator::Css(css)).await.ok()?.text().await.ok()?;
         ok(&t).then_some(t)

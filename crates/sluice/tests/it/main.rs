@@ -4,6 +4,7 @@ mod accounts;
 mod api;
 mod autoscale;
 mod cli;
+mod console;
 mod dashboard;
 mod deploy;
 mod docker;

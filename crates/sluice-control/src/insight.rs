@@ -243,7 +243,7 @@ impl Tuner {
         t: Millis,
     ) -> Option<Setting> {
         let target = spec.insight.slo_p99_secs?;
-        let rec = match load(store, id, Millis(t.0.saturating_sub(tune::WINDOW_MS)), t).await {
+        let rec = match load(store, id, Millis(t.0.saturating_sub(tune::WINDOW_MAX_MS)), t).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(endpoint = %id, error = %e, "could not read recorded traffic for the SLO policy");
@@ -251,6 +251,8 @@ impl Tuner {
             }
         };
         let trace = recording::to_trace(&rec.requests);
+        let first = recording::demand(&rec.requests).first().map(|r| r.at)?;
+        let trace = tune::window_of(&trace, t.0.saturating_sub(first)).to_vec();
         if trace.is_empty() {
             return None;
         }

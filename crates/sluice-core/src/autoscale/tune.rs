@@ -36,8 +36,11 @@ pub const MARGIN: f64 = 0.8;
 pub fn next_retune_ms(last_wait_ms: u64, changed: bool) -> u64 {
     if changed { RETUNE_EVERY_MS } else { (last_wait_ms * 2).clamp(RETUNE_EVERY_MS, RETUNE_MAX_MS) }
 }
-/// … on this much recorded traffic.
+/// … on this much recorded traffic, or as far back as it takes to hold [`WINDOW_MIN_REQUESTS`]
+/// (a p99 of a few hundred requests is their worst few), up to [`WINDOW_MAX_MS`].
 pub const WINDOW_MS: u64 = 3 * 3_600_000;
+pub const WINDOW_MIN_REQUESTS: usize = 1000;
+pub const WINDOW_MAX_MS: u64 = 24 * 3_600_000;
 
 /// The grid, under the user's ceiling `max_workers`: the fixed steps that fit, and the ceiling
 /// itself.
@@ -208,14 +211,17 @@ fn choose(runs: Vec<(Setting, SimResult)>, target_s: f64) -> Option<(Setting, Si
     cheapest(near).map(|(s, r)| (s, r, false))
 }
 
-/// The requests of `seen` (arrival order) within the window ending at `now`.
+/// The requests of `seen` (arrival order) within the window ending at `now`: the last
+/// [`WINDOW_MS`], stretched back to hold [`WINDOW_MIN_REQUESTS`], never beyond [`WINDOW_MAX_MS`].
 pub fn window_of(seen: &[TraceRequest], now: u64) -> &[TraceRequest] {
-    let from = now.saturating_sub(WINDOW_MS);
-    &seen[seen.partition_point(|r| r.arrival_ms < from)..]
+    let recent = seen.partition_point(|r| r.arrival_ms < now.saturating_sub(WINDOW_MS));
+    let oldest = seen.partition_point(|r| r.arrival_ms < now.saturating_sub(WINDOW_MAX_MS));
+    let enough = seen.len().saturating_sub(WINDOW_MIN_REQUESTS);
+    &seen[recent.min(enough).max(oldest)..]
 }
 
 /// Replays `trace` with the SLO policy as it runs live: `cfg.policy` (preset `slo`) to begin
-/// with, re-tuned on the last [`WINDOW_MS`] of the requests seen so far, when any arrived since
+/// with, re-tuned on the window ([`window_of`]) of the requests seen so far, when any arrived since
 /// the previous re-tune, [`RETUNE_EVERY_MS`] apart, backing off while the setting holds
 /// ([`next_retune_ms`]). Cold starts are `cfg`'s.
 pub fn simulate_slo(cfg: &SimConfig, trace: &Trace, target_s: f64) -> SimResult {
@@ -261,6 +267,22 @@ mod tests {
     /// Steady traffic: one request every `gap_ms` for `mins` minutes.
     fn steady(gap_ms: u64, mins: u64, service_ms: u64) -> Vec<TraceRequest> {
         (0..mins * 60_000 / gap_ms).map(|i| TraceRequest { arrival_ms: i * gap_ms, service_ms }).collect()
+    }
+
+    #[test]
+    fn the_window_stretches_back_for_enough_requests() {
+        let h = 3_600_000;
+        // One request a minute for 30 hours: 3 h hold 180, so the window reaches back to 1000
+        // requests (16.7 h); one a second: 3 h is plenty.
+        let sparse: Vec<TraceRequest> =
+            (0..1800u64).map(|i| TraceRequest { arrival_ms: i * 60_000, service_ms: 1 }).collect();
+        assert_eq!(window_of(&sparse, 30 * h).len(), WINDOW_MIN_REQUESTS);
+        let busy: Vec<TraceRequest> =
+            (0..20_000u64).map(|i| TraceRequest { arrival_ms: i * 1_000, service_ms: 1 }).collect();
+        assert_eq!(window_of(&busy, 20_000_000).len(), 3 * 3600);
+        // Never beyond 24 h, however few.
+        let rare: Vec<TraceRequest> = (0..100u64).map(|i| TraceRequest { arrival_ms: i * h, service_ms: 1 }).collect();
+        assert_eq!(window_of(&rare, 100 * h).len(), 24);
     }
 
     #[test]

@@ -546,6 +546,15 @@ pub struct ReplayView {
     pub results: Vec<sluice_core::autoscale::sim::SimResult>,
 }
 
+/// An endpoint's recorded traffic over a window in equal slices (the console's charts).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TrafficView {
+    pub since: String,
+    pub until: String,
+    #[schema(value_type = Vec<Object>)]
+    pub buckets: Vec<sluice_core::recording::TrafficBucket>,
+}
+
 /// `sluice audit` (issue 20): each recorded decision of the window run again through the same
 /// `decide()` on the inputs and state it was recorded with.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -216,6 +216,83 @@ pub fn gpu_ms(spans: &[SpanRecord], since: u64, until: u64) -> (u64, u64) {
     (awake, asleep)
 }
 
+/// One slice of an endpoint's recorded traffic over time (the console's charts).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TrafficBucket {
+    /// Its start, Unix ms.
+    pub at: u64,
+    /// Requests admitted, and per second.
+    pub requests: u64,
+    pub rps: f64,
+    /// End to end (queue, start and worker) and at the worker, of the served ones, ms.
+    pub latency_p50_ms: Option<u64>,
+    pub latency_p99_ms: Option<u64>,
+    pub service_p50_ms: Option<u64>,
+    pub service_p99_ms: Option<u64>,
+    /// Time in the gateway's queue (busy workers), mean and max, ms.
+    pub queue_mean_ms: f64,
+    pub queue_max_ms: u64,
+    /// Requests that waited for a start or wake.
+    pub start_waits: u64,
+    /// Durations of the starts and wakes that ended in it, ms.
+    pub starts_ms: Vec<u64>,
+    /// 429s (a full queue, the rate limit) and 503s (no worker in time).
+    pub rejected_429: u64,
+    pub rejected_503: u64,
+}
+
+/// The records cut into `n` equal slices of `[since, until)`.
+pub fn buckets(
+    records: &[RequestRecord],
+    starts: &[StartRecord],
+    since: u64,
+    until: u64,
+    n: usize,
+) -> Vec<TrafficBucket> {
+    let n = n.clamp(1, 1000);
+    let width = until.saturating_sub(since).max(1).div_ceil(n as u64);
+    let mut out: Vec<TrafficBucket> =
+        (0..n as u64).map(|i| TrafficBucket { at: since + i * width, ..Default::default() }).collect();
+    let slot = |at: u64| (at >= since && at < until).then(|| ((at - since) / width) as usize).filter(|i| *i < n);
+    let (mut lat, mut svc) = (vec![Vec::new(); n], vec![Vec::new(); n]);
+    for r in records {
+        let Some(i) = slot(r.at) else { continue };
+        let b = &mut out[i];
+        b.requests += 1;
+        match r.outcome {
+            Outcome::QueueFull | Outcome::RateLimited => b.rejected_429 += 1,
+            Outcome::QueueTimeout => b.rejected_503 += 1,
+            Outcome::Served | Outcome::WorkerFailed => {
+                lat[i].push(r.latency_ms());
+                svc[i].push(u64::from(r.service_ms));
+            }
+        }
+        b.start_waits += u64::from(r.start_ms > 0);
+        b.queue_mean_ms += f64::from(r.queue_ms);
+        b.queue_max_ms = b.queue_max_ms.max(u64::from(r.queue_ms));
+    }
+    for s in starts {
+        if let Some(i) = slot(s.at) {
+            out[i].starts_ms.push(s.duration_ms);
+        }
+    }
+    let pct = |v: &mut Vec<u64>, p: f64| {
+        v.sort_unstable();
+        (!v.is_empty()).then(|| v[((p * (v.len() - 1) as f64).round() as usize).min(v.len() - 1)])
+    };
+    for (i, b) in out.iter_mut().enumerate() {
+        b.rps = b.requests as f64 * 1000.0 / width as f64;
+        if b.requests > 0 {
+            b.queue_mean_ms /= b.requests as f64;
+        }
+        b.latency_p50_ms = pct(&mut lat[i], 0.5);
+        b.latency_p99_ms = pct(&mut lat[i], 0.99);
+        b.service_p50_ms = pct(&mut svc[i], 0.5);
+        b.service_p99_ms = pct(&mut svc[i], 0.99);
+    }
+    out
+}
+
 fn percentile(sorted: &[u64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -352,6 +429,31 @@ mod tests {
         assert_eq!(starts_csv(&s, false), "cold_start_s\n23.456\n");
         assert_eq!(starts_csv(&s, true), "wake_s\n0.312\n");
         crate::autoscale::sim::parse_cold_starts(&starts_csv(&s, false)).unwrap();
+    }
+
+    #[test]
+    fn traffic_buckets_slice_the_window() {
+        let mut recs = vec![
+            RequestRecord { queue_ms: 40, ..rec(1_000, 100, Outcome::Served) },
+            RequestRecord { start_ms: 3_000, ..rec(2_000, 300, Outcome::Served) },
+            rec(6_000, 0, Outcome::QueueFull),
+            rec(7_000, 0, Outcome::RateLimited),
+            rec(8_000, 0, Outcome::QueueTimeout),
+            rec(20_000, 5, Outcome::Served),
+        ];
+        recs.push(rec(9_999, 200, Outcome::Served));
+        let starts = [StartRecord { at: 4_000, duration_ms: 2_500, wake: false }];
+        let b = buckets(&recs, &starts, 0, 10_000, 2);
+        assert_eq!(b.len(), 2);
+        assert_eq!((b[0].at, b[0].requests, b[0].rps), (0, 2, 0.4));
+        assert_eq!((b[0].service_p50_ms, b[0].latency_p99_ms), (Some(300), Some(3_300)));
+        assert_eq!((b[0].queue_mean_ms, b[0].queue_max_ms, b[0].start_waits), (20.0, 40, 1));
+        assert_eq!(b[0].starts_ms, [2_500]);
+        assert_eq!((b[1].at, b[1].requests, b[1].rejected_429, b[1].rejected_503), (5_000, 4, 2, 1));
+        assert_eq!((b[1].service_p50_ms, b[1].service_p99_ms), (Some(200), Some(200)));
+        // The request at 20 s is outside; empty buckets have no percentiles.
+        assert_eq!(buckets(&recs, &[], 30_000, 40_000, 3).iter().map(|b| b.requests).sum::<u64>(), 0);
+        assert_eq!(buckets(&[], &[], 0, 10, 0).len(), 1);
     }
 
     #[test]

@@ -11,6 +11,7 @@ use axum::{
 };
 use sluice_api::{
     AuditMismatch, AuditView, ErrorBody, ReplayView, ScalingEventList, ScalingEventView, ShadowLine, ShadowView,
+    TrafficView,
 };
 use sluice_core::{
     Millis,
@@ -52,6 +53,8 @@ pub(super) struct WindowQuery {
     policy: Option<String>,
     /// `replay`: the SLO policy's target for this replay (default the endpoint's).
     slo_p99_secs: Option<f64>,
+    /// `traffic`: how many equal slices of the window (1-1000, default 60).
+    buckets: Option<usize>,
 }
 
 fn window(q: &WindowQuery) -> Result<(Millis, Millis), AppError> {
@@ -101,6 +104,24 @@ pub(super) async fn trace(
         _ => return Err(bad("kind", "must be requests, starts or wakes")),
     };
     Ok(([(CONTENT_TYPE, "text/csv; charset=utf-8")], csv).into_response())
+}
+
+#[utoipa::path(get, path = "/v1/endpoints/{id}/traffic", tag = "endpoints", params(("id" = String, Path), WindowQuery),
+    responses((status = 200, body = TrafficView), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub(super) async fn traffic(
+    axum::extract::State(st): S,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    query: Result<Query<WindowQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<TrafficView>, AppError> {
+    let (e, q, since, until) = endpoint_and_window(&st, &caller, &id, query).await?;
+    let n = q.buckets.unwrap_or(60);
+    if !(1..=1000).contains(&n) {
+        return Err(bad("buckets", "must be between 1 and 1000"));
+    }
+    let rec = insight::load(&st.store, &e.id, since, until).await?;
+    let buckets = recording::buckets(&rec.requests, &rec.starts, since.0, until.0, n);
+    Ok(Json(TrafficView { since: rfc3339(since), until: rfc3339(until), buckets }))
 }
 
 #[utoipa::path(get, path = "/v1/endpoints/{id}/replay", tag = "endpoints", params(("id" = String, Path), WindowQuery),

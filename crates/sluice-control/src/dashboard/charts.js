@@ -89,26 +89,13 @@ function quantile(sorted, q) {
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))];
 }
 
-/// The numbers of a CSV's column `col` (the first line is the header).
-function csvColumn(text, col = 0) {
-  return text.trim().split("\n").slice(1).map((l) => parseFloat(l.split(",")[col])).filter((v) => !Number.isNaN(v));
-}
-
-/// The recorded traffic of a window in `n` buckets: each bucket's requests per second, p50 and
-/// p99 service time (seconds at the worker), and starts with their durations. Read from the
-/// trace export, one window per bucket (the export's times are relative to its first request).
+/// The recorded traffic of a window in `n` buckets (`GET /v1/endpoints/{id}/traffic`): each
+/// bucket's requests per second, service time and end-to-end latency (p50, p99, seconds), queue
+/// wait (mean, max, seconds), the starts that ended in it (seconds), and the 429s and 503s.
 async function buckets(id, t0, t1, n) {
-  const w = (t1 - t0) / n;
-  const jobs = [];
-  for (let i = 0; i < n; i++) {
-    const a = Math.round(t0 + i * w), b = Math.round(t0 + (i + 1) * w);
-    const q = `since=${a}&until=${b}`;
-    jobs.push(Promise.all([api(`/v1/endpoints/${id}/trace?${q}`, { text: true }), api(`/v1/endpoints/${id}/trace?${q}&kind=starts`, { text: true })])
-      .then(([req, st]) => {
-        const service = csvColumn(req, 1).sort((x, y) => x - y);
-        const starts = csvColumn(st, 0);
-        return { t: a, rps: service.length / (w / 1000), requests: service.length, p50: quantile(service, 0.5), p99: quantile(service, 0.99), starts };
-      }));
-  }
-  return Promise.all(jobs);
+  const r = await api(`/v1/endpoints/${id}/traffic?since=${Math.round(t0)}&until=${Math.round(t1)}&buckets=${n}`);
+  const s = (ms) => (ms == null ? null : ms / 1000);
+  return r.buckets.map((b) => ({ t: b.at, rps: b.rps, requests: b.requests, p50: s(b.service_p50_ms), p99: s(b.service_p99_ms),
+    lat99: s(b.latency_p99_ms), queueMean: b.queue_mean_ms / 1000, queueMax: b.queue_max_ms / 1000,
+    starts: b.starts_ms.map((x) => x / 1000), r429: b.rejected_429, r503: b.rejected_503 }));
 }

@@ -1,7 +1,7 @@
 // One endpoint's page: stop, start, edit, delete; its figures; charts over a chosen window with
 // the decision log beside them; the replay; workers, usage and logs.
 "use strict";
-const BUCKETS = 12;
+const BUCKETS = 30;
 let chartWindow = sessionStorage.getItem("sluice-window") || "1h";
 const windowMs = (w) => ({ "15m": 900e3, "1h": 3600e3, "6h": 21600e3, "24h": 86400e3 })[w] || 3600e3;
 
@@ -23,7 +23,9 @@ async function endpoint(id) {
       <div class="charts" aria-labelledby="charts-h">
         <h3>Workers</h3><div id="chart-workers"></div>
         <h3>Requests per second</h3><div id="chart-rps"></div>
-        <h3>Service time at the worker (p50, p99)</h3><div id="chart-latency"></div>
+        <h3>Latency (service at the worker p50, p99; end to end p99)</h3><div id="chart-latency"></div>
+        <h3>Queue wait (mean, max)</h3><div id="chart-queue"></div>
+        <h3>Refused requests (429, 503)</h3><div id="chart-rejected"></div>
         <h3>Start durations</h3><div id="chart-starts"></div><p id="starts-summary"></p>
         <h3>Running and queued requests (the last hour at most)</h3><div id="graph"></div>
       </div>
@@ -98,7 +100,7 @@ async function endpoint(id) {
   };
 
   // Charts over the window: the shadow lines and the live series every refresh, the recorded
-  // traffic (one trace read per bucket) every fifth.
+  // traffic (one read, in buckets) every fifth.
   let tick = 0, lastEvent = null, traffic = null;
   const open = new Set();
   async function charts(all) {
@@ -116,15 +118,20 @@ async function endpoint(id) {
       lines: [{ label: "running", points: running, attrs: { id: "running-line", "data-max": peak } },
         { label: "queued", points: series.points.map((p) => [p.t, p.queued]), attrs: { "data-series": "queued" } }] });
     if (all || !traffic || traffic.w !== w) {
-      const b = await buckets(id, t0, t1, w === "15m" ? 15 : BUCKETS);
+      const b = await buckets(id, t0, t1, BUCKETS);
       if (!current(mine) || w !== chartWindow) return;
       traffic = { w, t0, t1, b };
     }
     const b = traffic.b, at = (f) => b.map((x) => [x.t, f(x)]);
     const opts = { t0: traffic.t0, t1: traffic.t1 };
     $("#chart-rps").innerHTML = chart({ ...opts, id: "rps-chart", title: `Requests per second over the last ${w}`, lines: [{ label: "requests/s", points: at((x) => x.rps), attrs: { "data-series": "rps" } }] });
-    $("#chart-latency").innerHTML = chart({ ...opts, id: "latency-chart", title: `Service time at the worker over the last ${w}, seconds`, unit: " s",
-      lines: [{ label: "p50", points: at((x) => x.p50), attrs: { "data-series": "p50" } }, { label: "p99", points: at((x) => x.p99), attrs: { "data-series": "p99" } }] });
+    $("#chart-latency").innerHTML = chart({ ...opts, id: "latency-chart", title: `Latency over the last ${w}, seconds: at the worker p50 and p99, end to end p99`, unit: " s",
+      lines: [{ label: "p50", points: at((x) => x.p50), attrs: { "data-series": "p50" } }, { label: "p99", points: at((x) => x.p99), attrs: { "data-series": "p99" } },
+        { label: "end to end p99", points: at((x) => x.lat99), attrs: { "data-series": "latency-p99" } }] });
+    $("#chart-queue").innerHTML = chart({ ...opts, id: "queue-chart", title: `Time in the gateway's queue over the last ${w}, seconds`, unit: " s",
+      lines: [{ label: "mean", points: at((x) => x.queueMean), attrs: { "data-series": "queue-mean" } }, { label: "max", points: at((x) => x.queueMax), attrs: { "data-series": "queue-max" } }] });
+    $("#chart-rejected").innerHTML = chart({ ...opts, id: "rejected-chart", title: `Refused requests per bucket over the last ${w}`,
+      lines: [{ label: "429", points: at((x) => x.r429), attrs: { "data-series": "429" } }, { label: "503", points: at((x) => x.r503), attrs: { "data-series": "503" } }] });
     $("#chart-starts").innerHTML = chart({ ...opts, id: "starts-chart", title: `Worker start durations over the last ${w}, seconds`, unit: " s",
       lines: [{ label: "median start", points: at((x) => quantile([...x.starts].sort((p, q) => p - q), 0.5)), attrs: { "data-series": "start-median" } },
         { label: "longest start", points: at((x) => (x.starts.length ? Math.max(...x.starts) : null)), attrs: { "data-series": "start-max" } }] });

@@ -243,13 +243,25 @@ impl Tuner {
         t: Millis,
     ) -> Option<Setting> {
         let target = spec.insight.slo_p99_secs?;
-        let rec = match load(store, id, Millis(t.0.saturating_sub(tune::WINDOW_MAX_MS)), t).await {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(endpoint = %id, error = %e, "could not read recorded traffic for the SLO policy");
-                return None;
+        // The last 3 hours; a day only when they hold too few requests (a busy endpoint's day
+        // is a lot to read for nothing).
+        let mut rec = None;
+        for back in [tune::WINDOW_MS, tune::WINDOW_MAX_MS] {
+            match load(store, id, Millis(t.0.saturating_sub(back)), t).await {
+                Ok(r) => {
+                    let enough = recording::demand(&r.requests).len() >= tune::WINDOW_MIN_REQUESTS;
+                    rec = Some(r);
+                    if enough {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(endpoint = %id, error = %e, "could not read recorded traffic for the SLO policy");
+                    return None;
+                }
             }
-        };
+        }
+        let rec = rec?;
         let trace = recording::to_trace(&rec.requests);
         let first = recording::demand(&rec.requests).first().map(|r| r.at)?;
         let trace = tune::window_of(&trace, t.0.saturating_sub(first)).to_vec();

@@ -184,6 +184,17 @@ struct TunerState {
     busy: HashSet<EndpointId>,
 }
 
+/// Takes an endpoint off the busy list when dropped.
+struct Done(Arc<Tuner>, EndpointId);
+
+impl Drop for Done {
+    fn drop(&mut self) {
+        if let Ok(mut st) = self.0.state.lock() {
+            st.busy.remove(&self.1);
+        }
+    }
+}
+
 /// Whether an endpoint runs or shadows the SLO policy.
 pub fn wants_slo(spec: &EndpointSpec) -> bool {
     spec.insight.slo_p99_secs.is_some()
@@ -216,9 +227,10 @@ impl Tuner {
             st.busy.insert(id.clone());
             let (me, store, logs, id, spec) = (self.clone(), store.clone(), logs.clone(), id.clone(), spec.clone());
             tokio::spawn(async move {
+                // Not busy any more however the re-tune ends (even by a panic).
+                let _done = Done(me.clone(), id.clone());
                 let found = me.retune(&store, &logs, &id, &spec, t).await;
                 let mut st = me.state.lock().unwrap();
-                st.busy.remove(&id);
                 let (keep, wait) = st.tuned.get(&id).map_or((None, 0), |x| (x.0, x.2));
                 let next = match found {
                     // Nothing to tune on yet (no traffic): look again in ten seconds, not minutes.

@@ -251,7 +251,8 @@ async fn traffic(State(p): State<Arc<RemotePlane>>, Json(r): Json<TrafficReport>
 pub fn router(plane: Arc<RemotePlane>) -> Router {
     Router::new()
         .route("/v1/internal/routes", get(routes))
-        .route("/v1/internal/traffic", post(traffic))
+        // A report carries up to 20,000 recorded requests (about 1 MB); room for a few times that.
+        .route("/v1/internal/traffic", post(traffic).layer(axum::extract::DefaultBodyLimit::max(16 << 20)))
         .route("/v1/internal/tls", get(tls))
         .with_state(plane)
 }

@@ -72,7 +72,12 @@ impl Scalers {
             shadows: Vec::new(),
         });
         if !running {
-            sc.shadows.clear();
+            // A stopped endpoint's shadows would run nothing either.
+            for (p, st) in sc.shadows.drain(..) {
+                if st.target > 0 {
+                    self.shadow_points.push(shadow_point(id, p, t, 0));
+                }
+            }
             sc.state = ScalerState::default();
             sc.last_total = tr.requests_total;
             return 0;

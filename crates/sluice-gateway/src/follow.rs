@@ -280,12 +280,14 @@ impl Follower {
         let mut unsent: Vec<sluice_api::internal::EndpointRecords> = Vec::new();
         loop {
             unsent.extend(gateway.take_records());
+            let (records, rest) = split_records(std::mem::take(&mut unsent), RECORDS_PER_REPORT);
+            unsent = rest;
             let report = TrafficReport {
                 gateway: self.id.clone(),
                 traffic: gateway.traffic(),
                 figures: gateway.figures(),
                 tls_version: gateway.tls().map_or(0, |t| t.version()),
-                records: std::mem::take(&mut unsent),
+                records,
             };
             let control = self.controls.url().to_owned();
             let body = serde_json::to_vec(&report).unwrap_or_default();
@@ -298,11 +300,20 @@ impl Follower {
                     self.connected.store(false, Ordering::Relaxed);
                     self.controls.failed(&control);
                     tracing::debug!(error = %e, "traffic report failed");
-                    // Kept for the next report, within the gateway's bound.
-                    unsent = report.records;
-                    let n: usize = unsent.iter().map(|r| r.requests.len()).sum();
-                    if n > crate::metrics::MAX_PENDING_RECORDS {
-                        unsent.clear();
+                    // Kept for the next report, within the gateway's bound (beyond it, the
+                    // oldest are dropped and counted).
+                    let mut kept = report.records;
+                    kept.append(&mut unsent);
+                    unsent = kept;
+                    let mut n: usize = unsent.iter().map(|r| r.requests.len()).sum();
+                    for r in &mut unsent {
+                        if n <= crate::metrics::MAX_PENDING_RECORDS {
+                            break;
+                        }
+                        let cut = r.requests.len().min(n - crate::metrics::MAX_PENDING_RECORDS);
+                        r.requests.drain(..cut);
+                        r.dropped += cut as u64;
+                        n -= cut;
                     }
                 }
             }
@@ -314,9 +325,77 @@ impl Follower {
     }
 }
 
+/// Recorded requests sent in one report at most (about 40 bytes each): a backlog after an
+/// outage goes over several reports instead of one body too large to be taken.
+pub const RECORDS_PER_REPORT: usize = 20_000;
+
+/// The first `max` requests of `all` (whole endpoints first, the last one cut), and the rest.
+fn split_records(
+    all: Vec<sluice_api::internal::EndpointRecords>,
+    max: usize,
+) -> (Vec<sluice_api::internal::EndpointRecords>, Vec<sluice_api::internal::EndpointRecords>) {
+    let (mut now, mut later) = (Vec::new(), Vec::new());
+    let mut room = max;
+    for mut r in all {
+        if room == 0 {
+            later.push(r);
+        } else if r.requests.len() <= room {
+            room -= r.requests.len();
+            now.push(r);
+        } else {
+            let tail = r.requests.split_off(room);
+            later.push(sluice_api::internal::EndpointRecords {
+                endpoint: r.endpoint.clone(),
+                requests: tail,
+                dropped: 0,
+            });
+            room = 0;
+            now.push(r);
+        }
+    }
+    (now, later)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_backlog_of_records_goes_over_several_reports() {
+        use sluice_api::internal::EndpointRecords;
+        use sluice_core::recording::{Outcome, RequestRecord};
+        let rec = RequestRecord {
+            at: 1,
+            queue_ms: 0,
+            start_ms: 0,
+            woke: false,
+            service_ms: 1,
+            status: 200,
+            outcome: Outcome::Served,
+            bytes_in: 0,
+            bytes_out: 0,
+        };
+        let ep = |id: &str, n: usize, dropped: u64| EndpointRecords {
+            endpoint: sluice_core::EndpointId::parse(id).unwrap(),
+            requests: vec![rec; n],
+            dropped,
+        };
+        // (sizes in, max) → (sizes now, sizes later)
+        for (sizes, max, now, later) in [
+            (vec![3, 4], 10, vec![3, 4], vec![]),
+            (vec![3, 4], 5, vec![3, 2], vec![2]),
+            (vec![3, 4, 2], 3, vec![3], vec![4, 2]),
+            (vec![], 3, vec![], vec![]),
+        ] {
+            let all: Vec<EndpointRecords> =
+                sizes.iter().enumerate().map(|(i, n)| ep(&format!("e{i}"), *n, 1)).collect();
+            let (a, b) = split_records(all, max);
+            assert_eq!(a.iter().map(|r| r.requests.len()).collect::<Vec<_>>(), now);
+            assert_eq!(b.iter().map(|r| r.requests.len()).collect::<Vec<_>>(), later);
+            // Counted once: a cut endpoint's dropped figure stays with its first part.
+            assert_eq!(a.iter().chain(&b).map(|r| r.dropped).sum::<u64>(), sizes.len() as u64);
+        }
+    }
 
     #[test]
     fn control_urls() {

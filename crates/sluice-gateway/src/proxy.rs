@@ -190,6 +190,8 @@ pub(crate) struct Seen {
     pub(crate) record: Option<RequestRecord>,
     /// When it was sent to a worker (an error after that is the worker's).
     pub(crate) sent: Option<Instant>,
+    /// Since when it has been waiting for a worker, and whether none was ready (a start).
+    pub(crate) waiting: Option<(Instant, bool)>,
 }
 
 fn ms(d: Duration) -> u32 {
@@ -212,6 +214,15 @@ impl Seen {
         };
         r.status = e.status().as_u16();
         r.service_ms = self.sent.map_or(0, |s| ms(s.elapsed()));
+        // Refused while waiting: that wait counts (queue, or start when none was ready).
+        if let Some((since, start)) = self.waiting {
+            let waited = ms(since.elapsed());
+            if start {
+                r.start_ms = r.start_ms.saturating_add(waited);
+            } else {
+                r.queue_ms = r.queue_ms.saturating_add(waited);
+            }
+        }
         stats.records.push(r);
     }
 }
@@ -481,6 +492,30 @@ pub(crate) async fn forward(
         EndpointStatus::Stopped => return Err(Error::EndpointStopped(id)),
         EndpointStatus::StoppedNoCredit => return Err(Error::NoCredit(id)),
     }
+    // Admitted (its key and the endpoint's state are good): recorded from here on, a refusal
+    // by the rate limit included.
+    if ep.route.record {
+        let bytes_in = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+            .or(match &body {
+                ReqBody::Whole(b) => Some(b.len() as u64),
+                ReqBody::Stream(_) => None,
+            })
+            .unwrap_or(0);
+        seen.record = Some(RequestRecord {
+            at: now_ms(),
+            queue_ms: 0,
+            start_ms: 0,
+            woke: false,
+            service_ms: 0,
+            status: 0,
+            outcome: Outcome::Served,
+            bytes_in,
+            bytes_out: 0,
+        });
+    }
     if let Some(rate) = ep.stats.rate.load().as_ref()
         && let Err(not_until) = rate.1.check()
     {
@@ -494,28 +529,6 @@ pub(crate) async fn forward(
     }
     ep.stats.requests_total.fetch_add(1, Relaxed);
     ep.stats.last_request_ms.store(now_ms(), Relaxed);
-    if ep.route.record {
-        let bytes_in = parts
-            .headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse().ok())
-            .or(match &body {
-                ReqBody::Whole(b) => Some(b.len() as u64),
-                ReqBody::Stream(_) => None,
-            })
-            .unwrap_or(0);
-        seen.record = Some(RequestRecord {
-            at: ep.stats.last_request_ms.load(Relaxed),
-            queue_ms: 0,
-            start_ms: 0,
-            woke: false,
-            service_ms: 0,
-            status: 0,
-            outcome: Outcome::Served,
-            bytes_in,
-            bytes_out: 0,
-        });
-    }
     let timeout_secs = ep.route.execution_timeout_ms / 1000;
     let deadline = Instant::now() + Duration::from_millis(ep.route.execution_timeout_ms);
 
@@ -552,10 +565,12 @@ pub(crate) async fn forward(
             Some(w) => (ep.clone(), w),
             None => {
                 let (from, none_ready) = (Instant::now(), ep.workers.is_empty());
+                seen.waiting = Some((from, none_ready));
                 let (cur, w) = tokio::time::timeout_at(deadline, acquire(gw, ep.clone(), exclude.as_deref(), &aff))
                     .await
                     .map_err(|_| Error::ExecutionTimeout(timeout_secs))??;
                 let took = from.elapsed();
+                seen.waiting = None;
                 let woke = woken(&cur, &w);
                 waited = Some(wait_header(none_ready, woke, took));
                 if none_ready {
@@ -610,6 +625,7 @@ pub(crate) async fn forward(
                 tracing::debug!(worker = %worker.id, error = %e, attempt, safe, "forward failed");
                 if attempt == 0 && safe {
                     exclude = Some(worker);
+                    seen.sent = None;
                     continue;
                 }
                 return Err(if e.is_connect() {

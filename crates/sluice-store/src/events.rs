@@ -76,21 +76,41 @@ impl Store {
         rows.iter().map(|r| event(endpoint, r)).collect()
     }
 
-    /// Events of an endpoint from `since` to before `until`, oldest first.
+    /// Events of an endpoint from `since` to before `until`, oldest first; without their
+    /// replays (large) unless `with_replay`.
     pub async fn scaling_events_between(
         &self,
         endpoint: &EndpointId,
         since: Millis,
         until: Millis,
+        with_replay: bool,
     ) -> Result<Vec<ScalingEvent>> {
-        let rows =
-            sqlx::query("SELECT * FROM scaling_events WHERE endpoint_id = $1 AND at >= $2 AND at < $3 ORDER BY id")
-                .bind(endpoint.as_str())
-                .bind(since.0 as i64)
-                .bind(until.0 as i64)
-                .fetch_all(&self.reader)
-                .await?;
+        let sql = if with_replay {
+            "SELECT * FROM scaling_events WHERE endpoint_id = $1 AND at >= $2 AND at < $3 ORDER BY id"
+        } else {
+            "SELECT id, endpoint_id, at, from_count, to_count, reason, inputs, kind, '' AS replay
+             FROM scaling_events WHERE endpoint_id = $1 AND at >= $2 AND at < $3 ORDER BY id"
+        };
+        let rows = sqlx::query(sql)
+            .bind(endpoint.as_str())
+            .bind(since.0 as i64)
+            .bind(until.0 as i64)
+            .fetch_all(&self.reader)
+            .await?;
         rows.iter().map(|r| event(endpoint, r)).collect()
+    }
+
+    /// The endpoint's last decision (not a re-tune) before `before`, without its replay.
+    pub async fn last_decision_before(&self, endpoint: &EndpointId, before: Millis) -> Result<Option<ScalingEvent>> {
+        let row = sqlx::query(
+            "SELECT id, endpoint_id, at, from_count, to_count, reason, inputs, kind, '' AS replay
+             FROM scaling_events WHERE endpoint_id = $1 AND kind = 'decision' AND at < $2 ORDER BY id DESC LIMIT 1",
+        )
+        .bind(endpoint.as_str())
+        .bind(before.0 as i64)
+        .fetch_optional(&self.reader)
+        .await?;
+        row.map(|r| event(endpoint, &r)).transpose()
     }
 
     /// Removes events of deleted endpoints and keeps at most `keep` per endpoint.

@@ -260,11 +260,16 @@ async fn scaling_events_page_newest_first_and_prune(db: &Db) {
     assert_eq!(page.iter().map(|e| e.to).collect::<Vec<_>>(), [5, 4]);
     let next = s.list_scaling_events(&id, Some(page[1].id), 10).await.unwrap();
     assert_eq!(next.iter().map(|e| e.to).collect::<Vec<_>>(), [3, 2, 1]);
-    let window = s.scaling_events_between(&id, Millis(1), Millis(3)).await.unwrap();
+    let window = s.scaling_events_between(&id, Millis(1), Millis(3), true).await.unwrap();
     assert_eq!(
         window.iter().map(|e| (e.to, e.replay.as_str())).collect::<Vec<_>>(),
         [(2, "{\"n\":1}"), (3, "{\"n\":2}")]
     );
+    let light = s.scaling_events_between(&id, Millis(1), Millis(3), false).await.unwrap();
+    assert_eq!(light.iter().map(|e| (e.to, e.replay.as_str())).collect::<Vec<_>>(), [(2, ""), (3, "")]);
+    let before = s.last_decision_before(&id, Millis(3)).await.unwrap().unwrap();
+    assert_eq!((before.to, before.replay.as_str()), (3, ""));
+    assert!(s.last_decision_before(&id, Millis(0)).await.unwrap().is_none());
     assert_eq!(s.prune_scaling_events(3).await.unwrap(), 2);
     assert_eq!(s.list_scaling_events(&id, None, 10).await.unwrap().len(), 3);
 }

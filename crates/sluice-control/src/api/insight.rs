@@ -36,6 +36,10 @@ fn bad(field: &str, message: impl Into<String>) -> AppError {
 
 /// The longest window a trace, replay, audit or shadow view covers.
 const MAX_WINDOW_MS: u64 = 31 * 86_400_000;
+/// The slo policy re-tunes itself all along a replay: a day of it at most.
+const MAX_SLO_REPLAY_MS: u64 = 86_400_000;
+/// Replays running at once (each on a blocking thread).
+static REPLAYS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
 
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -65,6 +69,11 @@ fn window(q: &WindowQuery) -> Result<(Millis, Millis), AppError> {
     };
     let since = when("since", &q.since, Millis(t.0.saturating_sub(86_400_000)))?;
     let until = when("until", &q.until, t)?;
+    for (field, v) in [("since", since), ("until", until)] {
+        if v.0 > t.0.saturating_add(86_400_000) {
+            return Err(bad(field, "is more than a day ahead"));
+        }
+    }
     if until <= since {
         return Err(bad("until", "must be after since"));
     }
@@ -152,6 +161,11 @@ pub(super) async fn replay(
     if presets.contains(&Preset::Slo) && slo.is_none() {
         return Err(bad("slo_p99_secs", "the slo policy needs a target: slo_p99_secs"));
     }
+    if presets.contains(&Preset::Slo) && until.0 - since.0 > MAX_SLO_REPLAY_MS {
+        return Err(bad("since", "a replay of the slo policy covers at most 24 hours"));
+    }
+    // Replays are CPU work: a few at a time, the others wait their turn.
+    let _turn = REPLAYS.acquire().await.map_err(|e| AppError::Internal(format!("replay: {e}").into()))?;
     let rec = insight::load(&st.store, &e.id, since, until).await?;
     let trace = recording::to_trace(&rec.requests);
     if trace.is_empty() {
@@ -177,7 +191,7 @@ pub(super) async fn replay(
     })
     .await
     .map_err(|e| AppError::Internal(format!("replay failed: {e}").into()))?;
-    let events = st.store.scaling_events_between(&e.id, since, until).await?;
+    let events = st.store.scaling_events_between(&e.id, since, until, false).await?;
     let price = sluice_core::catalog::per_second(&e.spec.workers.gpu_type).unwrap_or(0.0);
     results.push(
         Actual {
@@ -206,7 +220,7 @@ pub(super) async fn audit(
     query: Result<Query<WindowQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<AuditView>, AppError> {
     let (e, _, since, until) = endpoint_and_window(&st, &caller, &id, query).await?;
-    let events = st.store.scaling_events_between(&e.id, since, until).await?;
+    let events = st.store.scaling_events_between(&e.id, since, until, true).await?;
     let mut view = AuditView {
         since: rfc3339(since),
         until: rfc3339(until),
@@ -258,14 +272,17 @@ pub(super) async fn shadow(
     // What the autoscaler set: the count at `since` (the change before it), then its changes.
     let events: Vec<_> = st
         .store
-        .scaling_events_between(&e.id, Millis(0), until)
+        .scaling_events_between(&e.id, since, until, false)
         .await?
         .into_iter()
         .filter(|x| x.kind == EVENT_DECISION)
         .collect();
-    let start = events.iter().rev().find(|x| x.at < since).map_or(events.first().map_or(0, |x| x.from), |x| x.to);
+    let start = match st.store.last_decision_before(&e.id, since).await? {
+        Some(x) => x.to,
+        None => events.first().map_or(0, |x| x.from),
+    };
     let mut actual = vec![(since.0, start)];
-    actual.extend(events.iter().filter(|x| x.at >= since).map(|x| (x.at.0, x.to)));
+    actual.extend(events.iter().map(|x| (x.at.0, x.to)));
     let rec = insight::load(&st.store, &e.id, since, until).await?;
     let (awake, _) = recording::gpu_ms(&rec.spans, since.0, until.0);
     let mut lines = vec![ShadowLine { policy: "actual".into(), points: actual, gpu_seconds: awake as f64 / 1000.0 }];

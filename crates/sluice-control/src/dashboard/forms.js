@@ -243,6 +243,12 @@ async function editEndpoint(id) {
         body[f.name] = v;
       }
       if (!Object.keys(body).length) { clearErrors(form); status("Nothing changed."); return; }
+      // The API shows secret-looking values masked: sending one back would store the mask.
+      const masked = Object.entries(body.env || {}).find(([k, v]) => v.includes("*") && (e.env || {})[k] === v);
+      if (masked) {
+        showError(form, { field: "env", message: `${masked[0]} still holds its masked value: type the value again, or remove the line to delete it` }, "Could not save the settings");
+        return;
+      }
       const saved = await api(`/v1/endpoints/${id}`, { method: "PATCH", body });
       flash = `Saved ${Object.keys(body).join(", ")} of ${saved.name}.`;
       status(flash);

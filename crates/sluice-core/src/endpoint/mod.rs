@@ -503,8 +503,16 @@ impl EndpointSpec {
     pub fn policies(&self, tuned: Option<crate::autoscale::tune::Setting>) -> (ScalingPolicy, Vec<ScalingPolicy>) {
         use crate::autoscale::tune::with_setting;
         let base = self.scaling();
+        // A setting tuned before the endpoint's ceiling was lowered stays under the new one.
         let slo = |p: &ScalingPolicy| match tuned {
-            Some(s) => with_setting(p, s),
+            Some(s) => with_setting(
+                p,
+                crate::autoscale::tune::Setting {
+                    active_workers: s.active_workers.min(base.max_workers),
+                    max_workers: s.max_workers.min(base.max_workers),
+                    ..s
+                },
+            ),
             None => p.clone(),
         };
         let live = if base.preset == Preset::Slo && self.insight.slo_mode == SloMode::Apply {

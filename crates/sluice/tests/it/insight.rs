@@ -138,6 +138,29 @@ async fn recorded_traffic_is_exported_replayed_audited_and_shadowed() {
     assert_eq!(r.json()["error"]["field"], "policy", "{}", r.text());
     let r = p.api_call(Method::GET, &format!("/v1/endpoints/{id}/replay?policy=slo"), None).await;
     assert_eq!(r.json()["error"]["field"], "slo_p99_secs", "{}", r.text());
+    // Refusals by the rate limit are recorded too (in the traffic buckets, not in the trace).
+    let r =
+        p.api_call(Method::PATCH, &format!("/v1/endpoints/{id}"), Some(json!({"max_requests_per_minute": 1}))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let codes: Vec<StatusCode> = {
+        let mut v = Vec::new();
+        for _ in 0..3 {
+            v.push(p.get(&id, "/hello").await.status);
+        }
+        v
+    };
+    let refused = codes.iter().filter(|c| **c == StatusCode::TOO_MANY_REQUESTS).count() as u64;
+    assert!(refused >= 1, "{codes:?}");
+    eventually("the refusals in the traffic buckets", Duration::from_secs(20), async || {
+        let t = p.api_call(Method::GET, &format!("/v1/endpoints/{id}/traffic?since=1h&buckets=1"), None).await.json();
+        (t["buckets"][0]["rejected_429"].as_u64() == Some(refused)).then_some(())
+    })
+    .await;
+    let t = p.api_call(Method::GET, &format!("/v1/endpoints/{id}/trace?since=1h"), None).await.text();
+    assert_eq!(t.lines().count() as u64, 1 + 6 + (3 - refused), "served ones only: {t}");
+    let r = p.api_call(Method::GET, &format!("/v1/endpoints/{id}/traffic?since=99999999999999"), None).await;
+    assert_eq!(r.json()["error"]["field"], "since", "{}", r.text());
+
     // The CLI sets the shadows (and clears them with "").
     let (ok, out, err) =
         cli(&p, &["endpoint", "update", &id, "--shadow-policy", "hpa", "--slo-p99-secs", "3", "--json"]);

@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    autoscale::sim::{SimResult, TraceRequest},
+    autoscale::sim::{SimResult, TraceRequest, percentile, rank},
     worker::{Phase, PhaseAt},
 };
 
@@ -276,9 +276,9 @@ pub fn buckets(
             out[i].starts_ms.push(s.duration_ms);
         }
     }
-    let pct = |v: &mut Vec<u64>, p: f64| {
+    let pct = |v: &mut Vec<u64>, q: f64| {
         v.sort_unstable();
-        (!v.is_empty()).then(|| v[((p * (v.len() - 1) as f64).round() as usize).min(v.len() - 1)])
+        rank(v, q)
     };
     for (i, b) in out.iter_mut().enumerate() {
         b.rps = b.requests as f64 * 1000.0 / width as f64;
@@ -291,14 +291,6 @@ pub fn buckets(
         b.service_p99_ms = pct(&mut svc[i], 0.99);
     }
     out
-}
-
-fn percentile(sorted: &[u64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let idx = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
-    sorted[idx.min(sorted.len() - 1)] as f64 / 1000.0
 }
 
 /// What really happened over a window, as a row of the simulator's table (`policy: "actual"`).

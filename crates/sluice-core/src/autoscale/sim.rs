@@ -580,12 +580,15 @@ fn run_endpoint(
     (ep.out, lat, ep.busy_slot_ms, (worker_ms, asleep_ms))
 }
 
-fn percentile(sorted: &[u64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let idx = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
-    sorted[idx.min(sorted.len() - 1)] as f64 / 1000.0
+/// The value at fraction `q` (0-1) of sorted numbers, by the nearest rank; `None` when empty.
+pub(crate) fn rank(sorted: &[u64], q: f64) -> Option<u64> {
+    let last = sorted.len().checked_sub(1)?;
+    Some(sorted[((q * last as f64).round() as usize).min(last)])
+}
+
+/// Percentile `p` (0-100) of sorted milliseconds, in seconds (0 when empty).
+pub(crate) fn percentile(sorted: &[u64], p: f64) -> f64 {
+    rank(sorted, p / 100.0).map_or(0.0, |v| v as f64 / 1000.0)
 }
 
 /// Replays every endpoint of `trace` with `cfg` and sums the results.

@@ -16,15 +16,6 @@ async fn events(p: &Platform, id: &str) -> Vec<Value> {
     v
 }
 
-fn sleep_reqs(p: &Platform, id: &str, n: usize, ms: u64) -> Vec<tokio::task::JoinHandle<StatusCode>> {
-    (0..n)
-        .map(|_| {
-            let url = format!("{}/e/{id}/sleep?ms={ms}", p.gateway);
-            tokio::spawn(async move { send(Method::GET, &url, &[], Bytes::new()).await.status })
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_scales_up_within_the_rate_limit_and_quiet_brings_it_back_one_at_a_time() {
     let p = Platform::start().await;

@@ -3,20 +3,10 @@
 //! policies' counts, and the SLO policy's re-tunes; each scoped to its account.
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::support::*;
-
-fn sleep_reqs(p: &Platform, id: &str, n: usize, ms: u64) -> Vec<tokio::task::JoinHandle<StatusCode>> {
-    (0..n)
-        .map(|_| {
-            let url = format!("{}/e/{id}/sleep?ms={ms}", p.gateway);
-            tokio::spawn(async move { send(Method::GET, &url, &[], Bytes::new()).await.status })
-        })
-        .collect()
-}
 
 async fn events(p: &Platform, id: &str) -> Vec<Value> {
     let r = p.api_call(Method::GET, &format!("/v1/endpoints/{id}/events?limit=1000"), None).await;

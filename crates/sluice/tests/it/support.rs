@@ -404,3 +404,13 @@ pub async fn crash_with_jobs_in_flight(p: Platform, ep: &str, c: Crash<'_>) -> (
     }
     (p, jobs, settled)
 }
+
+/// `n` concurrent `GET /sleep?ms=MS` through the gateway's path form; each yields its status.
+pub fn sleep_reqs(p: &Platform, id: &str, n: usize, ms: u64) -> Vec<tokio::task::JoinHandle<StatusCode>> {
+    (0..n)
+        .map(|_| {
+            let url = format!("{}/e/{id}/sleep?ms={ms}", p.gateway);
+            tokio::spawn(async move { send(Method::GET, &url, &[], Bytes::new()).await.status })
+        })
+        .collect()
+}

@@ -5,6 +5,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# A clean clone (CI) gains nothing from incremental compilation state, which would take about as
+# much disk as the build itself.
+if [ -n "${CI:-}" ]; then
+    export CARGO_INCREMENTAL=0
+fi
+
 if ! cargo nextest --version >/dev/null 2>&1; then
     echo "cargo-nextest not found; installing it (one-time)" >&2
     cargo install cargo-nextest --locked

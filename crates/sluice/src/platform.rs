@@ -607,12 +607,18 @@ async fn kubernetes_runtime(_: &Config, _: String, _: std::path::PathBuf) -> any
     anyhow::bail!("runtime \"kubernetes\" needs a build with the k8s feature: cargo build --release --features k8s")
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-pub async fn signal() {
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM. The handlers are installed when this is called, not
+/// when the future is first polled: `run_as` polls it only once everything is up, and a signal
+/// before that would otherwise kill the process by default and leave the workers its first pass
+/// started running with no one to stop them.
+pub fn signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
+    let mut int = signal(SignalKind::interrupt()).expect("installing SIGINT handler");
     let mut term = signal(SignalKind::terminate()).expect("installing SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+    async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
     }
 }

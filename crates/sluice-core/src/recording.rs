@@ -239,12 +239,15 @@ pub struct TrafficBucket {
     /// 429s (a full queue, the rate limit) and 503s (no worker in time).
     pub rejected_429: u64,
     pub rejected_503: u64,
+    /// Workers running (launched and not yet stopped, asleep included), mean over the slice.
+    pub workers: f64,
 }
 
 /// The records cut into `n` equal slices of `[since, until)`.
 pub fn buckets(
     records: &[RequestRecord],
     starts: &[StartRecord],
+    spans: &[SpanRecord],
     since: u64,
     until: u64,
     n: usize,
@@ -274,6 +277,18 @@ pub fn buckets(
     for s in starts {
         if let Some(i) = slot(s.at) {
             out[i].starts_ms.push(s.duration_ms);
+        }
+    }
+    for sp in spans {
+        let (from, to) = (sp.from.max(since), sp.to.min(until));
+        let mut i = from.saturating_sub(since) / width;
+        while from < to && i < n as u64 {
+            let (b0, b1) = (since + i * width, (since + (i + 1) * width).min(until));
+            if b0 >= to {
+                break;
+            }
+            out[i as usize].workers += (to.min(b1) - from.max(b0)) as f64 / (b1 - b0) as f64;
+            i += 1;
         }
     }
     let pct = |v: &mut Vec<u64>, q: f64| {
@@ -435,7 +450,7 @@ mod tests {
         ];
         recs.push(rec(9_999, 200, Outcome::Served));
         let starts = [StartRecord { at: 4_000, duration_ms: 2_500, wake: false }];
-        let b = buckets(&recs, &starts, 0, 10_000, 2);
+        let b = buckets(&recs, &starts, &[], 0, 10_000, 2);
         assert_eq!(b.len(), 2);
         assert_eq!((b[0].at, b[0].requests, b[0].rps), (0, 2, 0.4));
         assert_eq!((b[0].service_p50_ms, b[0].latency_p99_ms), (Some(300), Some(3_300)));
@@ -444,8 +459,33 @@ mod tests {
         assert_eq!((b[1].at, b[1].requests, b[1].rejected_429, b[1].rejected_503), (5_000, 4, 2, 1));
         assert_eq!((b[1].service_p50_ms, b[1].service_p99_ms), (Some(200), Some(200)));
         // The request at 20 s is outside; empty buckets have no percentiles.
-        assert_eq!(buckets(&recs, &[], 30_000, 40_000, 3).iter().map(|b| b.requests).sum::<u64>(), 0);
-        assert_eq!(buckets(&[], &[], 0, 10, 0).len(), 1);
+        assert_eq!(buckets(&recs, &[], &[], 30_000, 40_000, 3).iter().map(|b| b.requests).sum::<u64>(), 0);
+        assert_eq!(buckets(&[], &[], &[], 0, 10, 0).len(), 1);
+    }
+
+    #[test]
+    fn traffic_buckets_count_running_workers_by_their_share_of_each_slice() {
+        let span = |from, to| SpanRecord { from, to, gpus: 1, asleep_ms: 0 };
+        // 4 slices of 10 s over [100 s, 140 s).
+        let cases: &[(&[SpanRecord], [f64; 4])] = &[
+            (&[], [0.0; 4]),
+            // Running through the whole window, from before it to after it.
+            (&[span(0, 500_000)], [1.0; 4]),
+            // Half of the second slice, all of the third, a quarter of the fourth.
+            (&[span(115_000, 132_500)], [0.0, 0.5, 1.0, 0.25]),
+            // Two workers overlapping in one slice; one wholly outside.
+            (&[span(100_000, 110_000), span(105_000, 110_000), span(150_000, 160_000)], [1.5, 0.0, 0.0, 0.0]),
+            // Stopped as it launched.
+            (&[span(120_000, 120_000)], [0.0; 4]),
+        ];
+        for (spans, want) in cases {
+            let got: Vec<f64> = buckets(&[], &[], spans, 100_000, 140_000, 4).iter().map(|b| b.workers).collect();
+            assert_eq!(got, want, "{spans:?}");
+        }
+        // 10 s in 3 slices of 3.334 s, the last cut short at the window's end: a worker through
+        // that last slice counts 1, not 0.9994.
+        let b = buckets(&[], &[], &[span(6_668, 10_000)], 0, 10_000, 3);
+        assert_eq!(b.iter().map(|b| b.workers).collect::<Vec<_>>(), [0.0, 0.0, 1.0]);
     }
 
     #[test]

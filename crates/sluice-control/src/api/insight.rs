@@ -129,7 +129,7 @@ pub(super) async fn traffic(
         return Err(bad("buckets", "must be between 1 and 1000"));
     }
     let rec = insight::load(&st.store, &e.id, since, until).await?;
-    let buckets = recording::buckets(&rec.requests, &rec.starts, since.0, until.0, n);
+    let buckets = recording::buckets(&rec.requests, &rec.starts, &rec.spans, since.0, until.0, n);
     Ok(Json(TrafficView { since: rfc3339(since), until: rfc3339(until), buckets }))
 }
 

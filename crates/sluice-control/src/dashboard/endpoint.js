@@ -107,16 +107,6 @@ async function endpoint(id) {
     const w = chartWindow, t1 = Date.now(), t0 = t1 - windowMs(w);
     const [shadow, series] = await Promise.all([api(`/v1/endpoints/${id}/shadow?since=${w}`), api(`/v1/endpoints/${id}/series`)]);
     if (!current(mine) || w !== chartWindow) return;
-    const lines = shadow.lines.map((l) => ({ label: l.policy === "actual" ? "desired (autoscaler)" : `${l.policy} (shadow)`,
-      points: l.points, attrs: { "data-policy": l.policy, "data-gpu-seconds": l.gpu_seconds.toFixed(1) }, note: `${l.gpu_seconds.toFixed(1)} GPU-seconds` }));
-    lines.splice(1, 0, { label: "ready", points: series.points.map((p) => [p.t, p.ready]), attrs: { "data-series": "ready" } });
-    $("#chart-workers").innerHTML = chart({ id: "workers-chart", title: `Workers over the last ${w}: ready, desired, and each shadow policy's count`, t0, t1, lines });
-    const running = series.points.map((p) => [p.t, p.running]);
-    const peak = Math.max(0, ...series.points.map((p) => p.running));
-    const last = series.points.length ? series.points[series.points.length - 1].running : 0;
-    $("#graph").innerHTML = chart({ id: "running-chart", title: `Running requests: ${last} now, at most ${peak}; and queued requests`, t0: Math.max(t0, t1 - 3600e3), t1, step: false,
-      lines: [{ label: "running", points: running, attrs: { id: "running-line", "data-max": peak } },
-        { label: "queued", points: series.points.map((p) => [p.t, p.queued]), attrs: { "data-series": "queued" } }] });
     if (all || !traffic || traffic.w !== w) {
       const b = await buckets(id, t0, t1, BUCKETS);
       if (!current(mine) || w !== chartWindow) return;
@@ -124,6 +114,19 @@ async function endpoint(id) {
     }
     const b = traffic.b, at = (f) => b.map((x) => [x.t, f(x)]);
     const opts = { t0: traffic.t0, t1: traffic.t1 };
+    // Desired and the shadows over the whole window; running (recorded worker lifetimes, the mean
+    // of each slice) over the whole window too; ready (the live series) over its last hour.
+    const lines = shadow.lines.map((l) => ({ label: l.policy === "actual" ? "desired (autoscaler)" : `${l.policy} (shadow)`,
+      points: l.points, attrs: { "data-policy": l.policy, "data-gpu-seconds": l.gpu_seconds.toFixed(1) }, note: `${l.gpu_seconds.toFixed(1)} GPU-seconds` }));
+    lines.splice(1, 0, { label: "running (mean per slice)", points: at((x) => x.workers), attrs: { "data-series": "workers" } },
+      { label: "ready (live, last hour)", points: series.points.map((p) => [p.t, p.ready]), attrs: { "data-series": "ready" } });
+    $("#chart-workers").innerHTML = chart({ id: "workers-chart", title: `Workers over the last ${w}: running, ready, desired, and each shadow policy's count`, t0, t1, lines });
+    const running = series.points.map((p) => [p.t, p.running]);
+    const peak = Math.max(0, ...series.points.map((p) => p.running));
+    const last = series.points.length ? series.points[series.points.length - 1].running : 0;
+    $("#graph").innerHTML = chart({ id: "running-chart", title: `Running requests: ${last} now, at most ${peak}; and queued requests`, t0: Math.max(t0, t1 - 3600e3), t1, step: false,
+      lines: [{ label: "running", points: running, attrs: { id: "running-line", "data-max": peak } },
+        { label: "queued", points: series.points.map((p) => [p.t, p.queued]), attrs: { "data-series": "queued" } }] });
     $("#chart-rps").innerHTML = chart({ ...opts, id: "rps-chart", title: `Requests per second over the last ${w}`, lines: [{ label: "requests/s", points: at((x) => x.rps), attrs: { "data-series": "rps" } }] });
     $("#chart-latency").innerHTML = chart({ ...opts, id: "latency-chart", title: `Latency over the last ${w}, seconds: at the worker p50 and p99, end to end p99`, unit: " s",
       lines: [{ label: "p50", points: at((x) => x.p50), attrs: { "data-series": "p50" } }, { label: "p99", points: at((x) => x.p99), attrs: { "data-series": "p99" } },

@@ -171,6 +171,10 @@ pub fn sim_config(spec: &EndpointSpec, preset: Preset, starts: &[StartRecord]) -
     }
 }
 
+/// Re-tunes simulate one at a time, whatever the number of endpoints: on a busy endpoint one
+/// is ~30 s of a core (BENCHMARKS.md), and the gateway may share this process's cores.
+static RETUNES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+
 /// The SLO policy's latest settings per endpoint, and which re-tunes are under way.
 #[derive(Default)]
 pub struct Tuner {
@@ -208,8 +212,9 @@ impl Tuner {
     }
 
     /// Re-tunes, in the background, the endpoints that run or shadow the SLO policy and are due
-    /// (never tuned; else [`tune::RETUNE_EVERY_MS`] after the last re-tune, backing off to an
-    /// hour while the setting holds).
+    /// (never tuned; else [`tune::RETUNE_EVERY_MS`] after the last re-tune, backing off to
+    /// [`tune::RETUNE_MAX_MS`] while the setting holds). They wait their turn ([`RETUNES`]) and
+    /// then read the window that ends at that moment.
     pub fn due(
         self: &Arc<Self>,
         store: &Store,
@@ -229,6 +234,8 @@ impl Tuner {
             tokio::spawn(async move {
                 // Not busy any more however the re-tune ends (even by a panic).
                 let _done = Done(me.clone(), id.clone());
+                let Ok(_turn) = RETUNES.acquire().await else { return };
+                let t = crate::now();
                 let found = me.retune(&store, &logs, &id, &spec, t).await;
                 let mut st = me.state.lock().unwrap();
                 let (keep, wait) = st.tuned.get(&id).map_or((None, 0), |x| (x.0, x.2));

@@ -13,7 +13,7 @@ use std::{
 };
 
 use sluice_core::{
-    Millis,
+    Millis, WorkerId,
     endpoint::EndpointSpec,
     models::{CacheEntry, ModelSource, ModelSpec, evict, staging_reason},
     placement::Node,
@@ -109,6 +109,10 @@ pub struct Models {
     jobs: Mutex<HashMap<JobKey, Job>>,
     /// The models some endpoint lists: never evicted.
     listed: Mutex<Vec<JobKey>>,
+    /// The cached models each running worker was started with (cache keys): never evicted
+    /// either, though its endpoint may list others now (an old version still serving, or
+    /// draining, during a rolling update).
+    in_use: Mutex<HashMap<WorkerId, Vec<String>>>,
     wake: Arc<Notify>,
 }
 
@@ -149,6 +153,7 @@ impl Models {
             nodes,
             jobs: Mutex::default(),
             listed: Mutex::default(),
+            in_use: Mutex::default(),
             wake,
         })
     }
@@ -214,6 +219,13 @@ impl Models {
         f(jobs.entry(key.clone()).or_insert_with(Job::new))
     }
 
+    /// The workers running now (started, adopted, draining): the models of any other worker
+    /// are no longer in use.
+    pub fn set_running<'a>(&self, workers: impl Iterator<Item = &'a WorkerId>) {
+        let live: std::collections::HashSet<&WorkerId> = workers.collect();
+        self.in_use.lock().unwrap_or_else(|p| p.into_inner()).retain(|w, _| live.contains(w));
+    }
+
     /// The endpoints there are now: their models are never evicted, a staging no endpoint
     /// wants any more is forgotten (its files stay cached until evicted), and the cache is
     /// brought under its limit.
@@ -238,10 +250,13 @@ impl Models {
         let pinned: Vec<String> = {
             let listed = self.listed.lock().unwrap_or_else(|p| p.into_inner());
             let jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
-            // What is staging or staged for anyone is in use too.
+            // What is staging or staged for anyone is in use too, and what a running worker
+            // was started with.
+            let in_use = self.in_use.lock().unwrap_or_else(|p| p.into_inner());
             jobs.iter()
                 .filter(|(k, j)| listed.contains(k) || j.state == StageState::Downloading)
                 .filter_map(|(_, j)| j.staged.as_ref().map(|st| st.key.clone()))
+                .chain(in_use.values().flatten().cloned())
                 .collect()
         };
         let entries: Vec<CacheEntry> = cache
@@ -290,7 +305,7 @@ impl Models {
 
     /// What a worker of this endpoint mounts: the cache, and where each model lies in it (in
     /// the order the endpoint lists them). They count as used now.
-    pub fn mount(&self, e: &EndpointSpec) -> Option<ModelMount> {
+    pub fn mount(&self, worker: &WorkerId, e: &EndpointSpec) -> Option<ModelMount> {
         if e.models.is_empty() {
             return None;
         }
@@ -313,13 +328,15 @@ impl Models {
             return Some(ModelMount { dir: None, paths: Vec::new(), fetch, hf_endpoint: self.hub.base().into() });
         };
         let jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
-        let mut paths = Vec::new();
+        let (mut paths, mut used) = (Vec::new(), Vec::new());
         for k in keys(e) {
             if let Some(st) = jobs.get(&k).and_then(|j| j.staged.as_ref()) {
                 cache.touch(&st.key, now());
                 paths.push(st.path.clone());
+                used.push(st.key.clone());
             }
         }
+        self.in_use.lock().unwrap_or_else(|p| p.into_inner()).insert(worker.clone(), used);
         Some(ModelMount {
             dir: Some(cache.root().to_owned()),
             paths,

@@ -286,7 +286,7 @@ impl Reconciler {
                 health_path: e.spec.health_check_path.clone(),
                 gpu_type: e.spec.workers.gpu_type.clone(),
                 data_center: e.spec.data_center.clone(),
-                models: self.sig.models.mount(&e.spec),
+                models: self.sig.models.mount(&id, &e.spec),
             };
             specs.push((id, ep_id, e.updated_at, is_pull(e), e.spec.clone(), alloc, spec));
         }

@@ -407,6 +407,7 @@ impl Reconciler {
             .collect();
         // Models: what every endpoint lists (never evicted), and who must wait for staging.
         // Staging starts (or is retried) here too, not only when an endpoint is written.
+        self.sig.models.set_running(self.workers.keys());
         self.sig.models.set_listed(&endpoints.iter().map(|e| &e.spec).collect::<Vec<_>>());
         let staging = endpoints
             .iter()

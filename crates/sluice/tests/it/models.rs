@@ -348,24 +348,32 @@ async fn a_download_resumes_after_a_kill_9_and_eviction_spares_listed_models() {
         .unwrap();
     assert!(o.status.success(), "the resumed file is whole: {}", String::from_utf8_lossy(&o.stderr));
 
-    // Eviction: big (listed) is the least recently used, yet stays; the small model of an
-    // endpoint that was deleted goes when a third needs room.
-    let small = p.create_demo("small", json!({"active_workers": 0, "models": [{"source": "hf://acme/small"}]})).await;
-    model_in(&p, &p.key, "hf://acme/small", "ready", 30).await;
-    let r = p.api_call(Method::DELETE, &format!("/v1/endpoints/{small}"), None).await;
-    assert!(r.status.is_success(), "{}", r.text());
-    let gated = p
-        .create_demo(
-            "gated",
-            json!({"active_workers": 0, "env": {"HF_TOKEN": TOKEN}, "models": [{"source": "hf://acme/gated"}]}),
-        )
-        .await;
-    model_in(&p, &p.key, "hf://acme/gated", "ready", 30).await;
-    let hubdir = p.data_dir().join("models/hub");
-    eventually("the unlisted small model evicted", Duration::from_secs(10), async || {
-        (!hubdir.join("models--acme--small/snapshots").read_dir().ok()?.any(|_| true)).then_some(())
+    // Eviction: big (listed) is the least recently used, yet stays. An endpoint's worker runs
+    // on the small model; the endpoint then lists a third instead, which needs the small one's
+    // room. The small model goes, but only once no worker runs on it: while the old worker
+    // still finishes a request during the rolling update, its files stay.
+    let gated = p.create_demo("gated", json!({"active_workers": 1, "models": [{"source": "hf://acme/small"}]})).await;
+    let old = p.wait_ready(&gated, 1).await.remove(0);
+    let held = sleep_reqs(&p, &gated, 1, 6000).remove(0);
+    eventually("the request at the old worker", Duration::from_secs(10), async || {
+        let s = p.api_call(Method::GET, &format!("/v1/endpoints/{gated}/status"), None).await.json();
+        (s["running_requests"] == 1).then_some(())
     })
     .await;
+    let change = json!({"env": {"HF_TOKEN": TOKEN}, "models": [{"source": "hf://acme/gated"}]});
+    let r = p.api_call(Method::PATCH, &format!("/v1/endpoints/{gated}"), Some(change)).await;
+    assert!(r.status.is_success(), "{}", r.text());
+    model_in(&p, &p.key, "hf://acme/gated", "ready", 30).await;
+    let hubdir = p.data_dir().join("models/hub");
+    let small = hubdir.join("models--acme--small/snapshots");
+    assert!(alive(old["pid"].as_u64().unwrap() as u32), "the old worker still finishes its request");
+    assert!(small.read_dir().unwrap().any(|_| true), "a running worker's model is not evicted");
+    assert_eq!(held.await.unwrap(), StatusCode::OK);
+    eventually("the small model evicted once its last worker stopped", Duration::from_secs(30), async || {
+        (!small.read_dir().ok()?.any(|_| true)).then_some(())
+    })
+    .await;
+    assert!(!alive(old["pid"].as_u64().unwrap() as u32));
     assert!(hubdir.join(format!("models--acme--tiny/snapshots/{COMMIT}/model.safetensors")).exists(), "listed: kept");
     assert!(hubdir.join(format!("models--acme--gated/snapshots/{GATED_COMMIT}/secret.bin")).exists());
     let dir = p.stop();

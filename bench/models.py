@@ -5,7 +5,9 @@
 
 (run from the repository root; ROUNDS defaults to 3; without SLUICE_BIN the script builds a
 release binary first; the Python must have huggingface_hub, as target/pyenv has). Prints
-Markdown tables and writes them to bench/results/models.md.
+Markdown tables and writes them to bench/results/models.md. With SLUICE_BIN_BEFORE=<another
+build>, that build's `models fetch` joins the throughput rounds too (a change, before and after,
+in the same rounds).
 
 Everything is on loopback: the hub is tests/py/fake_hub.py, serving its files from memory
 (--memory) so that it is not what limits a download. Two repositories:
@@ -132,7 +134,8 @@ def main():
         counts = {r: len(v["files"]) for r, v in s["repos"].items()}
         env = hub_env(endpoint, os.path.join(tmp, "hf-home"))
 
-        throughput = throughput_rounds(binary, endpoint, env, tmp, sizes)
+        before = os.environ.get("SLUICE_BIN_BEFORE")
+        throughput = throughput_rounds(binary, endpoint, env, tmp, sizes, before and os.path.abspath(before))
         cold = cold_starts(binary, endpoint, env, tmp, procs)
 
         out = report(throughput, cold, sizes, counts)
@@ -153,25 +156,28 @@ def main():
         print(f"(logs in {tmp})", file=sys.stderr)
 
 
-def throughput_rounds(binary, endpoint, env, tmp, sizes):
+def throughput_rounds(binary, endpoint, env, tmp, sizes, before=None):
     """{(repo, tool): [(seconds to return, seconds until synced)]}, and the dd rounds."""
     res = {}
 
-    def sluice(repo, d):
-        t0 = time.perf_counter()
-        subprocess.run([binary, "models", "fetch", f"hf://{repo}", "--cache", d, "--hf-endpoint", endpoint,
-                        "--quiet"], check=True, env=env, stdout=subprocess.DEVNULL)
-        return time.perf_counter() - t0
+    def sluice_of(b):
+        def run(repo, d):
+            t0 = time.perf_counter()
+            subprocess.run([b, "models", "fetch", f"hf://{repo}", "--cache", d, "--hf-endpoint", endpoint,
+                            "--quiet"], check=True, env=env, stdout=subprocess.DEVNULL)
+            return time.perf_counter() - t0
+        return run
 
     def client(repo, d):
         r = subprocess.run([sys.executable, "-c", CLIENT, repo, d], check=True, env=env,
                            capture_output=True, text=True)
         return float(r.stdout.strip().splitlines()[-1])
 
+    every = [("sluice", sluice_of(binary)), ("client", client)] + ([("before", sluice_of(before))] if before else [])
     for rnd in range(ROUNDS):
-        tools = [("sluice", sluice), ("client", client)]
-        if rnd % 2:
-            tools.reverse()
+        # Each round starts with another tool.
+        k = rnd % len(every)
+        tools = every[k:] + every[:k]
         for repo in ("org/big", "org/many"):
             for name, fn in tools:
                 d = os.path.join(tmp, f"cache-{name}")
@@ -322,10 +328,24 @@ def report(res, cold, sizes, counts):
         "`sync` after it returns (data on disk), comparable with dd's `conv=fdatasync`. dd fills the page "
         "cache and then flushes it all at the end, while a fetch's writeback overlaps its download, so a "
         "fetch with sync can beat dd: above 100%, the disk is not what limits it. Dirty pages are "
-        "written back before every measurement. sluice re-reads each file to check its sha256 (LFS) or "
-        "git blob id; huggingface_hub checks sizes only. The client is timed inside its process "
+        "written back before every measurement. sluice checks each file's sha256 (LFS) or git blob id, "
+        "hashing it as its ranges arrive; huggingface_hub checks sizes only. The client is timed inside its process "
         "(Python start and imports excluded); sluice as a whole process.",
         "",
+    ]
+    if ("org/big", "before") in res:
+        lines += ["## `sluice models fetch`, this build against SLUICE_BIN_BEFORE (same rounds; median MB/s)", "",
+                  "| repository | before | now | + sync, before | + sync, now | now / before |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        for repo in ("org/big", "org/many"):
+            b0, b1, n0, n1 = (mbps(repo, "before", 0), mbps(repo, "before", 1),
+                              mbps(repo, "sluice", 0), mbps(repo, "sluice", 1))
+            lines.append(f"| {repo} | {b0:.0f} | {n0:.0f} | {b1:.0f} | {n1:.0f} | **{n0 / b0:.2f}x** ({n1 / b1:.2f}x with sync) |")
+        lines.append("")
+        lines.append("Rounds, MB/s (to return): " + "; ".join(
+            f"{repo} {tool}: {runs(repo, tool, 0)}" for repo in ("org/big", "org/many") for tool in ("before", "sluice")) + ".")
+        lines.append("")
+    lines += [
         "## Cold start: model cached by the platform (A) vs downloaded inside the worker (B)",
         "",
         f"Model hf://org/big ({sizes['org/big'] / MB:.0f} MB). A's staging, endpoint created -> model ready: "

@@ -1,12 +1,17 @@
 //! One file, fetched: in ranges of `RANGE_BYTES`, several at once, into `<blob>.incomplete`,
 //! with the bytes written per range kept beside it (`<blob>.incomplete.json`, every 200 ms), so
 //! an interruption (a lost connection, a kill -9 of the platform) resumes where each range
-//! stopped instead of starting over. Then verified: the sha256 the hub gave (LFS files), or the
-//! git blob id (small files), or the size; a mismatch is fetched once more, then refused.
+//! stopped instead of starting over. Verified as it arrives: a thread hashes the file's prefix
+//! that every range has written so far (from the page cache, while later ranges download), and
+//! the digest is compared once the last byte is in: the sha256 the hub gave (LFS files), or the
+//! git blob id (small files), or else the size; a mismatch is fetched once more, then refused.
 use std::{
     os::unix::fs::FileExt,
     path::{Path, PathBuf},
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -62,8 +67,8 @@ pub async fn fetch(hub: &Hub, job: &FileJob, token: Option<&str>, progress: &Pro
         return Ok(());
     }
     for attempt in 0..2 {
-        let part = download(hub, job, token, progress).await?;
-        match verify(&part, job).await {
+        let (part, digest) = download(hub, job, token, progress).await?;
+        match check(&part, job, digest) {
             Ok(()) => {
                 std::fs::rename(&part, &job.dest).map_err(|e| ModelError::disk("finishing a file", e))?;
                 let _ = std::fs::remove_file(sidecar(&part));
@@ -83,8 +88,14 @@ pub async fn fetch(hub: &Hub, job: &FileJob, token: Option<&str>, progress: &Pro
     unreachable!("the loop returns")
 }
 
-/// Downloads into `<dest>.incomplete`, resuming what an earlier run left; returns its path.
-async fn download(hub: &Hub, job: &FileJob, token: Option<&str>, progress: &Progress) -> Result<PathBuf, ModelError> {
+/// Downloads into `<dest>.incomplete`, resuming what an earlier run left; returns its path and,
+/// when the hub gave a digest to check, the digest of what was written.
+async fn download(
+    hub: &Hub,
+    job: &FileJob,
+    token: Option<&str>,
+    progress: &Progress,
+) -> Result<(PathBuf, Option<String>), ModelError> {
     let part = incomplete(&job.dest);
     let plan: Vec<(u64, u64)> =
         if job.size >= 2 * RANGE_BYTES { ranges(job.size, RANGE_BYTES) } else { vec![(0, job.size)] };
@@ -111,6 +122,7 @@ async fn download(hub: &Hub, job: &FileJob, token: Option<&str>, progress: &Prog
         std::fs::OpenOptions::new().write(true).open(&part).map_err(|e| ModelError::disk("opening a file", e))?,
     );
     let state = Arc::new(Mutex::new(state));
+    let hasher = expected(job).map(|(_, alg, header)| Hasher::start(&part, alg, header, state.clone()));
     // The bytes written per range, on disk every 200 ms while the ranges run.
     let keeper = {
         let (state, path) = (state.clone(), sidecar(&part));
@@ -129,10 +141,113 @@ async fn download(hub: &Hub, job: &FileJob, token: Option<&str>, progress: &Prog
         .await;
     keeper.abort();
     persist(&state, &sidecar(&part));
-    for r in results {
-        r?;
+    if let Some(e) = results.into_iter().find_map(Result::err) {
+        return Err(e); // (the hasher, dropped, ends)
     }
-    Ok(part)
+    let digest = match hasher {
+        Some(h) => Some(h.finish().await.map_err(|e| ModelError::disk("reading a downloaded file", e))?),
+        None => None,
+    };
+    Ok((part, digest))
+}
+
+/// The digest the hub gave for a file, as (hex, algorithm, size for git's `blob <size>\0`
+/// header); none for a file known only by its size.
+fn expected(job: &FileJob) -> Option<(String, &'static ring::digest::Algorithm, Option<u64>)> {
+    match (&job.sha256, &job.git_sha1) {
+        (Some(s), _) => Some((s.to_ascii_lowercase(), &ring::digest::SHA256, None)),
+        (None, Some(g)) => Some((g.to_ascii_lowercase(), &ring::digest::SHA1_FOR_LEGACY_USE_ONLY, Some(job.size))),
+        (None, None) => None,
+    }
+}
+
+/// How far a file is written without a gap: the ranges in order, up to the first unfinished one.
+fn written_prefix(p: &Partial) -> u64 {
+    for &(start, end, written) in &p.ranges {
+        if start + written < end {
+            return start + written;
+        }
+    }
+    p.size
+}
+
+/// A thread that hashes a file being downloaded, following its written prefix. Dropped (the
+/// download failed, or was itself dropped), it tells the thread to end.
+struct Hasher {
+    stop: Arc<AtomicBool>,
+    /// The thread, once it runs: woken when the download ends, so that a file's last bytes are
+    /// hashed at once rather than after its next poll.
+    thread: Arc<Mutex<Option<std::thread::Thread>>>,
+    done: Option<tokio::task::JoinHandle<std::io::Result<Option<String>>>>,
+}
+
+impl Hasher {
+    fn halt(&self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = &*self.thread.lock().unwrap_or_else(|p| p.into_inner()) {
+            t.unpark();
+        }
+    }
+}
+
+impl Drop for Hasher {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}
+
+impl Hasher {
+    fn start(
+        path: &Path,
+        alg: &'static ring::digest::Algorithm,
+        header: Option<u64>,
+        state: Arc<Mutex<Partial>>,
+    ) -> Hasher {
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = Arc::new(Mutex::new(None));
+        let (path, halt, me) = (path.to_owned(), stop.clone(), thread.clone());
+        let done = tokio::task::spawn_blocking(move || {
+            *me.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::thread::current());
+            let mut ctx = ring::digest::Context::new(alg);
+            if let Some(size) = header {
+                ctx.update(format!("blob {size}\0").as_bytes());
+            }
+            let f = std::fs::File::open(&path)?;
+            let mut buf = vec![0u8; 8 << 20];
+            let mut at = 0u64;
+            loop {
+                let (upto, size) = {
+                    let p = state.lock().unwrap_or_else(|p| p.into_inner());
+                    (written_prefix(&p), p.size)
+                };
+                if upto > at {
+                    let n = (upto - at).min(buf.len() as u64) as usize;
+                    f.read_exact_at(&mut buf[..n], at)?;
+                    ctx.update(&buf[..n]);
+                    at += n as u64;
+                } else if at >= size {
+                    return Ok(Some(crate::hex(ctx.finish().as_ref())));
+                } else if halt.load(Ordering::Acquire) {
+                    return Ok(None);
+                } else {
+                    std::thread::park_timeout(Duration::from_millis(5));
+                }
+            }
+        });
+        Hasher { stop, thread, done: Some(done) }
+    }
+
+    /// The digest of the whole file, once every range is written.
+    async fn finish(mut self) -> std::io::Result<String> {
+        self.halt();
+        let Some(done) = self.done.take() else { return Err(std::io::Error::other("already finished")) };
+        match done.await {
+            Ok(Ok(Some(d))) => Ok(d),
+            Ok(Ok(None)) => Err(std::io::Error::other("the file was not written to its end")),
+            Ok(Err(e)) => Err(e),
+            Err(e) => Err(std::io::Error::other(e)),
+        }
+    }
 }
 
 fn persist(state: &Mutex<Partial>, path: &Path) {
@@ -207,37 +322,81 @@ async fn range(
     }
 }
 
-/// Checks a downloaded file against what the hub said of it.
-async fn verify(path: &Path, job: &FileJob) -> Result<(), String> {
-    let (path, job) = (path.to_owned(), job.clone());
-    tokio::task::spawn_blocking(move || {
-        let len = std::fs::metadata(&path).map_err(|e| e.to_string())?.len();
-        if len != job.size {
-            return Err(format!("{} bytes where {} were expected", len, job.size));
+/// Checks a downloaded file against what the hub said of it: its size, and its digest as
+/// hashed while it downloaded.
+fn check(path: &Path, job: &FileJob, digest: Option<String>) -> Result<(), String> {
+    let len = std::fs::metadata(path).map_err(|e| e.to_string())?.len();
+    if len != job.size {
+        return Err(format!("{} bytes where {} were expected", len, job.size));
+    }
+    match (expected(job), digest) {
+        (None, _) => Ok(()),
+        (Some((want, _, _)), Some(got)) if got == want => Ok(()),
+        (Some(_), _) => Err("the content does not match the digest the hub gave".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_written_prefix_stops_at_the_first_unfinished_range() {
+        type Ranges = [(u64, u64, u64)];
+        let p = |ranges: &Ranges| Partial { size: 30, ranges: ranges.to_vec() };
+        let cases: &[(&Ranges, u64)] = &[
+            (&[(0, 10, 0), (10, 20, 0), (20, 30, 0)], 0),
+            // The first range half done, later ones further: only the first half counts.
+            (&[(0, 10, 5), (10, 20, 10), (20, 30, 3)], 5),
+            (&[(0, 10, 10), (10, 20, 4), (20, 30, 10)], 14),
+            (&[(0, 10, 10), (10, 20, 10), (20, 30, 10)], 30),
+            (&[(0, 30, 30)], 30),
+        ];
+        for (ranges, want) in cases {
+            assert_eq!(written_prefix(&p(ranges)), *want, "{ranges:?}");
         }
-        let want = match (&job.sha256, &job.git_sha1) {
-            (Some(s), _) => (s.to_ascii_lowercase(), &ring::digest::SHA256, None),
-            (None, Some(g)) => (g.to_ascii_lowercase(), &ring::digest::SHA1_FOR_LEGACY_USE_ONLY, Some(job.size)),
-            (None, None) => return Ok(()),
-        };
-        let mut ctx = ring::digest::Context::new(want.1);
-        if let Some(size) = want.2 {
-            ctx.update(format!("blob {size}\0").as_bytes());
-        }
-        let f = std::fs::File::open(&path).map_err(|e| e.to_string())?;
-        let mut buf = vec![0u8; 8 << 20];
-        let mut at = 0u64;
-        loop {
-            let n = f.read_at(&mut buf, at).map_err(|e| e.to_string())?;
-            if n == 0 {
-                break;
+        assert_eq!(written_prefix(&Partial { size: 0, ranges: vec![(0, 0, 0)] }), 0);
+    }
+
+    /// The hasher follows ranges written out of order and gives the digest of the whole file,
+    /// as one pass over the finished file would; git's blob header included.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hashing_while_ranges_arrive_equals_hashing_the_finished_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let content: Vec<u8> = (0..(20u32 << 20)).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        let size = content.len() as u64;
+        let f = std::fs::File::create(&path).unwrap();
+        f.set_len(size).unwrap();
+        let cut = [0, 7 << 20, 13 << 20, size];
+        let state = Arc::new(Mutex::new(Partial { size, ranges: (0..3).map(|k| (cut[k], cut[k + 1], 0)).collect() }));
+        for (alg, header) in [(&ring::digest::SHA256, None), (&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, Some(size))] {
+            for r in state.lock().unwrap().ranges.iter_mut() {
+                r.2 = 0;
             }
-            ctx.update(&buf[..n]);
-            at += n as u64;
+            let h = Hasher::start(&path, alg, header, state.clone());
+            // The last range first, then the first, then the middle, in 1 MiB writes.
+            for k in [2usize, 0, 1] {
+                let (start, end, _) = state.lock().unwrap().ranges[k];
+                let mut at = start;
+                while at < end {
+                    let n = (1u64 << 20).min(end - at);
+                    f.write_all_at(&content[at as usize..(at + n) as usize], at).unwrap();
+                    at += n;
+                    state.lock().unwrap().ranges[k].2 = at - start;
+                    tokio::task::yield_now().await;
+                }
+            }
+            let mut whole = ring::digest::Context::new(alg);
+            if let Some(s) = header {
+                whole.update(format!("blob {s}\0").as_bytes());
+            }
+            whole.update(&content);
+            assert_eq!(h.finish().await.unwrap(), crate::hex(whole.finish().as_ref()));
         }
-        let got = crate::hex(ctx.finish().as_ref());
-        if got == want.0 { Ok(()) } else { Err("the content does not match the digest the hub gave".into()) }
-    })
-    .await
-    .map_err(|e| e.to_string())?
+        // A download that fails midway: the thread ends without a digest.
+        state.lock().unwrap().ranges[1].2 = 0;
+        let h = Hasher::start(&path, &ring::digest::SHA256, None, state.clone());
+        assert!(h.finish().await.is_err());
+    }
 }

@@ -669,8 +669,12 @@ async fn a_gateway_follows_its_control_plane_over_tls_and_serves_https() {
     // The API's host on the gateway reaches the control plane (forwarded over TLS).
     let r = https(Method::GET, &format!("https://{API_HOST}:{gw}/v1/endpoints"), &[&ca], None).await.unwrap();
     assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text());
-    let _ = gateway.kill();
-    let _ = control.kill();
+    // Ctrl-C, not kill -9: the control plane stops its worker (a killed one would leave it
+    // running for the next run to adopt, and no next run comes).
+    for c in [&mut gateway, &mut control] {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    }
+    assert!(control.wait().unwrap().success(), "{}", std::fs::read_to_string(dir.path().join("control.err")).unwrap());
     let _ = gateway.wait();
-    let _ = control.wait();
+    assert_eq!(processes_writing_into(&data), Vec::<u32>::new(), "no worker left running");
 }

@@ -111,13 +111,3 @@ async fn ctrl_c_right_after_startup_leaves_no_worker() {
         assert!(left.is_empty(), "workers left running after Ctrl-C: {left:?}");
     }
 }
-
-/// Processes whose stdout is a file under `dir` (a platform's workers log into its data directory).
-fn processes_writing_into(dir: &std::path::Path) -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| alive(*pid))
-        .filter(|pid| std::fs::read_link(format!("/proc/{pid}/fd/1")).is_ok_and(|l| l.starts_with(dir)))
-        .collect()
-}

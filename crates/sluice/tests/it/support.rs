@@ -414,3 +414,13 @@ pub fn sleep_reqs(p: &Platform, id: &str, n: usize, ms: u64) -> Vec<tokio::task:
         })
         .collect()
 }
+
+/// Processes whose stdout is a file under `dir` (a platform's workers log into its data directory).
+pub fn processes_writing_into(dir: &std::path::Path) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| alive(*pid))
+        .filter(|pid| std::fs::read_link(format!("/proc/{pid}/fd/1")).is_ok_and(|l| l.starts_with(dir)))
+        .collect()
+}

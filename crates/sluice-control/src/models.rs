@@ -15,7 +15,7 @@ use std::{
 use sluice_core::{
     Millis, WorkerId,
     endpoint::EndpointSpec,
-    models::{CacheEntry, ModelSource, ModelSpec, evict, staging_reason},
+    models::{CacheEntry, ModelSource, ModelSpec, evict, may_hold, staging_reason},
     placement::Node,
 };
 use sluice_models::{Cache, Hub, ModelError, Progress, Staged, fingerprint};
@@ -247,22 +247,36 @@ impl Models {
         if self.max_bytes == 0 {
             return;
         }
-        let pinned: Vec<String> = {
+        let (pinned, unresolved): (Vec<String>, Vec<ModelSource>) = {
             let listed = self.listed.lock().unwrap_or_else(|p| p.into_inner());
             let jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
             // What is staging or staged for anyone is in use too, and what a running worker
             // was started with.
             let in_use = self.in_use.lock().unwrap_or_else(|p| p.into_inner());
-            jobs.iter()
+            let pinned = jobs
+                .iter()
                 .filter(|(k, j)| listed.contains(k) || j.state == StageState::Downloading)
                 .filter_map(|(_, j)| j.staged.as_ref().map(|st| st.key.clone()))
                 .chain(in_use.values().flatten().cloned())
-                .collect()
+                .collect();
+            // A listed model not resolved yet (after a restart, until it is looked up again)
+            // may be any cached revision of it: all of them stay until it is.
+            let unresolved = listed
+                .iter()
+                .filter(|k| jobs.get(k).is_none_or(|j| j.staged.is_none()))
+                .map(|k| k.spec.source.clone())
+                .collect();
+            (pinned, unresolved)
         };
         let entries: Vec<CacheEntry> = cache
             .entries()
             .into_iter()
-            .map(|(key, bytes, last_used)| CacheEntry { pinned: pinned.contains(&key), key, bytes, last_used })
+            .map(|(key, bytes, last_used)| CacheEntry {
+                pinned: pinned.contains(&key) || unresolved.iter().any(|s| may_hold(&key, s)),
+                key,
+                bytes,
+                last_used,
+            })
             .collect();
         for key in evict(&entries, self.max_bytes) {
             tracing::info!(model = %key, "evicting a model from the cache (least recently used)");

@@ -234,6 +234,20 @@ pub struct CacheEntry {
     pub pinned: bool,
 }
 
+/// Whether the cache entry `key` may be `source` at a revision not resolved yet (after a restart,
+/// before the model is looked up again): any revision of its repository, or its URL, with or
+/// without patterns. Such entries are pinned until the model resolves.
+pub fn may_hold(key: &str, source: &ModelSource) -> bool {
+    match source {
+        ModelSource::Hub { repo, .. } => {
+            key.strip_prefix("hf://").and_then(|k| k.strip_prefix(repo.as_str())).is_some_and(|r| r.starts_with('@'))
+        }
+        ModelSource::Url { url } => {
+            key.strip_prefix(url.as_str()).is_some_and(|r| r.is_empty() || r.starts_with(" include="))
+        }
+    }
+}
+
 /// What to remove so the cache fits in `max_bytes`: least recently used first, never a pinned
 /// entry. (It may stay above the limit when pinned entries alone exceed it.)
 pub fn evict(entries: &[CacheEntry], max_bytes: u64) -> Vec<String> {
@@ -344,6 +358,26 @@ mod tests {
             ("[", "[", true),
         ] {
             assert_eq!(glob_match(p, s), ok, "{p} {s}");
+        }
+    }
+
+    #[test]
+    fn an_unresolved_model_may_be_any_revision_of_its_repository() {
+        let hub = ModelSource::parse("hf://org/name@v2").unwrap();
+        let url = ModelSource::parse("https://h.test/w.bin").unwrap();
+        let cases: &[(&str, &ModelSource, bool)] = &[
+            ("hf://org/name@0123abcd", &hub, true),
+            ("hf://org/name@0123abcd include=[\"*.json\"] exclude=[]", &hub, true),
+            ("hf://org/name2@0123abcd", &hub, false),
+            ("hf://org/nam@0123abcd", &hub, false),
+            ("hf://other/name@0123abcd", &hub, false),
+            ("https://h.test/w.bin", &url, true),
+            ("https://h.test/w.bin include=[] exclude=[\"x\"]", &url, true),
+            ("https://h.test/w.bin2", &url, false),
+            ("hf://org/name@0123abcd", &url, false),
+        ];
+        for (key, source, want) in cases {
+            assert_eq!(may_hold(key, source), *want, "{key} for {source:?}");
         }
     }
 

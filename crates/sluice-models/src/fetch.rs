@@ -172,28 +172,16 @@ fn written_prefix(p: &Partial) -> u64 {
 }
 
 /// A thread that hashes a file being downloaded, following its written prefix. Dropped (the
-/// download failed, or was itself dropped), it tells the thread to end.
+/// download failed, or was itself dropped), it tells the thread to stop at once.
 struct Hasher {
-    stop: Arc<AtomicBool>,
+    /// The download ended: every write is in, so the thread hashes up to the end and stops.
+    ended: Arc<AtomicBool>,
+    /// Nobody wants the digest any more.
+    cancel: Arc<AtomicBool>,
     /// The thread, once it runs: woken when the download ends, so that a file's last bytes are
     /// hashed at once rather than after its next poll.
     thread: Arc<Mutex<Option<std::thread::Thread>>>,
     done: Option<tokio::task::JoinHandle<std::io::Result<Option<String>>>>,
-}
-
-impl Hasher {
-    fn halt(&self) {
-        self.stop.store(true, Ordering::Release);
-        if let Some(t) = &*self.thread.lock().unwrap_or_else(|p| p.into_inner()) {
-            t.unpark();
-        }
-    }
-}
-
-impl Drop for Hasher {
-    fn drop(&mut self) {
-        self.halt();
-    }
 }
 
 impl Hasher {
@@ -203,9 +191,9 @@ impl Hasher {
         header: Option<u64>,
         state: Arc<Mutex<Partial>>,
     ) -> Hasher {
-        let stop = Arc::new(AtomicBool::new(false));
+        let (ended, cancel) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
         let thread = Arc::new(Mutex::new(None));
-        let (path, halt, me) = (path.to_owned(), stop.clone(), thread.clone());
+        let (path, end, quit, me) = (path.to_owned(), ended.clone(), cancel.clone(), thread.clone());
         let done = tokio::task::spawn_blocking(move || {
             *me.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::thread::current());
             let mut ctx = ring::digest::Context::new(alg);
@@ -216,6 +204,11 @@ impl Hasher {
             let mut buf = vec![0u8; 8 << 20];
             let mut at = 0u64;
             loop {
+                if quit.load(Ordering::Acquire) {
+                    return Ok(None);
+                }
+                // Read before the state: once it says ended, the state read after it is final.
+                let ended = end.load(Ordering::Acquire);
                 let (upto, size) = {
                     let p = state.lock().unwrap_or_else(|p| p.into_inner());
                     (written_prefix(&p), p.size)
@@ -227,19 +220,26 @@ impl Hasher {
                     at += n as u64;
                 } else if at >= size {
                     return Ok(Some(crate::hex(ctx.finish().as_ref())));
-                } else if halt.load(Ordering::Acquire) {
+                } else if ended {
                     return Ok(None);
                 } else {
                     std::thread::park_timeout(Duration::from_millis(5));
                 }
             }
         });
-        Hasher { stop, thread, done: Some(done) }
+        Hasher { ended, cancel, thread, done: Some(done) }
     }
 
-    /// The digest of the whole file, once every range is written.
+    fn wake(&self, flag: &AtomicBool) {
+        flag.store(true, Ordering::Release);
+        if let Some(t) = &*self.thread.lock().unwrap_or_else(|p| p.into_inner()) {
+            t.unpark();
+        }
+    }
+
+    /// The digest of the whole file, once every range is written (called after the last write).
     async fn finish(mut self) -> std::io::Result<String> {
-        self.halt();
+        self.wake(&self.ended);
         let Some(done) = self.done.take() else { return Err(std::io::Error::other("already finished")) };
         match done.await {
             Ok(Ok(Some(d))) => Ok(d),
@@ -247,6 +247,14 @@ impl Hasher {
             Ok(Err(e)) => Err(e),
             Err(e) => Err(std::io::Error::other(e)),
         }
+    }
+}
+
+impl Drop for Hasher {
+    fn drop(&mut self) {
+        // (After `finish` the thread has ended already; while `finish` is awaited and dropped
+        // itself, this stops the thread.)
+        self.wake(&self.cancel);
     }
 }
 

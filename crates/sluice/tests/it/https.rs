@@ -674,7 +674,12 @@ async fn a_gateway_follows_its_control_plane_over_tls_and_serves_https() {
     for c in [&mut gateway, &mut control] {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
     }
-    assert!(control.wait().unwrap().success(), "{}", std::fs::read_to_string(dir.path().join("control.err")).unwrap());
+    let status = control.wait().unwrap();
     let _ = gateway.wait();
-    assert_eq!(processes_writing_into(&data), Vec::<u32>::new(), "no worker left running");
+    let left = processes_writing_into(&data);
+    for pid in &left {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid as i32), nix::sys::signal::Signal::SIGKILL);
+    }
+    assert!(status.success(), "{}", std::fs::read_to_string(dir.path().join("control.err")).unwrap());
+    assert_eq!(left, Vec::<u32>::new(), "no worker left running");
 }

@@ -354,7 +354,14 @@ pub async fn run_as(
             })
             .await?;
             if cfg.demo {
-                demo_image = Some(ensure_demo_image(&rt).await.context("building the demo worker's image")?);
+                // (It may wait for another process building it: Ctrl-C meanwhile stops here.)
+                demo_image = Some(tokio::select! {
+                    r = ensure_demo_image(&rt) => r.context("building the demo worker's image")?,
+                    () = &mut shutdown => {
+                        tracing::info!("stopped during startup");
+                        return Ok(());
+                    }
+                });
             }
             Arc::new(rt)
         }
@@ -484,59 +491,81 @@ pub async fn run_as(
         }
     }
     // Serve only once the first pass has adopted what a previous run left and published the
-    // routing table: before that, the gateway would answer 404 for endpoints that exist.
-    control.first_pass().await;
-    control.prewarm_endpoints().await?;
-    let addresses = Addresses {
-        api: format!("{api_scheme}://{api_addr}"),
-        gateway: format!("{gw_scheme}://{gw_addr}"),
-        domain: cfg.domain.clone(),
-    };
-    std::fs::write(dir.join("addresses.json"), serde_json::to_vec_pretty(&addresses)?)?;
-
-    println!(
-        "Sluice is up{}.",
-        if role == Role::Control { " (control plane; gateways run as `sluice gateway`)" } else { "" }
-    );
-    println!("  API:       {api_scheme}://{api_addr}/v1   (OpenAPI: /v1/openapi.json)");
-    if let (Some(host), Some(_)) = (cfg.api_host(), &https.serving) {
-        println!("             {}v1   (through the gateway)", control_url(&host, gw_addr.port()));
-    }
-    println!("  Admin key: {}", admin_key_line(&admin_key, &dir.join("admin.key")));
-    println!("  Gateway:   {gw_scheme}://{gw_addr}");
-    if let Some(p) = gw_http_addr {
-        println!("             http://{p}   (ACME HTTP-01; everything else is redirected to https)");
-    }
-    if let Some(d) = &demo {
-        let host = sluice_core::tls::endpoint_host(d.id.as_str(), &d.spec.data_center, &cfg.domain);
-        let url = if https.serving.is_some() {
-            control_url(&host, gw_addr.port())
-        } else {
-            format!("http://{host}:{}/", gw_addr.port())
-        };
-        println!("  Demo endpoint {}: {url}   or   {gw_scheme}://{gw_addr}/e/{}/", d.id, d.id);
-    }
-    println!("Data directory: {}. Ctrl-C stops the platform and every worker.", dir.display());
-    let _ = std::io::stdout().flush();
-
-    let mut router = control.router();
-    if let Some(r) = &remote {
-        router = router.merge(control.internal_router(r.clone())).merge(control.v2_routes());
-    }
-    // Leading one of several control processes, the front already serves the API address.
-    let api = match (&leading, api_listener) {
-        (Some((front, ..)), _) => {
-            front.lead(router);
-            None
+    // routing table: before that, the gateway would answer 404 for endpoints that exist. A
+    // signal meanwhile (the first pass may pull images) is the same clean stop, without serving.
+    let up = tokio::select! {
+        r = async {
+            control.first_pass().await;
+            control.prewarm_endpoints().await
+        } => {
+            r?;
+            true
         }
-        (None, listener) => listener.map(|l| l.serve(router, wait_front(front_rx.clone()))),
+        () = &mut shutdown => false,
     };
-    let gw = match (gateway, gw_listener) {
-        (Some(g), Some(l)) => Some(tokio::spawn(g.serve(l, wait_front(front_rx)))),
-        _ => None,
-    };
+    let (api, gw) = if up {
+        let addresses = Addresses {
+            api: format!("{api_scheme}://{api_addr}"),
+            gateway: format!("{gw_scheme}://{gw_addr}"),
+            domain: cfg.domain.clone(),
+        };
+        std::fs::write(dir.join("addresses.json"), serde_json::to_vec_pretty(&addresses)?)?;
 
-    shutdown.await;
+        println!(
+            "Sluice is up{}.",
+            if role == Role::Control { " (control plane; gateways run as `sluice gateway`)" } else { "" }
+        );
+        println!("  API:       {api_scheme}://{api_addr}/v1   (OpenAPI: /v1/openapi.json)");
+        if let (Some(host), Some(_)) = (cfg.api_host(), &https.serving) {
+            println!("             {}v1   (through the gateway)", control_url(&host, gw_addr.port()));
+        }
+        println!("  Admin key: {}", admin_key_line(&admin_key, &dir.join("admin.key")));
+        println!("  Gateway:   {gw_scheme}://{gw_addr}");
+        if let Some(p) = gw_http_addr {
+            println!("             http://{p}   (ACME HTTP-01; everything else is redirected to https)");
+        }
+        if let Some(d) = &demo {
+            let host = sluice_core::tls::endpoint_host(d.id.as_str(), &d.spec.data_center, &cfg.domain);
+            let url = if https.serving.is_some() {
+                control_url(&host, gw_addr.port())
+            } else {
+                format!("http://{host}:{}/", gw_addr.port())
+            };
+            println!("  Demo endpoint {}: {url}   or   {gw_scheme}://{gw_addr}/e/{}/", d.id, d.id);
+        }
+        println!("Data directory: {}. Ctrl-C stops the platform and every worker.", dir.display());
+        let _ = std::io::stdout().flush();
+
+        let mut router = control.router();
+        if let Some(r) = &remote {
+            router = router.merge(control.internal_router(r.clone())).merge(control.v2_routes());
+        }
+        // Leading one of several control processes, the front already serves the API address.
+        let api = match (&leading, api_listener) {
+            (Some((front, ..)), _) => {
+                front.lead(router);
+                None
+            }
+            (None, listener) => listener.map(|l| l.serve(router, wait_front(front_rx.clone()))),
+        };
+        let gw = match (gateway, gw_listener) {
+            (Some(g), Some(l)) => Some(tokio::spawn(g.serve(l, wait_front(front_rx)))),
+            _ => None,
+        };
+        shutdown.await;
+        (api, gw)
+    } else {
+        tracing::info!("stopped during startup");
+        (None, None)
+    };
+    // A second signal while stopping: exit now; the workers still running are left for the next
+    // run to adopt or stop (as after a crash).
+    let second = signal();
+    tokio::spawn(async move {
+        second.await;
+        eprintln!("second signal: exiting now; the next `sluice up` adopts or stops the workers left running");
+        std::process::exit(130);
+    });
     if let Some((front, holder, server, keeper)) = leading {
         // One of several control processes: hand over instead of stopping the workers, which the
         // next leader adopts (as after a restart). Nothing acts once the lease is given up.

@@ -111,3 +111,31 @@ async fn ctrl_c_right_after_startup_leaves_no_worker() {
         assert!(left.is_empty(), "workers left running after Ctrl-C: {left:?}");
     }
 }
+
+/// Ctrl-C waits for requests in flight; a second Ctrl-C exits at once (130), leaving the workers
+/// running, and the next run adopts them as after a crash.
+#[tokio::test]
+async fn a_second_ctrl_c_while_stopping_exits_at_once_and_the_next_run_adopts_the_workers() {
+    let mut p = Platform::start().await;
+    let id = p.create_demo("hold", json!({"active_workers": 1})).await;
+    let pid = p.wait_ready(&id, 1).await[0]["pid"].as_u64().unwrap() as u32;
+    let _held = sleep_reqs(&p, &id, 1, 120_000);
+    eventually("the request at the worker", Duration::from_secs(10), async || {
+        let s = p.api_call(http::Method::GET, &format!("/v1/endpoints/{id}/status"), None).await.json();
+        (s["running_requests"] == 1).then_some(())
+    })
+    .await;
+    let platform = nix::unistd::Pid::from_raw(p.pid() as i32);
+    nix::sys::signal::kill(platform, nix::sys::signal::Signal::SIGINT).unwrap();
+    eventually("stopping", Duration::from_secs(10), async || p.stderr().contains("shutting down").then_some(())).await;
+    assert_eq!(p.exit_status(Duration::from_millis(300)), None, "the first Ctrl-C waits for the request");
+    nix::sys::signal::kill(platform, nix::sys::signal::Signal::SIGINT).unwrap();
+    let status = p.exit_status(Duration::from_secs(10)).expect("the second Ctrl-C exits at once");
+    assert_eq!(status.code(), Some(130), "{status}");
+    assert!(p.stderr().contains("second signal"), "{}", p.stderr());
+    assert!(alive(pid), "the worker is left running");
+    let p = Platform::start_in(p.kill9(), &["--no-demo"]).await;
+    assert_eq!(p.wait_ready(&id, 1).await[0]["pid"].as_u64(), Some(u64::from(pid)), "adopted");
+    p.stop();
+    assert!(!alive(pid));
+}

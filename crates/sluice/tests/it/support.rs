@@ -213,6 +213,18 @@ impl Platform {
         std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap())
     }
 
+    /// The platform's exit status, once it exits within `within`.
+    pub fn exit_status(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(s) = self.child.as_mut()?.try_wait().ok()? {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
     /// SIGKILLs the platform (its workers keep running) and returns its directory.
     pub fn kill9(mut self) -> TempDir {
         if let Some(mut c) = self.child.take() {

@@ -120,22 +120,32 @@ fn parse<T: serde::de::DeserializeOwned>(id: &EndpointId, chunks: Vec<String>) -
 
 /// Reads an endpoint's records within `[since, until)`; the workers running now count up to
 /// `until`.
+/// The chunks are parsed on a blocking thread: a busy endpoint's hours are millions of records.
 pub async fn load(store: &Store, id: &EndpointId, since: Millis, until: Millis) -> sluice_store::Result<Recorded> {
-    let mut requests: Vec<RequestRecord> = parse(id, store.recorded(id, RecordKind::Requests, since, until).await?);
-    requests.retain(|r| r.at >= since.0 && r.at < until.0);
-    requests.sort_by_key(|r| r.at);
-    let mut starts: Vec<StartRecord> = parse(id, store.recorded(id, RecordKind::Starts, since, until).await?);
-    starts.retain(|s| s.at >= since.0 && s.at < until.0);
-    let mut spans: Vec<SpanRecord> = parse(id, store.recorded(id, RecordKind::Spans, since, until).await?);
-    spans.retain(|s| s.to > since.0 && s.from < until.0);
-    for w in store.list_workers(id, 1000).await? {
-        if w.stopped_at.is_none()
-            && let Some(s) = span(&w, until)
-        {
-            spans.push(s);
-        }
-    }
-    Ok(Recorded { requests, starts, spans })
+    let requests = store.recorded(id, RecordKind::Requests, since, until).await?;
+    let starts = store.recorded(id, RecordKind::Starts, since, until).await?;
+    let spans = store.recorded(id, RecordKind::Spans, since, until).await?;
+    let live: Vec<SpanRecord> = store
+        .list_workers(id, 1000)
+        .await?
+        .iter()
+        .filter(|w| w.stopped_at.is_none())
+        .filter_map(|w| span(w, until))
+        .collect();
+    let id = id.clone();
+    let parsed = tokio::task::spawn_blocking(move || {
+        let mut requests: Vec<RequestRecord> = parse(&id, requests);
+        requests.retain(|r| r.at >= since.0 && r.at < until.0);
+        requests.sort_by_key(|r| r.at);
+        let mut starts: Vec<StartRecord> = parse(&id, starts);
+        starts.retain(|s| s.at >= since.0 && s.at < until.0);
+        let mut spans: Vec<SpanRecord> = parse(&id, spans);
+        spans.retain(|s| s.to > since.0 && s.from < until.0);
+        spans.extend(live);
+        Recorded { requests, starts, spans }
+    })
+    .await;
+    parsed.map_err(|e| sluice_store::Error::Corrupt { table: "recorded", message: e.to_string() })
 }
 
 /// The simulator's configuration for an endpoint: its policy and limits, its recorded cold
@@ -235,6 +245,15 @@ impl Tuner {
                 // Not busy any more however the re-tune ends (even by a panic).
                 let _done = Done(me.clone(), id.clone());
                 let Ok(_turn) = RETUNES.acquire().await else { return };
+                // The endpoint as it is now: it may have changed (or gone) during the wait.
+                let spec = match store.get_endpoint(&id).await {
+                    Ok(Some(e)) if wants_slo(&e.spec) => e.spec,
+                    Ok(_) => {
+                        me.state.lock().unwrap().tuned.remove(&id);
+                        return;
+                    }
+                    Err(_) => spec,
+                };
                 let t = crate::now();
                 let found = me.retune(&store, &logs, &id, &spec, t).await;
                 let mut st = me.state.lock().unwrap();
@@ -281,14 +300,15 @@ impl Tuner {
             }
         }
         let rec = rec?;
-        let trace = recording::to_trace(&rec.requests);
-        let first = recording::demand(&rec.requests).first().map(|r| r.at)?;
-        let trace = tune::window_of(&trace, t.0.saturating_sub(first)).to_vec();
-        if trace.is_empty() {
-            return None;
-        }
         let cfg = sim_config(spec, Preset::Default, &rec.starts);
-        let tuned: Tuned = tokio::task::spawn_blocking(move || tune::tune(&cfg, &trace, target)).await.ok()??;
+        // All of it off the async threads: the window may be millions of requests.
+        let tuned: Tuned = tokio::task::spawn_blocking(move || {
+            let trace = recording::to_trace(&rec.requests);
+            let first = recording::demand(&rec.requests).first().map(|r| r.at)?;
+            tune::tune(&cfg, tune::window_of(&trace, t.0.saturating_sub(first)), target)
+        })
+        .await
+        .ok()??;
         let applied = spec.autoscale.scaling_policy == Preset::Slo && spec.insight.slo_mode == SloMode::Apply;
         let previous = self.setting(id);
         let how = if applied { "applied" } else { "advice, not applied" };

@@ -119,12 +119,33 @@ fn parse<T: serde::de::DeserializeOwned>(id: &EndpointId, chunks: Vec<String>) -
 }
 
 /// Reads an endpoint's records within `[since, until)`; the workers running now count up to
-/// `until`.
-/// The chunks are parsed on a blocking thread: a busy endpoint's hours are millions of records.
+/// `until`. The chunks are parsed on a blocking thread: a busy endpoint's hours are millions of
+/// records.
 pub async fn load(store: &Store, id: &EndpointId, since: Millis, until: Millis) -> sluice_store::Result<Recorded> {
     let requests = store.recorded(id, RecordKind::Requests, since, until).await?;
     let starts = store.recorded(id, RecordKind::Starts, since, until).await?;
-    let spans = store.recorded(id, RecordKind::Spans, since, until).await?;
+    let spans = spans(store, id, since, until).await?;
+    let id = id.clone();
+    blocking(move || {
+        let mut requests: Vec<RequestRecord> = parse(&id, requests);
+        requests.retain(|r| r.at >= since.0 && r.at < until.0);
+        requests.sort_by_key(|r| r.at);
+        let mut starts: Vec<StartRecord> = parse(&id, starts);
+        starts.retain(|s| s.at >= since.0 && s.at < until.0);
+        Recorded { requests, starts, spans }
+    })
+    .await
+}
+
+/// Only the workers' spans within `[since, until)` (the running ones up to `until`): what the
+/// shadow view needs, without the requests.
+pub async fn spans(
+    store: &Store,
+    id: &EndpointId,
+    since: Millis,
+    until: Millis,
+) -> sluice_store::Result<Vec<SpanRecord>> {
+    let chunks = store.recorded(id, RecordKind::Spans, since, until).await?;
     let live: Vec<SpanRecord> = store
         .list_workers(id, 1000)
         .await?
@@ -133,19 +154,19 @@ pub async fn load(store: &Store, id: &EndpointId, since: Millis, until: Millis) 
         .filter_map(|w| span(w, until))
         .collect();
     let id = id.clone();
-    let parsed = tokio::task::spawn_blocking(move || {
-        let mut requests: Vec<RequestRecord> = parse(&id, requests);
-        requests.retain(|r| r.at >= since.0 && r.at < until.0);
-        requests.sort_by_key(|r| r.at);
-        let mut starts: Vec<StartRecord> = parse(&id, starts);
-        starts.retain(|s| s.at >= since.0 && s.at < until.0);
-        let mut spans: Vec<SpanRecord> = parse(&id, spans);
+    blocking(move || {
+        let mut spans: Vec<SpanRecord> = parse(&id, chunks);
         spans.retain(|s| s.to > since.0 && s.from < until.0);
         spans.extend(live);
-        Recorded { requests, starts, spans }
+        spans
     })
-    .await;
-    parsed.map_err(|e| sluice_store::Error::Corrupt { table: "recorded", message: e.to_string() })
+    .await
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> sluice_store::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| sluice_store::Error::Corrupt { table: "recorded", message: e.to_string() })
 }
 
 /// The simulator's configuration for an endpoint: its policy and limits, its recorded cold

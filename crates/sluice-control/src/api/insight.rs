@@ -40,6 +40,9 @@ const MAX_WINDOW_MS: u64 = 31 * 86_400_000;
 const MAX_SLO_REPLAY_MS: u64 = 86_400_000;
 /// Replays running at once (each on a blocking thread).
 static REPLAYS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+/// Trace exports and traffic views reading recorded requests at once (a window may hold
+/// millions, each read parsed in memory): the others wait their turn.
+static READS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
 
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -105,6 +108,7 @@ pub(super) async fn trace(
     query: Result<Query<WindowQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, AppError> {
     let (e, q, since, until) = endpoint_and_window(&st, &caller, &id, query).await?;
+    let _turn = READS.acquire().await.map_err(|e| AppError::Internal(format!("trace: {e}").into()))?;
     let rec = insight::load(&st.store, &e.id, since, until).await?;
     let csv = match q.kind.as_deref().unwrap_or("requests") {
         "requests" => recording::trace_csv(&rec.requests),
@@ -128,6 +132,7 @@ pub(super) async fn traffic(
     if !(1..=1000).contains(&n) {
         return Err(bad("buckets", "must be between 1 and 1000"));
     }
+    let _turn = READS.acquire().await.map_err(|e| AppError::Internal(format!("traffic: {e}").into()))?;
     let rec = insight::load(&st.store, &e.id, since, until).await?;
     let buckets = recording::buckets(&rec.requests, &rec.starts, &rec.spans, since.0, until.0, n);
     Ok(Json(TrafficView { since: rfc3339(since), until: rfc3339(until), buckets }))
@@ -283,8 +288,8 @@ pub(super) async fn shadow(
     };
     let mut actual = vec![(since.0, start)];
     actual.extend(events.iter().map(|x| (x.at.0, x.to)));
-    let rec = insight::load(&st.store, &e.id, since, until).await?;
-    let (awake, _) = recording::gpu_ms(&rec.spans, since.0, until.0);
+    let spans = insight::spans(&st.store, &e.id, since, until).await?;
+    let (awake, _) = recording::gpu_ms(&spans, since.0, until.0);
     let mut lines = vec![ShadowLine { policy: "actual".into(), points: actual, gpu_seconds: awake as f64 / 1000.0 }];
     for p in st.store.shadow_points(&e.id, since, until).await? {
         let point = (p.at.0.max(since.0), p.count);

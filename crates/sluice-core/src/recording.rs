@@ -241,6 +241,33 @@ pub struct TrafficBucket {
     pub rejected_503: u64,
     /// Workers running (launched and not yet stopped, asleep included), mean over the slice.
     pub workers: f64,
+    /// Requests at a worker, and requests waiting (in the queue, or for a start or wake), mean
+    /// over the slice: of the requests that arrived in the window.
+    pub running: f64,
+    pub waiting: f64,
+}
+
+/// Adds to each slice of `out` (`width` ms from `since`, the last cut at `until`) the share of
+/// it that `[from, to)` covers, into the field `f` picks.
+fn spread(
+    out: &mut [TrafficBucket],
+    since: u64,
+    until: u64,
+    width: u64,
+    from: u64,
+    to: u64,
+    f: fn(&mut TrafficBucket) -> &mut f64,
+) {
+    let (from, to) = (from.max(since), to.min(until));
+    let mut i = from.saturating_sub(since) / width;
+    while from < to && (i as usize) < out.len() {
+        let (b0, b1) = (since + i * width, (since + (i + 1) * width).min(until));
+        if b0 >= to {
+            break;
+        }
+        *f(&mut out[i as usize]) += (to.min(b1) - from.max(b0)) as f64 / (b1 - b0) as f64;
+        i += 1;
+    }
 }
 
 /// The records cut into `n` equal slices of `[since, until)`.
@@ -280,16 +307,12 @@ pub fn buckets(
         }
     }
     for sp in spans {
-        let (from, to) = (sp.from.max(since), sp.to.min(until));
-        let mut i = from.saturating_sub(since) / width;
-        while from < to && i < n as u64 {
-            let (b0, b1) = (since + i * width, (since + (i + 1) * width).min(until));
-            if b0 >= to {
-                break;
-            }
-            out[i as usize].workers += (to.min(b1) - from.max(b0)) as f64 / (b1 - b0) as f64;
-            i += 1;
-        }
+        spread(&mut out, since, until, width, sp.from, sp.to, |b| &mut b.workers);
+    }
+    for r in records {
+        let sent = r.at + u64::from(r.queue_ms) + u64::from(r.start_ms);
+        spread(&mut out, since, until, width, r.at, sent, |b| &mut b.waiting);
+        spread(&mut out, since, until, width, sent, sent + u64::from(r.service_ms), |b| &mut b.running);
     }
     let pct = |v: &mut Vec<u64>, q: f64| {
         v.sort_unstable();
@@ -464,7 +487,7 @@ mod tests {
     }
 
     #[test]
-    fn traffic_buckets_count_running_workers_by_their_share_of_each_slice() {
+    fn traffic_buckets_spread_workers_and_requests_over_the_slices_they_cover() {
         let span = |from, to| SpanRecord { from, to, gpus: 1, asleep_ms: 0 };
         // 4 slices of 10 s over [100 s, 140 s).
         let cases: &[(&[SpanRecord], [f64; 4])] = &[
@@ -482,6 +505,15 @@ mod tests {
             let got: Vec<f64> = buckets(&[], &[], spans, 100_000, 140_000, 4).iter().map(|b| b.workers).collect();
             assert_eq!(got, want, "{spans:?}");
         }
+        // Requests: 2 s waiting then 4 s at the worker, from 102 s; a refusal after 10 s in the
+        // queue, from 125 s.
+        let recs = [
+            RequestRecord { queue_ms: 500, start_ms: 1_500, ..rec(102_000, 4_000, Outcome::Served) },
+            RequestRecord { queue_ms: 10_000, ..rec(125_000, 0, Outcome::QueueTimeout) },
+        ];
+        let b = buckets(&recs, &[], &[], 100_000, 140_000, 4);
+        assert_eq!(b.iter().map(|b| b.waiting).collect::<Vec<_>>(), [0.2, 0.0, 0.5, 0.5]);
+        assert_eq!(b.iter().map(|b| b.running).collect::<Vec<_>>(), [0.4, 0.0, 0.0, 0.0]);
         // 10 s in 3 slices of 3.334 s, the last cut short at the window's end: a worker through
         // that last slice counts 1, not 0.9994.
         let b = buckets(&[], &[], &[span(6_668, 10_000)], 0, 10_000, 3);

@@ -97,5 +97,5 @@ async function buckets(id, t0, t1, n) {
   const s = (ms) => (ms == null ? null : ms / 1000);
   return r.buckets.map((b) => ({ t: b.at, rps: b.rps, requests: b.requests, p50: s(b.service_p50_ms), p99: s(b.service_p99_ms),
     lat99: s(b.latency_p99_ms), queueMean: b.queue_mean_ms / 1000, queueMax: b.queue_max_ms / 1000,
-    starts: b.starts_ms.map((x) => x / 1000), r429: b.rejected_429, r503: b.rejected_503, workers: b.workers }));
+    starts: b.starts_ms.map((x) => x / 1000), r429: b.rejected_429, r503: b.rejected_503, workers: b.workers, running: b.running, waiting: b.waiting }));
 }

@@ -23,11 +23,12 @@ async function endpoint(id) {
       <div class="charts" aria-labelledby="charts-h">
         <h3>Workers</h3><div id="chart-workers"></div>
         <h3>Requests per second</h3><div id="chart-rps"></div>
+        <h3>Requests at a worker and waiting (mean per slice)</h3><div id="chart-load"></div>
         <h3>Latency (service at the worker p50, p99; end to end p99)</h3><div id="chart-latency"></div>
         <h3>Queue wait (mean, max)</h3><div id="chart-queue"></div>
         <h3>Refused requests (429, 503)</h3><div id="chart-rejected"></div>
         <h3>Start durations</h3><div id="chart-starts"></div><p id="starts-summary"></p>
-        <h3>Running and queued requests (the last hour at most)</h3><div id="graph"></div>
+        <h3>Running and queued requests now (live, the last hour at most)</h3><div id="graph"></div>
       </div>
       <section class="decisions" aria-labelledby="decisions-h"><h2 id="decisions-h">Scaling decisions</h2>
         <p class="hint">Newest first; open one for the figures it was based on.</p><ol id="decisions" class="decision-log"></ol></section>
@@ -128,6 +129,9 @@ async function endpoint(id) {
       lines: [{ label: "running", points: running, attrs: { id: "running-line", "data-max": peak } },
         { label: "queued", points: series.points.map((p) => [p.t, p.queued]), attrs: { "data-series": "queued" } }] });
     $("#chart-rps").innerHTML = chart({ ...opts, id: "rps-chart", title: `Requests per second over the last ${w}`, lines: [{ label: "requests/s", points: at((x) => x.rps), attrs: { "data-series": "rps" } }] });
+    $("#chart-load").innerHTML = chart({ ...opts, id: "load-chart", title: `Requests at a worker and waiting (queue, start or wake) over the last ${w}, mean per slice`,
+      lines: [{ label: "at a worker", points: at((x) => x.running), attrs: { "data-series": "running-mean" } },
+        { label: "waiting", points: at((x) => x.waiting), attrs: { "data-series": "waiting-mean" } }] });
     $("#chart-latency").innerHTML = chart({ ...opts, id: "latency-chart", title: `Latency over the last ${w}, seconds: at the worker p50 and p99, end to end p99`, unit: " s",
       lines: [{ label: "p50", points: at((x) => x.p50), attrs: { "data-series": "p50" } }, { label: "p99", points: at((x) => x.p99), attrs: { "data-series": "p99" } },
         { label: "end to end p99", points: at((x) => x.lat99), attrs: { "data-series": "latency-p99" } }] });

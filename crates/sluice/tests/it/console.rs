@@ -270,6 +270,8 @@ async fn the_console_creates_edits_charts_replays_and_deletes_endpoints_and_mana
         "polyline[data-series='429']",
         "polyline[data-series=latency-p99]",
         "polyline[data-series=workers]",
+        "polyline[data-series=running-mean]",
+        "polyline[data-series=waiting-mean]",
     ] {
         eventually(css, Duration::from_secs(30), async || attr(c, css, "points").await).await;
     }
@@ -280,8 +282,10 @@ async fn the_console_creates_edits_charts_replays_and_deletes_endpoints_and_mana
     assert_eq!(slices.len(), 5, "{t}");
     assert_eq!(slices.iter().map(|x| x["requests"].as_u64().unwrap()).sum::<u64>(), 1, "{t}");
     assert_eq!(slices.iter().map(|x| x["start_waits"].as_u64().unwrap()).sum::<u64>(), 1, "{t}");
-    let most = slices.iter().map(|x| x["workers"].as_f64().unwrap()).fold(0.0, f64::max);
-    assert!(most > 0.0 && most <= 1.0, "its one worker, in the slices it ran in: {t}");
+    let most = |k: &str| slices.iter().map(|x| x[k].as_f64().unwrap()).fold(0.0, f64::max);
+    assert!(most("workers") > 0.0 && most("workers") <= 1.0, "its one worker, in the slices it ran in: {t}");
+    // The request waited for the start, then ran at the worker.
+    assert!(most("waiting") > 0.0 && most("running") > 0.0, "{t}");
     let r = p.api_call(Method::GET, &format!("/v1/endpoints/{shadowed}/traffic?buckets=0"), None).await;
     assert_eq!(r.json()["error"]["field"], "buckets", "{}", r.text());
     // The replay: default and knative on the recorded traffic, then what happened.

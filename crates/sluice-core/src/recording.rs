@@ -286,6 +286,11 @@ pub fn buckets(
     let slot = |at: u64| (at >= since && at < until).then(|| ((at - since) / width) as usize).filter(|i| *i < n);
     let (mut lat, mut svc) = (vec![Vec::new(); n], vec![Vec::new(); n]);
     for r in records {
+        // In flight over time (waiting, then at the worker), across the slices it spans...
+        let sent = r.at + u64::from(r.queue_ms) + u64::from(r.start_ms);
+        spread(&mut out, since, until, width, r.at, sent, |b| &mut b.waiting);
+        spread(&mut out, since, until, width, sent, sent + u64::from(r.service_ms), |b| &mut b.running);
+        // ...and counted in the slice it arrived in.
         let Some(i) = slot(r.at) else { continue };
         let b = &mut out[i];
         b.requests += 1;
@@ -308,11 +313,6 @@ pub fn buckets(
     }
     for sp in spans {
         spread(&mut out, since, until, width, sp.from, sp.to, |b| &mut b.workers);
-    }
-    for r in records {
-        let sent = r.at + u64::from(r.queue_ms) + u64::from(r.start_ms);
-        spread(&mut out, since, until, width, r.at, sent, |b| &mut b.waiting);
-        spread(&mut out, since, until, width, sent, sent + u64::from(r.service_ms), |b| &mut b.running);
     }
     let pct = |v: &mut Vec<u64>, q: f64| {
         v.sort_unstable();

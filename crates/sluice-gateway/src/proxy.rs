@@ -40,6 +40,7 @@ pub struct InFlight {
     /// The request's record, once the worker answered: completed (service time, bytes) and
     /// kept when the slot frees.
     rec: Option<RequestRecord>,
+    /// When the request went to the worker (the slot's start).
     sent: Instant,
     bytes_out: u64,
 }
@@ -601,7 +602,7 @@ pub(crate) async fn forward(
         *up.version_mut() = Version::HTTP_11;
         *up.headers_mut() = parts.headers.clone();
         let mut guard = InFlight::new(ep.stats.clone(), worker.clone());
-        let sent = Instant::now();
+        let sent = guard.sent;
         seen.sent = Some(sent);
         let result = tokio::time::timeout_at(deadline, client.request(up)).await;
         let mut resp = match result {

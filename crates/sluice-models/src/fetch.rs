@@ -180,7 +180,7 @@ struct Hasher {
     cancel: Arc<AtomicBool>,
     /// The thread, once it runs: woken when the download ends, so that a file's last bytes are
     /// hashed at once rather than after its next poll.
-    thread: Arc<Mutex<Option<std::thread::Thread>>>,
+    thread: Arc<std::sync::OnceLock<std::thread::Thread>>,
     done: Option<tokio::task::JoinHandle<std::io::Result<Option<String>>>>,
 }
 
@@ -192,10 +192,10 @@ impl Hasher {
         state: Arc<Mutex<Partial>>,
     ) -> Hasher {
         let (ended, cancel) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
-        let thread = Arc::new(Mutex::new(None));
+        let thread = Arc::new(std::sync::OnceLock::new());
         let (path, end, quit, me) = (path.to_owned(), ended.clone(), cancel.clone(), thread.clone());
         let done = tokio::task::spawn_blocking(move || {
-            *me.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::thread::current());
+            let _ = me.set(std::thread::current());
             let mut ctx = ring::digest::Context::new(alg);
             if let Some(size) = header {
                 ctx.update(format!("blob {size}\0").as_bytes());
@@ -232,7 +232,7 @@ impl Hasher {
 
     fn wake(&self, flag: &AtomicBool) {
         flag.store(true, Ordering::Release);
-        if let Some(t) = &*self.thread.lock().unwrap_or_else(|p| p.into_inner()) {
+        if let Some(t) = self.thread.get() {
             t.unpark();
         }
     }
